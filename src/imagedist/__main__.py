@@ -1,0 +1,3 @@
+from imagedist._cli import main
+
+main()

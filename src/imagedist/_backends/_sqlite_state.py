@@ -1,0 +1,378 @@
+"""The state store on SQLite (WAL): jobs, their items, logs and target switches.
+
+Several processes may open the same file at once (a worker and the CLI, or a restarted worker);
+every item write is a compare-and-set on its version, so none overwrites another's progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._domain import (
+    BlobRef,
+    FailedPhase,
+    Job,
+    JobState,
+    LogRecord,
+    OsType,
+    SourceKind,
+    SourceRow,
+    SourceState,
+    TargetRow,
+    TargetState,
+)
+from .._exceptions import Conflict, NotFound, PreconditionFailed
+from ..abc import StateStore
+
+__all__ = ["SqliteStateStore"]
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, image_name TEXT NOT NULL, os_type TEXT NOT NULL,
+    source_path TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at REAL NOT NULL,
+    description TEXT NOT NULL, state TEXT NOT NULL, finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS sources (
+    job_id TEXT NOT NULL, source_id TEXT NOT NULL, kind TEXT NOT NULL,
+    account TEXT NOT NULL, container TEXT NOT NULL, blob TEXT NOT NULL,
+    state TEXT NOT NULL, parent_id TEXT, progress_bytes INTEGER NOT NULL, deleted INTEGER NOT NULL,
+    error TEXT NOT NULL, lease_owner TEXT, lease_until REAL NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (job_id, source_id)
+);
+CREATE TABLE IF NOT EXISTS targets (
+    job_id TEXT NOT NULL, target TEXT NOT NULL, subscription TEXT NOT NULL, region TEXT NOT NULL,
+    account TEXT NOT NULL, container TEXT NOT NULL, blob TEXT NOT NULL,
+    resource_group TEXT NOT NULL, image_name TEXT NOT NULL, state TEXT NOT NULL, source_id TEXT,
+    copy_id TEXT NOT NULL, failed_phase TEXT, error TEXT NOT NULL, attempts INTEGER NOT NULL, blob_deleted INTEGER NOT NULL,
+    lease_owner TEXT, lease_until REAL NOT NULL, version INTEGER NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (job_id, target)
+);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, ts REAL NOT NULL,
+    level TEXT NOT NULL, step TEXT NOT NULL, target TEXT NOT NULL, message TEXT NOT NULL,
+    extra TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_job ON logs (job_id, seq);
+CREATE TABLE IF NOT EXISTS target_switches (name TEXT PRIMARY KEY, enabled INTEGER NOT NULL);
+"""
+
+LEVELS = {"info": 0, "warning": 1, "error": 2}
+
+SOURCE_COLUMNS = (
+    "job_id, source_id, kind, account, container, blob, state, parent_id, progress_bytes,"
+    " deleted, error, lease_owner, lease_until, version"
+)
+TARGET_COLUMNS = (
+    "job_id, target, subscription, region, account, container, blob, resource_group, image_name,"
+    " state, source_id, copy_id, failed_phase, error, attempts, blob_deleted, lease_owner, lease_until,"
+    " version, updated_at"
+)
+
+
+class SqliteStateStore(StateStore):
+    """:param path: the database file; created with its schema if missing."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(self._db)
+
+        return await asyncio.to_thread(locked)
+
+    async def aclose(self) -> None:
+        await self._run(lambda db: db.close())
+
+    # jobs
+
+    async def create_job(
+        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+    ) -> None:
+        def create(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
+                    raise Conflict(f"Job {job.id!r} already exists.")
+                db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?)", _job_values(job))
+                for source in sources:
+                    db.execute(
+                        f"INSERT INTO sources ({SOURCE_COLUMNS}) VALUES ({_marks(14)})",
+                        _source_values(source),
+                    )
+                for target in targets:
+                    db.execute(
+                        f"INSERT INTO targets ({TARGET_COLUMNS}) VALUES ({_marks(20)})",
+                        _target_values(target),
+                    )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+        await self._run(create)
+
+    async def get_job(self, job_id: str) -> Job:
+        row = await self._run(
+            lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"Job {job_id!r} does not exist; `imagedist jobs` lists the jobs.")
+        return _job_from(row)
+
+    async def list_jobs(self) -> list[Job]:
+        rows = await self._run(
+            lambda db: db.execute("SELECT * FROM jobs ORDER BY created_at DESC, id DESC").fetchall()
+        )
+        return [_job_from(row) for row in rows]
+
+    async def update_job(self, job: Job) -> None:
+        def update(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?",
+                (job.state.value, job.finished_at, job.id),
+            )
+            return cursor.rowcount
+
+        if await self._run(update) == 0:
+            raise NotFound(f"Job {job.id!r} does not exist.")
+
+    # items
+
+    async def list_sources(self, job_id: str) -> list[SourceRow]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {SOURCE_COLUMNS} FROM sources WHERE job_id = ? ORDER BY source_id",
+                (job_id,),
+            ).fetchall()
+        )
+        return [_source_from(row) for row in rows]
+
+    async def list_targets(self, job_id: str) -> list[TargetRow]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {TARGET_COLUMNS} FROM targets WHERE job_id = ? ORDER BY target",
+                (job_id,),
+            ).fetchall()
+        )
+        return [_target_from(row) for row in rows]
+
+    async def put_source(self, row: SourceRow) -> SourceRow:
+        new = row.replace(version=row.version + 1)
+        values = _source_values(new)
+        sets = ", ".join(f"{column.strip()} = ?" for column in SOURCE_COLUMNS.split(","))
+        await self._compare_and_set(
+            f"UPDATE sources SET {sets} WHERE job_id = ? AND source_id = ? AND version = ?",
+            (*values, row.job_id, row.source_id, row.version),
+            f"source {row.source_id!r} of job {row.job_id!r}",
+        )
+        return new
+
+    async def put_target(self, row: TargetRow) -> TargetRow:
+        new = row.replace(version=row.version + 1)
+        values = _target_values(new)
+        sets = ", ".join(f"{column.strip()} = ?" for column in TARGET_COLUMNS.split(","))
+        await self._compare_and_set(
+            f"UPDATE targets SET {sets} WHERE job_id = ? AND target = ? AND version = ?",
+            (*values, row.job_id, row.target, row.version),
+            f"target {row.target!r} of job {row.job_id!r}",
+        )
+        return new
+
+    async def _compare_and_set(self, sql: str, params: tuple[Any, ...], what: str) -> None:
+        rowcount = await self._run(lambda db: db.execute(sql, params).rowcount)
+        if rowcount == 0:
+            raise PreconditionFailed(f"The {what} was changed by another worker.")
+
+    # logs and switches
+
+    async def append_log(self, record: LogRecord) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO logs (job_id, ts, level, step, target, message, extra)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    record.job_id,
+                    record.ts,
+                    record.level,
+                    record.step,
+                    record.target,
+                    record.message,
+                    json.dumps(record.extra),
+                ),
+            )
+        )
+
+    async def list_logs(
+        self,
+        job_id: str,
+        *,
+        step: str | None = None,
+        level: str | None = None,
+        target: str | None = None,
+    ) -> list[LogRecord]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT job_id, ts, level, step, message, target, extra FROM logs"
+                " WHERE job_id = ? ORDER BY seq",
+                (job_id,),
+            ).fetchall()
+        )
+        records = [
+            LogRecord(r[0], r[1], r[2], r[3], r[4], target=r[5], extra=json.loads(r[6]))
+            for r in rows
+        ]
+        minimum = LEVELS.get(level or "info", 0)
+        return [
+            record
+            for record in records
+            if (step is None or record.step == step)
+            and LEVELS.get(record.level, 0) >= minimum
+            and (target is None or record.target == target)
+        ]
+
+    async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO target_switches VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled",
+                [(name, int(enabled)) for name in names],
+            )
+
+        await self._run(write)
+
+    async def target_switches(self) -> dict[str, bool]:
+        rows = await self._run(
+            lambda db: db.execute("SELECT name, enabled FROM target_switches").fetchall()
+        )
+        return {name: bool(enabled) for name, enabled in rows}
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _job_values(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.image_name,
+        job.os_type.value,
+        job.source_path,
+        job.size_bytes,
+        job.created_at,
+        job.description,
+        job.state.value,
+        job.finished_at,
+    )
+
+
+def _job_from(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        image_name=row[1],
+        os_type=OsType(row[2]),
+        source_path=row[3],
+        size_bytes=row[4],
+        created_at=row[5],
+        description=row[6],
+        state=JobState(row[7]),
+        finished_at=row[8],
+    )
+
+
+def _source_values(row: SourceRow) -> tuple[Any, ...]:
+    return (
+        row.job_id,
+        row.source_id,
+        row.kind.value,
+        row.blob.account,
+        row.blob.container,
+        row.blob.name,
+        row.state.value,
+        row.parent_id,
+        row.progress_bytes,
+        int(row.deleted),
+        row.error,
+        row.lease_owner,
+        row.lease_until,
+        row.version,
+    )
+
+
+def _source_from(row: tuple[Any, ...]) -> SourceRow:
+    return SourceRow(
+        job_id=row[0],
+        source_id=row[1],
+        kind=SourceKind(row[2]),
+        blob=BlobRef(row[3], row[4], row[5]),
+        state=SourceState(row[6]),
+        parent_id=row[7],
+        progress_bytes=row[8],
+        deleted=bool(row[9]),
+        error=row[10],
+        lease_owner=row[11],
+        lease_until=row[12],
+        version=row[13],
+    )
+
+
+def _target_values(row: TargetRow) -> tuple[Any, ...]:
+    return (
+        row.job_id,
+        row.target,
+        row.subscription,
+        row.region,
+        row.blob.account,
+        row.blob.container,
+        row.blob.name,
+        row.resource_group,
+        row.image_name,
+        row.state.value,
+        row.source_id,
+        row.copy_id,
+        row.failed_phase.value if row.failed_phase else None,
+        row.error,
+        row.attempts,
+        int(row.blob_deleted),
+        row.lease_owner,
+        row.lease_until,
+        row.version,
+        row.updated_at,
+    )
+
+
+def _target_from(row: tuple[Any, ...]) -> TargetRow:
+    return TargetRow(
+        job_id=row[0],
+        target=row[1],
+        subscription=row[2],
+        region=row[3],
+        blob=BlobRef(row[4], row[5], row[6]),
+        resource_group=row[7],
+        image_name=row[8],
+        state=TargetState(row[9]),
+        source_id=row[10],
+        copy_id=row[11],
+        failed_phase=FailedPhase(row[12]) if row[12] else None,
+        error=row[13],
+        attempts=row[14],
+        blob_deleted=bool(row[15]),
+        lease_owner=row[16],
+        lease_until=row[17],
+        version=row[18],
+        updated_at=row[19],
+    )

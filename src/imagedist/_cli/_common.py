@@ -1,0 +1,88 @@
+"""What every command shares: loading the config, running the library, mapping errors to exits."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from .._api import Imagedist
+from .._config import Config, load_config
+from .._exceptions import BackendUnavailable, ImagedistError, InvalidInput
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "State",
+    "echo_json",
+    "friendly_errors",
+    "json_option",
+    "run_with_app",
+]
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class State:
+    """The group's options, passed to every command through the click context."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+def friendly_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn our errors into one line on stderr and the documented exit status, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (InvalidInput, BackendUnavailable) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except ImagedistError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; the job's progress is saved: `imagedist worker` resumes it.",
+                       err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def run_with_app(state: State, body: Callable[[Imagedist], Awaitable[R]]) -> R:
+    """Open the library for the config and run ``body`` in an event loop."""
+
+    async def main() -> R:
+        async with Imagedist(state.config) as app:
+            return await body(app)
+
+    return asyncio.run(main())
+
+
+def json_option(fn: Callable[P, R]) -> Callable[P, R]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        fn
+    )
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))

@@ -1,0 +1,234 @@
+"""Job commands: submit, worker, run, jobs, status, logs, retry, cleanup."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .._api import Imagedist
+from .._domain import FailedPhase, JobState, OsType
+from .._engine import JobStatus
+from ._common import (
+    EXIT_FAILED,
+    State,
+    echo_json,
+    friendly_errors,
+    json_option,
+    run_with_app,
+)
+from ._render import (
+    log_to_dict,
+    print_logs,
+    print_status,
+    status_to_dict,
+    watch_progress,
+)
+
+__all__ = ["cleanup", "jobs", "logs", "retry", "run", "status", "submit", "worker"]
+
+pass_state = click.make_pass_decorator(State)
+console = Console()
+
+
+def _exit_for(status: JobStatus) -> None:
+    if status.state is JobState.FAILED:
+        sys.exit(EXIT_FAILED)
+
+
+def _submit_options(fn):  # type: ignore[no-untyped-def]
+    fn = click.option("--description", default="", help="Free text stored with the job.")(fn)
+    fn = click.option("--os-type", type=click.Choice([o.value for o in OsType]), required=True,
+                      help="The image's operating system.")(fn)
+    fn = click.option("--image-name", required=True,
+                      help="Base name of the images; each target's name comes from the template.")(fn)
+    return click.argument("file", type=click.Path(path_type=Path))(fn)
+
+
+async def _submit_and_upload(app: Imagedist, file: Path, image_name: str, os_type: str,
+                             description: str, quiet: bool) -> str:
+    job = await app.submit(file, image_name, OsType(os_type), description)
+    if not quiet:
+        click.echo(f"job {job.id} submitted; uploading {job.size_bytes} bytes", err=True)
+    await app.upload(job.id)
+    return job.id
+
+
+async def _final(app: Imagedist, job_id: str) -> tuple[JobStatus, list]:  # type: ignore[type-arg]
+    return await app.status(job_id), await app.logs(job_id, level="error")
+
+
+def _report(status: JobStatus, errors: list, as_json: bool) -> None:  # type: ignore[type-arg]
+    if as_json:
+        echo_json(status_to_dict(status, errors))
+    else:
+        print_status(console, status, errors)
+    _exit_for(status)
+
+
+@click.command()
+@_submit_options
+@click.option("--wait", is_flag=True, help="Wait until the job ends (a worker must be running).")
+@json_option
+@pass_state
+@friendly_errors
+def submit(state: State, file: Path, image_name: str, os_type: str, description: str,
+           wait: bool, as_json: bool) -> None:
+    """Register a job for FILE and upload it to the staging account.
+
+    A running `imagedist worker` then distributes it. Prints the job id.
+    """
+
+    async def body(app: Imagedist) -> None:
+        job_id = await _submit_and_upload(app, file, image_name, os_type, description, as_json)
+        if not wait:
+            echo_json({"job": job_id}) if as_json else click.echo(job_id)
+            return
+        while (await app.status(job_id)).state is JobState.ACTIVE:
+            await app.ctx.backend.clock.sleep(app.config.concurrency.poll_interval_seconds)
+        _report(*await _final(app, job_id), as_json)
+
+    run_with_app(state, body)
+
+
+@click.command()
+@click.option("--forever", is_flag=True, help="Keep polling for new jobs instead of exiting.")
+@click.option("--job", "job_ids", multiple=True, help="Work only on this job (repeatable).")
+@pass_state
+@friendly_errors
+def worker(state: State, forever: bool, job_ids: tuple[str, ...]) -> None:
+    """Work on every active job until no work is left (or forever).
+
+    Safe to run several at once and to kill at any moment: a restarted worker
+    resumes where the last one stopped.
+    """
+    run_with_app(state, lambda app: app.work(job_ids, forever=forever))
+
+
+@click.command()
+@_submit_options
+@json_option
+@pass_state
+@friendly_errors
+def run(state: State, file: Path, image_name: str, os_type: str, description: str,
+        as_json: bool) -> None:
+    """Submit FILE, distribute it with a worker in this process, and show live progress."""
+
+    async def body(app: Imagedist) -> None:
+        job_id = await _submit_and_upload(app, file, image_name, os_type, description, as_json)
+        if as_json:
+            await app.work([job_id])
+        else:
+            await watch_progress(console, lambda: app.status(job_id), app.work([job_id]))
+        _report(*await _final(app, job_id), as_json)
+
+    run_with_app(state, body)
+
+
+@click.command()
+@json_option
+@pass_state
+@friendly_errors
+def jobs(state: State, as_json: bool) -> None:
+    """List the jobs, newest first, with their phase percentages."""
+    statuses = run_with_app(state, lambda app: app.jobs())
+    if as_json:
+        echo_json([
+            {k: v for k, v in status_to_dict(s).items() if k != "targets"} for s in statuses
+        ])
+        return
+    table = Table("job", "image", "os", "state", "upload", "tier-1", "copies", "images", "errors")
+    for s in statuses:
+        table.add_row(s.job.id, s.job.image_name, s.job.os_type.value, s.state.value,
+                      f"{s.upload_pct}%", f"{s.tier1_pct}%", f"{s.copies_pct}%",
+                      f"{s.images_pct}%", str(s.error_count))
+    console.print(table)
+
+
+@click.command()
+@click.argument("job_id")
+@json_option
+@pass_state
+@friendly_errors
+def status(state: State, job_id: str, as_json: bool) -> None:
+    """Show a job: the four phase percentages, errors, and the target grid.
+
+    Exits 1 if the job failed.
+    """
+    _report(*run_with_app(state, lambda app: _final(app, job_id)), as_json)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--step", type=click.Choice(["submit", "upload", "tier1", "copy", "image",
+                                           "cleanup", "job"]), help="Only this step.")
+@click.option("--level", type=click.Choice(["info", "warning", "error"]),
+              help="Only this level and above.")
+@click.option("--target", help="Only this target (e.g. 'sub-a/westeurope').")
+@json_option
+@pass_state
+@friendly_errors
+def logs(state: State, job_id: str, step: str | None, level: str | None, target: str | None,
+         as_json: bool) -> None:
+    """Show a job's log."""
+    records = run_with_app(
+        state, lambda app: app.logs(job_id, step=step, level=level, target=target)
+    )
+    if as_json:
+        echo_json([log_to_dict(r) for r in records])
+    else:
+        print_logs(console, records)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--failed-only", is_flag=True, help="Only failed targets, not skipped ones.")
+@click.option("--target", "targets", multiple=True, help="Only this target (repeatable).")
+@click.option("--phase", type=click.Choice([p.value for p in FailedPhase]),
+              help="Restart failed targets at this phase.")
+@click.option("--wait", is_flag=True, help="Work on the job in this process until it ends.")
+@json_option
+@pass_state
+@friendly_errors
+def retry(state: State, job_id: str, failed_only: bool, targets: tuple[str, ...],
+          phase: str | None, wait: bool, as_json: bool) -> None:
+    """Put a job's unfinished targets back to work; finished ones are never touched.
+
+    Failed targets resume in the phase they failed in; skipped targets that are
+    now enabled start. A worker (or --wait) then does the work.
+    """
+
+    async def body(app: Imagedist) -> list[str]:
+        reset = await app.retry(job_id, failed_only=failed_only, targets=targets,
+                                phase=FailedPhase(phase) if phase else None)
+        if wait and reset:
+            await app.work([job_id])
+        return reset
+
+    reset = run_with_app(state, body)
+    if as_json:
+        echo_json({"job": job_id, "retried": reset})
+    else:
+        click.echo(f"{len(reset)} targets put back to work" + (": " + ", ".join(reset) if reset else ""))
+    if wait:
+        status_and_errors = run_with_app(state, lambda app: _final(app, job_id))
+        if not as_json:
+            print_status(console, *status_and_errors)
+        _exit_for(status_and_errors[0])
+
+
+@click.command()
+@click.argument("job_id")
+@json_option
+@pass_state
+@friendly_errors
+def cleanup(state: State, job_id: str, as_json: bool) -> None:
+    """Delete a job's intermediate blobs now (images are kept)."""
+    count = run_with_app(state, lambda app: app.cleanup(job_id))
+    if as_json:
+        echo_json({"job": job_id, "deleted_blobs": count})
+    else:
+        click.echo(f"deleted {count} blobs")

@@ -1,0 +1,159 @@
+"""Turning library results into tables, grids, JSON and a live progress display."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from .._domain import LogRecord, TargetState
+from .._engine import JobStatus
+
+__all__ = [
+    "log_to_dict",
+    "print_logs",
+    "print_status",
+    "status_grid",
+    "status_to_dict",
+    "watch_progress",
+]
+
+STATE_STYLE = {
+    TargetState.PENDING: "dim",
+    TargetState.COPYING: "cyan",
+    TargetState.COPIED: "blue",
+    TargetState.IMAGING: "magenta",
+    TargetState.DONE: "green",
+    TargetState.FAILED: "bold red",
+    TargetState.SKIPPED: "yellow",
+}
+PHASES = (("upload", "upload_pct"), ("tier-1 copies", "tier1_pct"),
+          ("target copies", "copies_pct"), ("images", "images_pct"))
+
+
+def _when(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
+def status_to_dict(status: JobStatus, errors: list[LogRecord] | None = None) -> dict[str, Any]:
+    job = status.job
+    data: dict[str, Any] = {
+        "job": job.id,
+        "image_name": job.image_name,
+        "os_type": job.os_type.value,
+        "description": job.description,
+        "size_bytes": job.size_bytes,
+        "created_at": _when(job.created_at),
+        "finished_at": _when(job.finished_at),
+        "state": status.state.value,
+        "completed": status.completed,
+        "phases": {
+            "upload": status.upload_pct,
+            "tier1": status.tier1_pct,
+            "copies": status.copies_pct,
+            "images": status.images_pct,
+        },
+        "error_count": status.error_count,
+        "counts": status.counts,
+        "targets": [
+            {
+                "target": t.target, "subscription": t.subscription, "region": t.region,
+                "state": t.state.value, "image": t.image_name, "attempts": t.attempts,
+                "failed_phase": t.failed_phase.value if t.failed_phase else None,
+                "error": t.error,
+            }
+            for t in status.targets
+        ],
+    }
+    if errors is not None:
+        data["error_log"] = [log_to_dict(r) for r in errors]
+    return data
+
+
+def log_to_dict(record: LogRecord) -> dict[str, Any]:
+    return {"ts": _when(record.ts), "level": record.level, "step": record.step,
+            "target": record.target, "message": record.message}
+
+
+def status_grid(status: JobStatus) -> Table:
+    """Subscriptions down, regions across, each cell the target's state."""
+    regions = sorted({t.region for t in status.targets})
+    subscriptions = sorted({t.subscription for t in status.targets})
+    cells = {(t.subscription, t.region): t.state for t in status.targets}
+    grid = Table(title="targets", show_lines=False)
+    grid.add_column("subscription")
+    for region in regions:
+        grid.add_column(region, justify="center")
+    for subscription in subscriptions:
+        row = []
+        for region in regions:
+            state = cells.get((subscription, region))
+            row.append("" if state is None else f"[{STATE_STYLE[state]}]{state.value}[/]")
+        grid.add_row(subscription, *row)
+    return grid
+
+
+def _summary(status: JobStatus) -> Table:
+    table = Table.grid(padding=(0, 2))
+    job = status.job
+    table.add_row("job", f"{job.id}  ({job.image_name}, {job.os_type.value})")
+    for label, attr in PHASES:
+        table.add_row(label, f"{getattr(status, attr)} %")
+    table.add_row("errors", str(status.error_count))
+    completed = "[green]yes[/]" if status.completed else f"no ({status.state.value})"
+    table.add_row("completed", completed)
+    return table
+
+
+def print_status(console: Console, status: JobStatus, errors: list[LogRecord]) -> None:
+    console.print(_summary(status))
+    console.print(status_grid(status))
+    if errors:
+        console.print("[bold]error log[/]")
+        print_logs(console, errors)
+
+
+def print_logs(console: Console, records: list[LogRecord]) -> None:
+    style = {"warning": "yellow", "error": "red"}
+    for r in records:
+        line = Text(f"{_when(r.ts)} ")
+        line.append(f"{r.level:<7}", style=style.get(r.level, ""))
+        line.append(f" {r.step:<7}" + (f" [{r.target}]" if r.target else "") + f" {r.message}")
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+async def watch_progress(
+    console: Console,
+    fetch: Callable[[], Awaitable[JobStatus]],
+    work: Awaitable[None],
+    interval: float = 0.25,
+) -> JobStatus:
+    """Run ``work`` while showing the four phase bars and the grid, refreshed from the state store."""
+    progress = Progress(TextColumn("{task.description:<14}"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f} %"), console=console)
+    bars = {attr: progress.add_task(label, total=100) for label, attr in PHASES}
+    async with asyncio.TaskGroup() as group:
+        worker = group.create_task(_as_coroutine(work))
+        with Live(console=console, refresh_per_second=8, transient=False) as live:
+            while True:
+                status = await fetch()
+                for attr, bar in bars.items():
+                    progress.update(bar, completed=getattr(status, attr))
+                live.update(Group(progress, status_grid(status)))
+                if worker.done():
+                    break
+                await asyncio.wait({worker}, timeout=interval)
+    return status
+
+
+async def _as_coroutine(work: Awaitable[None]) -> None:
+    await work

@@ -1,0 +1,280 @@
+"""The TOML config file: what to distribute where, validated with pydantic into precise errors."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ._domain import Target
+from ._exceptions import ConfigError
+
+__all__ = [
+    "ConcurrencyPolicy",
+    "Config",
+    "FanoutPolicy",
+    "FleetSpec",
+    "LocalBackendOptions",
+    "NamingPolicy",
+    "StagingSpec",
+    "TargetSpec",
+    "generated_account_name",
+    "load_config",
+]
+
+ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+# Azure resource group names: 1-90 of letters, digits, '_', '-', '.', '(' and ')', not ending in '.'.
+RESOURCE_GROUP_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
+CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+REGION_NAME = re.compile(r"^[a-z][a-z0-9]{1,39}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_account(value: str) -> str:
+    if not ACCOUNT_NAME.match(value):
+        raise ValueError(
+            f"storage account name {value!r} must be 3-24 lowercase letters and digits"
+        )
+    return value
+
+
+def _check_container(value: str) -> str:
+    if not CONTAINER_NAME.match(value):
+        raise ValueError(
+            f"container name {value!r} must be 3-63 lowercase letters, digits and single hyphens"
+        )
+    return value
+
+
+def _check_resource_group(value: str) -> str:
+    if not RESOURCE_GROUP_NAME.match(value):
+        raise ValueError(
+            f"resource group name {value!r} must be 1-90 letters, digits, '_', '-', '.', '(' or ')'"
+            " and not end with '.'"
+        )
+    return value
+
+
+def _check_region(value: str) -> str:
+    if not REGION_NAME.match(value):
+        raise ValueError(f"region {value!r} must be an Azure region name such as 'westeurope'")
+    return value
+
+
+class StagingSpec(_Strict):
+    """The tier-0 storage account that receives the upload."""
+
+    subscription: str = Field(min_length=1)
+    region: str
+    account: str
+    container: str = "imagedist"
+    resource_group: str = "imagedist-staging"
+
+    _account = field_validator("account")(_check_account)
+    _container = field_validator("container")(_check_container)
+    _region = field_validator("region")(_check_region)
+    _rg = field_validator("resource_group")(_check_resource_group)
+
+
+class TargetSpec(_Strict):
+    """One explicit target of the fleet."""
+
+    subscription: str = Field(min_length=1)
+    region: str
+    account: str
+    name: str | None = None
+    container: str | None = None
+    resource_group: str | None = None
+    enabled: bool = True
+
+    _account = field_validator("account")(_check_account)
+    _region = field_validator("region")(_check_region)
+
+
+class FleetSpec(_Strict):
+    """Targets generated as every subscription × every region, with stable account names."""
+
+    subscriptions: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    account_prefix: str = Field(default="imgd", pattern=r"^[a-z0-9]{1,11}$")
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        return [_check_region(region) for region in value]
+
+
+class NamingPolicy(_Strict):
+    """How images, containers and resource groups in the targets are named."""
+
+    image_template: str = "{image}.{region}"
+    images_resource_group: str = "imagedist-images"
+    container: str = "imagedist"
+
+    _container = field_validator("container")(_check_container)
+    _rg = field_validator("images_resource_group")(_check_resource_group)
+
+    @field_validator("image_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(image="x", region="r", subscription="s", target="t")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"image_template {value!r} may only use {{image}}, {{region}}, {{subscription}}"
+                " and {target}"
+            ) from exc
+        return value
+
+
+class FanoutPolicy(_Strict):
+    """How copies spread: tier-1 copies in the staging account, and how many reads one source serves."""
+
+    tier1_copies: int = Field(default=2, ge=0, le=1000)
+    max_reads_per_source: int = Field(default=4, ge=1, le=1000)
+
+
+class ConcurrencyPolicy(_Strict):
+    """Limits one worker respects, and how it polls and leases work."""
+
+    copies: int = Field(default=32, ge=1)
+    images: int = Field(default=16, ge=1)
+    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0)
+
+
+class LocalBackendOptions(_Strict):
+    """The embedded backend: a folder of blobs and SQLite files."""
+
+    root: str = ".imagedist"
+    copy_bandwidth_mib_s: float = Field(default=0.0, ge=0)
+    image_create_seconds: float = Field(default=1.0, ge=0)
+    fail_copies_to_accounts: list[str] = Field(default_factory=list)
+    fail_images_in: list[str] = Field(default_factory=list)  # "subscription/region"
+
+
+class Config(_Strict):
+    """The whole config file."""
+
+    backend: Literal["local"] = "local"
+    staging: StagingSpec
+    targets: list[TargetSpec] = Field(default_factory=list)
+    fleet: FleetSpec = Field(default_factory=FleetSpec)
+    naming: NamingPolicy = Field(default_factory=NamingPolicy)
+    fanout: FanoutPolicy = Field(default_factory=FanoutPolicy)
+    concurrency: ConcurrencyPolicy = Field(default_factory=ConcurrencyPolicy)
+    local: LocalBackendOptions = Field(default_factory=LocalBackendOptions)
+    base_dir: str = Field(default=".", exclude=True)
+
+    @model_validator(mode="after")
+    def _fleet_is_consistent(self) -> Config:
+        resolve_fleet(self)
+        return self
+
+    def fleet_targets(self) -> list[Target]:
+        """The resolved fleet, explicit targets first, then the generated ones."""
+        return resolve_fleet(self)
+
+    def local_root(self) -> Path:
+        """The local backend's folder, relative paths taken from the config file's folder."""
+        return (Path(self.base_dir) / self.local.root).resolve()
+
+
+def generated_account_name(prefix: str, subscription: str, region: str) -> str:
+    """A storage account name that is the same on every run for the same target.
+
+    The hash keeps names unique across the fleet without a counter, so re-running setup or
+    regenerating the fleet never renames an account.
+    """
+    digest = hashlib.sha256(f"{subscription}\0{region}".encode()).hexdigest()
+    return f"{prefix}{digest[: 22 - len(prefix)]}t2"
+
+
+def resolve_fleet(config: Config) -> list[Target]:
+    """Expand the fleet into targets and check names are unique.
+
+    :raises ValueError: on a duplicate target, account name or (subscription, region) pair.
+    """
+    targets = [_explicit_target(config, spec) for spec in config.targets]
+    targets += [
+        Target(
+            name=f"{subscription}/{region}",
+            subscription=subscription,
+            region=region,
+            account=generated_account_name(config.fleet.account_prefix, subscription, region),
+            container=config.naming.container,
+            resource_group=config.naming.images_resource_group,
+        )
+        for subscription in config.fleet.subscriptions
+        for region in config.fleet.regions
+    ]
+    _check_unique(targets, config.staging.account)
+    return targets
+
+
+def _explicit_target(config: Config, spec: TargetSpec) -> Target:
+    return Target(
+        name=spec.name or f"{spec.subscription}/{spec.region}",
+        subscription=spec.subscription,
+        region=spec.region,
+        account=spec.account,
+        container=spec.container or config.naming.container,
+        resource_group=spec.resource_group or config.naming.images_resource_group,
+        enabled=spec.enabled,
+    )
+
+
+def _check_unique(targets: list[Target], staging_account: str) -> None:
+    seen: dict[str, set[str]] = {"name": set(), "account": {staging_account}, "pair": set()}
+    for target in targets:
+        pair = f"{target.subscription}/{target.region}"
+        for kind, value in (("name", target.name), ("account", target.account), ("pair", pair)):
+            if value in seen[kind]:
+                what = {"name": "target name", "account": "storage account", "pair": "target"}[kind]
+                raise ValueError(
+                    f"duplicate {what} {value!r}: each must appear once in the fleet"
+                    " (and accounts must differ from the staging account)"
+                )
+            seen[kind].add(value)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file.
+
+    :raises ConfigError: naming the key path and the fix, if the file is missing or invalid.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"Config file {str(path)!r} does not exist; pass --config or create it"
+            " (see `imagedist demo` for an example)."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read config file {str(path)!r}: {exc}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+    return parse_config(raw, base_dir=path.parent)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
+    """Validate an already-parsed config mapping.
+
+    :raises ConfigError: naming the first offending key path.
+    """
+    try:
+        return Config.model_validate({**raw, "base_dir": str(base_dir)})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key_path = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = f"at {key_path!r}: " if key_path else ""
+        raise ConfigError(f"Invalid config {where}{message}.", key_path=key_path) from None

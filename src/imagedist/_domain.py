@@ -1,0 +1,183 @@
+"""The domain: targets, jobs, the per-item state machines and the records the state store keeps.
+
+Everything here is plain data. The engine moves items from state to state; the state store persists
+them at every transition, so a restarted worker resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+__all__ = [
+    "BlobRef",
+    "FailedPhase",
+    "Job",
+    "JobState",
+    "LogRecord",
+    "OsType",
+    "SourceKind",
+    "SourceRow",
+    "SourceState",
+    "Target",
+    "TargetRow",
+    "TargetState",
+]
+
+
+class OsType(str, enum.Enum):
+    """The operating system of the golden image, as Azure's image API names it."""
+
+    LINUX = "linux"
+    WINDOWS = "windows"
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where a blob lives: storage account, container, blob name. Never a URL with a secret in it."""
+
+    account: str
+    container: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.container}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (subscription, region) pair of the fleet, with the storage account that serves it."""
+
+    name: str
+    subscription: str
+    region: str
+    account: str
+    container: str
+    resource_group: str
+    enabled: bool = True
+
+
+class JobState(str, enum.Enum):
+    """Lifecycle of a job; derived by the engine from its items, stored so `jobs` is cheap."""
+
+    ACTIVE = "active"  # some item can still make progress
+    COMPLETED = "completed"  # every enabled target holds its image
+    FAILED = "failed"  # nothing can progress and at least one target failed
+
+
+class SourceKind(str, enum.Enum):
+    """What a copy source is."""
+
+    TIER0 = "tier0"  # the uploaded blob in the staging account
+    TIER1 = "tier1"  # an extra copy in the staging account, used only as a copy source
+
+
+class SourceState(str, enum.Enum):
+    """State machine of a copy source (tier 0 or tier 1)."""
+
+    PENDING = "pending"  # not started: tier 0 waits for its upload, tier 1 for its copy
+    UPLOADING = "uploading"  # tier 0 only: pages are being written
+    COPYING = "copying"  # tier 1 only: the server-side copy was started
+    READY = "ready"  # verified complete; may serve copies
+    FAILED = "failed"  # gave up; the reason is in `error`
+
+
+class TargetState(str, enum.Enum):
+    """State machine of one target within one job."""
+
+    PENDING = "pending"  # waiting for a source with spare read capacity
+    COPYING = "copying"  # intent recorded, copy started (or about to be) from `source_id`
+    COPIED = "copied"  # the target's blob is verified complete
+    IMAGING = "imaging"  # intent recorded, image creation started (or about to be)
+    DONE = "done"  # the image's provisioning state is Succeeded
+    FAILED = "failed"  # gave up in `failed_phase`; the reason is in `error`
+    SKIPPED = "skipped"  # the target was disabled; not counted in the job's percentages
+
+
+class FailedPhase(str, enum.Enum):
+    """Which step a failed target failed in, so a retry resumes there."""
+
+    COPY = "copy"
+    IMAGE = "image"
+
+
+ACTIVE_TARGET_STATES = frozenset(
+    {TargetState.PENDING, TargetState.COPYING, TargetState.COPIED, TargetState.IMAGING}
+)
+
+
+@dataclass
+class Job:
+    """One submission: one VHD, one image name, every enabled target."""
+
+    id: str
+    image_name: str
+    os_type: OsType
+    source_path: str
+    size_bytes: int
+    created_at: float
+    description: str = ""
+    state: JobState = JobState.ACTIVE
+    finished_at: float | None = None
+
+
+@dataclass
+class SourceRow:
+    """A copy source of a job, persisted with a version for optimistic concurrency."""
+
+    job_id: str
+    source_id: str
+    kind: SourceKind
+    blob: BlobRef
+    state: SourceState = SourceState.PENDING
+    parent_id: str | None = None  # the source this one was copied from
+    progress_bytes: int = 0
+    deleted: bool = False
+    error: str = ""
+    lease_owner: str | None = None
+    lease_until: float = 0.0
+    version: int = 0
+
+    def replace(self, **changes: object) -> SourceRow:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass
+class TargetRow:
+    """One target of one job: where its copy and image go, and how far it got."""
+
+    job_id: str
+    target: str
+    subscription: str
+    region: str
+    blob: BlobRef
+    resource_group: str
+    image_name: str
+    state: TargetState = TargetState.PENDING
+    source_id: str | None = None
+    copy_id: str = ""  # the platform's id of the copy we started, to tell it from a stale one
+    failed_phase: FailedPhase | None = None
+    error: str = ""
+    attempts: int = 0
+    blob_deleted: bool = False
+    lease_owner: str | None = None
+    lease_until: float = 0.0
+    version: int = 0
+    updated_at: float = 0.0
+
+    def replace(self, **changes: object) -> TargetRow:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One line of a job's log."""
+
+    job_id: str
+    ts: float
+    level: str  # "info" | "warning" | "error"
+    step: str  # "submit" | "upload" | "tier1" | "copy" | "image" | "cleanup" | "job"
+    message: str
+    target: str = ""
+    extra: dict[str, str] = field(default_factory=dict)

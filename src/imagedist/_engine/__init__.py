@@ -1,0 +1,33 @@
+"""The engine: policy (fan-out, leases, retries, polling, cleanup) over the ports, nothing else."""
+
+from __future__ import annotations
+
+from ._context import EngineContext
+from ._jobs import (
+    cleanup_job,
+    get_job,
+    job_status,
+    retry_job,
+    select_targets,
+    submit_job,
+    validate_image_name,
+)
+from ._status import JobStatus, summarize
+from ._upload import upload_tier0
+from ._worker import Worker, target_enablement
+
+__all__ = [
+    "EngineContext",
+    "JobStatus",
+    "Worker",
+    "cleanup_job",
+    "get_job",
+    "job_status",
+    "retry_job",
+    "select_targets",
+    "submit_job",
+    "summarize",
+    "target_enablement",
+    "upload_tier0",
+    "validate_image_name",
+]

@@ -1,0 +1,264 @@
+"""The job operations the CLI and the dashboard call: submit, status, retry, cleanup, switches."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._domain import (
+    BlobRef,
+    FailedPhase,
+    Job,
+    JobState,
+    OsType,
+    SourceKind,
+    SourceRow,
+    SourceState,
+    Target,
+    TargetRow,
+    TargetState,
+)
+from .._exceptions import InvalidInput, NotFound
+from ._cleanup import drop_sources
+from ._context import EngineContext
+from ._status import JobStatus, summarize
+from ._worker import target_enablement
+
+__all__ = [
+    "cleanup_job",
+    "job_status",
+    "retry_job",
+    "select_targets",
+    "submit_job",
+    "validate_image_name",
+]
+
+# Azure managed image names: 1-80 characters; letters, digits, '_', '.', '-'; starts with a letter
+# or digit; ends with a letter, digit or '_'.
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9](?:[\w.-]{0,78}[\w])?$")
+PAGE = 512
+
+
+def validate_image_name(name: str) -> str:
+    """:raises InvalidInput: if Azure would refuse ``name`` as a managed image name."""
+    if not IMAGE_NAME.match(name):
+        raise InvalidInput(
+            f"Image name {name!r} is invalid: use 1-80 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit and ending with a letter, digit or '_'."
+        )
+    return name
+
+
+def _validate_file(path: Path) -> int:
+    if not path.is_file():
+        raise InvalidInput(f"File {str(path)!r} does not exist; give the path of a VHD file.")
+    size = path.stat().st_size
+    if size == 0 or size % PAGE:
+        raise InvalidInput(
+            f"File {str(path)!r} is {size} bytes, not a positive multiple of 512;"
+            " a VHD for Azure must be, so convert it to a fixed VHD first."
+        )
+    return size
+
+
+def _new_job_id(now: float) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(2)
+
+
+def _image_name_for(ctx: EngineContext, image: str, target: Target) -> str:
+    name = ctx.config.naming.image_template.format(
+        image=image, region=target.region, subscription=target.subscription, target=target.name
+    )
+    return validate_image_name(name)
+
+
+async def submit_job(
+    ctx: EngineContext, path: Path, image_name: str, os_type: OsType, description: str = ""
+) -> Job:
+    """Validate the input and register the job with all its items; nothing is uploaded yet.
+
+    :raises InvalidInput: if the file, the image name or a derived image name is invalid; nothing
+        is written then.
+    """
+    size = _validate_file(path)
+    validate_image_name(image_name)
+    fleet = ctx.config.fleet_targets()
+    names = {t.name: _image_name_for(ctx, image_name, t) for t in fleet}
+    enabled = await target_enablement(ctx)
+    now = ctx.backend.clock.now()
+    job = Job(_new_job_id(now), image_name, os_type, str(path.resolve()), size, now, description)
+    staging = ctx.config.staging
+    prefix = f"jobs/{job.id}"
+    sources = [SourceRow(job.id, "tier0", SourceKind.TIER0,
+                         BlobRef(staging.account, staging.container, f"{prefix}/{image_name}.vhd"))]
+    sources += [
+        SourceRow(job.id, f"tier1-{i:03d}", SourceKind.TIER1,
+                  BlobRef(staging.account, staging.container, f"{prefix}/tier1-{i:03d}.vhd"))
+        for i in range(1, ctx.config.fanout.tier1_copies + 1)
+    ]
+    targets = [
+        TargetRow(
+            job_id=job.id, target=t.name, subscription=t.subscription, region=t.region,
+            blob=BlobRef(t.account, t.container, f"{prefix}/{image_name}.vhd"),
+            resource_group=t.resource_group, image_name=names[t.name],
+            state=TargetState.PENDING if enabled.get(t.name, True) else TargetState.SKIPPED,
+            updated_at=now,
+        )
+        for t in fleet
+    ]
+    await ctx.backend.state.create_job(job, sources, targets)
+    skipped = sum(1 for t in targets if t.state is TargetState.SKIPPED)
+    await ctx.log(
+        job.id, "info", "submit",
+        f"job submitted: {image_name} ({size} bytes) to {len(targets) - skipped} targets"
+        + (f", {skipped} disabled and skipped" if skipped else ""),
+    )
+    return job
+
+
+async def job_status(ctx: EngineContext, job_id: str) -> JobStatus:
+    """:raises InvalidInput: if there is no such job."""
+    job = await get_job(ctx, job_id)
+    state = ctx.backend.state
+    return summarize(job, await state.list_sources(job.id), await state.list_targets(job.id))
+
+
+async def get_job(ctx: EngineContext, job_id: str) -> Job:
+    """:raises InvalidInput: if there is no such job (a user's typo, so exit status 2)."""
+    try:
+        return await ctx.backend.state.get_job(job_id)
+    except NotFound as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+async def retry_job(
+    ctx: EngineContext,
+    job_id: str,
+    *,
+    failed_only: bool = False,
+    targets: Sequence[str] = (),
+    phase: FailedPhase | None = None,
+) -> list[str]:
+    """Put unfinished targets back to work; finished ones are never touched.
+
+    By default every failed target resumes in the phase it failed in and every skipped target
+    that is now enabled starts; ``failed_only`` leaves skipped ones alone; ``phase`` forces where
+    failed targets restart (``copy`` copies again, ``image`` only recreates the image).
+
+    :return: the names of the targets put back to work.
+    :raises InvalidInput: on an unknown job or target name.
+    """
+    job = await get_job(ctx, job_id)
+    state = ctx.backend.state
+    rows = await state.list_targets(job.id)
+    _check_names(targets, rows)
+    enabled = await target_enablement(ctx)
+    reset = []
+    for row in rows:
+        if targets and row.target not in targets:
+            continue
+        new_state = _retry_state(row, failed_only, phase, enabled.get(row.target, True))
+        if new_state is None:
+            continue
+        await state.put_target(
+            row.replace(state=new_state, failed_phase=None, error="", lease_owner=None,
+                        lease_until=0.0, source_id=None if new_state is TargetState.PENDING
+                        else row.source_id)
+        )
+        reset.append(row.target)
+    if reset:
+        await _revive_sources(ctx, job)
+        job.state, job.finished_at = JobState.ACTIVE, None
+        await state.update_job(job)
+        await ctx.log(job.id, "info", "job", f"retry: {len(reset)} targets put back to work")
+    return reset
+
+
+def _check_names(names: Sequence[str], rows: list[TargetRow]) -> None:
+    known = {row.target for row in rows}
+    for name in names:
+        if name not in known:
+            raise InvalidInput(
+                f"Target {name!r} is not part of this job; `imagedist status JOB` lists them."
+            )
+
+
+def _retry_state(
+    row: TargetRow, failed_only: bool, phase: FailedPhase | None, enabled: bool
+) -> TargetState | None:
+    if row.state is TargetState.SKIPPED:
+        return TargetState.PENDING if enabled and not failed_only and phase is None else None
+    if row.state is not TargetState.FAILED:
+        return None
+    restart = phase or row.failed_phase or FailedPhase.COPY
+    if restart is FailedPhase.IMAGE and row.failed_phase is FailedPhase.COPY:
+        return None  # there is no verified copy to make an image from
+    return TargetState.COPIED if restart is FailedPhase.IMAGE else TargetState.PENDING
+
+
+async def _revive_sources(ctx: EngineContext, job: Job) -> None:
+    """Targets that copy again need a source: bring back deleted or failed ones."""
+    state = ctx.backend.state
+    targets = await state.list_targets(job.id)
+    if not any(t.state is TargetState.PENDING for t in targets):
+        return
+    for row in await state.list_sources(job.id):
+        if row.deleted or row.state is SourceState.FAILED:
+            fresh = SourceState.PENDING
+            await state.put_source(
+                row.replace(state=fresh, deleted=False, progress_bytes=0, error="",
+                            parent_id=None, lease_owner=None, lease_until=0.0)
+            )
+
+
+async def cleanup_job(ctx: EngineContext, job_id: str) -> int:
+    """Delete every intermediate blob of the job now; returns how many were deleted.
+
+    Refuses while a copy is running, since deleting its source would fail it.
+
+    :raises InvalidInput: if there is no such job, or it still has copies in flight.
+    """
+    job = await get_job(ctx, job_id)
+    state = ctx.backend.state
+    targets = await state.list_targets(job.id)
+    if any(t.state is TargetState.COPYING for t in targets):
+        raise InvalidInput(
+            f"Job {job.id!r} still has copies in flight; wait for them or run `imagedist worker`."
+        )
+    dropped = await drop_sources(ctx, job, await state.list_sources(job.id))
+    for row in targets:
+        if row.state not in (TargetState.COPIED, TargetState.IMAGING) and not row.blob_deleted:
+            if await ctx.backend.blobs.delete_blob(row.blob):
+                dropped += 1
+            if row.state is TargetState.DONE:
+                await state.put_target(row.replace(blob_deleted=True))
+    await ctx.log(job.id, "info", "cleanup", f"manual cleanup deleted {dropped} blobs")
+    return dropped
+
+
+def select_targets(
+    fleet: list[Target],
+    *,
+    regions: Sequence[str] = (),
+    subscriptions: Sequence[str] = (),
+    names: Sequence[str] = (),
+) -> list[str]:
+    """Names of the fleet targets matching any of the given regions, subscriptions or names.
+
+    :raises InvalidInput: if nothing was given, or a value matches no target.
+    """
+    if not (regions or subscriptions or names):
+        raise InvalidInput("Say which targets: give --region, --subscription or --name.")
+    chosen: list[str] = []
+    for attr, values in (("region", regions), ("subscription", subscriptions), ("name", names)):
+        for value in values:
+            matched = [t.name for t in fleet if getattr(t, attr) == value]
+            if not matched:
+                raise InvalidInput(
+                    f"No target has {attr} {value!r}; `imagedist targets list` shows the fleet."
+                )
+            chosen += [name for name in matched if name not in chosen]
+    return chosen

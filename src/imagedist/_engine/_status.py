@@ -1,0 +1,86 @@
+"""A job's status, computed from its items alone: honest percentages, never from counting log rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .._domain import (
+    ACTIVE_TARGET_STATES,
+    Job,
+    JobState,
+    SourceKind,
+    SourceRow,
+    SourceState,
+    TargetRow,
+    TargetState,
+)
+
+__all__ = ["JobStatus", "derive_job_state", "summarize"]
+
+COPIED_STATES = frozenset({TargetState.COPIED, TargetState.IMAGING, TargetState.DONE})
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """The four phase percentages (floored: 99.5 % prints as 99), errors, and whether it is done."""
+
+    job: Job
+    upload_pct: int
+    tier1_pct: int
+    copies_pct: int
+    images_pct: int
+    error_count: int
+    completed: bool
+    state: JobState
+    counts: dict[str, int] = field(default_factory=dict)
+    targets: list[TargetRow] = field(default_factory=list)
+
+
+def _pct(done: int, total: int) -> int:
+    # Floor, so a phase reads 100 only when every item is finished.
+    return 100 if total == 0 else (100 * done) // total
+
+
+def summarize(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> JobStatus:
+    """Compute the status; disabled (skipped) targets count in no denominator."""
+    tier0 = [s for s in sources if s.kind is SourceKind.TIER0]
+    tier1 = [s for s in sources if s.kind is SourceKind.TIER1]
+    active = [t for t in targets if t.state is not TargetState.SKIPPED]
+    if tier0 and tier0[0].state is SourceState.READY:
+        upload = 100
+    else:
+        progress = tier0[0].progress_bytes if tier0 else 0
+        upload = _pct(progress, job.size_bytes) if job.size_bytes else 0
+        upload = min(upload, 99)
+    tier1_ready = sum(1 for s in tier1 if s.state is SourceState.READY)
+    copied = sum(1 for t in active if t.state in COPIED_STATES)
+    done = sum(1 for t in active if t.state is TargetState.DONE)
+    failed = sum(1 for t in active if t.state is TargetState.FAILED)
+    failed += sum(1 for s in sources if s.state is SourceState.FAILED)
+    state = derive_job_state(sources, targets)
+    return JobStatus(
+        job=job,
+        upload_pct=upload,
+        tier1_pct=_pct(tier1_ready, len(tier1)),
+        copies_pct=_pct(copied, len(active)),
+        images_pct=_pct(done, len(active)),
+        error_count=failed,
+        completed=state is JobState.COMPLETED,
+        state=state,
+        counts=dict(Counter(t.state.value for t in targets)),
+        targets=targets,
+    )
+
+
+def derive_job_state(sources: list[SourceRow], targets: list[TargetRow]) -> JobState:
+    """Active while any item can progress; completed when every enabled target is done."""
+    if any(t.state in ACTIVE_TARGET_STATES for t in targets):
+        return JobState.ACTIVE
+    tier0 = [s for s in sources if s.kind is SourceKind.TIER0]
+    if any(s.state in (SourceState.PENDING, SourceState.UPLOADING) for s in tier0):
+        return JobState.ACTIVE
+    failed_source = any(s.state is SourceState.FAILED for s in tier0)
+    if failed_source or any(t.state is TargetState.FAILED for t in targets):
+        return JobState.FAILED
+    return JobState.COMPLETED

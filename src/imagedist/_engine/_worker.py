@@ -1,0 +1,307 @@
+"""The worker: a reconcile loop that starts each step as soon as its input is ready.
+
+Every pass reads the jobs' rows from the state store, leases the items it can move, and runs them
+as tasks in one task group under the configured limits. Nothing is kept only in memory: a worker
+killed at any instant leaves rows that any other worker (or its own restart) picks up once their
+lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from .._domain import (
+    FailedPhase,
+    Job,
+    JobState,
+    SourceKind,
+    SourceRow,
+    SourceState,
+    TargetRow,
+    TargetState,
+)
+from .._exceptions import ImagedistError, PreconditionFailed, TransientError
+from ._cleanup import drop_sources_if_unneeded
+from ._context import EngineContext
+from ._sources import SourceChooser
+from ._status import derive_job_state
+from ._targets import TargetDriver
+from ._upload import upload_tier0
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("imagedist.worker")
+
+COPY_STATES = frozenset({TargetState.PENDING, TargetState.COPYING})
+IMAGE_STATES = frozenset({TargetState.COPIED, TargetState.IMAGING})
+MAX_TRANSIENT_RETRIES = 8
+
+
+class Worker:
+    """Drives every active job (or the given ones) until nothing is left to do.
+
+    :param job_ids: restrict the worker to these jobs; all active jobs when empty.
+    """
+
+    def __init__(self, ctx: EngineContext, job_ids: Sequence[str] = ()) -> None:
+        self.ctx = ctx
+        self.job_ids = tuple(job_ids)
+        self._inflight: set[tuple[str, str]] = set()
+        self._copies = 0
+        self._images = asyncio.Semaphore(ctx.config.concurrency.images)
+
+    async def run(self, *, forever: bool = False) -> None:
+        """Work until no active job is left (or forever)."""
+        clock = self.ctx.backend.clock
+        async with asyncio.TaskGroup() as group:
+            while True:
+                active = await self.tick(group)
+                if not active and not self._inflight and not forever:
+                    return
+                await clock.sleep(self.ctx.config.concurrency.poll_interval_seconds)
+
+    async def tick(self, group: asyncio.TaskGroup) -> int:
+        """One reconcile pass over the jobs; returns how many are still active."""
+        active = 0
+        for job in await self._active_jobs():
+            if await self._reconcile(job, group):
+                active += 1
+        return active
+
+    async def _active_jobs(self) -> list[Job]:
+        state = self.ctx.backend.state
+        if self.job_ids:
+            jobs = [await state.get_job(job_id) for job_id in self.job_ids]
+        else:
+            jobs = await state.list_jobs()
+        return [job for job in jobs if job.state is JobState.ACTIVE]
+
+    async def _reconcile(self, job: Job, group: asyncio.TaskGroup) -> bool:
+        state = self.ctx.backend.state
+        sources = await state.list_sources(job.id)
+        targets = await self._apply_switches(job, await state.list_targets(job.id))
+        tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
+        if tier0.state in (SourceState.PENDING, SourceState.UPLOADING):
+            await self._spawn_source(job, tier0, None, group)
+        if tier0.state is SourceState.FAILED:
+            await self._fail_waiting_targets(job, targets, tier0.error)
+        chooser = SourceChooser(sources, targets, self.ctx.config.fanout.max_reads_per_source)
+        self._schedule_tier1(job, sources, chooser, group)
+        self._schedule_targets(job, sources, targets, chooser, group)
+        if any(key[0] == job.id for key in self._inflight):
+            return True
+        await drop_sources_if_unneeded(self.ctx, job, sources, targets)
+        return await self._settle(job, sources, targets)
+
+    async def _apply_switches(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
+        """Disabled targets that have not started are skipped, in running jobs too."""
+        enabled = await target_enablement(self.ctx)
+        result = []
+        for row in targets:
+            if row.state is TargetState.PENDING and not enabled.get(row.target, True):
+                if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
+                    row = await self._try_put_target(row.replace(state=TargetState.SKIPPED))
+                    await self.ctx.log(job.id, "info", "job", "target disabled: skipped", row.target)
+            result.append(row)
+        return result
+
+    async def _fail_waiting_targets(self, job: Job, targets: list[TargetRow], why: str) -> None:
+        for row in targets:
+            if row.state is TargetState.PENDING and (job.id, row.target) not in self._inflight:
+                await self._try_put_target(
+                    row.replace(
+                        state=TargetState.FAILED, failed_phase=FailedPhase.COPY,
+                        error=f"no source to copy from: {why}",
+                    )
+                )
+
+    def _schedule_tier1(
+        self, job: Job, sources: list[SourceRow], chooser: SourceChooser, group: asyncio.TaskGroup
+    ) -> None:
+        for row in sources:
+            if row.kind is not SourceKind.TIER1 or row.state not in (
+                SourceState.PENDING, SourceState.COPYING
+            ):
+                continue
+            if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
+                continue
+            if row.state is SourceState.PENDING:
+                if self._copies >= self.ctx.config.concurrency.copies:
+                    return
+                parent = chooser.choose()
+                if parent is None:
+                    return
+                self._launch_source(job, row, parent, group)
+            else:
+                self._launch_source(job, row, None, group)
+
+    def _schedule_targets(
+        self,
+        job: Job,
+        sources: list[SourceRow],
+        targets: list[TargetRow],
+        chooser: SourceChooser,
+        group: asyncio.TaskGroup,
+    ) -> None:
+        by_id = {s.source_id: s for s in sources if s.state is SourceState.READY and not s.deleted}
+        # Resume what is already moving before starting anything new.
+        order = sorted(targets, key=lambda t: t.state is TargetState.PENDING)
+        for row in order:
+            if row.state not in COPY_STATES | IMAGE_STATES:
+                continue
+            if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
+                continue
+            source = by_id.get(row.source_id or "")
+            if row.state is TargetState.PENDING:
+                if self._copies >= self.ctx.config.concurrency.copies:
+                    continue
+                source = chooser.choose()
+                if source is None:
+                    continue
+            self._launch_target(job, row, source, group)
+
+    def _lease_free(self, owner: str | None, until: float, key: tuple[str, str]) -> bool:
+        return key not in self._inflight and self.ctx.lease_is_free(owner, until)
+
+    # tasks
+
+    async def _spawn_source(
+        self, job: Job, row: SourceRow, parent: SourceRow | None, group: asyncio.TaskGroup
+    ) -> None:
+        if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
+            self._launch_source(job, row, parent, group)
+
+    def _launch_source(
+        self, job: Job, row: SourceRow, parent: SourceRow | None, group: asyncio.TaskGroup
+    ) -> None:
+        key = (job.id, row.source_id)
+        self._inflight.add(key)
+        if row.kind is SourceKind.TIER1:
+            self._copies += 1
+
+        async def body() -> None:
+            from ._tier1 import drive_tier1
+
+            leased = await self.ctx.backend.state.put_source(
+                row.replace(lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until())
+            )
+            if leased.kind is SourceKind.TIER0:
+                leased = await upload_tier0(self.ctx, job, leased)
+            else:
+                leased = await drive_tier1(self.ctx, job, leased, parent)
+            await self.ctx.backend.state.put_source(leased.replace(lease_owner=None))
+
+        def done() -> None:
+            self._inflight.discard(key)
+            if row.kind is SourceKind.TIER1:
+                self._copies -= 1
+
+        group.create_task(self._guard(job, row.source_id, body, done))
+
+    def _launch_target(
+        self, job: Job, row: TargetRow, source: SourceRow | None, group: asyncio.TaskGroup
+    ) -> None:
+        key = (job.id, row.target)
+        self._inflight.add(key)
+        copying = row.state in COPY_STATES
+        self._copies += copying
+        driver = TargetDriver(self.ctx, job)
+        holder = {"copying": copying}
+
+        async def body() -> None:
+            current = await driver.put(row, lease_owner=self.ctx.worker_id)
+            current = await self._drive_copy(driver, current, source)
+            if current.state in COPY_STATES:
+                return
+            if holder["copying"]:
+                holder["copying"] = False
+                self._copies -= 1
+            if current.state in IMAGE_STATES:
+                async with self._images:
+                    current = await self._drive_image(driver, current)
+            if current.state is TargetState.DONE and not current.blob_deleted:
+                current = await driver.drop_blob(current)
+            await self.ctx.backend.state.put_target(current.replace(lease_owner=None))
+
+        def done() -> None:
+            self._inflight.discard(key)
+            if holder["copying"]:
+                self._copies -= 1
+
+        group.create_task(self._guard(job, row.target, body, done))
+
+    async def _drive_copy(
+        self, driver: TargetDriver, row: TargetRow, source: SourceRow | None
+    ) -> TargetRow:
+        if row.state is TargetState.PENDING:
+            if source is None:
+                return row
+            row = await driver.begin_copy(row, source)
+        while row.state is TargetState.COPYING:
+            row = await driver.poll_copy(row, source)
+            if row.state is TargetState.COPYING:
+                await self._pause()
+        return row
+
+    async def _drive_image(self, driver: TargetDriver, row: TargetRow) -> TargetRow:
+        if row.state is TargetState.COPIED:
+            row = await driver.begin_image(row)
+        while row.state is TargetState.IMAGING:
+            await self._pause()
+            row = await driver.poll_image(row)
+        return row
+
+    async def _pause(self) -> None:
+        await self.ctx.backend.clock.sleep(self.ctx.config.concurrency.poll_interval_seconds)
+
+    async def _guard(
+        self, job: Job, item: str, body: Callable[[], Awaitable[None]], done: Callable[[], None]
+    ) -> None:
+        """Run one item's task; a failure ends that item's attempt, never the worker."""
+        try:
+            for attempt in range(MAX_TRANSIENT_RETRIES):
+                try:
+                    await body()
+                    return
+                except TransientError as exc:
+                    delay = exc.retry_after or min(2.0**attempt, 60.0)
+                    await self.ctx.log(job.id, "warning", "job", f"{item}: {exc}; retrying")
+                    await self.ctx.backend.clock.sleep(delay)
+            await self.ctx.log(job.id, "error", "job", f"{item}: gave up after transient errors")
+        except PreconditionFailed:
+            logger.info("lost the lease on %s of job %s to another worker", item, job.id)
+        except ImagedistError as exc:
+            await self.ctx.log(job.id, "error", "job", f"{item}: {exc}")
+        finally:
+            done()
+
+    async def _try_put_target(self, row: TargetRow) -> TargetRow:
+        try:
+            return await self.ctx.backend.state.put_target(row)
+        except PreconditionFailed:
+            return row
+
+    async def _settle(self, job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> bool:
+        """Record the job's outcome once nothing can move; returns whether it is still active."""
+        outcome = derive_job_state(sources, targets)
+        if outcome is JobState.ACTIVE:
+            return True
+        pending_cleanup = outcome is JobState.COMPLETED and any(
+            not s.deleted for s in sources
+        )
+        if pending_cleanup:
+            return True
+        job.state, job.finished_at = outcome, self.ctx.backend.clock.now()
+        await self.ctx.backend.state.update_job(job)
+        level = "info" if outcome is JobState.COMPLETED else "error"
+        await self.ctx.log(job.id, level, "job", f"job {outcome.value}")
+        return False
+
+
+async def target_enablement(ctx: EngineContext) -> dict[str, bool]:
+    """Each fleet target's effective switch: the run-time switch if set, else the config's."""
+    enabled = {t.name: t.enabled for t in ctx.config.fleet_targets()}
+    enabled.update(await ctx.backend.state.target_switches())
+    return enabled

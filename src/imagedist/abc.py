@@ -1,0 +1,310 @@
+"""The ports: what the engine needs from the world, and nothing more.
+
+Each backend (``local``, ``sim``, ``azure``) implements these. The engine talks to them with the plain
+objects of :mod:`imagedist._domain` and the small result types below; no SDK type crosses this line.
+A contract test suite per port (``tests/contract/``) runs against every implementation.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._domain import BlobRef, Job, LogRecord, OsType, SourceRow, TargetRow
+
+__all__ = [
+    "BlobProperties",
+    "BlobStore",
+    "Clock",
+    "CopyStatus",
+    "Image",
+    "ImageService",
+    "ImageSpec",
+    "ProvisioningState",
+    "StateStore",
+]
+
+
+class CopyStatus(str, enum.Enum):
+    """Status of the last server-side copy into a blob, as Azure reports it."""
+
+    NONE = "none"  # the blob was not made by a copy
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class BlobProperties:
+    """What the engine reads back about a blob."""
+
+    ref: BlobRef
+    size: int
+    copy_status: CopyStatus = CopyStatus.NONE
+    copy_id: str = ""
+    copy_source: str = ""  # "account/container/name" of the copy source, never a URL
+    copy_progress: int = 0  # bytes copied so far
+    copy_total: int = 0  # bytes to copy
+    copy_error: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class BlobStore(ABC):
+    """Page blobs in storage accounts, with Azure's asynchronous server-side copy."""
+
+    @abstractmethod
+    async def ensure_container(self, account: str, container: str) -> None:
+        """Create the container if it does not exist.
+
+        :raises NotFound: if the account does not exist.
+        """
+
+    @abstractmethod
+    async def create_page_blob(self, ref: BlobRef, size: int, *, overwrite: bool = False) -> None:
+        """Create an empty page blob of ``size`` bytes (a multiple of 512).
+
+        Without ``overwrite`` an existing blob of the same size is kept, so an upload can resume.
+
+        :raises ValueError: if ``size`` is not a positive multiple of 512.
+        :raises Conflict: if a blob of another size exists and ``overwrite`` is false.
+        """
+
+    @abstractmethod
+    async def write_pages(self, ref: BlobRef, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``; both 512-byte aligned and inside the blob.
+
+        :raises NotFound: if the blob does not exist.
+        :raises ValueError: if the range is misaligned or outside the blob.
+        """
+
+    @abstractmethod
+    async def read(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset`` (unwritten pages read as zeros).
+
+        :raises NotFound: if the blob does not exist.
+        """
+
+    @abstractmethod
+    async def page_ranges(self, ref: BlobRef) -> list[tuple[int, int]]:
+        """The written ranges of the blob as ``(start, end)`` pairs, end exclusive, sorted.
+
+        :raises NotFound: if the blob does not exist.
+        """
+
+    @abstractmethod
+    async def get_properties(self, ref: BlobRef) -> BlobProperties:
+        """Size, metadata and the status of the last copy into the blob.
+
+        :raises NotFound: if the blob does not exist.
+        """
+
+    @abstractmethod
+    async def set_metadata(self, ref: BlobRef, metadata: dict[str, str]) -> None:
+        """Replace the blob's metadata.
+
+        :raises NotFound: if the blob does not exist.
+        """
+
+    @abstractmethod
+    async def start_copy(self, source: BlobRef, dest: BlobRef) -> str:
+        """Start an asynchronous server-side copy and return its copy id at once.
+
+        The destination's status is then ``pending`` until it becomes ``success`` or ``failed``;
+        poll :meth:`get_properties`. The adapter grants the copy read access to the source on its own
+        (a SAS scoped to that one blob on Azure); the engine never sees a URL.
+
+        :raises NotFound: if the source does not exist.
+        :raises Conflict: if a copy into ``dest`` is already pending.
+        """
+
+    @abstractmethod
+    async def abort_copy(self, dest: BlobRef, copy_id: str) -> None:
+        """Abort a pending copy; its status becomes ``aborted``.
+
+        :raises NotFound: if no such copy is pending on ``dest``.
+        """
+
+    @abstractmethod
+    async def delete_blob(self, ref: BlobRef) -> bool:
+        """Delete the blob; return whether it existed. Deleting a missing blob is not an error."""
+
+    @abstractmethod
+    async def list_blobs(self, account: str, container: str, prefix: str = "") -> list[str]:
+        """Names of the blobs in the container starting with ``prefix``, sorted.
+
+        A missing container lists as empty.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
+        """Release connections and handles."""
+
+
+class ProvisioningState(str, enum.Enum):
+    """Provisioning state of a managed image, as Azure reports it."""
+
+    CREATING = "Creating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """A managed image to create from a VHD blob in the same subscription and region."""
+
+    subscription: str
+    resource_group: str
+    name: str
+    region: str
+    source_blob: BlobRef
+    os_type: OsType
+    hyper_v_generation: str = "V1"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Image:
+    """A managed image as the image service reports it."""
+
+    subscription: str
+    resource_group: str
+    name: str
+    region: str
+    source_blob: BlobRef
+    os_type: OsType
+    provisioning_state: ProvisioningState
+    error_code: str = ""
+    error_message: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class ImageService(ABC):
+    """Managed images (``Microsoft.Compute/images``), created by long-running operations."""
+
+    @abstractmethod
+    async def ensure_resource_group(self, subscription: str, name: str, region: str) -> None:
+        """Create the resource group if it does not exist."""
+
+    @abstractmethod
+    async def begin_create_image(self, spec: ImageSpec) -> None:
+        """Start creating the image and return as soon as the platform accepted the request.
+
+        Poll :meth:`get_image` for the outcome.
+
+        :raises Conflict: if an image of that name exists with another source.
+        :raises OperationFailed: if the platform refused the request (the blob is in another
+            subscription or region, for example), with the platform's code.
+        """
+
+    @abstractmethod
+    async def get_image(self, subscription: str, resource_group: str, name: str) -> Image:
+        """The image and its provisioning state.
+
+        :raises NotFound: if there is no such image.
+        """
+
+    @abstractmethod
+    async def delete_image(self, subscription: str, resource_group: str, name: str) -> bool:
+        """Delete the image; return whether it existed."""
+
+    @abstractmethod
+    async def list_images(self, subscription: str, resource_group: str) -> list[Image]:
+        """Every image in the resource group, sorted by name."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and handles."""
+
+
+class StateStore(ABC):
+    """Jobs, their items and logs, with optimistic concurrency on every item.
+
+    Every ``put_*`` takes the row as last read; it is written only if the stored version still equals
+    ``row.version`` and returns the row with its new version. This is what lets several workers share
+    one job without locks, and a restarted worker resume without duplicating an effect.
+    """
+
+    @abstractmethod
+    async def create_job(
+        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+    ) -> None:
+        """Register a job and all its items at once.
+
+        :raises Conflict: if a job with that id exists.
+        """
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job:
+        """:raises NotFound: if there is no such job."""
+
+    @abstractmethod
+    async def list_jobs(self) -> list[Job]:
+        """Every job, newest first."""
+
+    @abstractmethod
+    async def update_job(self, job: Job) -> None:
+        """Store the job's state and finish time.
+
+        :raises NotFound: if there is no such job.
+        """
+
+    @abstractmethod
+    async def list_sources(self, job_id: str) -> list[SourceRow]:
+        """The job's copy sources, sorted by id."""
+
+    @abstractmethod
+    async def list_targets(self, job_id: str) -> list[TargetRow]:
+        """The job's targets, sorted by target name."""
+
+    @abstractmethod
+    async def put_source(self, row: SourceRow) -> SourceRow:
+        """Write the row if its version is current; return it with the new version.
+
+        :raises PreconditionFailed: if another writer changed it since it was read.
+        """
+
+    @abstractmethod
+    async def put_target(self, row: TargetRow) -> TargetRow:
+        """Write the row if its version is current; return it with the new version.
+
+        :raises PreconditionFailed: if another writer changed it since it was read.
+        """
+
+    @abstractmethod
+    async def append_log(self, record: LogRecord) -> None:
+        """Append one line to the job's log."""
+
+    @abstractmethod
+    async def list_logs(
+        self,
+        job_id: str,
+        *,
+        step: str | None = None,
+        level: str | None = None,
+        target: str | None = None,
+    ) -> list[LogRecord]:
+        """The job's log in time order, filtered by step, minimum level and target."""
+
+    @abstractmethod
+    async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
+        """Enable or disable targets by name, for running and future jobs."""
+
+    @abstractmethod
+    async def target_switches(self) -> dict[str, bool]:
+        """Targets whose enablement was set at run time, by name."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and handles."""
+
+
+class Clock(ABC):
+    """Time, so the engine can run in real or virtual time."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """Seconds since the epoch."""
+
+    @abstractmethod
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
