@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .._domain import (
     ACTIVE_TARGET_STATES,
+    FailedPhase,
     Job,
     JobState,
     SourceKind,
@@ -42,6 +43,10 @@ def _pct(done: int, total: int) -> int:
     return 100 if total == 0 else (100 * done) // total
 
 
+def _failed_after_copy(row: TargetRow) -> bool:
+    return row.state is TargetState.FAILED and row.failed_phase is FailedPhase.IMAGE
+
+
 def summarize(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> JobStatus:
     """Compute the status; disabled (skipped) targets count in no denominator."""
     tier0 = [s for s in sources if s.kind is SourceKind.TIER0]
@@ -54,7 +59,7 @@ def summarize(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> J
         upload = _pct(progress, job.size_bytes) if job.size_bytes else 0
         upload = min(upload, 99)
     tier1_ready = sum(1 for s in tier1 if s.state is SourceState.READY)
-    copied = sum(1 for t in active if t.state in COPIED_STATES)
+    copied = sum(1 for t in active if t.state in COPIED_STATES or _failed_after_copy(t))
     done = sum(1 for t in active if t.state is TargetState.DONE)
     failed = sum(1 for t in active if t.state is TargetState.FAILED)
     failed += sum(1 for s in sources if s.state is SourceState.FAILED)

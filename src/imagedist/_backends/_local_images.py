@@ -1,0 +1,289 @@
+"""Managed images in a SQLite file, created by a long-running operation that outlives the process.
+
+An image is inserted as ``Creating`` with the time it becomes ready. Whoever reads it after that
+time, in any process, settles it to ``Succeeded`` or ``Failed`` by looking at its source blob, the
+way Azure would have. Several processes may share the file: WAL mode, a busy timeout, immediate
+transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from .._domain import BlobRef, OsType
+from .._exceptions import Conflict, NotFound, OperationFailed
+from ..abc import BlobStore, Clock, CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
+
+__all__ = ["LocalImageService"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resource_groups (
+    subscription TEXT NOT NULL COLLATE NOCASE,
+    name TEXT NOT NULL COLLATE NOCASE,
+    region TEXT NOT NULL,
+    PRIMARY KEY (subscription, name)
+);
+CREATE TABLE IF NOT EXISTS images (
+    subscription TEXT NOT NULL COLLATE NOCASE,
+    resource_group TEXT NOT NULL COLLATE NOCASE,
+    name TEXT NOT NULL COLLATE NOCASE,
+    region TEXT NOT NULL,
+    source_account TEXT NOT NULL,
+    source_container TEXT NOT NULL,
+    source_name TEXT NOT NULL,
+    os_type TEXT NOT NULL,
+    hyper_v_generation TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error_code TEXT NOT NULL DEFAULT '',
+    error_message TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL,
+    ready_at REAL NOT NULL,
+    PRIMARY KEY (subscription, resource_group, name)
+);
+CREATE TABLE IF NOT EXISTS operations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription TEXT NOT NULL COLLATE NOCASE,
+    resource_group TEXT NOT NULL COLLATE NOCASE,
+    name TEXT NOT NULL COLLATE NOCASE,
+    started_at REAL NOT NULL
+);
+"""
+
+_KEY = "subscription = ? AND resource_group = ? AND name = ?"
+_UNSETTLED = (CopyStatus.PENDING, CopyStatus.FAILED, CopyStatus.ABORTED)
+
+
+class LocalImageService(ImageService):
+    """Managed images in the SQLite file ``db_path``.
+
+    Azure's rule that the source blob lives in a storage account of the image's subscription and
+    region is enforced through ``account_locations``.
+
+    :param db_path: the SQLite file; created with its schema if missing (a blocking call, once).
+    :param clock: the time source.
+    :param blobs: where source blobs are checked when an image settles.
+    :param account_locations: storage account -> (subscription, region).
+    :param create_seconds: how long an image stays ``Creating``.
+    :param fail_in: (subscription, region) pairs where every image creation fails.
+    """
+
+    def __init__(
+        self,
+        db_path: Path,
+        clock: Clock,
+        blobs: BlobStore,
+        *,
+        account_locations: Mapping[str, tuple[str, str]],
+        create_seconds: float = 0.0,
+        fail_in: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
+        self._db_path = Path(db_path)
+        self._clock = clock
+        self._blobs = blobs
+        self._locations = {a: (s, _region(r)) for a, (s, r) in account_locations.items()}
+        self._create_seconds = create_seconds
+        self._fail_in = {(s, _region(r)) for s, r in fail_in}
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers never block
+            db.executescript(_SCHEMA)
+
+    def creation_count(self, subscription: str, resource_group: str, name: str) -> int:
+        """How many creation operations were started for the image, ever (blocking; for tests)."""
+        with closing(self._connect()) as db:
+            row = db.execute(
+                f"SELECT COUNT(*) FROM operations WHERE {_KEY}",
+                (subscription, resource_group, name),
+            ).fetchone()
+        return int(row[0])
+
+    # -- the port ---------------------------------------------------------------------------------
+
+    async def ensure_resource_group(self, subscription: str, name: str, region: str) -> None:
+        await asyncio.to_thread(self._ensure_rg, subscription, name, region)
+
+    async def begin_create_image(self, spec: ImageSpec) -> None:
+        self._check_location(spec)
+        await asyncio.to_thread(self._begin, spec)
+
+    async def get_image(self, subscription: str, resource_group: str, name: str) -> Image:
+        key = (subscription, resource_group, name)
+        row = await asyncio.to_thread(self._row, key)
+        if row is None:
+            raise NotFound(f"image '{name}' does not exist in resource group '{resource_group}'")
+        creating = row["state"] == ProvisioningState.CREATING.value
+        if creating and self._clock.now() >= row["ready_at"]:
+            code, message = await self._outcome(row)
+            await asyncio.to_thread(self._settle, key, row["ready_at"], code, message)
+            return await self.get_image(*key)
+        return _image(row)
+
+    async def delete_image(self, subscription: str, resource_group: str, name: str) -> bool:
+        return await asyncio.to_thread(self._delete, (subscription, resource_group, name))
+
+    async def list_images(self, subscription: str, resource_group: str) -> list[Image]:
+        names = await asyncio.to_thread(self._names, subscription, resource_group)
+        images = []
+        for name in names:  # through get_image, so images due to settle are settled
+            try:
+                images.append(await self.get_image(subscription, resource_group, name))
+            except NotFound:
+                continue  # deleted meanwhile
+        return images
+
+    # -- blocking implementations -----------------------------------------------------------------
+
+    def _ensure_rg(self, subscription: str, name: str, region: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO resource_groups VALUES (?, ?, ?)",
+                (subscription, name, region),
+            )
+
+    def _check_location(self, spec: ImageSpec) -> None:
+        account = spec.source_blob.account
+        if self._locations.get(account) != (spec.subscription, _region(spec.region)):
+            raise OperationFailed(
+                f"Source blob '{spec.source_blob}' must be in a storage account in the same "
+                f"subscription and region as the image (subscription '{spec.subscription}', "
+                f"region '{spec.region}'); storage account '{account}' is not.",
+                code="InvalidParameter",
+            )
+
+    def _begin(self, spec: ImageSpec) -> None:
+        key = (spec.subscription, spec.resource_group, spec.name)
+        source = spec.source_blob
+        with self._tx() as db:
+            if not db.execute(
+                "SELECT 1 FROM resource_groups WHERE subscription = ? AND name = ?", key[:2]
+            ).fetchone():
+                raise NotFound(
+                    f"resource group '{spec.resource_group}' does not exist in "
+                    f"subscription '{spec.subscription}'"
+                )
+            row = db.execute(f"SELECT * FROM images WHERE {_KEY}", key).fetchone()
+            if row is not None:
+                if _source(row) != source:
+                    raise Conflict(
+                        f"image '{spec.name}' exists with source blob '{_source(row)}', "
+                        f"not '{source}'"
+                    )
+                if row["state"] != ProvisioningState.FAILED.value:
+                    return  # PUT of what exists: nothing to do
+                # A PUT onto a failed image runs the creation again, as on Azure.
+            now = self._clock.now()
+            db.execute(
+                "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?)",
+                (
+                    *key,
+                    spec.region,
+                    source.account,
+                    source.container,
+                    source.name,
+                    spec.os_type.value,
+                    spec.hyper_v_generation,
+                    ProvisioningState.CREATING.value,
+                    json.dumps(spec.tags),
+                    now + self._create_seconds,
+                ),
+            )
+            db.execute(
+                "INSERT INTO operations (subscription, resource_group, name, started_at) "
+                "VALUES (?, ?, ?, ?)",
+                (*key, now),
+            )
+
+    async def _outcome(self, row: sqlite3.Row) -> tuple[str, str]:
+        """The error code and message the creation ends with; ``("", "")`` for success."""
+        if (row["subscription"], _region(row["region"])) in self._fail_in:
+            return "InjectedFailure", (
+                f"injected image creation failure in subscription "
+                f"'{row['subscription']}' region '{row['region']}'"
+            )
+        source = _source(row)
+        try:
+            props = await self._blobs.get_properties(source)
+        except NotFound:
+            return "InvalidSourceBlob", f"source blob '{source}' does not exist"
+        if props.copy_status in _UNSETTLED:
+            return "InvalidSourceBlob", (
+                f"source blob '{source}' is incomplete: the copy into it "
+                f"is {props.copy_status.value}"
+            )
+        return "", ""
+
+    def _settle(self, key: tuple[str, str, str], ready_at: float, code: str, message: str) -> None:
+        state = ProvisioningState.FAILED if code else ProvisioningState.SUCCEEDED
+        with self._tx() as db:
+            # Only the creation we looked at: another process may have settled or restarted it.
+            db.execute(
+                f"UPDATE images SET state = ?, error_code = ?, error_message = ? "
+                f"WHERE {_KEY} AND state = ? AND ready_at = ?",
+                (state.value, code, message, *key, ProvisioningState.CREATING.value, ready_at),
+            )
+
+    def _row(self, key: tuple[str, str, str]) -> sqlite3.Row | None:
+        with closing(self._connect()) as db:
+            row: sqlite3.Row | None = db.execute(
+                f"SELECT * FROM images WHERE {_KEY}", key
+            ).fetchone()
+        return row
+
+    def _delete(self, key: tuple[str, str, str]) -> bool:
+        with self._tx() as db:
+            return db.execute(f"DELETE FROM images WHERE {_KEY}", key).rowcount > 0
+
+    def _names(self, subscription: str, resource_group: str) -> list[str]:
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT name FROM images WHERE subscription = ? AND resource_group = ? "
+                "ORDER BY name",
+                (subscription, resource_group),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def _connect(self) -> sqlite3.Connection:
+        # timeout is SQLite's busy timeout: other processes hold the write lock only briefly.
+        db = sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, locked at once so that read-then-write cannot interleave."""
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+
+def _region(region: str) -> str:
+    """Azure accepts "West Europe" for "westeurope"."""
+    return region.replace(" ", "").lower()
+
+
+def _source(row: sqlite3.Row) -> BlobRef:
+    return BlobRef(row["source_account"], row["source_container"], row["source_name"])
+
+
+def _image(row: sqlite3.Row) -> Image:
+    return Image(
+        subscription=row["subscription"],
+        resource_group=row["resource_group"],
+        name=row["name"],
+        region=row["region"],
+        source_blob=_source(row),
+        os_type=OsType(row["os_type"]),
+        provisioning_state=ProvisioningState(row["state"]),
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        tags=json.loads(row["tags"]),
+    )

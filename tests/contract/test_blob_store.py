@@ -1,0 +1,440 @@
+"""Contract of the BlobStore port: every implementation must pass these."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from imagedist._backends import _local_blobs
+from imagedist._domain import BlobRef
+from imagedist._exceptions import Conflict, NotFound
+from imagedist.abc import BlobProperties, BlobStore, CopyStatus
+
+from .conftest import BlobHarness, MiB, run
+
+
+def pattern(length: int, seed: int = 1) -> bytes:
+    """Random bytes, so a misplaced or missing page is noticed."""
+    return random.Random(seed).randbytes(length)
+
+
+async def make_blob(store: BlobStore, ref: BlobRef, size: int, writes: dict[int, bytes]) -> None:
+    await store.create_page_blob(ref, size)
+    for offset, data in writes.items():
+        await store.write_pages(ref, offset, data)
+
+
+async def settle(h: BlobHarness, store: BlobStore, ref: BlobRef) -> BlobProperties:
+    """Poll the destination until its copy is no longer pending."""
+    for _ in range(1000):
+        props = await store.get_properties(ref)
+        if props.copy_status != CopyStatus.PENDING:
+            return props
+        await h.clock.sleep(1.0)
+    raise AssertionError(f"copy into {ref} still pending")
+
+
+def need_throttled(h: BlobHarness) -> None:
+    if h.throttled is None:
+        pytest.skip(f"{h.kind} cannot hold a copy pending")
+
+
+def need_local(h: BlobHarness) -> None:
+    if h.local_path is None:
+        pytest.skip(f"{h.kind} has no local files")
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+
+def test_written_pages_read_back_and_holes_read_as_zeros(blobs: BlobHarness) -> None:
+    ref, data = blobs.ref("disk.vhd"), pattern(64 * 1024)
+    run(make_blob(blobs.store, ref, 4 * MiB, {MiB: data}))
+
+    assert run(blobs.store.read(ref, MiB, len(data))) == data
+    assert run(blobs.store.read(ref, 0, 4096)) == bytes(4096)
+    assert run(blobs.store.read(ref, MiB - 512, 1024)) == bytes(512) + data[:512]
+    props = run(blobs.store.get_properties(ref))
+    assert (props.size, props.copy_status, props.metadata) == (4 * MiB, CopyStatus.NONE, {})
+
+
+def test_page_ranges_are_the_written_ranges_merged_and_sorted(blobs: BlobHarness) -> None:
+    ref = blobs.ref("disk.vhd")
+    run(make_blob(blobs.store, ref, 8 * MiB, {5 * MiB: pattern(MiB), MiB: pattern(MiB)}))
+    assert run(blobs.store.page_ranges(ref)) == [(MiB, 2 * MiB), (5 * MiB, 6 * MiB)]
+
+    run(blobs.store.write_pages(ref, 2 * MiB, pattern(MiB)))
+    assert run(blobs.store.page_ranges(ref)) == [(MiB, 3 * MiB), (5 * MiB, 6 * MiB)]
+
+
+def test_a_new_blob_has_no_page_ranges(blobs: BlobHarness) -> None:
+    ref = blobs.ref("empty.vhd")
+    run(blobs.store.create_page_blob(ref, 64 * MiB))
+    assert run(blobs.store.page_ranges(ref)) == []
+    assert run(blobs.store.get_properties(ref)).size == 64 * MiB
+
+
+@pytest.mark.parametrize("size", [0, -512, 1000, 512 * 3 + 1])
+def test_size_must_be_a_positive_multiple_of_512(blobs: BlobHarness, size: int) -> None:
+    with pytest.raises(ValueError):
+        run(blobs.store.create_page_blob(blobs.ref("bad.vhd"), size))
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(100, 512), (512, 100), (0, 0), (MiB - 512, 1024), (MiB, 512), (-512, 512)],
+    ids=["misaligned-offset", "misaligned-length", "empty", "past-end", "at-end", "negative"],
+)
+def test_writes_must_be_aligned_and_inside_the_blob(
+    blobs: BlobHarness, offset: int, length: int
+) -> None:
+    ref = blobs.ref("disk.vhd")
+    run(blobs.store.create_page_blob(ref, MiB))
+    with pytest.raises(ValueError):
+        run(blobs.store.write_pages(ref, offset, pattern(length)))
+    assert run(blobs.store.page_ranges(ref)) == []
+
+
+def test_a_missing_blob_is_not_found(blobs: BlobHarness) -> None:
+    ref, store = blobs.ref("missing.vhd"), blobs.store
+    for call in (
+        lambda: store.write_pages(ref, 0, pattern(512)),
+        lambda: store.read(ref, 0, 512),
+        lambda: store.page_ranges(ref),
+        lambda: store.get_properties(ref),
+        lambda: store.set_metadata(ref, {"a": "b"}),
+    ):
+        with pytest.raises(NotFound):
+            run(call())
+
+
+def test_create_again_with_the_same_size_keeps_the_pages(blobs: BlobHarness) -> None:
+    ref, data = blobs.ref("disk.vhd"), pattern(MiB)
+    run(make_blob(blobs.store, ref, 4 * MiB, {0: data}))
+
+    run(blobs.store.create_page_blob(ref, 4 * MiB))  # an upload resuming
+
+    assert run(blobs.store.read(ref, 0, MiB)) == data
+
+
+def test_create_again_with_another_size_conflicts_unless_overwriting(blobs: BlobHarness) -> None:
+    ref = blobs.ref("disk.vhd")
+    run(make_blob(blobs.store, ref, 4 * MiB, {0: pattern(MiB)}))
+    with pytest.raises(Conflict):
+        run(blobs.store.create_page_blob(ref, 2 * MiB))
+
+    run(blobs.store.create_page_blob(ref, 2 * MiB, overwrite=True))
+
+    assert run(blobs.store.get_properties(ref)).size == 2 * MiB
+    assert run(blobs.store.read(ref, 0, MiB)) == bytes(MiB)
+    assert run(blobs.store.page_ranges(ref)) == []
+
+
+def test_metadata_is_replaced(blobs: BlobHarness) -> None:
+    ref = blobs.ref("disk.vhd")
+    run(blobs.store.create_page_blob(ref, MiB))
+    run(blobs.store.set_metadata(ref, {"job": "j1", "sha": "abc"}))
+    run(blobs.store.set_metadata(ref, {"job": "j2"}))
+    assert run(blobs.store.get_properties(ref)).metadata == {"job": "j2"}
+
+
+# -- delete and list ------------------------------------------------------------------------------
+
+
+def test_delete_is_idempotent(blobs: BlobHarness) -> None:
+    ref = blobs.ref("disk.vhd")
+    run(blobs.store.create_page_blob(ref, MiB))
+    assert run(blobs.store.delete_blob(ref)) is True
+    assert run(blobs.store.delete_blob(ref)) is False
+    assert run(blobs.store.delete_blob(blobs.ref("never.vhd"))) is False
+    with pytest.raises(NotFound):
+        run(blobs.store.get_properties(ref))
+    assert run(blobs.store.list_blobs(blobs.account, blobs.container)) == []
+
+
+def test_list_blobs_filters_by_prefix_and_sorts(blobs: BlobHarness) -> None:
+    names = ["b.vhd", "a/2.vhd", "ab.vhd", "a/1.vhd", "a/deep/3.vhd"]
+    for name in names:
+        run(blobs.store.create_page_blob(blobs.ref(name), 512))
+        run(blobs.store.set_metadata(blobs.ref(name), {"k": "v"}))  # sidecars must not show
+
+    def listed(prefix: str) -> list[str]:
+        return run(blobs.store.list_blobs(blobs.account, blobs.container, prefix))
+
+    assert listed("") == sorted(names)
+    assert listed("a/") == ["a/1.vhd", "a/2.vhd", "a/deep/3.vhd"]
+    assert listed("a") == ["a/1.vhd", "a/2.vhd", "a/deep/3.vhd", "ab.vhd"]
+    assert listed("zzz") == []
+    assert run(blobs.store.list_blobs(blobs.account, "nosuchcontainer")) == []
+
+
+# -- copies ---------------------------------------------------------------------------------------
+
+
+def test_copy_completes_with_the_same_data_and_metadata(blobs: BlobHarness) -> None:
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("copies/golden.vhd", blobs.other_account)
+    writes = {0: pattern(MiB), 3 * MiB: pattern(MiB, seed=7)}
+    run(make_blob(blobs.store, src, 8 * MiB, writes))
+    run(blobs.store.set_metadata(src, {"sha256": "abc"}))
+
+    copy_id = run(blobs.store.start_copy(src, dst))
+    props = run(settle(blobs, blobs.store, dst))
+
+    assert props.copy_status == CopyStatus.SUCCESS, props.copy_error
+    assert (props.copy_id, props.copy_source, props.size) == (copy_id, str(src), 8 * MiB)
+    assert props.copy_progress == props.copy_total >= 2 * MiB
+    assert props.metadata == {"sha256": "abc"}
+    assert run(blobs.store.read(dst, 0, 8 * MiB)) == run(blobs.store.read(src, 0, 8 * MiB))
+    assert run(blobs.store.page_ranges(dst)) == run(blobs.store.page_ranges(src))
+
+
+def test_copy_of_a_missing_source_is_not_found(blobs: BlobHarness) -> None:
+    with pytest.raises(NotFound):
+        run(blobs.store.start_copy(blobs.ref("missing.vhd"), blobs.ref("dst.vhd")))
+
+
+def test_copy_overwrites_an_existing_destination(blobs: BlobHarness) -> None:
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    run(make_blob(blobs.store, src, 2 * MiB, {MiB: pattern(MiB)}))
+    run(make_blob(blobs.store, dst, 4 * MiB, {0: pattern(MiB, seed=9)}))
+
+    run(blobs.store.start_copy(src, dst))
+    props = run(settle(blobs, blobs.store, dst))
+
+    assert (props.copy_status, props.size) == (CopyStatus.SUCCESS, 2 * MiB)
+    assert run(blobs.store.read(dst, 0, 2 * MiB)) == bytes(MiB) + pattern(MiB)
+
+
+def test_a_second_copy_conflicts_while_one_is_pending(blobs: BlobHarness) -> None:
+    need_throttled(blobs)
+    assert blobs.throttled
+    slow = blobs.throttled(MiB)
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    run(make_blob(slow, src, 8 * MiB, {0: pattern(4 * MiB)}))
+    run(slow.start_copy(src, dst))
+
+    with pytest.raises(Conflict):
+        run(slow.start_copy(src, dst))
+
+    assert run(settle(blobs, slow, dst)).copy_status == CopyStatus.SUCCESS
+    run(slow.start_copy(src, dst))  # a finished copy does not block the next one
+
+
+def test_abort_stops_a_pending_copy(blobs: BlobHarness) -> None:
+    need_throttled(blobs)
+    assert blobs.throttled
+    slow = blobs.throttled(MiB)
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    run(make_blob(slow, src, 8 * MiB, {0: pattern(4 * MiB)}))
+    copy_id = run(slow.start_copy(src, dst))
+    with pytest.raises(NotFound):
+        run(slow.abort_copy(dst, "not-" + copy_id))
+
+    run(slow.abort_copy(dst, copy_id))
+
+    blobs.clock.advance(60)
+    props = run(slow.get_properties(dst))
+    assert (props.copy_status, props.copy_id) == (CopyStatus.ABORTED, copy_id)
+    assert props.copy_progress < props.copy_total
+    with pytest.raises(NotFound):
+        run(slow.abort_copy(dst, copy_id))
+
+
+def test_abort_without_a_pending_copy_is_not_found(blobs: BlobHarness) -> None:
+    ref = blobs.ref("disk.vhd")
+    with pytest.raises(NotFound):
+        run(blobs.store.abort_copy(ref, "nope"))
+    run(blobs.store.create_page_blob(ref, MiB))
+    with pytest.raises(NotFound):
+        run(blobs.store.abort_copy(ref, "nope"))
+
+
+def test_an_injected_copy_failure_is_reported(blobs: BlobHarness) -> None:
+    if blobs.failing_account is None:
+        pytest.skip(f"{blobs.kind} cannot inject copy failures")
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.failing_account)
+    run(make_blob(blobs.store, src, 2 * MiB, {0: pattern(MiB)}))
+
+    run(blobs.store.start_copy(src, dst))
+    props = run(settle(blobs, blobs.store, dst))
+
+    assert props.copy_status == CopyStatus.FAILED
+    assert blobs.failing_account in props.copy_error
+
+
+def test_a_copy_fails_when_its_source_is_deleted(blobs: BlobHarness) -> None:
+    need_throttled(blobs)
+    assert blobs.throttled
+    slow = blobs.throttled(MiB)
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    run(make_blob(slow, src, 8 * MiB, {0: pattern(4 * MiB)}))
+    run(slow.start_copy(src, dst))
+    blobs.clock.advance(1)
+    assert run(slow.get_properties(dst)).copy_status == CopyStatus.PENDING
+
+    run(slow.delete_blob(src))
+    props = run(settle(blobs, slow, dst))
+
+    assert props.copy_status == CopyStatus.FAILED
+    assert str(src) in props.copy_error
+
+
+def test_copy_advances_at_the_configured_bandwidth(blobs: BlobHarness) -> None:
+    need_throttled(blobs)
+    assert blobs.throttled
+    slow = blobs.throttled(MiB)
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    run(make_blob(slow, src, 16 * MiB, {MiB: pattern(2 * MiB), 8 * MiB: pattern(2 * MiB)}))
+    run(slow.start_copy(src, dst))
+
+    blobs.clock.advance(1)
+    props = run(slow.get_properties(dst))
+    assert props.copy_status == CopyStatus.PENDING
+    assert props.copy_total == 4 * MiB
+    assert MiB // 2 <= props.copy_progress <= 3 * MiB // 2
+
+    blobs.clock.advance(2.5)
+    props = run(slow.get_properties(dst))
+    assert props.copy_status == CopyStatus.PENDING
+    assert props.copy_progress < props.copy_total
+
+    blobs.clock.advance(1)
+    props = run(slow.get_properties(dst))
+    assert (props.copy_status, props.copy_progress) == (CopyStatus.SUCCESS, 4 * MiB)
+    assert run(slow.read(dst, 0, 16 * MiB)) == run(slow.read(src, 0, 16 * MiB))
+
+
+def test_a_copy_outlives_the_adapter_that_started_it(blobs: BlobHarness) -> None:
+    need_throttled(blobs)
+    assert blobs.throttled
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    starter = blobs.throttled(MiB)
+    run(make_blob(starter, src, 8 * MiB, {0: pattern(4 * MiB)}))
+    copy_id = run(starter.start_copy(src, dst))
+    del starter  # the process that started the copy is gone
+
+    blobs.clock.advance(1)
+    props = run(blobs.throttled(MiB).get_properties(dst))
+    assert (props.copy_status, props.copy_id) == (CopyStatus.PENDING, copy_id)
+    assert props.copy_progress > 0
+
+    props = run(settle(blobs, blobs.reopen(), dst))
+    assert (props.copy_status, props.copy_id) == (CopyStatus.SUCCESS, copy_id)
+    assert run(blobs.store.read(dst, 0, 8 * MiB)) == run(blobs.store.read(src, 0, 8 * MiB))
+
+
+# -- local only -----------------------------------------------------------------------------------
+
+
+def allocated(h: BlobHarness, ref: BlobRef) -> int:
+    assert h.local_path
+    return os.stat(h.local_path(ref)).st_blocks * 512
+
+
+def test_blobs_and_their_copies_stay_sparse_on_disk(blobs: BlobHarness) -> None:
+    need_local(blobs)
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    run(make_blob(blobs.store, src, 64 * MiB, {32 * MiB: pattern(MiB)}))
+    assert allocated(blobs, src) < 2 * MiB
+
+    run(blobs.store.start_copy(src, dst))
+    assert run(settle(blobs, blobs.store, dst)).copy_status == CopyStatus.SUCCESS
+
+    assert allocated(blobs, dst) < 2 * MiB
+    assert run(blobs.store.read(dst, 32 * MiB, MiB)) == pattern(MiB)
+
+
+@pytest.fixture
+def no_seek_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the filesystem cannot report holes, to exercise the zero-scanning fallback."""
+
+    def unsupported(fd: int, size: int) -> Iterator[tuple[int, int]]:
+        raise OSError(errno.EINVAL, "SEEK_DATA unsupported")
+
+    monkeypatch.setattr(_local_blobs, "_seek_extents", unsupported)
+
+
+@pytest.mark.usefixtures("no_seek_data")
+def test_without_seek_data_page_ranges_are_the_non_zero_pages(blobs: BlobHarness) -> None:
+    need_local(blobs)
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    run(make_blob(blobs.store, src, 16 * MiB, {4096: pattern(1024), 8 * MiB: pattern(512)}))
+    run(blobs.store.write_pages(src, 12 * MiB, bytes(MiB)))  # written zeros scan as holes
+
+    expected = [(4096, 5120), (8 * MiB, 8 * MiB + 512)]
+    assert run(blobs.store.page_ranges(src)) == expected
+    run(blobs.store.start_copy(src, dst))
+    props = run(settle(blobs, blobs.store, dst))
+    assert (props.copy_status, props.copy_total) == (CopyStatus.SUCCESS, 1536)
+    assert run(blobs.store.page_ranges(dst)) == expected
+    assert run(blobs.store.read(dst, 0, 16 * MiB)) == run(blobs.store.read(src, 0, 16 * MiB))
+
+
+_POLLER = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from pathlib import Path
+    from imagedist._backends._local_blobs import LocalBlobStore
+    from imagedist._domain import BlobRef
+    from imagedist.abc import Clock
+
+    class RealClock(Clock):
+        def now(self): return time.time()
+        async def sleep(self, s): await asyncio.sleep(s)
+
+    async def main(root, dest):
+        store = LocalBlobStore(Path(root), RealClock(), copy_bandwidth=8 * 1024 * 1024)
+        while True:
+            props = await store.get_properties(BlobRef(*dest))
+            print(props.copy_status.value, props.copy_progress, props.copy_total, flush=True)
+            await asyncio.sleep(0.005)
+
+    asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+    """
+)
+
+
+def test_a_copy_survives_sigkill_of_the_process_advancing_it(blobs: BlobHarness) -> None:
+    need_local(blobs)
+    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
+    run(make_blob(blobs.store, src, 64 * MiB, {0: pattern(16 * MiB), 40 * MiB: pattern(16 * MiB)}))
+    assert blobs.local_path
+    root = blobs.local_path(src).parents[2]
+    # Start at real time: the child polls with a real clock at 8 MiB/s, so it needs ~4 s.
+    blobs.clock.t = time.time()
+    run(blobs.store.start_copy(src, dst))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _POLLER, str(root), json.dumps(dataclasses.astuple(dst))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    status = ""
+    try:
+        assert child.stdout
+        for line in child.stdout:  # wait until the child is mid-copy
+            status, progress, _ = line.split()
+            if status != "pending" or int(progress) > 0:
+                break
+        assert status == "pending", "the child finished the copy before we could kill it"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout:
+            child.stdout.close()
+
+    props = run(settle(blobs, blobs.reopen(), dst))
+    assert props.copy_status == CopyStatus.SUCCESS
+    assert props.copy_progress == props.copy_total == 32 * MiB
+    assert run(blobs.store.read(dst, 0, 64 * MiB)) == run(blobs.store.read(src, 0, 64 * MiB))
