@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from helpers import call, leftover_blobs, make_disk, write_config
-
 from imagedist import FailedPhase, Imagedist, JobState, OsType, TargetState
 from imagedist.abc import ProvisioningState
+
+from helpers import call, leftover_blobs, make_disk, write_config
 
 
 async def _submit_and_work(app: Imagedist, disk: Path, name: str = "golden") -> str:
@@ -40,7 +40,10 @@ def test_distributes_to_every_target_and_cleans_up(tmp_path: Path) -> None:
 
     status, images, leftovers = call(config, body)
     assert (status.upload_pct, status.tier1_pct, status.copies_pct, status.images_pct) == (
-        100, 100, 100, 100,
+        100,
+        100,
+        100,
+        100,
     )
     assert status.completed and status.error_count == 0
     assert len(images) == 9
@@ -115,7 +118,9 @@ def test_disabling_a_region_takes_effect_in_a_running_job(tmp_path: Path) -> Non
 
     status = call(config, body)
     assert {t.target for t in status.targets if t.state is TargetState.SKIPPED} == {
-        "sub-a/eastus", "sub-b/eastus", "sub-c/eastus"
+        "sub-a/eastus",
+        "sub-b/eastus",
+        "sub-c/eastus",
     }
     assert status.completed
 

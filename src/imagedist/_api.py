@@ -81,7 +81,9 @@ class Imagedist:
 
     async def jobs(self) -> list[JobStatus]:
         """Every job with its status, newest first."""
-        return [await job_status(self.ctx, job.id) for job in await self.ctx.backend.state.list_jobs()]
+        return [
+            await job_status(self.ctx, job.id) for job in await self.ctx.backend.state.list_jobs()
+        ]
 
     async def status(self, job_id: str) -> JobStatus:
         return await job_status(self.ctx, job_id)

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-class OsType(str, enum.Enum):
+class OsType(enum.StrEnum):
     """The operating system of the golden image, as Azure's image API names it."""
 
     LINUX = "linux"
@@ -58,7 +58,7 @@ class Target:
     enabled: bool = True
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """Lifecycle of a job; derived by the engine from its items, stored so `jobs` is cheap."""
 
     ACTIVE = "active"  # some item can still make progress
@@ -66,14 +66,14 @@ class JobState(str, enum.Enum):
     FAILED = "failed"  # nothing can progress and at least one target failed
 
 
-class SourceKind(str, enum.Enum):
+class SourceKind(enum.StrEnum):
     """What a copy source is."""
 
     TIER0 = "tier0"  # the uploaded blob in the staging account
     TIER1 = "tier1"  # an extra copy in the staging account, used only as a copy source
 
 
-class SourceState(str, enum.Enum):
+class SourceState(enum.StrEnum):
     """State machine of a copy source (tier 0 or tier 1)."""
 
     PENDING = "pending"  # not started: tier 0 waits for its upload, tier 1 for its copy
@@ -83,7 +83,7 @@ class SourceState(str, enum.Enum):
     FAILED = "failed"  # gave up; the reason is in `error`
 
 
-class TargetState(str, enum.Enum):
+class TargetState(enum.StrEnum):
     """State machine of one target within one job."""
 
     PENDING = "pending"  # waiting for a source with spare read capacity
@@ -95,7 +95,7 @@ class TargetState(str, enum.Enum):
     SKIPPED = "skipped"  # the target was disabled; not counted in the job's percentages
 
 
-class FailedPhase(str, enum.Enum):
+class FailedPhase(enum.StrEnum):
     """Which step a failed target failed in, so a retry resumes there."""
 
     COPY = "copy"

@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-class CopyStatus(str, enum.Enum):
+class CopyStatus(enum.StrEnum):
     """Status of the last server-side copy into a blob, as Azure reports it."""
 
     NONE = "none"  # the blob was not made by a copy
@@ -142,7 +142,7 @@ class BlobStore(ABC):
         """Release connections and handles."""
 
 
-class ProvisioningState(str, enum.Enum):
+class ProvisioningState(enum.StrEnum):
     """Provisioning state of a managed image, as Azure reports it."""
 
     CREATING = "Creating"

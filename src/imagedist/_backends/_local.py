@@ -40,7 +40,9 @@ def open_backend(config: Config) -> Backend:
         create_seconds=options.image_create_seconds,
         fail_in=frozenset(_pair(item) for item in options.fail_images_in),
     )
-    return Backend(blobs=blobs, images=images, state=SqliteStateStore(root / "state.db"), clock=clock)
+    return Backend(
+        blobs=blobs, images=images, state=SqliteStateStore(root / "state.db"), clock=clock
+    )
 
 
 def _pair(item: str) -> tuple[str, str]:

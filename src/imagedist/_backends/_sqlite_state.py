@@ -82,7 +82,9 @@ class SqliteStateStore(StateStore):
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            path, timeout=30.0, check_same_thread=False, isolation_level=None
+        )
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -17,8 +17,13 @@ __all__ = ["cli", "main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-    default="imagedist.toml", show_default=True, envvar="IMAGEDIST_CONFIG",
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="imagedist.toml",
+    show_default=True,
+    envvar="IMAGEDIST_CONFIG",
     help="The config file (env IMAGEDIST_CONFIG).",
 )
 @click.version_option(package_name="imagedist")

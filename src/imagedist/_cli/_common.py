@@ -61,8 +61,9 @@ def friendly_errors(fn: Callable[P, R]) -> Callable[P, R]:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(EXIT_FAILED)
         except KeyboardInterrupt:
-            click.echo("Interrupted; the job's progress is saved: `imagedist worker` resumes it.",
-                       err=True)
+            click.echo(
+                "Interrupted; the job's progress is saved: `imagedist worker` resumes it.", err=True
+            )
             sys.exit(130)
 
     return wrapper

@@ -9,7 +9,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from .._api import Imagedist
 from .._config import load_config
+from .._domain import LogRecord
+from .._engine import JobStatus
 from ._common import State, friendly_errors, run_with_app
 from ._jobs_cmds import _final, _report, _submit_and_upload
 from ._render import watch_progress
@@ -62,8 +65,12 @@ def write_demo_config(folder: Path, bandwidth_mib_s: float = 8.0) -> Path:
 
 
 @click.command()
-@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to put the demo (default: a new temporary folder).")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put the demo (default: a new temporary folder).",
+)
 @friendly_errors
 def demo(folder: Path | None) -> None:
     """Distribute a sample disk to 3 subscriptions × 3 regions on the local backend.
@@ -81,7 +88,7 @@ def demo(folder: Path | None) -> None:
     console = Console()
     console.print(f"demo folder: {folder}")
 
-    async def body(app):  # type: ignore[no-untyped-def]
+    async def body(app: Imagedist) -> tuple[str, tuple[JobStatus, list[LogRecord]]]:
         job_id = await _submit_and_upload(app, disk, "golden-demo", "linux", "demo", False)
         await watch_progress(console, lambda: app.status(job_id), app.work([job_id]))
         return job_id, await _final(app, job_id)
@@ -91,4 +98,4 @@ def demo(folder: Path | None) -> None:
         f"\nInspect it: imagedist -c {config_path} status {job_id}"
         f"\n            imagedist -c {config_path} logs {job_id}"
     )
-    _report(*final, False)
+    _report(final[0], final[1], False)

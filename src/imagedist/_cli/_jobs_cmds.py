@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from .._api import Imagedist
-from .._domain import FailedPhase, JobState, OsType
+from .._domain import FailedPhase, JobState, LogRecord, OsType
 from .._engine import JobStatus
 from ._common import (
     EXIT_FAILED,
@@ -39,17 +41,25 @@ def _exit_for(status: JobStatus) -> None:
         sys.exit(EXIT_FAILED)
 
 
-def _submit_options(fn):  # type: ignore[no-untyped-def]
+def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--description", default="", help="Free text stored with the job.")(fn)
-    fn = click.option("--os-type", type=click.Choice([o.value for o in OsType]), required=True,
-                      help="The image's operating system.")(fn)
-    fn = click.option("--image-name", required=True,
-                      help="Base name of the images; each target's name comes from the template.")(fn)
+    fn = click.option(
+        "--os-type",
+        type=click.Choice([o.value for o in OsType]),
+        required=True,
+        help="The image's operating system.",
+    )(fn)
+    fn = click.option(
+        "--image-name",
+        required=True,
+        help="Base name of the images; each target's name comes from the template.",
+    )(fn)
     return click.argument("file", type=click.Path(path_type=Path))(fn)
 
 
-async def _submit_and_upload(app: Imagedist, file: Path, image_name: str, os_type: str,
-                             description: str, quiet: bool) -> str:
+async def _submit_and_upload(
+    app: Imagedist, file: Path, image_name: str, os_type: str, description: str, quiet: bool
+) -> str:
     job = await app.submit(file, image_name, OsType(os_type), description)
     if not quiet:
         click.echo(f"job {job.id} submitted; uploading {job.size_bytes} bytes", err=True)
@@ -57,11 +67,11 @@ async def _submit_and_upload(app: Imagedist, file: Path, image_name: str, os_typ
     return job.id
 
 
-async def _final(app: Imagedist, job_id: str) -> tuple[JobStatus, list]:  # type: ignore[type-arg]
+async def _final(app: Imagedist, job_id: str) -> tuple[JobStatus, list[LogRecord]]:
     return await app.status(job_id), await app.logs(job_id, level="error")
 
 
-def _report(status: JobStatus, errors: list, as_json: bool) -> None:  # type: ignore[type-arg]
+def _report(status: JobStatus, errors: list[LogRecord], as_json: bool) -> None:
     if as_json:
         echo_json(status_to_dict(status, errors))
     else:
@@ -75,8 +85,15 @@ def _report(status: JobStatus, errors: list, as_json: bool) -> None:  # type: ig
 @json_option
 @pass_state
 @friendly_errors
-def submit(state: State, file: Path, image_name: str, os_type: str, description: str,
-           wait: bool, as_json: bool) -> None:
+def submit(
+    state: State,
+    file: Path,
+    image_name: str,
+    os_type: str,
+    description: str,
+    wait: bool,
+    as_json: bool,
+) -> None:
     """Register a job for FILE and upload it to the staging account.
 
     A running `imagedist worker` then distributes it. Prints the job id.
@@ -113,8 +130,9 @@ def worker(state: State, forever: bool, job_ids: tuple[str, ...]) -> None:
 @json_option
 @pass_state
 @friendly_errors
-def run(state: State, file: Path, image_name: str, os_type: str, description: str,
-        as_json: bool) -> None:
+def run(
+    state: State, file: Path, image_name: str, os_type: str, description: str, as_json: bool
+) -> None:
     """Submit FILE, distribute it with a worker in this process, and show live progress."""
 
     async def body(app: Imagedist) -> None:
@@ -136,15 +154,23 @@ def jobs(state: State, as_json: bool) -> None:
     """List the jobs, newest first, with their phase percentages."""
     statuses = run_with_app(state, lambda app: app.jobs())
     if as_json:
-        echo_json([
-            {k: v for k, v in status_to_dict(s).items() if k != "targets"} for s in statuses
-        ])
+        echo_json(
+            [{k: v for k, v in status_to_dict(s).items() if k != "targets"} for s in statuses]
+        )
         return
     table = Table("job", "image", "os", "state", "upload", "tier-1", "copies", "images", "errors")
     for s in statuses:
-        table.add_row(s.job.id, s.job.image_name, s.job.os_type.value, s.state.value,
-                      f"{s.upload_pct}%", f"{s.tier1_pct}%", f"{s.copies_pct}%",
-                      f"{s.images_pct}%", str(s.error_count))
+        table.add_row(
+            s.job.id,
+            s.job.image_name,
+            s.job.os_type.value,
+            s.state.value,
+            f"{s.upload_pct}%",
+            f"{s.tier1_pct}%",
+            f"{s.copies_pct}%",
+            f"{s.images_pct}%",
+            str(s.error_count),
+        )
     console.print(table)
 
 
@@ -163,16 +189,26 @@ def status(state: State, job_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("job_id")
-@click.option("--step", type=click.Choice(["submit", "upload", "tier1", "copy", "image",
-                                           "cleanup", "job"]), help="Only this step.")
-@click.option("--level", type=click.Choice(["info", "warning", "error"]),
-              help="Only this level and above.")
+@click.option(
+    "--step",
+    type=click.Choice(["submit", "upload", "tier1", "copy", "image", "cleanup", "job"]),
+    help="Only this step.",
+)
+@click.option(
+    "--level", type=click.Choice(["info", "warning", "error"]), help="Only this level and above."
+)
 @click.option("--target", help="Only this target (e.g. 'sub-a/westeurope').")
 @json_option
 @pass_state
 @friendly_errors
-def logs(state: State, job_id: str, step: str | None, level: str | None, target: str | None,
-         as_json: bool) -> None:
+def logs(
+    state: State,
+    job_id: str,
+    step: str | None,
+    level: str | None,
+    target: str | None,
+    as_json: bool,
+) -> None:
     """Show a job's log."""
     records = run_with_app(
         state, lambda app: app.logs(job_id, step=step, level=level, target=target)
@@ -187,14 +223,24 @@ def logs(state: State, job_id: str, step: str | None, level: str | None, target:
 @click.argument("job_id")
 @click.option("--failed-only", is_flag=True, help="Only failed targets, not skipped ones.")
 @click.option("--target", "targets", multiple=True, help="Only this target (repeatable).")
-@click.option("--phase", type=click.Choice([p.value for p in FailedPhase]),
-              help="Restart failed targets at this phase.")
+@click.option(
+    "--phase",
+    type=click.Choice([p.value for p in FailedPhase]),
+    help="Restart failed targets at this phase.",
+)
 @click.option("--wait", is_flag=True, help="Work on the job in this process until it ends.")
 @json_option
 @pass_state
 @friendly_errors
-def retry(state: State, job_id: str, failed_only: bool, targets: tuple[str, ...],
-          phase: str | None, wait: bool, as_json: bool) -> None:
+def retry(
+    state: State,
+    job_id: str,
+    failed_only: bool,
+    targets: tuple[str, ...],
+    phase: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
     """Put a job's unfinished targets back to work; finished ones are never touched.
 
     Failed targets resume in the phase they failed in; skipped targets that are
@@ -202,8 +248,12 @@ def retry(state: State, job_id: str, failed_only: bool, targets: tuple[str, ...]
     """
 
     async def body(app: Imagedist) -> list[str]:
-        reset = await app.retry(job_id, failed_only=failed_only, targets=targets,
-                                phase=FailedPhase(phase) if phase else None)
+        reset = await app.retry(
+            job_id,
+            failed_only=failed_only,
+            targets=targets,
+            phase=FailedPhase(phase) if phase else None,
+        )
         if wait and reset:
             await app.work([job_id])
         return reset
@@ -212,7 +262,9 @@ def retry(state: State, job_id: str, failed_only: bool, targets: tuple[str, ...]
     if as_json:
         echo_json({"job": job_id, "retried": reset})
     else:
-        click.echo(f"{len(reset)} targets put back to work" + (": " + ", ".join(reset) if reset else ""))
+        click.echo(
+            f"{len(reset)} targets put back to work" + (": " + ", ".join(reset) if reset else "")
+        )
     if wait:
         status_and_errors = run_with_app(state, lambda app: _final(app, job_id))
         if not as_json:

@@ -34,8 +34,12 @@ STATE_STYLE = {
     TargetState.FAILED: "bold red",
     TargetState.SKIPPED: "yellow",
 }
-PHASES = (("upload", "upload_pct"), ("tier-1 copies", "tier1_pct"),
-          ("target copies", "copies_pct"), ("images", "images_pct"))
+PHASES = (
+    ("upload", "upload_pct"),
+    ("tier-1 copies", "tier1_pct"),
+    ("target copies", "copies_pct"),
+    ("images", "images_pct"),
+)
 
 
 def _when(ts: float | None) -> str | None:
@@ -66,8 +70,12 @@ def status_to_dict(status: JobStatus, errors: list[LogRecord] | None = None) -> 
         "counts": status.counts,
         "targets": [
             {
-                "target": t.target, "subscription": t.subscription, "region": t.region,
-                "state": t.state.value, "image": t.image_name, "attempts": t.attempts,
+                "target": t.target,
+                "subscription": t.subscription,
+                "region": t.region,
+                "state": t.state.value,
+                "image": t.image_name,
+                "attempts": t.attempts,
                 "failed_phase": t.failed_phase.value if t.failed_phase else None,
                 "error": t.error,
             }
@@ -80,8 +88,13 @@ def status_to_dict(status: JobStatus, errors: list[LogRecord] | None = None) -> 
 
 
 def log_to_dict(record: LogRecord) -> dict[str, Any]:
-    return {"ts": _when(record.ts), "level": record.level, "step": record.step,
-            "target": record.target, "message": record.message}
+    return {
+        "ts": _when(record.ts),
+        "level": record.level,
+        "step": record.step,
+        "target": record.target,
+        "message": record.message,
+    }
 
 
 def status_grid(status: JobStatus) -> Table:
@@ -138,8 +151,12 @@ async def watch_progress(
     interval: float = 0.25,
 ) -> JobStatus:
     """Run ``work`` while showing the four phase bars and the grid, refreshed from the state store."""
-    progress = Progress(TextColumn("{task.description:<14}"), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f} %"), console=console)
+    progress = Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f} %"),
+        console=console,
+    )
     bars = {attr: progress.add_task(label, total=100) for label, attr in PHASES}
     async with asyncio.TaskGroup() as group:
         worker = group.create_task(_as_coroutine(work))

@@ -54,13 +54,25 @@ def _render_fleet(subscriptions: list[str], regions: list[str], prefix: str) -> 
 
 
 @targets.command("generate")
-@click.option("--subscriptions", "subs_file", type=click.Path(path_type=Path), required=True,
-              help="A file with one subscription id per line ('#' starts a comment).")
+@click.option(
+    "--subscriptions",
+    "subs_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A file with one subscription id per line ('#' starts a comment).",
+)
 @click.option("--regions", required=True, help="Comma-separated regions, e.g. westeurope,eastus.")
-@click.option("--prefix", default="imgd", show_default=True,
-              help="Storage account name prefix (1-11 lowercase letters and digits).")
-@click.option("--append", is_flag=True,
-              help="Append the targets to the config file (after validating the result).")
+@click.option(
+    "--prefix",
+    default="imgd",
+    show_default=True,
+    help="Storage account name prefix (1-11 lowercase letters and digits).",
+)
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Append the targets to the config file (after validating the result).",
+)
 @pass_state
 @friendly_errors
 def generate(state: State, subs_file: Path, regions: str, prefix: str, append: bool) -> None:
@@ -102,8 +114,9 @@ def list_(state: State, as_json: bool) -> None:
         return
     table = Table("target", "subscription", "region", "account", "enabled")
     for t, on in fleet:
-        table.add_row(t.name, t.subscription, t.region, t.account,
-                      "[green]yes[/]" if on else "[yellow]no[/]")
+        table.add_row(
+            t.name, t.subscription, t.region, t.account, "[green]yes[/]" if on else "[yellow]no[/]"
+        )
     Console().print(table)
 
 
@@ -111,24 +124,33 @@ def _switch_command(enabled: bool) -> click.Command:
     verb = "enable" if enabled else "disable"
 
     @click.option("--region", "regions", multiple=True, help="Every target in this region.")
-    @click.option("--subscription", "subscriptions", multiple=True,
-                  help="Every target in this subscription.")
+    @click.option(
+        "--subscription", "subscriptions", multiple=True, help="Every target in this subscription."
+    )
     @click.option("--name", "names", multiple=True, help="This target.")
     @json_option
     @pass_state
     @friendly_errors
-    def switch(state: State, regions: tuple[str, ...], subscriptions: tuple[str, ...],
-               names: tuple[str, ...], as_json: bool) -> None:
-        chosen = run_with_app(state, lambda app: app.set_enabled(
-            enabled, regions=regions, subscriptions=subscriptions, names=names))
+    def switch(
+        state: State,
+        regions: tuple[str, ...],
+        subscriptions: tuple[str, ...],
+        names: tuple[str, ...],
+        as_json: bool,
+    ) -> None:
+        chosen = run_with_app(
+            state,
+            lambda app: app.set_enabled(
+                enabled, regions=regions, subscriptions=subscriptions, names=names
+            ),
+        )
         if as_json:
             echo_json({"enabled": enabled, "targets": chosen})
         else:
             click.echo(f"{verb}d {len(chosen)} targets: {', '.join(chosen)}")
 
     switch.__doc__ = (
-        f"{verb.capitalize()} targets by region, subscription or name, "
-        "for running and future jobs."
+        f"{verb.capitalize()} targets by region, subscription or name, for running and future jobs."
     )
     return click.command(verb)(switch)
 

@@ -23,9 +23,7 @@ class EngineContext:
     config: Config
     worker_id: str = field(default_factory=lambda: f"w-{uuid.uuid4().hex[:12]}")
 
-    async def log(
-        self, job_id: str, level: str, step: str, message: str, target: str = ""
-    ) -> None:
+    async def log(self, job_id: str, level: str, step: str, message: str, target: str = "") -> None:
         """Append a line to the job's log (never anything secret: the ports hold no URLs)."""
         record = LogRecord(job_id, self.backend.clock.now(), level, step, message, target=target)
         await self.backend.state.append_log(record)

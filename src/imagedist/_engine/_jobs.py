@@ -92,18 +92,32 @@ async def submit_job(
     job = Job(_new_job_id(now), image_name, os_type, str(path.resolve()), size, now, description)
     staging = ctx.config.staging
     prefix = f"jobs/{job.id}"
-    sources = [SourceRow(job.id, "tier0", SourceKind.TIER0,
-                         BlobRef(staging.account, staging.container, f"{prefix}/{image_name}.vhd"))]
+    sources = [
+        SourceRow(
+            job.id,
+            "tier0",
+            SourceKind.TIER0,
+            BlobRef(staging.account, staging.container, f"{prefix}/{image_name}.vhd"),
+        )
+    ]
     sources += [
-        SourceRow(job.id, f"tier1-{i:03d}", SourceKind.TIER1,
-                  BlobRef(staging.account, staging.container, f"{prefix}/tier1-{i:03d}.vhd"))
+        SourceRow(
+            job.id,
+            f"tier1-{i:03d}",
+            SourceKind.TIER1,
+            BlobRef(staging.account, staging.container, f"{prefix}/tier1-{i:03d}.vhd"),
+        )
         for i in range(1, ctx.config.fanout.tier1_copies + 1)
     ]
     targets = [
         TargetRow(
-            job_id=job.id, target=t.name, subscription=t.subscription, region=t.region,
+            job_id=job.id,
+            target=t.name,
+            subscription=t.subscription,
+            region=t.region,
             blob=BlobRef(t.account, t.container, f"{prefix}/{image_name}.vhd"),
-            resource_group=t.resource_group, image_name=names[t.name],
+            resource_group=t.resource_group,
+            image_name=names[t.name],
             state=TargetState.PENDING if enabled.get(t.name, True) else TargetState.SKIPPED,
             updated_at=now,
         )
@@ -112,7 +126,9 @@ async def submit_job(
     await ctx.backend.state.create_job(job, sources, targets)
     skipped = sum(1 for t in targets if t.state is TargetState.SKIPPED)
     await ctx.log(
-        job.id, "info", "submit",
+        job.id,
+        "info",
+        "submit",
         f"job submitted: {image_name} ({size} bytes) to {len(targets) - skipped} targets"
         + (f", {skipped} disabled and skipped" if skipped else ""),
     )
@@ -164,9 +180,14 @@ async def retry_job(
         if new_state is None:
             continue
         await state.put_target(
-            row.replace(state=new_state, failed_phase=None, error="", lease_owner=None,
-                        lease_until=0.0, source_id=None if new_state is TargetState.PENDING
-                        else row.source_id)
+            row.replace(
+                state=new_state,
+                failed_phase=None,
+                error="",
+                lease_owner=None,
+                lease_until=0.0,
+                source_id=None if new_state is TargetState.PENDING else row.source_id,
+            )
         )
         reset.append(row.target)
     if reset:
@@ -209,8 +230,15 @@ async def _revive_sources(ctx: EngineContext, job: Job) -> None:
         if row.deleted or row.state is SourceState.FAILED:
             fresh = SourceState.PENDING
             await state.put_source(
-                row.replace(state=fresh, deleted=False, progress_bytes=0, error="",
-                            parent_id=None, lease_owner=None, lease_until=0.0)
+                row.replace(
+                    state=fresh,
+                    deleted=False,
+                    progress_bytes=0,
+                    error="",
+                    parent_id=None,
+                    lease_owner=None,
+                    lease_until=0.0,
+                )
             )
 
 

@@ -39,8 +39,13 @@ class TargetDriver:
     async def begin_copy(self, row: TargetRow, source: SourceRow) -> TargetRow:
         """PENDING -> COPYING: record the intent and the source, then start the copy."""
         row = await self.put(
-            row, state=TargetState.COPYING, source_id=source.source_id, copy_id="",
-            attempts=row.attempts + 1, error="", failed_phase=None,
+            row,
+            state=TargetState.COPYING,
+            source_id=source.source_id,
+            copy_id="",
+            attempts=row.attempts + 1,
+            error="",
+            failed_phase=None,
         )
         await self.ctx.log(
             self.job.id, "info", "copy", f"copy started from {source.source_id}", target=row.target
@@ -79,8 +84,10 @@ class TargetDriver:
         if row.copy_id:
             return props.copy_id == row.copy_id
         # Crashed between recording the intent and the copy id: adopt a copy of our source only.
-        return source is not None and props.copy_source == str(source.blob) and (
-            props.copy_status in (CopyStatus.PENDING, CopyStatus.SUCCESS)
+        return (
+            source is not None
+            and props.copy_source == str(source.blob)
+            and (props.copy_status in (CopyStatus.PENDING, CopyStatus.SUCCESS))
         )
 
     async def _restart_copy(self, row: TargetRow, source: SourceRow | None) -> TargetRow:

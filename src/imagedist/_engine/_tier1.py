@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from .._domain import Job, SourceRow, SourceState
 from .._exceptions import Conflict, NotFound
 from ..abc import CopyStatus
@@ -18,7 +20,9 @@ async def drive_tier1(
     if row.state is SourceState.PENDING:
         if parent is None:
             return row
-        row = await state.put_source(row.replace(state=SourceState.COPYING, parent_id=parent.source_id))
+        row = await state.put_source(
+            row.replace(state=SourceState.COPYING, parent_id=parent.source_id)
+        )
         await _start(ctx, parent, row)
     parent = parent or await _parent_of(ctx, row)
     while row.state is SourceState.COPYING:
@@ -36,13 +40,14 @@ async def _parent_of(ctx: EngineContext, row: SourceRow) -> SourceRow | None:
 
 
 async def _start(ctx: EngineContext, parent: SourceRow, row: SourceRow) -> None:
-    try:
+    # Conflict: a copy is already pending, ours, started just before a crash.
+    with contextlib.suppress(Conflict):
         await ctx.backend.blobs.start_copy(parent.blob, row.blob)
-    except Conflict:
-        pass  # already pending: ours, started just before a crash
 
 
-async def _poll(ctx: EngineContext, job: Job, row: SourceRow, parent: SourceRow | None) -> SourceRow:
+async def _poll(
+    ctx: EngineContext, job: Job, row: SourceRow, parent: SourceRow | None
+) -> SourceRow:
     state = ctx.backend.state
     try:
         props = await ctx.backend.blobs.get_properties(row.blob)

@@ -76,7 +76,9 @@ async def upload_tier0(
         )
         if on_progress:
             on_progress(row.progress_bytes, job.size_bytes)
-    row = await state.put_source(row.replace(state=SourceState.READY, progress_bytes=job.size_bytes))
+    row = await state.put_source(
+        row.replace(state=SourceState.READY, progress_bytes=job.size_bytes)
+    )
     if on_progress:
         on_progress(job.size_bytes, job.size_bytes)
     await ctx.log(job.id, "info", "upload", f"uploaded {job.size_bytes} bytes to {row.blob}")

@@ -100,10 +100,12 @@ class Worker:
         enabled = await target_enablement(self.ctx)
         result = []
         for row in targets:
-            if row.state is TargetState.PENDING and not enabled.get(row.target, True):
-                if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
-                    row = await self._try_put_target(row.replace(state=TargetState.SKIPPED))
-                    await self.ctx.log(job.id, "info", "job", "target disabled: skipped", row.target)
+            disabled = row.state is TargetState.PENDING and not enabled.get(row.target, True)
+            if disabled and self._lease_free(
+                row.lease_owner, row.lease_until, (job.id, row.target)
+            ):
+                row = await self._try_put_target(row.replace(state=TargetState.SKIPPED))
+                await self.ctx.log(job.id, "info", "job", "target disabled: skipped", row.target)
             result.append(row)
         return result
 
@@ -112,7 +114,8 @@ class Worker:
             if row.state is TargetState.PENDING and (job.id, row.target) not in self._inflight:
                 await self._try_put_target(
                     row.replace(
-                        state=TargetState.FAILED, failed_phase=FailedPhase.COPY,
+                        state=TargetState.FAILED,
+                        failed_phase=FailedPhase.COPY,
                         error=f"no source to copy from: {why}",
                     )
                 )
@@ -122,7 +125,8 @@ class Worker:
     ) -> None:
         for row in sources:
             if row.kind is not SourceKind.TIER1 or row.state not in (
-                SourceState.PENDING, SourceState.COPYING
+                SourceState.PENDING,
+                SourceState.COPYING,
             ):
                 continue
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
@@ -288,9 +292,7 @@ class Worker:
         outcome = derive_job_state(sources, targets)
         if outcome is JobState.ACTIVE:
             return True
-        pending_cleanup = outcome is JobState.COMPLETED and any(
-            not s.deleted for s in sources
-        )
+        pending_cleanup = outcome is JobState.COMPLETED and any(not s.deleted for s in sources)
         if pending_cleanup:
             return True
         job.state, job.finished_at = outcome, self.ctx.backend.clock.now()
