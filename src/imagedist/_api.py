@@ -76,7 +76,12 @@ class Imagedist:
         await state.put_source(done.replace(lease_owner=None))
 
     async def work(self, job_ids: Sequence[str] = (), *, forever: bool = False) -> None:
-        """Run a worker until no active job (of ``job_ids``, if given) is left."""
+        """Run a worker until no active job (of ``job_ids``, if given) is left.
+
+        :raises InvalidInput: if a given job id is unknown (checked before any work starts).
+        """
+        for job_id in job_ids:
+            await get_job(self.ctx, job_id)
         await Worker(self.ctx, job_ids).run(forever=forever)
 
     async def jobs(self) -> list[JobStatus]:

@@ -26,11 +26,12 @@ __all__ = [
     "load_config",
 ]
 
-ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+# \Z, not $: "$" also matches before a trailing newline.
+ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}\Z")
 # Azure resource group names: 1-90 of letters, digits, '_', '-', '.', '(' and ')', not ending in '.'.
-RESOURCE_GROUP_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
-CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-REGION_NAME = re.compile(r"^[a-z][a-z0-9]{1,39}$")
+RESOURCE_GROUP_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]\Z")
+CONTAINER_NAME = re.compile(r"^(?=.{3,63}\Z)[a-z0-9]+(-[a-z0-9]+)*\Z")
+REGION_NAME = re.compile(r"^[a-z][a-z0-9]{1,39}\Z")
 
 
 class _Strict(BaseModel):
@@ -110,6 +111,13 @@ class FleetSpec(_Strict):
     def _regions(cls, value: list[str]) -> list[str]:
         return [_check_region(region) for region in value]
 
+    @field_validator("subscriptions")
+    @classmethod
+    def _subscriptions(cls, value: list[str]) -> list[str]:
+        if any(not subscription.strip() for subscription in value):
+            raise ValueError("a subscription must not be empty")
+        return value
+
 
 class NamingPolicy(_Strict):
     """How images, containers and resource groups in the targets are named."""
@@ -126,7 +134,7 @@ class NamingPolicy(_Strict):
     def _template(cls, value: str) -> str:
         try:
             value.format(image="x", region="r", subscription="s", target="t")
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             raise ValueError(
                 f"image_template {value!r} may only use {{image}}, {{region}}, {{subscription}}"
                 " and {target}"
@@ -200,23 +208,29 @@ def generated_account_name(prefix: str, subscription: str, region: str) -> str:
 def resolve_fleet(config: Config) -> list[Target]:
     """Expand the fleet into targets and check names are unique.
 
-    :raises ValueError: on a duplicate target, account name or (subscription, region) pair.
+    :raises ConfigError: on a duplicate target, account name or (subscription, region) pair,
+        naming the key path of the second occurrence.
     """
-    targets = [_explicit_target(config, spec) for spec in config.targets]
-    targets += [
-        Target(
-            name=f"{subscription}/{region}",
-            subscription=subscription,
-            region=region,
-            account=generated_account_name(config.fleet.account_prefix, subscription, region),
-            container=config.naming.container,
-            resource_group=config.naming.images_resource_group,
+    placed = [
+        (f"targets.{i}", _explicit_target(config, spec)) for i, spec in enumerate(config.targets)
+    ]
+    placed += [
+        (
+            "fleet",
+            Target(
+                name=f"{subscription}/{region}",
+                subscription=subscription,
+                region=region,
+                account=generated_account_name(config.fleet.account_prefix, subscription, region),
+                container=config.naming.container,
+                resource_group=config.naming.images_resource_group,
+            ),
         )
         for subscription in config.fleet.subscriptions
         for region in config.fleet.regions
     ]
-    _check_unique(targets, config.staging.account)
-    return targets
+    _check_unique(placed, config.staging.account)
+    return [target for _, target in placed]
 
 
 def _explicit_target(config: Config, spec: TargetSpec) -> Target:
@@ -231,16 +245,18 @@ def _explicit_target(config: Config, spec: TargetSpec) -> Target:
     )
 
 
-def _check_unique(targets: list[Target], staging_account: str) -> None:
+def _check_unique(placed: list[tuple[str, Target]], staging_account: str) -> None:
     seen: dict[str, set[str]] = {"name": set(), "account": {staging_account}, "pair": set()}
-    for target in targets:
+    for key_path, target in placed:
         pair = f"{target.subscription}/{target.region}"
         for kind, value in (("name", target.name), ("account", target.account), ("pair", pair)):
             if value in seen[kind]:
                 what = {"name": "target name", "account": "storage account", "pair": "target"}[kind]
-                raise ValueError(
-                    f"duplicate {what} {value!r}: each must appear once in the fleet"
-                    " (and accounts must differ from the staging account)"
+                # Raised as ConfigError, not ValueError, so pydantic does not drop the key path.
+                raise ConfigError(
+                    f"Invalid config at {key_path!r}: duplicate {what} {value!r}; each must"
+                    " appear once in the fleet (and accounts must differ from the staging account).",
+                    key_path=key_path,
                 )
             seen[kind].add(value)
 

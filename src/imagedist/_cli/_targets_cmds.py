@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -47,8 +48,10 @@ def _render_fleet(subscriptions: list[str], regions: list[str], prefix: str) -> 
     for sub in subscriptions:
         for region in regions:
             account = generated_account_name(prefix, sub, region)
+            # json.dumps gives a valid TOML basic string for any id, quotes and backslashes included.
             blocks.append(
-                f'[[targets]]\nsubscription = "{sub}"\nregion = "{region}"\naccount = "{account}"\n'
+                f"[[targets]]\nsubscription = {json.dumps(sub)}\nregion = {json.dumps(region)}\n"
+                f"account = {json.dumps(account)}\n"
             )
     return "\n".join(blocks)
 
@@ -85,9 +88,12 @@ def generate(state: State, subs_file: Path, regions: str, prefix: str, append: b
             f"Regions {regions!r} must be comma-separated Azure region names such as"
             " 'westeurope,eastus'."
         )
+    region_list = regions.split(",")
+    if len(set(region_list)) != len(region_list):
+        raise InvalidInput(f"Regions {regions!r} list a region twice; give each once.")
     if not re.fullmatch(r"[a-z0-9]{1,11}", prefix):
         raise InvalidInput(f"Prefix {prefix!r} must be 1-11 lowercase letters and digits.")
-    text = _render_fleet(_read_subscriptions(subs_file), regions.split(","), prefix)
+    text = _render_fleet(_read_subscriptions(subs_file), region_list, prefix)
     if not append:
         click.echo(text, nl=False)
         return

@@ -38,7 +38,8 @@ __all__ = [
 
 # Azure managed image names: 1-80 characters; letters, digits, '_', '.', '-'; starts with a letter
 # or digit; ends with a letter, digit or '_'.
-IMAGE_NAME = re.compile(r"^[A-Za-z0-9](?:[\w.-]{0,78}[\w])?$")
+# ASCII only (Azure refuses other letters) and \Z, since "$" also matches before a final newline.
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?\Z")
 PAGE = 512
 
 

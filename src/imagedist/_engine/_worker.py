@@ -9,6 +9,7 @@ lease runs out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -36,6 +37,7 @@ logger = logging.getLogger("imagedist.worker")
 
 COPY_STATES = frozenset({TargetState.PENDING, TargetState.COPYING})
 IMAGE_STATES = frozenset({TargetState.COPIED, TargetState.IMAGING})
+TERMINAL_STATES = frozenset({TargetState.DONE, TargetState.FAILED, TargetState.SKIPPED})
 MAX_TRANSIENT_RETRIES = 8
 
 
@@ -202,7 +204,9 @@ class Worker:
             if row.kind is SourceKind.TIER1:
                 self._copies -= 1
 
-        group.create_task(self._guard(job, row.source_id, body, done))
+        group.create_task(
+            self._guard(job, row.source_id, body, done, self._give_up_source(job, row.source_id))
+        )
 
     def _launch_target(
         self, job: Job, row: TargetRow, source: SourceRow | None, group: asyncio.TaskGroup
@@ -234,7 +238,9 @@ class Worker:
             if holder["copying"]:
                 self._copies -= 1
 
-        group.create_task(self._guard(job, row.target, body, done))
+        group.create_task(
+            self._guard(job, row.target, body, done, self._give_up_target(job, row.target))
+        )
 
     async def _drive_copy(
         self, driver: TargetDriver, row: TargetRow, source: SourceRow | None
@@ -261,9 +267,14 @@ class Worker:
         await self.ctx.backend.clock.sleep(self.ctx.config.concurrency.poll_interval_seconds)
 
     async def _guard(
-        self, job: Job, item: str, body: Callable[[], Awaitable[None]], done: Callable[[], None]
+        self,
+        job: Job,
+        item: str,
+        body: Callable[[], Awaitable[None]],
+        done: Callable[[], None],
+        give_up: Callable[[str], Awaitable[None]],
     ) -> None:
-        """Run one item's task; a failure ends that item's attempt, never the worker."""
+        """Run one item's task; a failure ends that item (failed, with the reason), never the worker."""
         try:
             for attempt in range(MAX_TRANSIENT_RETRIES):
                 try:
@@ -273,13 +284,50 @@ class Worker:
                     delay = exc.retry_after or min(2.0**attempt, 60.0)
                     await self.ctx.log(job.id, "warning", "job", f"{item}: {exc}; retrying")
                     await self.ctx.backend.clock.sleep(delay)
-            await self.ctx.log(job.id, "error", "job", f"{item}: gave up after transient errors")
+            await give_up(f"gave up after {MAX_TRANSIENT_RETRIES} transient errors")
         except PreconditionFailed:
             logger.info("lost the lease on %s of job %s to another worker", item, job.id)
         except ImagedistError as exc:
-            await self.ctx.log(job.id, "error", "job", f"{item}: {exc}")
+            await give_up(str(exc))
+        except Exception as exc:  # a bug must not stop the other targets; it is logged in full
+            logger.exception("unexpected error on %s of job %s", item, job.id)
+            await give_up(f"unexpected {type(exc).__name__}: {exc}")
         finally:
             done()
+
+    def _give_up_target(self, job: Job, name: str) -> Callable[[str], Awaitable[None]]:
+        async def give_up(reason: str) -> None:
+            row = next(
+                r for r in await self.ctx.backend.state.list_targets(job.id) if r.target == name
+            )
+            if row.lease_owner == self.ctx.worker_id and row.state not in TERMINAL_STATES:
+                phase = FailedPhase.IMAGE if row.state in IMAGE_STATES else FailedPhase.COPY
+                await self._try_put_target_failed(job, row, phase, reason)
+
+        return give_up
+
+    def _give_up_source(self, job: Job, source_id: str) -> Callable[[str], Awaitable[None]]:
+        async def give_up(reason: str) -> None:
+            rows = await self.ctx.backend.state.list_sources(job.id)
+            row = next(r for r in rows if r.source_id == source_id)
+            if row.lease_owner == self.ctx.worker_id and row.state is not SourceState.READY:
+                await self.ctx.log(job.id, "error", row.kind.value, f"{source_id} failed: {reason}")
+                with contextlib.suppress(PreconditionFailed):
+                    await self.ctx.backend.state.put_source(
+                        row.replace(state=SourceState.FAILED, error=reason, lease_owner=None)
+                    )
+
+        return give_up
+
+    async def _try_put_target_failed(
+        self, job: Job, row: TargetRow, phase: FailedPhase, reason: str
+    ) -> None:
+        await self.ctx.log(job.id, "error", phase.value, reason, target=row.target)
+        await self._try_put_target(
+            row.replace(
+                state=TargetState.FAILED, failed_phase=phase, error=reason, lease_owner=None
+            )
+        )
 
     async def _try_put_target(self, row: TargetRow) -> TargetRow:
         try:
