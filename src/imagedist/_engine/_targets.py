@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from .._domain import FailedPhase, Job, SourceRow, TargetRow, TargetState
 from .._exceptions import Conflict, NotFound, OperationFailed
-from ..abc import BlobProperties, CopyStatus, ImageSpec, ProvisioningState
+from ..abc import BlobProperties, CopyStatus, Image, ImageSpec, ProvisioningState
 from ._context import EngineContext
 
-__all__ = ["TargetDriver"]
+__all__ = ["TargetDriver", "staging_name"]
 
 JOB_TAG = "imagedist-job"
+STAGING_SUFFIX = ".next"
+
+
+def staging_name(image_name: str) -> str:
+    """Where a replacement image is built first; still a valid Azure image name (<= 80)."""
+    return image_name[: 80 - len(STAGING_SUFFIX)] + STAGING_SUFFIX
 
 
 class TargetDriver:
@@ -98,11 +104,11 @@ class TargetDriver:
 
     # image
 
-    def spec(self, row: TargetRow) -> ImageSpec:
+    def spec(self, row: TargetRow, name: str) -> ImageSpec:
         return ImageSpec(
             subscription=row.subscription,
             resource_group=row.resource_group,
-            name=row.image_name,
+            name=name,
             region=row.region,
             source_blob=row.blob,
             os_type=self.job.os_type,
@@ -110,48 +116,93 @@ class TargetDriver:
         )
 
     async def begin_image(self, row: TargetRow) -> TargetRow:
-        """COPIED -> IMAGING: record the intent, then ask for the image."""
+        """COPIED -> IMAGING: record the intent, then look before creating anything."""
         row = await self.put(row, state=TargetState.IMAGING, error="", failed_phase=None)
-        return await self._create_image(row)
+        return await self.poll_image(row)
 
-    async def _create_image(self, row: TargetRow) -> TargetRow:
+    async def poll_image(self, row: TargetRow) -> TargetRow:
+        """IMAGING: one look at the platform, and the one next effect it calls for.
+
+        Every decision is taken from what exists, so a restart at any point repeats nothing.
+        An image of an earlier job under the target name is replaced safely: ours is first
+        made under a staging name, the old one is deleted only once that one succeeded, then
+        ours is made under the target name and the staging one dropped.
+        """
+        final = await self._get(row, row.image_name)
+        if final is None:
+            return await self._create(row, row.image_name)
+        if final.tags.get(JOB_TAG) == self.job.id:
+            return await self._follow_own(row, final)
+        return await self._replace(row, final)
+
+    async def _get(self, row: TargetRow, name: str) -> Image | None:
+        try:
+            return await self.ctx.backend.images.get_image(
+                row.subscription, row.resource_group, name
+            )
+        except NotFound:
+            return None
+
+    async def _create(self, row: TargetRow, name: str) -> TargetRow:
         images = self.ctx.backend.images
         try:
             await images.ensure_resource_group(row.subscription, row.resource_group, row.region)
-            await images.begin_create_image(self.spec(row))
-        except OperationFailed as exc:
-            return await self.fail(row, FailedPhase.IMAGE, f"image creation refused: {exc}")
-        except Conflict as exc:
-            return await self.fail(row, FailedPhase.IMAGE, str(exc))
-        await self.ctx.log(
-            self.job.id, "info", "image", f"creating image {row.image_name}", target=row.target
-        )
+            await images.begin_create_image(self.spec(row, name))
+        except (OperationFailed, Conflict) as exc:
+            return await self.fail(row, FailedPhase.IMAGE, f"image {name!r} refused: {exc}")
+        await self.ctx.log(self.job.id, "info", "image", f"creating image {name}", row.target)
         return await self.put(row)
 
-    async def poll_image(self, row: TargetRow) -> TargetRow:
-        """IMAGING: one look at the image; creates it if the request never reached the platform."""
-        try:
-            image = await self.ctx.backend.images.get_image(
-                row.subscription, row.resource_group, row.image_name
-            )
-        except NotFound:
-            return await self._create_image(row)
-        if image.tags.get(JOB_TAG) != self.job.id:
-            reason = (
-                f"image {row.image_name!r} already exists from job {image.tags.get(JOB_TAG)!r};"
-                " delete it or choose another --image-name"
-            )
-            return await self.fail(row, FailedPhase.IMAGE, reason)
+    async def _delete(self, row: TargetRow, name: str) -> None:
+        await self.ctx.backend.images.delete_image(row.subscription, row.resource_group, name)
+
+    async def _follow_own(self, row: TargetRow, image: Image) -> TargetRow:
         if image.provisioning_state is ProvisioningState.CREATING:
             return await self.put(row)
-        if image.provisioning_state is ProvisioningState.SUCCEEDED:
-            await self.ctx.log(self.job.id, "info", "image", "image succeeded", target=row.target)
-            return await self.put(row, state=TargetState.DONE)
-        reason = f"image creation failed: {image.error_code}: {image.error_message}"
-        await self.ctx.backend.images.delete_image(
-            row.subscription, row.resource_group, row.image_name
-        )  # a failed image of our own job is no replacement for anything; clear it for a retry
-        return await self.fail(row, FailedPhase.IMAGE, reason)
+        if image.provisioning_state is ProvisioningState.FAILED:
+            await self._delete(row, image.name)  # a failed image of ours replaces nothing
+            return await self.fail(
+                row,
+                FailedPhase.IMAGE,
+                f"image creation failed: {image.error_code}: {image.error_message}",
+            )
+        staging = await self._get(row, staging_name(row.image_name))
+        if staging is not None and staging.tags.get(JOB_TAG) == self.job.id:
+            await self._delete(row, staging.name)
+        await self.ctx.log(self.job.id, "info", "image", "image succeeded", target=row.target)
+        return await self.put(row, state=TargetState.DONE)
+
+    async def _replace(self, row: TargetRow, old: Image) -> TargetRow:
+        name = staging_name(row.image_name)
+        staging = await self._get(row, name)
+        if staging is None:
+            await self.ctx.log(
+                self.job.id,
+                "info",
+                "image",
+                f"{row.image_name} holds job {old.tags.get(JOB_TAG)!r}'s image: building ours"
+                f" as {name} first",
+                row.target,
+            )
+            return await self._create(row, name)
+        if staging.tags.get(JOB_TAG) != self.job.id:
+            return await self.fail(
+                row, FailedPhase.IMAGE, f"image {name!r} exists from another job; delete it"
+            )
+        if staging.provisioning_state is ProvisioningState.CREATING:
+            return await self.put(row)
+        if staging.provisioning_state is ProvisioningState.FAILED:
+            return await self._follow_own(row, staging)
+        # Ours exists and succeeded: only now may the old image go.
+        await self._delete(row, old.name)
+        await self.ctx.log(
+            self.job.id,
+            "info",
+            "image",
+            f"replaced the image of job {old.tags.get(JOB_TAG)!r}",
+            row.target,
+        )
+        return await self._create(row, row.image_name)
 
     async def drop_blob(self, row: TargetRow) -> TargetRow:
         """DONE: the image holds its own copy of the data, so the target's blob can go."""
