@@ -8,12 +8,21 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ._domain import Target
 from ._exceptions import ConfigError
 
 __all__ = [
+    "AzureBackendOptions",
     "ConcurrencyPolicy",
     "Config",
     "FanoutPolicy",
@@ -92,11 +101,23 @@ class TargetSpec(_Strict):
     account: str
     name: str | None = None
     container: str | None = None
-    resource_group: str | None = None
+    resource_group: str | None = None  # images; default naming.images_resource_group
+    storage_resource_group: str | None = None  # default naming.storage_resource_group
     enabled: bool = True
 
     _account = field_validator("account")(_check_account)
     _region = field_validator("region")(_check_region)
+
+    @field_validator("resource_group", "storage_resource_group", "container")
+    @classmethod
+    def _optional_names(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return (
+            _check_container(value)
+            if info.field_name == "container"
+            else _check_resource_group(value)
+        )
 
 
 class FleetSpec(_Strict):
@@ -124,10 +145,11 @@ class NamingPolicy(_Strict):
 
     image_template: str = "{image}.{region}"
     images_resource_group: str = "imagedist-images"
+    storage_resource_group: str = "imagedist-storage"
     container: str = "imagedist"
 
     _container = field_validator("container")(_check_container)
-    _rg = field_validator("images_resource_group")(_check_resource_group)
+    _rg = field_validator("images_resource_group", "storage_resource_group")(_check_resource_group)
 
     @field_validator("image_template")
     @classmethod
@@ -168,10 +190,39 @@ class LocalBackendOptions(_Strict):
     fail_images_in: list[str] = Field(default_factory=list)  # "subscription/region"
 
 
+class AzureBackendOptions(_Strict):
+    """Real Azure (or Azurite plus an ARM-protocol server, in tests).
+
+    Storage is reached with Entra ID (``auth = "default"``: DefaultAzureCredential) or, for
+    Azurite, with connection strings taken from the environment variable
+    ``IMAGEDIST_CONNECTION_STRING_<ACCOUNT>`` (never from this file, so no key is ever in it).
+    """
+
+    auth: Literal["default", "connection-strings"] = "default"
+    arm_endpoint: str = Field(default="https://management.azure.com", pattern=r"^https://")
+    blob_endpoint: str = "https://{account}.blob.core.windows.net"
+    table_endpoint: str = "https://{account}.table.core.windows.net"
+    state_account: str | None = None  # holds the state tables; default: the staging account
+    storage_sku: str = "Standard_LRS"
+    hyper_v_generation: Literal["V1", "V2"] = "V1"
+
+    @field_validator("blob_endpoint", "table_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if "{account}" not in value or not value.startswith(
+            ("https://", "http://127.", "http://localhost")
+        ):
+            raise ValueError(
+                f"endpoint {value!r} must be an https:// URL (http only on loopback) containing"
+                " {account}"
+            )
+        return value
+
+
 class Config(_Strict):
     """The whole config file."""
 
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "azure"] = "local"
     staging: StagingSpec
     targets: list[TargetSpec] = Field(default_factory=list)
     fleet: FleetSpec = Field(default_factory=FleetSpec)
@@ -179,6 +230,7 @@ class Config(_Strict):
     fanout: FanoutPolicy = Field(default_factory=FanoutPolicy)
     concurrency: ConcurrencyPolicy = Field(default_factory=ConcurrencyPolicy)
     local: LocalBackendOptions = Field(default_factory=LocalBackendOptions)
+    azure: AzureBackendOptions = Field(default_factory=AzureBackendOptions)
     base_dir: str = Field(default=".", exclude=True)
 
     @model_validator(mode="after")
@@ -224,6 +276,7 @@ def resolve_fleet(config: Config) -> list[Target]:
                 account=generated_account_name(config.fleet.account_prefix, subscription, region),
                 container=config.naming.container,
                 resource_group=config.naming.images_resource_group,
+                storage_resource_group=config.naming.storage_resource_group,
             ),
         )
         for subscription in config.fleet.subscriptions
@@ -241,6 +294,7 @@ def _explicit_target(config: Config, spec: TargetSpec) -> Target:
         account=spec.account,
         container=spec.container or config.naming.container,
         resource_group=spec.resource_group or config.naming.images_resource_group,
+        storage_resource_group=spec.storage_resource_group or config.naming.storage_resource_group,
         enabled=spec.enabled,
     )
 

@@ -54,7 +54,8 @@ class Target:
     region: str
     account: str
     container: str
-    resource_group: str
+    resource_group: str  # where its images go
+    storage_resource_group: str = "imagedist-storage"  # where its storage account lives
     enabled: bool = True
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ._domain import BlobRef, Job, LogRecord, OsType, SourceRow, TargetRow
 
 __all__ = [
+    "AccountInfo",
     "BlobProperties",
     "BlobStore",
     "Clock",
@@ -22,6 +23,7 @@ __all__ = [
     "Image",
     "ImageService",
     "ImageSpec",
+    "Provisioner",
     "ProvisioningState",
     "StateStore",
 ]
@@ -61,6 +63,13 @@ class BlobStore(ABC):
 
         :raises NotFound: if the account does not exist.
         """
+
+    async def container_exists(self, account: str, container: str) -> bool:
+        """Whether the container exists (for pre-flight checks).
+
+        :raises NotFound: if the account does not exist or cannot be reached.
+        """
+        raise NotImplementedError
 
     @abstractmethod
     async def create_page_blob(self, ref: BlobRef, size: int, *, overwrite: bool = False) -> None:
@@ -293,6 +302,76 @@ class StateStore(ABC):
     @abstractmethod
     async def target_switches(self) -> dict[str, bool]:
         """Targets whose enablement was set at run time, by name."""
+
+    async def is_ready(self) -> bool:
+        """Whether the store's tables exist (stores that create themselves always say yes)."""
+        return True
+
+    async def ensure_ready(self) -> None:  # noqa: B027 - most stores create themselves
+        """Create the store's tables (``imagedist setup`` calls this); idempotent."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and handles."""
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """A storage account as the provisioner sees it."""
+
+    subscription: str
+    resource_group: str
+    name: str
+    region: str
+    managed: bool  # made by `imagedist setup` (tagged), so `teardown` may remove it
+
+
+class Provisioner(ABC):
+    """Resource groups and storage accounts: what `setup`, `teardown` and `check` manage.
+
+    Everything it creates carries the tag ``imagedist-managed=true``; teardown removes only
+    tagged resources.
+    """
+
+    @abstractmethod
+    async def get_resource_group(self, subscription: str, name: str) -> str | None:
+        """The resource group's region, or None if it does not exist.
+
+        :raises AuthFailed: if the credentials are refused for the subscription.
+        """
+
+    @abstractmethod
+    async def create_resource_group(self, subscription: str, name: str, region: str) -> None:
+        """Create (or update) the resource group, tagged as managed by imagedist."""
+
+    @abstractmethod
+    async def delete_resource_group(self, subscription: str, name: str) -> None:
+        """Delete the resource group and everything in it; waits for the operation."""
+
+    @abstractmethod
+    async def get_storage_account(
+        self, subscription: str, resource_group: str, name: str
+    ) -> AccountInfo | None:
+        """The account, or None if the resource group holds no such account."""
+
+    @abstractmethod
+    async def account_name_available(self, subscription: str, name: str) -> tuple[bool, str]:
+        """Whether the globally unique account name is free, and the reason if not."""
+
+    @abstractmethod
+    async def create_storage_account(
+        self, subscription: str, resource_group: str, name: str, region: str, sku: str
+    ) -> None:
+        """Create the account (StorageV2, HTTPS only, no public blob access); waits for it."""
+
+    @abstractmethod
+    async def delete_storage_account(
+        self, subscription: str, resource_group: str, name: str
+    ) -> None:
+        """Delete the account; deleting a missing one is not an error."""
+
+    @abstractmethod
+    async def list_regions(self, subscription: str) -> list[str]:
+        """The region names the subscription can use."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and handles."""

@@ -10,7 +10,7 @@ from .._exceptions import BackendUnavailable
 
 if TYPE_CHECKING:
     from .._config import Config
-    from ..abc import BlobStore, Clock, ImageService, StateStore
+    from ..abc import BlobStore, Clock, ImageService, Provisioner, StateStore
 
 __all__ = ["Backend", "open_backend"]
 
@@ -19,17 +19,19 @@ EXTRAS = {"azure": "azure"}
 
 @dataclass
 class Backend:
-    """The four ports, opened together for one config."""
+    """The ports, opened together for one config."""
 
     blobs: BlobStore
     images: ImageService
     state: StateStore
     clock: Clock
+    provisioner: Provisioner
 
     async def aclose(self) -> None:
         await self.blobs.aclose()
         await self.images.aclose()
         await self.state.aclose()
+        await self.provisioner.aclose()
 
 
 def open_backend(config: Config) -> Backend:

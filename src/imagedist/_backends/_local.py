@@ -8,6 +8,7 @@ from .._clock import SystemClock
 from . import Backend
 from ._local_blobs import LocalBlobStore
 from ._local_images import LocalImageService
+from ._local_provisioner import LocalProvisioner
 from ._sqlite_state import SqliteStateStore
 
 if TYPE_CHECKING:
@@ -41,7 +42,11 @@ def open_backend(config: Config) -> Backend:
         fail_in=frozenset(_pair(item) for item in options.fail_images_in),
     )
     return Backend(
-        blobs=blobs, images=images, state=SqliteStateStore(root / "state.db"), clock=clock
+        blobs=blobs,
+        images=images,
+        state=SqliteStateStore(root / "state.db"),
+        clock=clock,
+        provisioner=LocalProvisioner(root),
     )
 
 

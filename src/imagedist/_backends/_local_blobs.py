@@ -67,6 +67,16 @@ class LocalBlobStore(BlobStore):
         for base in (self._root, self._root / _META):
             await asyncio.to_thread((base / account / container).mkdir, parents=True, exist_ok=True)
 
+    async def container_exists(self, account: str, container: str) -> bool:
+        def check() -> bool:
+            if not (self._root / account).is_dir():
+                raise NotFound(
+                    f"Storage account {account!r} does not exist; run `imagedist setup`."
+                )
+            return (self._root / account / container).is_dir()
+
+        return await asyncio.to_thread(check)
+
     async def create_page_blob(self, ref: BlobRef, size: int, *, overwrite: bool = False) -> None:
         await asyncio.to_thread(self._create, ref, size, overwrite)
 

@@ -10,6 +10,7 @@ from ._common import State
 from ._config_cmds import config
 from ._demo import demo
 from ._jobs_cmds import cleanup, jobs, logs, retry, run, status, submit, worker
+from ._setup_cmds import check, setup, teardown
 from ._targets_cmds import targets
 
 __all__ = ["cli", "main"]
@@ -37,7 +38,22 @@ def cli(ctx: click.Context, config_path: Path) -> None:
     ctx.obj = State(config_path)
 
 
-for command in (config, targets, submit, worker, run, jobs, status, logs, retry, cleanup, demo):
+for command in (
+    config,
+    setup,
+    check,
+    teardown,
+    targets,
+    submit,
+    worker,
+    run,
+    jobs,
+    status,
+    logs,
+    retry,
+    cleanup,
+    demo,
+):
     cli.add_command(command)
 
 

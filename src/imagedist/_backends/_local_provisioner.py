@@ -1,0 +1,111 @@
+"""Provisioning on the embedded backend: resource groups and accounts recorded in a JSON file,
+accounts as folders of the local blob store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from .._regions import REGIONS
+from ..abc import AccountInfo, Provisioner
+
+__all__ = ["LocalProvisioner"]
+
+
+class LocalProvisioner(Provisioner):
+    """:param root: the local backend's folder; accounts live under ``root/blobs``."""
+
+    def __init__(self, root: Path) -> None:
+        self._file = root / "provisioning.json"
+        self._blobs = root / "blobs"
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if not self._file.exists():
+            return {"groups": {}, "accounts": {}}
+        data: dict[str, dict[str, Any]] = json.loads(self._file.read_text(encoding="utf-8"))
+        return data
+
+    def _save(self, data: dict[str, dict[str, Any]]) -> None:
+        temp = self._file.with_suffix(".tmp")
+        temp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(temp, self._file)
+
+    async def _edit(self, change: Any) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                data = self._load()
+                result = change(data)
+                self._save(data)
+                return result
+
+        return await asyncio.to_thread(locked)
+
+    async def get_resource_group(self, subscription: str, name: str) -> str | None:
+        group = (await self._edit(lambda d: d))["groups"].get(f"{subscription}/{name}")
+        return None if group is None else str(group["region"])
+
+    async def create_resource_group(self, subscription: str, name: str, region: str) -> None:
+        def create(data: dict[str, dict[str, Any]]) -> None:
+            data["groups"][f"{subscription}/{name}"] = {"region": region, "managed": True}
+
+        await self._edit(create)
+
+    async def delete_resource_group(self, subscription: str, name: str) -> None:
+        def delete(data: dict[str, dict[str, Any]]) -> list[str]:
+            data["groups"].pop(f"{subscription}/{name}", None)
+            doomed = [
+                key
+                for key, acct in data["accounts"].items()
+                if acct["subscription"] == subscription and acct["resource_group"] == name
+            ]
+            for key in doomed:
+                del data["accounts"][key]
+            return doomed
+
+        for account in await self._edit(delete):
+            await asyncio.to_thread(shutil.rmtree, self._blobs / account, True)
+
+    async def get_storage_account(
+        self, subscription: str, resource_group: str, name: str
+    ) -> AccountInfo | None:
+        acct = (await self._edit(lambda d: d))["accounts"].get(name)
+        if acct is None or (acct["subscription"], acct["resource_group"]) != (
+            subscription,
+            resource_group,
+        ):
+            return None
+        return AccountInfo(subscription, resource_group, name, acct["region"], acct["managed"])
+
+    async def account_name_available(self, subscription: str, name: str) -> tuple[bool, str]:
+        taken = name in (await self._edit(lambda d: d))["accounts"]
+        return (False, "AlreadyExists") if taken else (True, "")
+
+    async def create_storage_account(
+        self, subscription: str, resource_group: str, name: str, region: str, sku: str
+    ) -> None:
+        def create(data: dict[str, dict[str, Any]]) -> None:
+            data["accounts"][name] = {
+                "subscription": subscription,
+                "resource_group": resource_group,
+                "region": region,
+                "sku": sku,
+                "managed": True,
+            }
+
+        await self._edit(create)
+        await asyncio.to_thread((self._blobs / name).mkdir, parents=True, exist_ok=True)
+
+    async def delete_storage_account(
+        self, subscription: str, resource_group: str, name: str
+    ) -> None:
+        await self._edit(lambda d: d["accounts"].pop(name, None))
+        await asyncio.to_thread(shutil.rmtree, self._blobs / name, True)
+
+    async def list_regions(self, subscription: str) -> list[str]:
+        return sorted(REGIONS)

@@ -1,0 +1,123 @@
+"""`setup`, `teardown` and `check`: provisioning and pre-flight."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import click
+
+from .._api import Imagedist
+from .._engine._setup import Change, apply_changes, plan_setup, plan_teardown, run_checks
+from ._common import EXIT_FAILED, State, echo_json, friendly_errors, json_option, run_with_app
+
+__all__ = ["check", "setup", "teardown"]
+
+pass_state = click.make_pass_decorator(State)
+
+
+def _reporter(as_json: bool) -> Callable[[Change], None]:
+    def report(change: Change) -> None:
+        if not as_json:
+            click.echo(f"done: {change.describe()}")
+
+    return report
+
+
+def _as_dict(change: Change) -> dict[str, str]:
+    return {**change.__dict__, "description": change.describe()}
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@json_option
+@pass_state
+@friendly_errors
+def setup(state: State, dry_run: bool, as_json: bool) -> None:
+    """Provision everything the config declares; idempotent.
+
+    Resource groups, storage accounts (name availability checked), containers,
+    the state tables. A second run changes nothing and says so. To onboard a new
+    subscription or region, edit the config and run setup again.
+    """
+
+    async def body(app: Imagedist) -> list[Change]:
+        changes = await plan_setup(app.ctx)
+        if not dry_run and changes:
+            await apply_changes(app.ctx, changes, _reporter(as_json))
+        return changes
+
+    changes = run_with_app(state, body)
+    if as_json:
+        echo_json({"dry_run": dry_run, "changes": [_as_dict(c) for c in changes]})
+    elif not changes:
+        click.echo("Everything the config declares exists; nothing to change.")
+    elif dry_run:
+        click.echo(f"setup would make {len(changes)} changes:")
+        for change in changes:
+            click.echo(f"  {change.describe()}")
+    else:
+        click.echo(f"setup made {len(changes)} changes.")
+
+
+@click.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
+@json_option
+@pass_state
+@friendly_errors
+def teardown(state: State, yes: bool, dry_run: bool, as_json: bool) -> None:
+    """Remove what setup made: its storage accounts and resource groups (images included)."""
+
+    async def plan(app: Imagedist) -> list[Change]:
+        return await plan_teardown(app.ctx)
+
+    changes = run_with_app(state, plan)
+    if not changes:
+        if as_json:
+            echo_json({"changes": []})
+        else:
+            click.echo("Nothing that setup made is left.")
+        return
+    if dry_run or not (yes or _confirm(changes)):
+        if as_json:
+            echo_json({"dry_run": True, "changes": [_as_dict(c) for c in changes]})
+        else:
+            click.echo("\n".join(f"  would {c.describe()}" for c in changes))
+        return
+
+    async def apply(app: Imagedist) -> None:
+        await apply_changes(app.ctx, changes, _reporter(as_json))
+
+    run_with_app(state, apply)
+    if as_json:
+        echo_json({"dry_run": False, "changes": [_as_dict(c) for c in changes]})
+
+
+def _confirm(changes: list[Change]) -> bool:
+    click.echo("teardown will:")
+    for change in changes:
+        click.echo(f"  {change.describe()}")
+    if not sys.stdin.isatty():
+        click.echo("Not a terminal: pass --yes to confirm.", err=True)
+        sys.exit(EXIT_FAILED)
+    return click.confirm("Proceed?", default=False)
+
+
+@click.command()
+@json_option
+@pass_state
+@friendly_errors
+def check(state: State, as_json: bool) -> None:
+    """Pre-flight before any bytes move: credentials, regions, resource groups, accounts,
+    containers and the state store; one line per problem. Exits 1 if any."""
+    problems = run_with_app(state, lambda app: run_checks(app.ctx))
+    if as_json:
+        echo_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
+    elif not problems:
+        click.echo("All checks passed.")
+    else:
+        for problem in problems:
+            click.echo(f"{problem.subject}: {problem.message}")
+    if problems:
+        sys.exit(EXIT_FAILED)

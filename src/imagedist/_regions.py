@@ -1,0 +1,75 @@
+"""Azure's public regions and the egress-price zone each belongs to (used by `check` and `plan`)."""
+
+from __future__ import annotations
+
+__all__ = ["REGIONS", "zone_of"]
+
+# Zone names follow Azure's bandwidth price list: egress between regions is priced by the zone
+# of the source region (North America / Europe, Asia / Middle East / Africa, South America).
+REGIONS: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "eastus",
+            "eastus2",
+            "centralus",
+            "northcentralus",
+            "southcentralus",
+            "westcentralus",
+            "westus",
+            "westus2",
+            "westus3",
+            "canadacentral",
+            "canadaeast",
+            "mexicocentral",
+            "northeurope",
+            "westeurope",
+            "uksouth",
+            "ukwest",
+            "francecentral",
+            "francesouth",
+            "germanywestcentral",
+            "germanynorth",
+            "norwayeast",
+            "norwaywest",
+            "swedencentral",
+            "switzerlandnorth",
+            "switzerlandwest",
+            "polandcentral",
+            "italynorth",
+            "spaincentral",
+        ],
+        "north-america-europe",
+    ),
+    **dict.fromkeys(
+        [
+            "eastasia",
+            "southeastasia",
+            "japaneast",
+            "japanwest",
+            "koreacentral",
+            "koreasouth",
+            "centralindia",
+            "southindia",
+            "westindia",
+            "australiaeast",
+            "australiasoutheast",
+            "australiacentral",
+            "newzealandnorth",
+            "indonesiacentral",
+            "malaysiawest",
+            "uaenorth",
+            "uaecentral",
+            "qatarcentral",
+            "israelcentral",
+            "southafricanorth",
+            "southafricawest",
+        ],
+        "asia-middle-east-africa",
+    ),
+    **dict.fromkeys(["brazilsouth", "brazilsoutheast", "chilecentral"], "south-america"),
+}
+
+
+def zone_of(region: str) -> str:
+    """The price zone of a region; unknown regions are priced as the most expensive zone."""
+    return REGIONS.get(region, "south-america")

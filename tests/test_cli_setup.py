@@ -1,0 +1,79 @@
+"""`setup`, `check` and `teardown` on the local backend: idempotent, honest dry runs, one line
+per problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from imagedist._cli import cli
+
+from helpers import write_config
+
+
+def _run(config: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["-c", str(config), *args])
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_setup_is_idempotent_and_check_agrees(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    code, out = _run(config, "check")
+    assert code == 1 and "run `imagedist setup`" in out
+    problems_before = out.count("\n")
+    code, out = _run(config, "setup", "--dry-run", "--json")
+    planned = json.loads(out)["changes"]
+    # 1 staging + 3 storage + 3 images groups, 10 accounts, 10 containers
+    assert code == 0 and len(planned) == 27
+    assert _run(config, "check")[1].count("\n") == problems_before  # the dry run changed nothing
+    code, out = _run(config, "setup")
+    assert code == 0 and "setup made 27 changes" in out
+    code, out = _run(config, "setup")
+    assert code == 0 and "nothing to change" in out
+    assert _run(config, "check") == (0, "All checks passed.\n")
+
+
+def test_setup_onboards_a_new_region_by_editing_the_config(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert _run(config, "setup")[0] == 0
+    text = config.read_text().replace('"japaneast"]', '"japaneast", "brazilsouth"]')
+    config.write_text(text)
+    changes = json.loads(_run(config, "setup", "--json")[1])["changes"]
+    assert sorted(c["kind"] for c in changes) == ["container"] * 3 + ["storage account"] * 3
+    assert {c["region"] for c in changes if c["kind"] == "storage account"} == {"brazilsouth"}
+
+
+def test_check_reports_an_unknown_region(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace('"japaneast"]', '"atlantis"]'))
+    _run(config, "setup")
+    code, out = _run(config, "check", "--json")
+    problems = json.loads(out)["problems"]
+    assert code == 1
+    assert {p["subject"] for p in problems} == {"sub-a/atlantis", "sub-b/atlantis", "sub-c/atlantis"}
+
+
+def test_teardown_needs_confirmation_and_removes_what_setup_made(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _run(config, "setup")
+    code, out = _run(config, "teardown")  # no terminal: refuses without --yes
+    assert code == 1 and "pass --yes" in out
+    assert _run(config, "check")[0] == 0  # nothing was removed
+    code, out = _run(config, "teardown", "--yes")
+    assert code == 0 and out.count("done: delete") == 17  # 10 accounts, 7 groups
+    assert "Nothing that setup made is left" in _run(config, "teardown")[1]
+
+
+def test_setup_refuses_an_account_name_taken_elsewhere(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _run(config, "setup")
+    other = tmp_path / "other"
+    other.mkdir()
+    clash = write_config(other)
+    text = clash.read_text().replace('subscription = "sub-staging"', 'subscription = "sub-other"')
+    clash.write_text(text.replace('root = "state"', f'root = "{tmp_path / "state"}"'))
+    code, out = _run(clash, "setup")
+    assert code == 2 and "'stagingacct' is not available" in out
