@@ -39,9 +39,12 @@ __all__ = [
 HOST = "127.0.0.1"
 #: A staging account and a few target accounts; callers may pass their own names.
 DEFAULT_ACCOUNTS: tuple[str, ...] = ("stagingacct", "targetacct", "target2acct", "target3acct")
+#: Where ``scripts/bootstrap test`` installs it, looked at when it is not on PATH.
+LOCAL_AZURITE = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / ".bin" / "azurite"
 INSTALL_HINT = (
-    "Azurite is not installed: the 'azurite' command is not on PATH. "
-    "Install it with `npm install -g azurite` (Node.js 18+), then rerun the tests."
+    "Azurite is not installed: the 'azurite' command is not on PATH (nor in .tools/). "
+    "Install it with `npm install -g azurite` (Node.js 18+), or run `scripts/bootstrap test`, "
+    "then rerun the tests."
 )
 _START_TIMEOUT = 30.0
 
@@ -151,7 +154,7 @@ def start_azurite(
     :raises AzuriteNotInstalled: if the ``azurite`` command is not on PATH.
     :raises RuntimeError: if it exits or does not listen within ``timeout`` seconds.
     """
-    exe = shutil.which("azurite")
+    exe = shutil.which("azurite") or shutil.which(str(LOCAL_AZURITE))
     if exe is None:
         raise AzuriteNotInstalled(INSTALL_HINT)
     if not accounts:

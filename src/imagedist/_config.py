@@ -203,6 +203,7 @@ class AzureBackendOptions(_Strict):
     blob_endpoint: str = "https://{account}.blob.core.windows.net"
     table_endpoint: str = "https://{account}.table.core.windows.net"
     state_account: str | None = None  # holds the state tables; default: the staging account
+    table_prefix: str = Field(default="imagedist", pattern=r"^[A-Za-z][A-Za-z0-9]{0,54}$")
     storage_sku: str = "Standard_LRS"
     hyper_v_generation: Literal["V1", "V2"] = "V1"
 

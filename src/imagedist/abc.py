@@ -64,12 +64,12 @@ class BlobStore(ABC):
         :raises NotFound: if the account does not exist.
         """
 
+    @abstractmethod
     async def container_exists(self, account: str, container: str) -> bool:
         """Whether the container exists (for pre-flight checks).
 
         :raises NotFound: if the account does not exist or cannot be reached.
         """
-        raise NotImplementedError
 
     @abstractmethod
     async def create_page_blob(self, ref: BlobRef, size: int, *, overwrite: bool = False) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from azurite import AzuriteServer, azurite_server  # noqa: F401  (a fixture, used by name)
 from imagedist._backends._local_blobs import LocalBlobStore
 from imagedist._backends._local_images import LocalImageService
 from imagedist._domain import BlobRef
@@ -88,9 +89,51 @@ def _local_blobs(tmp_path: Path) -> BlobHarness:
     )
 
 
-@pytest.fixture(params=[pytest.param(_local_blobs, id="local")])
+def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
+    """The Azure adapter against Azurite (session-wide; skips if Azurite is not installed).
+
+    Azurite finishes a copy inside the Copy Blob request, so no copy is ever seen pending: the
+    capabilities that need one (``throttled``), and fault injection (``failing_account``), are None.
+    """
+    from azure.storage.blob import BlobServiceClient
+
+    from imagedist._backends._azure_blobs import AccountAccess, AzureBlobStore
+
+    server: AzuriteServer = request.getfixturevalue("azurite_server")
+    access = {
+        name: AccountAccess.from_connection_string(server.connection_string(name))
+        for name in server.accounts
+    }
+    container = f"c{uuid.uuid4().hex[:8]}"
+
+    def drop_containers() -> None:  # Azurite keeps every byte in memory until it is deleted
+        for name in server.accounts:
+            with BlobServiceClient.from_connection_string(server.connection_string(name)) as svc:
+                if svc.get_container_client(container).exists():
+                    svc.delete_container(container)
+
+    request.addfinalizer(drop_containers)
+    return BlobHarness(
+        kind="azure",
+        store=AzureBlobStore(access, retry_total=2, initial_backoff=1),
+        clock=FakeClock(),
+        account="stagingacct",
+        container=container,
+        other_account="targetacct",
+        failing_account=None,
+        reopen=lambda: AzureBlobStore(access, retry_total=2, initial_backoff=1),
+        throttled=None,
+        local_path=None,
+    )
+
+
+@pytest.fixture(
+    params=[pytest.param(_local_blobs, id="local"), pytest.param(_azure_blobs, id="azure")]
+)
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobHarness]:
-    harness: BlobHarness = request.param(tmp_path)
+    # The azure harness needs the session's Azurite, so it takes the request.
+    factory = request.param
+    harness: BlobHarness = _azure_blobs(request) if factory is _azure_blobs else factory(tmp_path)
     accounts = {harness.account, harness.other_account, harness.failing_account}
     for account in sorted(a for a in accounts if a):
         run(harness.store.ensure_container(account, harness.container))

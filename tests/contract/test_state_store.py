@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from azurite import AzuriteServer, azurite_server  # noqa: F401 - the session's Azurite
+from imagedist._backends._azure_state import AzureTableStateStore
 from imagedist._backends._sqlite_state import SqliteStateStore
 from imagedist._domain import (
     BlobRef,
@@ -61,9 +63,22 @@ def _sqlite(tmp_path: Path) -> StateHarness:
     return StateHarness("sqlite", SqliteStateStore(path), lambda: SqliteStateStore(path))
 
 
-@pytest.fixture(params=[pytest.param(_sqlite, id="sqlite")])
+def _azure(server: AzuriteServer) -> StateHarness:
+    """Azure Table storage on Azurite; every instance shares the session's tables."""
+    connection_string = server.connection_string("stagingacct")
+
+    def open_store() -> StateStore:
+        return AzureTableStateStore(connection_string, table_prefix="contract")
+
+    return StateHarness("azure", open_store(), open_store)
+
+
+@pytest.fixture(params=[pytest.param(_sqlite, id="sqlite"), pytest.param(_azure, id="azure")])
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateHarness]:
-    harness: StateHarness = request.param(tmp_path)
+    if request.param is _azure:
+        harness: StateHarness = _azure(request.getfixturevalue("azurite_server"))
+    else:
+        harness = request.param(tmp_path)
     yield harness
     for store in [harness.store, *harness.opened]:
         run(store.aclose())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,15 @@ class Backend:
     state: StateStore
     clock: Clock
     provisioner: Provisioner
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # credentials...
 
     async def aclose(self) -> None:
         await self.blobs.aclose()
         await self.images.aclose()
         await self.state.aclose()
         await self.provisioner.aclose()
+        for close in self.closers:
+            await close()
 
 
 def open_backend(config: Config) -> Backend:

@@ -1,0 +1,219 @@
+"""Managed images through azure-mgmt-compute and resource groups through azure-mgmt-resource."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import HttpResponseError
+from azure.mgmt.compute import models
+from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.mgmt.resource.resources import models as resource_models
+from azure.mgmt.resource.resources.aio import ResourceManagementClient
+
+from .._domain import BlobRef, OsType
+from .._exceptions import NotFound
+from ..abc import Image, ImageService, ImageSpec, ProvisioningState
+from ._azure_errors import redact, translate_errors
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.core.polling import AsyncLROPoller
+
+__all__ = ["AzureImageService"]
+
+ARM_SCOPE = "https://management.azure.com/.default"
+STATES = {
+    "Creating": ProvisioningState.CREATING,
+    "Succeeded": ProvisioningState.SUCCEEDED,
+    "Failed": ProvisioningState.FAILED,
+}
+
+
+class AzureImageService(ImageService):
+    """:param blob_url: the URL of a blob *without* any SAS, as Azure wants it in ``blobUri``."""
+
+    def __init__(
+        self,
+        credential: AsyncTokenCredential,
+        *,
+        arm_endpoint: str,
+        blob_url: Callable[[BlobRef], str],
+        hyper_v_generation: str = "V1",
+        client_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self._credential = credential
+        self._endpoint = arm_endpoint.rstrip("/")
+        self._blob_url = blob_url
+        self._generation = hyper_v_generation
+        # azure-core's retry policy handles 429/503 and Retry-After; these only tune it.
+        self._client_kwargs = {
+            "retry_total": 6,
+            "retry_backoff_factor": 1.0,
+            **(client_kwargs or {}),
+        }
+        self._compute: dict[str, ComputeManagementClient] = {}
+        self._resources: dict[str, ResourceManagementClient] = {}
+        self._groups: set[tuple[str, str]] = set()
+        # In-flight creations of this process, so a failure can report Azure's code and message.
+        self._pollers: dict[tuple[str, str, str], AsyncLROPoller[Any]] = {}
+
+    def _compute_client(self, subscription: str) -> ComputeManagementClient:
+        if subscription not in self._compute:
+            self._compute[subscription] = ComputeManagementClient(
+                self._credential,
+                subscription,
+                base_url=self._endpoint,
+                credential_scopes=[ARM_SCOPE],
+                **self._client_kwargs,
+            )
+        return self._compute[subscription]
+
+    def _resource_client(self, subscription: str) -> ResourceManagementClient:
+        if subscription not in self._resources:
+            self._resources[subscription] = ResourceManagementClient(
+                self._credential,
+                subscription,
+                base_url=self._endpoint,
+                credential_scopes=[ARM_SCOPE],
+                **self._client_kwargs,
+            )
+        return self._resources[subscription]
+
+    async def aclose(self) -> None:
+        for compute in self._compute.values():
+            await compute.close()
+        for resources in self._resources.values():
+            await resources.close()
+
+    async def ensure_resource_group(self, subscription: str, name: str, region: str) -> None:
+        key = (subscription.lower(), name.lower())
+        if key in self._groups:
+            return  # ARM writes are throttled per subscription: never repeat one
+        client = self._resource_client(subscription)
+        with translate_errors(f"ensure resource group {name!r}"):
+            if not await client.resource_groups.check_existence(name):
+                await client.resource_groups.create_or_update(
+                    name, resource_models.ResourceGroup(location=region)
+                )
+        self._groups.add(key)
+
+    async def begin_create_image(self, spec: ImageSpec) -> None:
+        body = models.Image(
+            location=spec.region,
+            tags=spec.tags,
+            properties=models.ImageProperties(
+                hyper_v_generation=spec.hyper_v_generation or self._generation,
+                storage_profile=models.ImageStorageProfile(
+                    os_disk=models.ImageOSDisk(
+                        os_type="Windows" if spec.os_type is OsType.WINDOWS else "Linux",
+                        os_state="Generalized",
+                        blob_uri=self._blob_url(spec.source_blob),
+                        caching="ReadWrite",
+                    )
+                ),
+            ),
+        )
+        client = self._compute_client(spec.subscription)
+        with translate_errors(f"create image {spec.name!r}"):
+            poller = await client.images.begin_create_or_update(
+                spec.resource_group, spec.name, body
+            )
+        self._pollers[(spec.subscription, spec.resource_group.lower(), spec.name.lower())] = poller
+
+    async def get_image(self, subscription: str, resource_group: str, name: str) -> Image:
+        key = (subscription, resource_group.lower(), name.lower())
+        client = self._compute_client(subscription)
+        try:
+            with translate_errors(f"get image {name!r}"):
+                image = await client.images.get(resource_group, name)
+        except NotFound:
+            failed = await self._failure_of(key)
+            if failed is None:
+                raise
+            code, message = failed
+            return self._missing_failed(subscription, resource_group, name, code, message)
+        return await self._to_image(subscription, resource_group, image, key)
+
+    async def _to_image(
+        self, subscription: str, resource_group: str, image: Any, key: tuple[str, str, str]
+    ) -> Image:
+        properties = image.properties
+        state = STATES.get(properties.provisioning_state or "", ProvisioningState.CREATING)
+        code = message = ""
+        if state is ProvisioningState.FAILED:
+            code, message = await self._failure_of(key) or ("Failed", "image creation failed")
+        os_disk = properties.storage_profile.os_disk
+        return Image(
+            subscription=subscription,
+            resource_group=resource_group,
+            name=image.name,
+            region=image.location,
+            source_blob=_blob_ref(os_disk.blob_uri or ""),
+            os_type=OsType.WINDOWS
+            if str(os_disk.os_type).lower().endswith("windows")
+            else OsType.LINUX,
+            provisioning_state=state,
+            error_code=code,
+            error_message=message,
+            tags=dict(image.tags or {}),
+        )
+
+    async def _failure_of(self, key: tuple[str, str, str]) -> tuple[str, str] | None:
+        """Azure's error code and message for a creation this process started, if it failed."""
+        poller = self._pollers.get(key)
+        if poller is None:
+            return None
+        try:
+            await poller.result()  # the SDK polls the Azure-AsyncOperation URL to its end
+        except HttpResponseError as exc:
+            self._pollers.pop(key, None)
+            code = (exc.error.code if exc.error else None) or str(exc.status_code)
+            return code, redact(exc.message)
+        return None
+
+    def _missing_failed(
+        self, subscription: str, resource_group: str, name: str, code: str, message: str
+    ) -> Image:
+        return Image(
+            subscription=subscription,
+            resource_group=resource_group,
+            name=name,
+            region="",
+            source_blob=BlobRef("", "", ""),
+            os_type=OsType.LINUX,
+            provisioning_state=ProvisioningState.FAILED,
+            error_code=code,
+            error_message=message,
+        )
+
+    async def delete_image(self, subscription: str, resource_group: str, name: str) -> bool:
+        client = self._compute_client(subscription)
+        try:
+            with translate_errors(f"delete image {name!r}"):
+                await client.images.get(resource_group, name)
+                poller = await client.images.begin_delete(resource_group, name)
+                await poller.result()
+        except NotFound:
+            return False
+        return True
+
+    async def list_images(self, subscription: str, resource_group: str) -> list[Image]:
+        client = self._compute_client(subscription)
+        images = []
+        with translate_errors(f"list images in {resource_group!r}"):
+            async for image in client.images.list_by_resource_group(resource_group):
+                key = (subscription, resource_group.lower(), str(image.name).lower())
+                images.append(await self._to_image(subscription, resource_group, image, key))
+        return sorted(images, key=lambda image: image.name)
+
+
+def _blob_ref(uri: str) -> BlobRef:
+    """``https://acct.blob.core.windows.net/c/a/b.vhd`` or ``http://127.0.0.1:10000/acct/c/b.vhd``."""
+    scheme_host, _, path = uri.partition("://")[2].partition("/")
+    parts = path.split("?")[0].split("/")
+    if scheme_host.split(":")[0].replace(".", "").isdigit() or scheme_host.startswith("localhost"):
+        account, parts = parts[0], parts[1:]  # path-style (emulator) URL
+    else:
+        account = scheme_host.split(".")[0]
+    return BlobRef(account, parts[0] if parts else "", "/".join(parts[1:]))

@@ -1,0 +1,752 @@
+"""The state store on Azure Table storage: jobs, their items, logs and target switches.
+
+Four tables, ``<prefix>jobs``, ``<prefix>items``, ``<prefix>logs`` and ``<prefix>switches``, created
+on first use (or by :meth:`AzureTableStateStore.ensure_tables`, for ``imagedist setup``):
+
+* jobs: PartitionKey ``"job"``, RowKey the job id.
+* items: PartitionKey the job id, RowKey ``"s:<source id>"`` or ``"t:<target name>"``. Every item
+  write is a compare-and-set: the entity is replaced only if its ETag is the one of the version the
+  caller read (``If-Match``), so of two workers writing the same version exactly one wins.
+* logs: PartitionKey the job id, RowKey ``<ts, zero-padded>-<sequence>-<random>``, so lexical order
+  is time order and two processes never collide.
+* switches: PartitionKey ``"switch"``, RowKey the target name.
+
+Keys are escaped (:func:`escape_key`): target names hold ``/``, which keys forbid, and ``%`` and
+``'`` are legal but break point operations on Azure and Azurite alike.
+
+The async SDK client is bound to the event loop it first ran in, and callers (the CLI, the tests)
+may run several loops one after the other; so the store keeps one client per running loop and closes
+it when that loop shuts down (see :meth:`AzureTableStateStore._loop_client`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.data.tables import EdmType, EntityProperty, TableEntity, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from .._domain import (
+    BlobRef,
+    FailedPhase,
+    Job,
+    JobState,
+    LogRecord,
+    OsType,
+    SourceKind,
+    SourceRow,
+    SourceState,
+    TargetRow,
+    TargetState,
+)
+from .._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
+from ..abc import StateStore
+from ._azure_errors import Override, translate_errors
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    Credential = AsyncTokenCredential | AzureNamedKeyCredential | AzureSasCredential
+
+__all__ = ["AzureTableStateStore", "escape_key", "unescape_key"]
+
+LEVELS = {"info": 0, "warning": 1, "error": 2}
+
+#: A batch (entity group transaction) holds at most 100 operations on one partition.
+BATCH_SIZE = 100
+#: Batches of one create_job sent at once.
+BATCH_CONCURRENCY = 4
+#: A string property holds at most 64 KiB of UTF-16, i.e. 32 Ki code units; stay well below.
+MAX_TEXT = 16_000
+MAX_EXTRA_VALUE = 2_000
+TRUNCATED = " [truncated]"
+#: Read-change-replace rounds of update_job before giving up on a job that keeps changing.
+UPDATE_JOB_ATTEMPTS = 10
+#: ETags remembered from reads and writes, to save a read before each compare-and-set.
+ETAG_CACHE_SIZE = 50_000
+
+_JOB_PK = "job"
+_SWITCH_PK = "switch"
+_SOURCE_PREFIX = "s:"
+_TARGET_PREFIX = "t:"
+
+#: Characters kept as they are in keys; everything else is escaped as ``!XX`` per UTF-8 byte.
+_KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:@+=,")
+_KEY_ESCAPE = "!"
+
+#: Ties between log lines of one process with the same timestamp keep their order.
+_log_sequence = itertools.count()
+
+
+def escape_key(text: str) -> str:
+    """``text`` as a legal PartitionKey/RowKey, reversibly (:func:`unescape_key`).
+
+    Keys forbid ``/ \\ # ?`` and control characters; ``%`` and ``'`` are allowed but break point
+    operations on real Azure and on Azurite, and ``~`` broke request signing in the past. So only
+    letters, digits and ``-_.:@+=,`` stay; any other byte of the UTF-8 encoding becomes ``!XX``.
+    """
+    return "".join(
+        chr(byte) if byte in _KEY_SAFE else f"{_KEY_ESCAPE}{byte:02X}"
+        for byte in text.encode("utf-8")
+    )
+
+
+def unescape_key(key: str) -> str:
+    """The text :func:`escape_key` made ``key`` from."""
+    out = bytearray()
+    i = 0
+    while i < len(key):
+        if key[i] == _KEY_ESCAPE:
+            out.append(int(key[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out += key[i].encode("utf-8")
+            i += 1
+    return out.decode("utf-8")
+
+
+def _truncate(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+@dataclass
+class _LoopClient:
+    """The SDK clients of one event loop, and the generator that closes them with the loop."""
+
+    service: TableServiceClient
+    tables: dict[str, TableClient]
+    closer: AsyncGenerator[None, None]
+
+
+class AzureTableStateStore(StateStore):
+    """The state store on Azure Table storage (or Azurite).
+
+    :param endpoint_or_connection_string: a connection string (Azurite, account key) or the table
+        endpoint URL of the account, ``https://<account>.table.core.windows.net``, with ``credential``.
+    :param credential: for an endpoint URL: a token credential (``DefaultAzureCredential``), or a
+        named-key or SAS credential.
+    :param table_prefix: the tables are ``<prefix>jobs``, ``<prefix>items``, ``<prefix>logs`` and
+        ``<prefix>switches``; letters and digits, starting with a letter.
+    :param client_kwargs: extra keywords for the SDK client (retry policy, timeouts, transport).
+    :raises InvalidInput: if the prefix is not a valid table name start, the connection string is
+        malformed or an endpoint URL comes without a credential.
+    """
+
+    def __init__(
+        self,
+        endpoint_or_connection_string: str,
+        *,
+        credential: Credential | None = None,
+        table_prefix: str = "imagedist",
+        client_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not (
+            table_prefix.isascii()
+            and table_prefix.isalnum()
+            and table_prefix[:1].isalpha()
+            and len(table_prefix) + len("switches") <= 63
+        ):
+            raise InvalidInput(
+                f"Table prefix {table_prefix!r} is invalid: use letters and digits, starting with a"
+                " letter, at most 55 characters."
+            )
+        self._tables_names = {
+            kind: f"{table_prefix}{kind}" for kind in ("jobs", "items", "logs", "switches")
+        }
+        # azure-core's retry policy retries 408/429/500/502/503/504 and connection errors, with
+        # exponential backoff and honouring Retry-After; these only tune it.
+        kwargs: dict[str, Any] = {
+            "retry_total": 6,
+            "retry_backoff_factor": 0.8,
+            "retry_backoff_max": 30,
+            **(client_kwargs or {}),
+        }
+        target = endpoint_or_connection_string.strip()
+        if target.lower().startswith(("https://", "http://")):
+            if credential is None:
+                raise InvalidInput(
+                    "A table endpoint URL needs a credential (DefaultAzureCredential, for example)."
+                )
+            endpoint = target.rstrip("/")
+
+            def make() -> TableServiceClient:
+                return TableServiceClient(endpoint, credential=credential, **kwargs)
+
+        else:
+            try:  # parse now, so a bad string fails early; no session is opened before first use
+                TableServiceClient.from_connection_string(target, **kwargs)
+            except (ValueError, KeyError, TypeError):
+                # Never the string itself in the message: it holds the account key.
+                raise InvalidInput(
+                    "The table storage connection string is malformed (expected"
+                    " 'AccountName=...;AccountKey=...;TableEndpoint=...')."
+                ) from None
+
+            def make() -> TableServiceClient:
+                return TableServiceClient.from_connection_string(target, **kwargs)
+
+        self._make_client: Callable[[], TableServiceClient] = make
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._tables_ready = False
+        # (job id, row key) -> (version, etag) of the entity as last seen by this instance
+        self._etags: dict[tuple[str, str], tuple[int, str]] = {}
+
+    # clients, one per event loop
+
+    async def _loop_client(self) -> _LoopClient:
+        """The clients of the running loop, made on first use and closed when the loop shuts down.
+
+        The closing is an async generator parked at its ``yield``: the loop registers it on first
+        iteration, and ``asyncio.run`` (``loop.shutdown_asyncgens``) finalises it before closing,
+        which closes the client's HTTP session on the loop that opened it. :meth:`aclose` closes
+        the current loop's client at once.
+        """
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is not None:
+            return entry
+        for stale in [other for other in self._clients if other.is_closed()]:
+            del self._clients[stale]  # a loop closed without shutting down its generators
+        service = self._make_client()
+        tables = {kind: service.get_table_client(name) for kind, name in self._tables_names.items()}
+        closer = self._close_with_loop(loop, service)
+        entry = _LoopClient(service, tables, closer)
+        await anext(closer)
+        self._clients[loop] = entry
+        return entry
+
+    async def _close_with_loop(
+        self, loop: asyncio.AbstractEventLoop, service: TableServiceClient
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if self._clients.get(loop) is not None and self._clients[loop].service is service:
+                del self._clients[loop]
+            await service.close()
+
+    async def _table(self, kind: str) -> TableClient:
+        entry = await self._loop_client()
+        if not self._tables_ready:
+            await self.ensure_tables()
+        return entry.tables[kind]
+
+    async def ensure_tables(self) -> None:
+        """Create the four tables if they do not exist (``imagedist setup``; else done lazily)."""
+        entry = await self._loop_client()
+
+        async def create(name: str) -> None:
+            with (
+                translate_errors(f"create table {name!r}"),
+                contextlib.suppress(ResourceExistsError),
+            ):
+                await entry.service.create_table(name)
+
+        await asyncio.gather(*(create(name) for name in self._tables_names.values()))
+        self._tables_ready = True
+
+    async def is_ready(self) -> bool:
+        entry = await self._loop_client()
+        with translate_errors("list tables"):
+            names = {table.name async for table in entry.service.list_tables()}
+        return set(self._tables_names.values()) <= names
+
+    async def ensure_ready(self) -> None:
+        await self.ensure_tables()
+
+    async def aclose(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - aclose is always awaited
+            return
+        entry = self._clients.get(loop)
+        if entry is not None:
+            await entry.closer.aclose()  # closes the client and forgets it
+
+    # jobs
+
+    async def create_job(
+        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+    ) -> None:
+        jobs = await self._table("jobs")
+        conflict: Override = {409: lambda _: Conflict(f"Job {job.id!r} already exists.")}
+        with contextlib.suppress(NotFound), translate_errors(f"read job {job.id!r}"):
+            await jobs.get_entity(_JOB_PK, escape_key(job.id))
+            raise Conflict(f"Job {job.id!r} already exists.")
+        pk = escape_key(job.id)
+        entities = [_source_entity(row) for row in sources] + [
+            _target_entity(row) for row in targets
+        ]
+        # Items first, the job entity last: the job becomes visible to workers only once all its
+        # items exist, so a process killed half-way leaves no half-made job behind.
+        try:
+            await self._insert_items(pk, entities)
+            with translate_errors(f"create job {job.id!r}", conflict):
+                await jobs.create_entity(_job_entity(job))
+        except Exception:
+            await self._roll_back_job(job.id)
+            raise
+
+    async def _insert_items(self, pk: str, entities: list[dict[str, Any]]) -> None:
+        items = await self._table("items")
+        limit = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def submit(batch: list[dict[str, Any]]) -> None:
+            # Upsert, not create: a batch the retry policy resends after a lost answer must not
+            # fail on its own first attempt; the job entity already proved the id is ours.
+            operations: list[Any] = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
+            async with limit:
+                with translate_errors(f"create the items of job {unescape_key(pk)!r}"):
+                    results = await items.submit_transaction(operations)
+            for entity, meta in zip(batch, results, strict=False):
+                if etag := meta.get("etag"):
+                    self._remember(pk, entity["RowKey"], _version(entity), etag)
+
+        chunks = [entities[i : i + BATCH_SIZE] for i in range(0, len(entities), BATCH_SIZE)]
+        await asyncio.gather(*(submit(chunk) for chunk in chunks))
+
+    async def _roll_back_job(self, job_id: str) -> None:
+        """Best effort: remove a job whose items could not all be written, so it can be retried."""
+        with contextlib.suppress(Exception):  # the original error is the one to report
+            items = await self._table("items")
+            pk = escape_key(job_id)
+            async for entity in items.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": pk}, select=["PartitionKey", "RowKey"]
+            ):
+                await items.delete_entity(pk, entity["RowKey"])
+            jobs = await self._table("jobs")
+            await jobs.delete_entity(_JOB_PK, escape_key(job_id))
+
+    async def get_job(self, job_id: str) -> Job:
+        jobs = await self._table("jobs")
+        with translate_errors(
+            f"read job {job_id!r}",
+            {
+                404: lambda _: NotFound(
+                    f"Job {job_id!r} does not exist; `imagedist jobs` lists the jobs."
+                )
+            },
+        ):
+            entity = await jobs.get_entity(_JOB_PK, escape_key(job_id))
+        return _job_from(entity)
+
+    async def list_jobs(self) -> list[Job]:
+        jobs = await self._table("jobs")
+        with translate_errors("list jobs"):
+            found = [
+                _job_from(entity)
+                async for entity in jobs.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": _JOB_PK}
+                )
+            ]
+        found.sort(key=lambda job: (job.created_at, job.id), reverse=True)
+        return found
+
+    async def update_job(self, job: Job) -> None:
+        """Only the state and finish time change, as in the SQLite store.
+
+        Read, change, replace if unchanged (ETag): a MERGE could not remove ``finished_at``.
+        """
+        jobs = await self._table("jobs")
+        not_found: Override = {404: lambda _: NotFound(f"Job {job.id!r} does not exist.")}
+        for _attempt in range(UPDATE_JOB_ATTEMPTS):
+            with translate_errors(f"update job {job.id!r}", not_found):
+                entity = await jobs.get_entity(_JOB_PK, escape_key(job.id))
+                stored = _job_from(entity)
+                stored.state, stored.finished_at = job.state, job.finished_at
+                try:
+                    await jobs.update_entity(
+                        _job_entity(stored),
+                        mode=UpdateMode.REPLACE,
+                        etag=entity.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except ResourceModifiedError:
+                    continue  # another writer changed the job in between: read it again
+                return
+        raise TransientError(f"Job {job.id!r} kept changing under the update; try again.")
+
+    # items
+
+    async def list_sources(self, job_id: str) -> list[SourceRow]:
+        entities = await self._list_items(job_id, _SOURCE_PREFIX)
+        rows = [_source_from(entity) for entity in entities]
+        rows.sort(key=lambda row: row.source_id)
+        return rows
+
+    async def list_targets(self, job_id: str) -> list[TargetRow]:
+        entities = await self._list_items(job_id, _TARGET_PREFIX)
+        rows = [_target_from(entity) for entity in entities]
+        rows.sort(key=lambda row: row.target)
+        return rows
+
+    async def _list_items(self, job_id: str, prefix: str) -> list[TableEntity]:
+        items = await self._table("items")
+        pk = escape_key(job_id)
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # "s:" .. "s;"
+        with translate_errors(f"list the items of job {job_id!r}"):
+            entities = [
+                entity
+                async for entity in items.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                    parameters={"pk": pk, "lo": prefix, "hi": upper},
+                )
+            ]
+        for entity in entities:
+            if etag := entity.metadata.get("etag"):
+                self._remember(pk, entity["RowKey"], _version(entity), etag)
+        return entities
+
+    async def put_source(self, row: SourceRow) -> SourceRow:
+        new = row.replace(version=row.version + 1, error=_truncate(row.error))
+        await self._compare_and_set(
+            row.job_id,
+            _source_entity(new),
+            row.version,
+            f"source {row.source_id!r} of job {row.job_id!r}",
+        )
+        return new
+
+    async def put_target(self, row: TargetRow) -> TargetRow:
+        new = row.replace(version=row.version + 1, error=_truncate(row.error))
+        await self._compare_and_set(
+            row.job_id,
+            _target_entity(new),
+            row.version,
+            f"target {row.target!r} of job {row.job_id!r}",
+        )
+        return new
+
+    async def _compare_and_set(
+        self, job_id: str, entity: dict[str, Any], expected: int, what: str
+    ) -> None:
+        """Replace the item if its stored version is ``expected``, atomically (ETag, If-Match).
+
+        The ETag of version ``expected`` comes from this instance's last read or write of the item
+        when it was that version, else from a fresh read. Only one write ever moves an item from a
+        given version to the next, so a version has exactly one ETag: a 412 means the stored
+        version moved on, never a stale cache.
+        """
+        items = await self._table("items")
+        pk, rk = entity["PartitionKey"], entity["RowKey"]
+        stale: Override = {
+            404: lambda _: PreconditionFailed(f"The {what} does not exist."),
+            412: lambda _: PreconditionFailed(f"The {what} was changed by another worker."),
+        }
+        try:
+            cached = self._etags.get((pk, rk))
+            if cached is not None and cached[0] == expected:
+                etag = cached[1]
+            else:
+                with translate_errors(f"read the {what}", stale):
+                    current = await items.get_entity(pk, rk)
+                if _version(current) != expected:
+                    raise PreconditionFailed(f"The {what} was changed by another worker.")
+                etag = str(current.metadata["etag"])
+            with translate_errors(f"write the {what}", stale):
+                meta = await items.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except PreconditionFailed:
+            self._etags.pop((pk, rk), None)
+            raise
+        if new_etag := meta.get("etag"):
+            self._remember(pk, rk, expected + 1, new_etag)
+
+    def _remember(self, pk: str, rk: str, version: int, etag: str) -> None:
+        key = (pk, rk)
+        self._etags.pop(key, None)  # re-insert: the dict's order is the eviction order
+        self._etags[key] = (version, etag)
+        if len(self._etags) > ETAG_CACHE_SIZE:
+            del self._etags[next(iter(self._etags))]
+
+    # logs and switches
+
+    async def append_log(self, record: LogRecord) -> None:
+        logs = await self._table("logs")
+        # Lexical order of the RowKey is time order; the sequence keeps one process's lines with
+        # equal timestamps in order; the random part makes keys of two processes distinct.
+        row_key = f"{max(record.ts, 0.0):017.6f}-{next(_log_sequence):012d}-{uuid.uuid4().hex}"
+        entity = {
+            "PartitionKey": escape_key(record.job_id),
+            "RowKey": row_key,
+            "job_id": record.job_id,
+            "ts": float(record.ts),
+            "level": record.level,
+            "step": record.step,
+            "target": record.target,
+            "message": _truncate(record.message),
+            "extra": _extra_json(record.extra),
+        }
+        with translate_errors(f"append to the log of job {record.job_id!r}"):
+            await logs.create_entity(entity)
+
+    async def list_logs(
+        self,
+        job_id: str,
+        *,
+        step: str | None = None,
+        level: str | None = None,
+        target: str | None = None,
+    ) -> list[LogRecord]:
+        logs = await self._table("logs")
+        clauses, parameters = ["PartitionKey eq @pk"], {"pk": escape_key(job_id)}
+        if step is not None:
+            clauses.append("step eq @step")
+            parameters["step"] = step
+        if target is not None:
+            clauses.append("target eq @target")
+            parameters["target"] = target
+        with translate_errors(f"read the log of job {job_id!r}"):
+            entities = [
+                entity
+                async for entity in logs.query_entities(
+                    " and ".join(clauses), parameters=parameters
+                )
+            ]
+        entities.sort(key=lambda entity: str(entity["RowKey"]))
+        minimum = LEVELS.get(level or "info", 0)  # the level filter stays here: unknown = info
+        return [
+            record
+            for record in (_log_from(job_id, entity) for entity in entities)
+            if (step is None or record.step == step)
+            and LEVELS.get(record.level, 0) >= minimum
+            and (target is None or record.target == target)
+        ]
+
+    async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
+        switches = await self._table("switches")
+        unique = list(dict.fromkeys(names))  # a transaction may not touch an entity twice
+        for i in range(0, len(unique), BATCH_SIZE):
+            operations: list[Any] = [
+                (
+                    "upsert",
+                    {
+                        "PartitionKey": _SWITCH_PK,
+                        "RowKey": escape_key(name),
+                        "name": name,
+                        "enabled": bool(enabled),
+                    },
+                    {"mode": UpdateMode.REPLACE},
+                )
+                for name in unique[i : i + BATCH_SIZE]
+            ]
+            with translate_errors("set target switches"):
+                await switches.submit_transaction(operations)
+
+    async def target_switches(self) -> dict[str, bool]:
+        switches = await self._table("switches")
+        with translate_errors("read target switches"):
+            return {
+                str(entity.get("name") or unescape_key(entity["RowKey"])): bool(entity["enabled"])
+                async for entity in switches.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": _SWITCH_PK}
+                )
+            }
+
+
+# entities
+
+
+def _value(value: Any) -> Any:
+    """The plain value of a property (Int64 and a few others come back as EntityProperty)."""
+    return value.value if isinstance(value, EntityProperty) else value
+
+
+def _int(value: Any) -> int:
+    return int(_value(value))
+
+
+def _float(value: Any) -> float:
+    # Azurite may return a whole Double as a JSON integer without a type annotation.
+    return float(_value(value))
+
+
+def _opt_str(value: Any) -> str | None:
+    value = _value(value)
+    return None if value is None else str(value)
+
+
+def _int64(value: int) -> EntityProperty:
+    return EntityProperty(int(value), EdmType.INT64)
+
+
+def _version(entity: Mapping[str, Any]) -> int:
+    return _int(entity["version"])
+
+
+def _extra_json(extra: Mapping[str, str]) -> str:
+    text = json.dumps(dict(extra))
+    if len(text) <= MAX_TEXT:
+        return text
+    kept: dict[str, str] = {}
+    for key, value in extra.items():
+        kept[key[:MAX_EXTRA_VALUE]] = _truncate(value, MAX_EXTRA_VALUE)
+        if len(json.dumps(kept)) > MAX_TEXT:
+            del kept[key[:MAX_EXTRA_VALUE]]
+            break
+    return json.dumps(kept)
+
+
+def _job_entity(job: Job) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": _JOB_PK,
+        "RowKey": escape_key(job.id),
+        "id": job.id,
+        "image_name": job.image_name,
+        "os_type": job.os_type.value,
+        "source_path": job.source_path,
+        "size_bytes": _int64(job.size_bytes),
+        "created_at": float(job.created_at),
+        "description": _truncate(job.description),
+        "state": job.state.value,
+    }
+    if job.finished_at is not None:  # absent means None: a REPLACE drops it
+        entity["finished_at"] = float(job.finished_at)
+    return entity
+
+
+def _job_from(entity: Mapping[str, Any]) -> Job:
+    finished = entity.get("finished_at")
+    return Job(
+        id=str(entity["id"]),
+        image_name=str(entity["image_name"]),
+        os_type=OsType(entity["os_type"]),
+        source_path=str(entity["source_path"]),
+        size_bytes=_int(entity["size_bytes"]),
+        created_at=_float(entity["created_at"]),
+        description=str(entity.get("description", "")),
+        state=JobState(entity["state"]),
+        finished_at=None if finished is None else _float(finished),
+    )
+
+
+def _blob_properties(blob: BlobRef) -> dict[str, Any]:
+    return {"account": blob.account, "container": blob.container, "blob": blob.name}
+
+
+def _blob_from(entity: Mapping[str, Any]) -> BlobRef:
+    return BlobRef(str(entity["account"]), str(entity["container"]), str(entity["blob"]))
+
+
+def _without_none(entity: dict[str, Any]) -> dict[str, Any]:
+    # A missing property reads back as None; an empty string stays an empty string.
+    return {key: value for key, value in entity.items() if value is not None}
+
+
+def _source_entity(row: SourceRow) -> dict[str, Any]:
+    return _without_none(
+        {
+            "PartitionKey": escape_key(row.job_id),
+            "RowKey": _SOURCE_PREFIX + escape_key(row.source_id),
+            "job_id": row.job_id,
+            "source_id": row.source_id,
+            "kind": row.kind.value,
+            **_blob_properties(row.blob),
+            "state": row.state.value,
+            "parent_id": row.parent_id,
+            "progress_bytes": _int64(row.progress_bytes),
+            "deleted": bool(row.deleted),
+            "error": _truncate(row.error),
+            "lease_owner": row.lease_owner,
+            "lease_until": float(row.lease_until),
+            "version": _int64(row.version),
+        }
+    )
+
+
+def _source_from(entity: Mapping[str, Any]) -> SourceRow:
+    return SourceRow(
+        job_id=str(entity["job_id"]),
+        source_id=str(entity["source_id"]),
+        kind=SourceKind(entity["kind"]),
+        blob=_blob_from(entity),
+        state=SourceState(entity["state"]),
+        parent_id=_opt_str(entity.get("parent_id")),
+        progress_bytes=_int(entity["progress_bytes"]),
+        deleted=bool(_value(entity["deleted"])),
+        error=str(entity.get("error", "")),
+        lease_owner=_opt_str(entity.get("lease_owner")),
+        lease_until=_float(entity["lease_until"]),
+        version=_version(entity),
+    )
+
+
+def _target_entity(row: TargetRow) -> dict[str, Any]:
+    return _without_none(
+        {
+            "PartitionKey": escape_key(row.job_id),
+            "RowKey": _TARGET_PREFIX + escape_key(row.target),
+            "job_id": row.job_id,
+            "target": row.target,
+            "subscription": row.subscription,
+            "region": row.region,
+            **_blob_properties(row.blob),
+            "resource_group": row.resource_group,
+            "image_name": row.image_name,
+            "state": row.state.value,
+            "source_id": row.source_id,
+            "copy_id": row.copy_id,
+            "failed_phase": row.failed_phase.value if row.failed_phase else None,
+            "error": _truncate(row.error),
+            "attempts": _int64(row.attempts),
+            "blob_deleted": bool(row.blob_deleted),
+            "lease_owner": row.lease_owner,
+            "lease_until": float(row.lease_until),
+            "version": _int64(row.version),
+            "updated_at": float(row.updated_at),
+        }
+    )
+
+
+def _target_from(entity: Mapping[str, Any]) -> TargetRow:
+    phase = entity.get("failed_phase")
+    return TargetRow(
+        job_id=str(entity["job_id"]),
+        target=str(entity["target"]),
+        subscription=str(entity["subscription"]),
+        region=str(entity["region"]),
+        blob=_blob_from(entity),
+        resource_group=str(entity["resource_group"]),
+        image_name=str(entity["image_name"]),
+        state=TargetState(entity["state"]),
+        source_id=_opt_str(entity.get("source_id")),
+        copy_id=str(entity.get("copy_id", "")),
+        failed_phase=FailedPhase(phase) if phase else None,
+        error=str(entity.get("error", "")),
+        attempts=_int(entity["attempts"]),
+        blob_deleted=bool(_value(entity["blob_deleted"])),
+        lease_owner=_opt_str(entity.get("lease_owner")),
+        lease_until=_float(entity["lease_until"]),
+        version=_version(entity),
+        updated_at=_float(entity["updated_at"]),
+    )
+
+
+def _log_from(job_id: str, entity: Mapping[str, Any]) -> LogRecord:
+    try:
+        extra = json.loads(str(entity.get("extra") or "{}"))
+    except ValueError:
+        extra = {}
+    return LogRecord(
+        job_id=str(entity.get("job_id", job_id)),
+        ts=_float(entity["ts"]),
+        level=str(entity["level"]),
+        step=str(entity["step"]),
+        message=str(entity.get("message", "")),
+        target=str(entity.get("target", "")),
+        extra={str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else {},
+    )

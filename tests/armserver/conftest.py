@@ -1,0 +1,3 @@
+from armserver.plugin import arm, arm_server
+
+__all__ = ["arm", "arm_server"]

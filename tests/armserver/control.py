@@ -1,0 +1,145 @@
+"""The test-side handle on an ARM test server: counters, faults, preloaded accounts, client kwargs.
+
+Both :class:`~armserver.server.ArmServer` (in this process) and
+:class:`~armserver.process.ArmServerProcess` (a subprocess, reached over HTTPS) implement
+``_control`` and get these methods from :class:`Control`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .credentials import ARM_SCOPE
+
+Json = dict[str, Any]
+
+
+class Control:
+    url: str
+    ca_file: str
+
+    def _control(self, method: str, path: str, body: Json | None = None) -> Json:
+        raise NotImplementedError
+
+    # -- clients
+
+    def client_kwargs(self, *, polling_interval: float = 0.05, **extra: Any) -> Json:
+        """Keyword arguments for any azure-mgmt client (sync or ``.aio``) to talk to this server."""
+        return {
+            "base_url": self.url,
+            "credential_scopes": [ARM_SCOPE],
+            "connection_verify": self.ca_file,
+            "polling_interval": polling_interval,
+            **extra,
+        }
+
+    def client_env(self) -> dict[str, str]:
+        """Environment that makes a *new* process trust this server without ``connection_verify``.
+
+        ``SSL_CERT_FILE`` serves the aiohttp transport (``.aio`` clients), ``REQUESTS_CA_BUNDLE``
+        the requests transport (sync clients). Either replaces the system trust store for that
+        transport in that process.
+        """
+        return {
+            "ARMSERVER_URL": self.url,
+            "ARMSERVER_CA_FILE": self.ca_file,
+            "SSL_CERT_FILE": self.ca_file,
+            "REQUESTS_CA_BUNDLE": self.ca_file,
+        }
+
+    # -- observation
+
+    def counters(self) -> Json:
+        """``{"image_creations": [{"subscription", "resource_group", "name", "count"}], "requests": {...}}``."""
+        return self._control("GET", "counters")
+
+    def image_creations(self, subscription: str, resource_group: str, name: str) -> int:
+        """How many times the server accepted a creation of this image (exactly-once checks)."""
+        key = (subscription.lower(), resource_group.lower(), name.lower())
+        for entry in self.counters()["image_creations"]:
+            if (entry["subscription"], entry["resource_group"], entry["name"]) == key:
+                return int(entry["count"])
+        return 0
+
+    def total_image_creations(self) -> int:
+        return sum(int(e["count"]) for e in self.counters()["image_creations"])
+
+    def request_count(self, kind: str) -> int:
+        """E.g. ``async_operation_get``, ``location_get``, ``throttled``, ``unauthorized``, ``image_put``."""
+        return int(self.counters()["requests"].get(kind, 0))
+
+    def snapshot(self) -> Json:
+        return self._control("GET", "state")
+
+    # -- setup and faults
+
+    def reset(self) -> None:
+        self._control("POST", "reset")
+
+    def configure(self, **options: Any) -> Json:
+        """``image_delay``, ``lro_delay``, ``lro_retry_after``, ``blob_endpoint_template``."""
+        return self._control("POST", "config", options)
+
+    def register_account(
+        self,
+        name: str,
+        subscription: str,
+        region: str,
+        blob_endpoint: str | None = None,
+        *,
+        resource_group: str | None = None,
+    ) -> Json:
+        """Make a storage account known (e.g. an Azurite one) without an ARM PUT.
+
+        ``blob_endpoint`` defaults to the server's template (``https://{name}.blob.core.windows.net/``);
+        for Azurite pass ``http://127.0.0.1:10000/<name>/``.
+        """
+        body: Json = {"name": name, "subscription": subscription, "region": region}
+        if blob_endpoint is not None:
+            body["blob_endpoint"] = blob_endpoint
+        if resource_group is not None:
+            body["resource_group"] = resource_group
+        return self._control("POST", "accounts", body)
+
+    def fail_image_creation(
+        self,
+        subscription: str,
+        region: str,
+        *,
+        code: str = "InternalExecutionError",
+        message: str = "An internal execution error occurred. Please retry later.",
+        count: int | None = None,
+        status: int | None = None,
+    ) -> Json:
+        """Image creations in (subscription, region) fail with ``code``/``message``.
+
+        By default the PUT is accepted and the async operation ends ``Failed`` (the image's
+        provisioningState too); with ``status`` the PUT itself is refused with that HTTP status.
+        ``count`` limits it to the next N creations there; ``None`` means until cleared.
+        """
+        body: Json = {
+            "kind": "image_failure",
+            "subscription": subscription,
+            "region": region,
+            "code": code,
+            "message": message,
+            "count": count,
+            "status": status,
+        }
+        return self._control("POST", "faults", body)
+
+    def throttle(self, count: int, *, retry_after: int = 1, include_reads: bool = False) -> Json:
+        """Answer the next ``count`` write calls (reads too with ``include_reads``) with 429."""
+        return self._control(
+            "POST",
+            "faults",
+            {
+                "kind": "throttle",
+                "count": count,
+                "retry_after": retry_after,
+                "include_reads": include_reads,
+            },
+        )
+
+    def clear_faults(self) -> None:
+        self._control("DELETE", "faults")

@@ -1,0 +1,28 @@
+"""pytest fixtures: ``arm_server`` (one subprocess server per session) and ``arm`` (reset per test).
+
+Use them from a conftest with ``from armserver.plugin import arm, arm_server  # noqa: F401`` or,
+in the root conftest, ``pytest_plugins = ["armserver.plugin"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .process import ArmServerProcess
+
+
+@pytest.fixture(scope="session")
+def arm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArmServerProcess]:
+    """The shared test ARM server (a subprocess); ``.url``, ``.ca_file``, counters, faults."""
+    with ArmServerProcess(tmp_path_factory.mktemp("armserver")) as server:
+        yield server
+
+
+@pytest.fixture
+def arm(arm_server: ArmServerProcess) -> Iterator[ArmServerProcess]:
+    """``arm_server`` with empty state, default config and no faults for this test."""
+    arm_server.reset()
+    yield arm_server
+    arm_server.clear_faults()

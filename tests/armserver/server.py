@@ -1,0 +1,1091 @@
+"""A small Azure Resource Manager test server: resource groups, storage accounts, managed images.
+
+It answers only what imagedist calls through the real ``azure-mgmt-*`` clients, in ARM's wire
+shapes (long-running operations, error bodies, throttling), and enforces the one Azure rule that
+matters for image distribution: an image's source blob must live in a storage account of the same
+subscription and region as the image.
+
+``ArmState`` holds everything and answers requests as plain data (no sockets); ``ArmServer`` puts
+it behind a threaded HTTPS server. Test-only endpoints live under ``/_test/`` and need no token:
+
+* ``GET  /_test/counters``  image creations per (subscription, resource group, name) and request counts
+* ``GET  /_test/state``     a dump of groups, accounts and images
+* ``POST /_test/reset``     forget everything (config back to the start-up values)
+* ``POST /_test/config``    ``{"image_delay": s, "lro_delay": s, "lro_retry_after": s|null,
+  "blob_endpoint_template": "https://{name}.blob.core.windows.net/"}``
+* ``POST /_test/accounts``  ``{"name", "subscription", "region", "blob_endpoint"?, "resource_group"?}``
+* ``POST /_test/faults``    ``{"kind": "image_failure", "subscription", "region", "code"?, "message"?,
+  "count"?, "status"?}`` or ``{"kind": "throttle", "count", "retry_after"?, "include_reads"?}``
+* ``DELETE /_test/faults``  clear all faults
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import ssl
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from imagedist._regions import REGIONS
+
+from .certs import CertPaths, ensure_certs
+from .control import Control
+
+DEFAULT_IMAGE_DELAY = 0.5
+DEFAULT_BLOB_ENDPOINT_TEMPLATE = "https://{name}.blob.core.windows.net/"
+ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9]{3,24}$")
+WRITE_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
+OPERATION_SEGMENTS = frozenset({"operations", "asyncoperations", "operationresults"})
+
+Json = dict[str, Any]
+
+
+class ArmError(Exception):
+    """An ARM error response: ``{"error": {"code": ..., "message": ...}}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+    def response(self) -> Response:
+        return Response(self.status, {"error": {"code": self.code, "message": self.message}})
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # without the query string, still percent-encoded
+    query: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes = b""
+    base_url: str = ""  # scheme://host:port as the client addressed us
+
+    def json(self) -> Json:
+        if not self.body:
+            return {}
+        try:
+            value = json.loads(self.body)
+        except ValueError as exc:
+            raise ArmError(
+                400, "InvalidRequestContent", f"The request content was invalid: {exc}"
+            ) from None
+        if not isinstance(value, dict):
+            raise ArmError(
+                400, "InvalidRequestContent", "The request content must be a JSON object."
+            )
+        return value
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None  # JSON-able, or None for no body
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def norm_region(region: str) -> str:
+    """ARM region names compare without case and spaces ("West Europe" == "westeurope")."""
+    return region.replace(" ", "").lower()
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _not_found(resource_type: str, name: str, rg: str) -> ArmError:
+    return ArmError(
+        404,
+        "ResourceNotFound",
+        f"The Resource '{resource_type}/{name}' under resource group '{rg}' was not found.",
+    )
+
+
+class ArmState:
+    """All server state behind one lock; :meth:`handle` turns a :class:`Request` into a :class:`Response`."""
+
+    def __init__(
+        self,
+        *,
+        image_delay: float = DEFAULT_IMAGE_DELAY,
+        lro_delay: float = 0.0,
+        lro_retry_after: float | None = None,
+        blob_endpoint_template: str = DEFAULT_BLOB_ENDPOINT_TEMPLATE,
+        state_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._initial_config: Json = {
+            "image_delay": image_delay,
+            "lro_delay": lro_delay,
+            "lro_retry_after": lro_retry_after,
+            "blob_endpoint_template": blob_endpoint_template,
+        }
+        self._state_file = Path(state_file) if state_file else None
+        self._reset()
+        if self._state_file is not None and self._state_file.is_file():
+            self._load()
+
+    # ------------------------------------------------------------------ state lifecycle
+
+    def _reset(self) -> None:
+        self.config: Json = dict(self._initial_config)
+        self.groups: dict[tuple[str, str], Json] = {}
+        self.accounts: dict[str, Json] = {}  # lower-case name -> account (names are global)
+        self.images: dict[tuple[str, str, str], Json] = {}
+        self.operations: dict[str, Json] = {}
+        self.image_creations: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.image_faults: list[Json] = []
+        self.throttle: Json = {"remaining": 0, "retry_after": 1, "include_reads": False}
+
+    def _snapshot(self) -> Json:
+        return {
+            "config": self.config,
+            "groups": list(self.groups.values()),
+            "accounts": list(self.accounts.values()),
+            "images": list(self.images.values()),
+            "operations": self.operations,
+            "image_creations": [
+                {"key": list(k), "count": n} for k, n in self.image_creations.items()
+            ],
+            "requests": dict(self.requests),
+            "image_faults": self.image_faults,
+            "throttle": self.throttle,
+        }
+
+    def _load(self) -> None:
+        assert self._state_file is not None
+        data = json.loads(self._state_file.read_text())
+        self.config.update(data.get("config", {}))
+        for g in data.get("groups", []):
+            self.groups[(g["subscription"].lower(), g["name"].lower())] = g
+        for a in data.get("accounts", []):
+            self.accounts[a["name"].lower()] = a
+        for i in data.get("images", []):
+            self.images[
+                (i["subscription"].lower(), i["resource_group"].lower(), i["name"].lower())
+            ] = i
+        self.operations.update(data.get("operations", {}))
+        for entry in data.get("image_creations", []):
+            self.image_creations[tuple(entry["key"])] = entry["count"]  # type: ignore[index]
+        self.requests.update(data.get("requests", {}))
+        self.image_faults = data.get("image_faults", [])
+        self.throttle.update(data.get("throttle", {}))
+
+    def _save(self) -> None:
+        if self._state_file is None:
+            return
+        tmp = self._state_file.with_name(self._state_file.name + ".tmp")
+        tmp.write_text(json.dumps(self._snapshot()))
+        os.replace(tmp, self._state_file)
+
+    # ------------------------------------------------------------------ entry points
+
+    def handle(self, req: Request) -> Response:
+        segs = [unquote(s) for s in req.path.split("/") if s]
+        low = [s.lower() for s in segs]
+        with self._lock:
+            try:
+                if low and low[0] == "_test":
+                    return self._control_request(req, low[1:])
+                if not _authorized(req.headers.get("authorization", "")):
+                    self.requests["unauthorized"] += 1
+                    return Response(
+                        401,
+                        {
+                            "error": {
+                                "code": "AuthenticationFailed",
+                                "message": "Authentication failed. The 'Authorization' header is missing or is not a bearer token.",
+                            }
+                        },
+                    )
+                throttled = self._maybe_throttle(req.method)
+                if throttled is not None:
+                    return throttled
+                response = self._route(req, segs, low)
+                if req.method in WRITE_METHODS:
+                    self._save()
+                return response
+            except ArmError as err:
+                return err.response()
+
+    def control(self, method: str, path: str, body: Json | None = None) -> tuple[int, Json]:
+        """The ``/_test/...`` endpoints without HTTP, for an in-process server."""
+        req = Request(
+            method,
+            "/_test/" + path.strip("/"),
+            "",
+            {},
+            json.dumps(body).encode() if body is not None else b"",
+        )
+        resp = self.handle(req)
+        return resp.status, resp.body or {}
+
+    # ------------------------------------------------------------------ test-only endpoints
+
+    def _control_request(self, req: Request, rest: list[str]) -> Response:
+        what = "/".join(rest)
+        m = req.method
+        if (m, what) == ("GET", "counters"):
+            return Response(200, self._counters())
+        if (m, what) == ("GET", "state"):
+            return Response(200, self._public_state())
+        if (m, what) == ("POST", "reset"):
+            self._reset()
+            self._save()
+            return Response(200, {"reset": True})
+        if (m, what) == ("POST", "config"):
+            body = req.json()
+            unknown = set(body) - set(self.config)
+            if unknown:
+                raise ArmError(400, "InvalidParameter", f"unknown config keys: {sorted(unknown)}")
+            self.config.update(body)
+            self._save()
+            return Response(200, self.config)
+        if (m, what) == ("POST", "accounts"):
+            account = self._register_account(req.json())
+            self._save()
+            return Response(200, account)
+        if (m, what) == ("POST", "faults"):
+            fault = self._add_fault(req.json())
+            self._save()
+            return Response(200, fault)
+        if (m, what) == ("DELETE", "faults"):
+            self.image_faults = []
+            self.throttle["remaining"] = 0
+            self._save()
+            return Response(200, {"cleared": True})
+        raise ArmError(404, "ArmServerUnsupported", f"no test endpoint {m} /_test/{what}")
+
+    def _counters(self) -> Json:
+        creations = []
+        for (sub, rg, name), count in sorted(self.image_creations.items()):
+            creations.append(
+                {"subscription": sub, "resource_group": rg, "name": name, "count": count}
+            )
+        return {"image_creations": creations, "requests": dict(self.requests)}
+
+    def _public_state(self) -> Json:
+        return {
+            "config": self.config,
+            "resource_groups": [self._group_json(g) for g in self.groups.values()],
+            "accounts": list(self.accounts.values()),
+            "images": [self._image_json(i) for i in self.images.values()],
+            "image_faults": self.image_faults,
+            "throttle": self.throttle,
+        }
+
+    def _register_account(self, body: Json) -> Json:
+        try:
+            name, sub, region = body["name"], body["subscription"], body["region"]
+        except KeyError as exc:
+            raise ArmError(400, "InvalidParameter", f"missing {exc}") from None
+        endpoint = body.get("blob_endpoint") or self.config["blob_endpoint_template"].format(
+            name=name
+        )
+        account = {
+            "name": name,
+            "subscription": sub,
+            "resource_group": body.get("resource_group"),
+            "location": region,
+            "blob_endpoint": endpoint,
+            "sku": {"name": "Standard_LRS", "tier": "Standard"},
+            "kind": "StorageV2",
+            "tags": {},
+            "creation_time": time.time(),
+            "registered": True,
+        }
+        self.accounts[name.lower()] = account
+        return account
+
+    def _add_fault(self, body: Json) -> Json:
+        kind = body.get("kind")
+        if kind == "image_failure":
+            try:
+                fault = {"subscription": body["subscription"], "region": body["region"]}
+            except KeyError as exc:
+                raise ArmError(400, "InvalidParameter", f"missing {exc}") from None
+            fault.update(
+                code=body.get("code", "InternalExecutionError"),
+                message=body.get(
+                    "message", "An internal execution error occurred. Please retry later."
+                ),
+                remaining=body.get("count"),  # None: every creation until cleared
+                status=body.get("status"),  # None: fail through the async operation
+            )
+            self.image_faults.append(fault)
+            return fault
+        if kind == "throttle":
+            self.throttle = {
+                "remaining": int(body.get("count", 1)),
+                "retry_after": body.get("retry_after", 1),
+                "include_reads": bool(body.get("include_reads", False)),
+            }
+            return self.throttle
+        raise ArmError(400, "InvalidParameter", f"unknown fault kind {kind!r}")
+
+    def _maybe_throttle(self, method: str) -> Response | None:
+        t = self.throttle
+        if t["remaining"] <= 0 or (method not in WRITE_METHODS and not t["include_reads"]):
+            return None
+        t["remaining"] -= 1
+        self.requests["throttled"] += 1
+        retry_after = t["retry_after"]
+        return Response(
+            429,
+            {
+                "error": {
+                    "code": "TooManyRequests",
+                    "message": "The request is being throttled as the limit has been reached for operation type - Write.",
+                }
+            },
+            {"Retry-After": str(retry_after), "x-ms-ratelimit-remaining-subscription-writes": "0"},
+        )
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, req: Request, segs: list[str], low: list[str]) -> Response:
+        m = req.method
+        if len(low) < 2 or low[0] != "subscriptions":
+            return self._unsupported(req)
+        sub = segs[1]
+        rest, rest_orig = low[2:], segs[2:]
+        n = len(rest)
+
+        if n >= 2 and rest[-2] in OPERATION_SEGMENTS and m == "GET":
+            return self._get_operation(req, rest_orig[-1])
+        if rest == ["providers", "microsoft.compute"] and m == "GET":
+            self.requests["provider_get"] += 1
+            # ARM lists display names ("West Europe"); a capitalised name stands in for one.
+            locations = [name.capitalize() for name in sorted(REGIONS)]
+            return Response(
+                200,
+                {
+                    "id": f"/subscriptions/{sub}/providers/Microsoft.Compute",
+                    "namespace": "Microsoft.Compute",
+                    "registrationState": "Registered",
+                    "resourceTypes": [{"resourceType": "images", "locations": locations}],
+                },
+            )
+        if rest == ["resourcegroups"] and m == "GET":
+            self.requests["rg_list"] += 1
+            return self._list(
+                self._group_json(g)
+                for g in self.groups.values()
+                if g["subscription"].lower() == sub.lower()
+            )
+        if n == 2 and rest[0] == "resourcegroups":
+            return self._resource_group(req, sub, rest_orig[1])
+        if rest == ["providers", "microsoft.storage", "checknameavailability"] and m == "POST":
+            return self._check_name(req)
+        if rest == ["providers", "microsoft.storage", "storageaccounts"] and m == "GET":
+            self.requests["storage_list"] += 1
+            return self._list(self._account_json(a) for a in self._accounts_in(sub, None))
+        if rest == ["providers", "microsoft.compute", "images"] and m == "GET":
+            self.requests["image_list"] += 1
+            return self._list(self._image_json(i) for i in self._images_in(sub, None))
+        if n in (5, 6) and rest[0] == "resourcegroups" and rest[2] == "providers":
+            rg = rest_orig[1]
+            provider = (rest[3], rest[4])
+            if provider == ("microsoft.storage", "storageaccounts"):
+                if n == 5 and m == "GET":
+                    self.requests["storage_list"] += 1
+                    self._require_group(sub, rg)
+                    return self._list(self._account_json(a) for a in self._accounts_in(sub, rg))
+                if n == 6:
+                    return self._storage_account(req, sub, rg, rest_orig[5])
+            if provider == ("microsoft.compute", "images"):
+                if n == 5 and m == "GET":
+                    self.requests["image_list"] += 1
+                    self._require_group(sub, rg)
+                    return self._list(self._image_json(i) for i in self._images_in(sub, rg))
+                if n == 6:
+                    return self._image(req, sub, rg, rest_orig[5])
+        return self._unsupported(req)
+
+    def _unsupported(self, req: Request) -> Response:
+        self.requests["unsupported"] += 1
+        raise ArmError(
+            404,
+            "ArmServerUnsupported",
+            f"The test ARM server does not implement {req.method} {req.path}",
+        )
+
+    @staticmethod
+    def _list(items: Any) -> Response:
+        return Response(200, {"value": list(items)})
+
+    def _headers_for_lro(self) -> dict[str, str]:
+        retry_after = self.config.get("lro_retry_after")
+        return {"Retry-After": str(retry_after)} if retry_after is not None else {}
+
+    def _new_operation(
+        self, req: Request, sub: str, kind: str, url_path: str, delay: float, **extra: Any
+    ) -> tuple[str, str]:
+        op_id = str(uuid.uuid4())
+        now = time.time()
+        self.operations[op_id] = {"kind": kind, "start": now, "ready_at": now + delay, **extra}
+        api = _api_version(req.query)
+        url = f"{req.base_url}/subscriptions/{quote(sub)}/{url_path}/{op_id}?api-version={api}"
+        if kind == "location":
+            url += "&monitor=true"
+        return op_id, url
+
+    def _get_operation(self, req: Request, op_id: str) -> Response:
+        op = self.operations.get(op_id)
+        if op is None:
+            raise ArmError(404, "OperationNotFound", f"The operation '{op_id}' was not found.")
+        done = time.time() >= op["ready_at"]
+        if op["kind"] == "async":
+            self.requests["async_operation_get"] += 1
+            body: Json = {"name": op_id, "startTime": _iso(op["start"])}
+            if not done:
+                body["status"] = "InProgress"
+                return Response(200, body, self._headers_for_lro())
+            body["endTime"] = _iso(op["ready_at"])
+            if op.get("error"):
+                body["status"] = "Failed"
+                body["error"] = op["error"]
+            else:
+                body["status"] = "Succeeded"
+            return Response(200, body)
+        self.requests["location_get"] += 1
+        if not done:
+            return Response(202, None, self._headers_for_lro())
+        final = op["final"]
+        if final == "storage_account":
+            account = self.accounts.get(op["account"].lower())
+            if account is None:
+                raise ArmError(
+                    404, "ResourceNotFound", f"The storage account '{op['account']}' is gone."
+                )
+            return Response(200, self._account_json(account))
+        return Response(int(final), None)
+
+    # ------------------------------------------------------------------ resource groups
+
+    def _require_group(self, sub: str, rg: str) -> Json:
+        group = self.groups.get((sub.lower(), rg.lower()))
+        if group is None:
+            raise ArmError(
+                404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found."
+            )
+        return group
+
+    @staticmethod
+    def _group_json(g: Json) -> Json:
+        return {
+            "id": f"/subscriptions/{g['subscription']}/resourceGroups/{g['name']}",
+            "name": g["name"],
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": g["location"],
+            "tags": g["tags"],
+            "properties": {"provisioningState": "Succeeded"},
+        }
+
+    def _resource_group(self, req: Request, sub: str, rg: str) -> Response:
+        key = (sub.lower(), rg.lower())
+        m = req.method
+        if m == "HEAD":
+            self.requests["rg_head"] += 1
+            return Response(204 if key in self.groups else 404)
+        if m == "GET":
+            self.requests["rg_get"] += 1
+            return Response(200, self._group_json(self._require_group(sub, rg)))
+        if m == "PUT":
+            self.requests["rg_put"] += 1
+            body = req.json()
+            location = body.get("location")
+            if not location:
+                raise ArmError(
+                    400,
+                    "LocationRequired",
+                    "The location property is required for this definition.",
+                )
+            existing = self.groups.get(key)
+            if existing is not None:
+                if norm_region(existing["location"]) != norm_region(location):
+                    raise ArmError(
+                        409,
+                        "InvalidResourceGroupLocation",
+                        f"Invalid resource group location '{location}'. The Resource group already "
+                        f"exists in location '{existing['location']}'.",
+                    )
+                if "tags" in body:
+                    existing["tags"] = body["tags"] or {}
+                return Response(200, self._group_json(existing))
+            group = {
+                "subscription": sub,
+                "name": rg,
+                "location": location,
+                "tags": body.get("tags") or {},
+            }
+            self.groups[key] = group
+            return Response(201, self._group_json(group))
+        if m == "DELETE":
+            self.requests["rg_delete"] += 1
+            self._require_group(sub, rg)
+            del self.groups[key]
+            for name, account in list(self.accounts.items()):
+                if (
+                    account["subscription"].lower() == key[0]
+                    and (account.get("resource_group") or "").lower() == key[1]
+                ):
+                    del self.accounts[name]
+            for ikey in [k for k in self.images if k[:2] == key]:
+                del self.images[ikey]
+            _, url = self._new_operation(
+                req, sub, "location", "operationresults", self.config["lro_delay"], final=200
+            )
+            return Response(202, None, {"Location": url, **self._headers_for_lro()})
+        return self._unsupported(req)
+
+    # ------------------------------------------------------------------ storage accounts
+
+    def _accounts_in(self, sub: str, rg: str | None) -> list[Json]:
+        return [
+            a
+            for a in self.accounts.values()
+            if a["subscription"].lower() == sub.lower()
+            and a.get("resource_group")
+            and (rg is None or a["resource_group"].lower() == rg.lower())
+        ]
+
+    @staticmethod
+    def _account_json(a: Json) -> Json:
+        blob = a["blob_endpoint"]
+        endpoints = {"blob": blob}
+        if ".blob." in blob:
+            for service in ("queue", "table", "file", "dfs", "web"):
+                endpoints[service] = blob.replace(".blob.", f".{service}.", 1)
+        elif ":10000/" in blob:  # Azurite's default ports
+            endpoints["queue"] = blob.replace(":10000/", ":10001/", 1)
+            endpoints["table"] = blob.replace(":10000/", ":10002/", 1)
+        return {
+            "id": (
+                f"/subscriptions/{a['subscription']}/resourceGroups/{a['resource_group']}"
+                f"/providers/Microsoft.Storage/storageAccounts/{a['name']}"
+            ),
+            "name": a["name"],
+            "type": "Microsoft.Storage/storageAccounts",
+            "location": a["location"],
+            "tags": a["tags"],
+            "sku": a["sku"],
+            "kind": a["kind"],
+            "properties": {
+                "provisioningState": "Succeeded",
+                "primaryEndpoints": endpoints,
+                "primaryLocation": a["location"],
+                "statusOfPrimary": "available",
+                "creationTime": _iso(a["creation_time"]),
+                "supportsHttpsTrafficOnly": True,
+                "accessTier": "Hot",
+            },
+        }
+
+    def _check_name(self, req: Request) -> Response:
+        self.requests["storage_check_name"] += 1
+        name = str(req.json().get("name", ""))
+        if not ACCOUNT_NAME_RE.match(name):
+            return Response(
+                200,
+                {
+                    "nameAvailable": False,
+                    "reason": "AccountNameInvalid",
+                    "message": f"{name} is not a valid storage account name. Storage account name must be "
+                    "between 3 and 24 characters in length and use numbers and lower-case letters only.",
+                },
+            )
+        if name.lower() in self.accounts:
+            return Response(
+                200,
+                {
+                    "nameAvailable": False,
+                    "reason": "AlreadyExists",
+                    "message": f"The storage account named {name} is already taken.",
+                },
+            )
+        return Response(200, {"nameAvailable": True})
+
+    def _storage_account(self, req: Request, sub: str, rg: str, name: str) -> Response:
+        m = req.method
+        account = self.accounts.get(name.lower())
+        mine = (
+            account is not None
+            and account["subscription"].lower() == sub.lower()
+            and (account.get("resource_group") or "").lower() == rg.lower()
+        )
+        if m == "GET":
+            self.requests["storage_get"] += 1
+            self._require_group(sub, rg)
+            if not mine:
+                raise _not_found("Microsoft.Storage/storageAccounts", name, rg)
+            return Response(200, self._account_json(account))  # type: ignore[arg-type]
+        if m == "DELETE":
+            self.requests["storage_delete"] += 1
+            self._require_group(sub, rg)
+            if not mine:
+                return Response(204)
+            del self.accounts[name.lower()]
+            return Response(200)
+        if m == "PUT":
+            self.requests["storage_put"] += 1
+            self._require_group(sub, rg)
+            body = req.json()
+            if not ACCOUNT_NAME_RE.match(name):
+                raise ArmError(
+                    400,
+                    "AccountNameInvalid",
+                    f"{name} is not a valid storage account name. Storage account name must be "
+                    "between 3 and 24 characters in length and use numbers and lower-case letters only.",
+                )
+            location = body.get("location")
+            if not location:
+                raise ArmError(
+                    400,
+                    "LocationRequired",
+                    "The location property is required for this definition.",
+                )
+            adopt = (
+                account is not None
+                and account.get("registered")
+                and not account.get("resource_group")
+                and account["subscription"].lower() == sub.lower()
+            )
+            if account is not None and not mine and not adopt:
+                raise ArmError(
+                    409,
+                    "StorageAccountAlreadyTaken",
+                    f"The storage account named {name} is already taken.",
+                )
+            if account is not None:
+                if norm_region(account["location"]) != norm_region(location):
+                    raise ArmError(
+                        409,
+                        "InvalidResourceLocation",
+                        f"The resource '{name}' already exists in location "
+                        f"'{account['location']}' in resource group '{rg}'. A resource with "
+                        f"the same name cannot be created in location '{location}'.",
+                    )
+                account["resource_group"] = account.get("resource_group") or rg
+                if "tags" in body:
+                    account["tags"] = body["tags"] or {}
+                return Response(200, self._account_json(account))
+            account = {
+                "name": name,
+                "subscription": sub,
+                "resource_group": rg,
+                "location": location,
+                "blob_endpoint": self.config["blob_endpoint_template"].format(name=name),
+                "sku": body.get("sku") or {"name": "Standard_LRS", "tier": "Standard"},
+                "kind": body.get("kind") or "StorageV2",
+                "tags": body.get("tags") or {},
+                "creation_time": time.time(),
+                "registered": False,
+            }
+            self.accounts[name.lower()] = account
+            _, url = self._new_operation(
+                req,
+                sub,
+                "location",
+                f"providers/Microsoft.Storage/locations/{norm_region(location)}/asyncoperations",
+                self.config["lro_delay"],
+                final="storage_account",
+                account=name,
+            )
+            return Response(202, None, {"Location": url, **self._headers_for_lro()})
+        return self._unsupported(req)
+
+    # ------------------------------------------------------------------ images
+
+    def _images_in(self, sub: str, rg: str | None) -> list[Json]:
+        return [
+            i
+            for (s, r, _), i in self.images.items()
+            if s == sub.lower() and (rg is None or r == rg.lower())
+        ]
+
+    def _image_state(self, image: Json) -> str:
+        op = self.operations.get(image["operation"])
+        if op is None or time.time() >= op["ready_at"]:
+            return "Failed" if op is not None and op.get("error") else "Succeeded"
+        return "Creating"
+
+    def _image_json(self, i: Json) -> Json:
+        return {
+            "id": (
+                f"/subscriptions/{i['subscription']}/resourceGroups/{i['resource_group']}"
+                f"/providers/Microsoft.Compute/images/{i['name']}"
+            ),
+            "name": i["name"],
+            "type": "Microsoft.Compute/images",
+            "location": i["location"],
+            "tags": i["tags"],
+            "properties": {
+                "storageProfile": {
+                    "osDisk": i["os_disk"],
+                    "dataDisks": i["data_disks"],
+                    "zoneResilient": i["zone_resilient"],
+                },
+                "provisioningState": self._image_state(i),
+                "hyperVGeneration": i["hyper_v_generation"],
+            },
+        }
+
+    def _account_for_blob(self, blob_uri: str) -> tuple[str, Json | None]:
+        lowered = blob_uri.lower()
+        for account in self.accounts.values():
+            endpoint = account["blob_endpoint"].lower().rstrip("/") + "/"
+            if lowered.startswith(endpoint):
+                return account["name"], account
+        parts = urlsplit(blob_uri)
+        host = parts.hostname or ""
+        if ".blob." in host:  # https://<account>.blob.core.windows.net/<container>/<blob>
+            name = host.split(".", 1)[0]
+        else:  # path style (Azurite): http://127.0.0.1:10000/<account>/<container>/<blob>
+            name = next((s for s in parts.path.split("/") if s), "")
+        return name, self.accounts.get(name.lower())
+
+    def _image(self, req: Request, sub: str, rg: str, name: str) -> Response:
+        m = req.method
+        key = (sub.lower(), rg.lower(), name.lower())
+        if m == "GET":
+            self.requests["image_get"] += 1
+            self._require_group(sub, rg)
+            image = self.images.get(key)
+            if image is None:
+                raise _not_found("Microsoft.Compute/images", name, rg)
+            return Response(200, self._image_json(image))
+        if m == "DELETE":
+            self.requests["image_delete"] += 1
+            self._require_group(sub, rg)
+            image = self.images.pop(key, None)
+            if image is None:
+                return Response(204)
+            _, url = self._new_operation(
+                req,
+                sub,
+                "location",
+                f"providers/Microsoft.Compute/locations/{norm_region(image['location'])}/operations",
+                self.config["lro_delay"],
+                final=204,
+            )
+            return Response(202, None, {"Location": url, **self._headers_for_lro()})
+        if m == "PUT":
+            self.requests["image_put"] += 1
+            return self._put_image(req, sub, rg, name, key)
+        return self._unsupported(req)
+
+    def _put_image(
+        self, req: Request, sub: str, rg: str, name: str, key: tuple[str, str, str]
+    ) -> Response:
+        self._require_group(sub, rg)
+        body = req.json()
+        location = body.get("location")
+        if not location:
+            raise ArmError(
+                400, "LocationRequired", "The location property is required for this definition."
+            )
+        props = body.get("properties") or {}
+        profile = props.get("storageProfile") or {}
+        os_disk = dict(profile.get("osDisk") or {})
+        blob_uri = os_disk.get("blobUri")
+        if not blob_uri:
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "The test ARM server only creates images from a VHD: "
+                "properties.storageProfile.osDisk.blobUri is required.",
+            )
+        if os_disk.get("osType") not in ("Linux", "Windows"):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Required parameter 'osDisk.osType' is missing or invalid (Linux or Windows).",
+            )
+        if os_disk.get("osState") not in ("Generalized", "Specialized"):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Required parameter 'osDisk.osState' is missing or invalid (Generalized or Specialized).",
+            )
+
+        existing = self.images.get(key)
+        if existing is not None:
+            if norm_region(existing["location"]) != norm_region(location):
+                raise ArmError(
+                    409,
+                    "InvalidResourceLocation",
+                    f"The resource '{name}' already exists in location '{existing['location']}' "
+                    f"in resource group '{rg}'. A resource with the same name cannot be created "
+                    f"in location '{location}'. Please select a new resource name.",
+                )
+            if existing["os_disk"].get("blobUri") != blob_uri:
+                raise ArmError(
+                    409,
+                    "PropertyChangeNotAllowed",
+                    "Changing property 'osDisk.blobUri' is not allowed.",
+                )
+            state = self._image_state(existing)
+            if state != "Failed":  # the same image again: nothing new is created
+                if "tags" in body:
+                    existing["tags"] = body["tags"] or {}
+                headers = {}
+                if state == "Creating":
+                    op_url = existing["operation_url"]
+                    headers["Azure-AsyncOperation"] = op_url
+                return Response(200, self._image_json(existing), headers)
+            # a failed image is created again by a new PUT, as in Azure
+
+        account_name, account = self._account_for_blob(blob_uri)
+        if account is None:
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"The blob '{blob_uri}' is not in a storage account known to this subscription "
+                f"(account '{account_name}' not found); the source blob must be in a storage "
+                "account in the same subscription and region as the image.",
+            )
+        if account["subscription"].lower() != sub.lower() or norm_region(
+            account["location"]
+        ) != norm_region(location):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"The source blob '{blob_uri}' is in storage account '{account['name']}' "
+                f"(subscription '{account['subscription']}', region '{account['location']}'); "
+                f"it must be in the same subscription and region as the image "
+                f"(subscription '{sub}', region '{location}').",
+            )
+
+        fault = self._take_fault(sub, location)
+        if fault is not None and fault.get("status"):
+            raise ArmError(int(fault["status"]), fault["code"], fault["message"])
+        error = {"code": fault["code"], "message": fault["message"]} if fault else None
+        op_id, op_url = self._new_operation(
+            req,
+            sub,
+            "async",
+            f"providers/Microsoft.Compute/locations/{norm_region(location)}/operations",
+            float(self.config["image_delay"]),
+            error=error,
+        )
+        image = {
+            "subscription": sub,
+            "resource_group": rg,
+            "name": name,
+            "location": location,
+            "tags": body.get("tags") or {},
+            "os_disk": os_disk,
+            "data_disks": profile.get("dataDisks") or [],
+            "zone_resilient": bool(profile.get("zoneResilient", False)),
+            "hyper_v_generation": props.get("hyperVGeneration") or "V1",
+            "operation": op_id,
+            "operation_url": op_url,
+        }
+        self.images[key] = image
+        self.image_creations[key] += 1
+        return Response(
+            201,
+            self._image_json(image),
+            {"Azure-AsyncOperation": op_url, **self._headers_for_lro()},
+        )
+
+    def _take_fault(self, sub: str, region: str) -> Json | None:
+        for fault in self.image_faults:
+            if fault["subscription"].lower() == sub.lower() and norm_region(
+                fault["region"]
+            ) == norm_region(region):
+                if fault["remaining"] is not None:
+                    if fault["remaining"] <= 0:
+                        continue
+                    fault["remaining"] -= 1
+                return fault
+        return None
+
+
+def _authorized(header: str) -> bool:
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
+def _api_version(query: str) -> str:
+    for part in query.split("&"):
+        k, _, v = part.partition("=")
+        if k == "api-version" and v:
+            return v
+    return "2024-01-01"
+
+
+# ---------------------------------------------------------------------- HTTP plumbing
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "armserver/1"
+    timeout = 60
+    server: _HttpsServer
+
+    def setup(self) -> None:
+        # TLS handshake here, in this request's thread, not in the accept loop
+        self.request.settimeout(self.timeout)
+        self.request.do_handshake()
+        super().setup()
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = self._read_body(headers)
+        host = headers.get("host") or f"127.0.0.1:{self.server.server_address[1]}"
+        req = Request(self.command, split.path, split.query, headers, body, f"https://{host}")
+        resp = self.server.state.handle(req)
+        payload = b"" if resp.body is None else json.dumps(resp.body).encode()
+        self.send_response(resp.status)
+        if resp.body is not None:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-ms-request-id", str(uuid.uuid4()))
+        if "x-ms-client-request-id" in headers:
+            self.send_header("x-ms-client-request-id", headers["x-ms-client-request-id"])
+        for k, v in resp.headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _read_body(self, headers: dict[str, str]) -> bytes:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:  # request line only: never headers, so never the token
+            sys.stderr.write(f"armserver: {self.address_string()} {format % args}\n")
+
+
+class _HttpsServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many worker processes connect at once
+    state: ArmState
+    verbose: bool = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # ssl.SSLError, resets, timeouts: a client went away
+            return
+        super().handle_error(request, client_address)
+
+
+class ArmServer(Control):
+    """The HTTPS test ARM server in this process, on 127.0.0.1 and an ephemeral port.
+
+    ``with ArmServer() as server:`` starts it; ``server.url`` and ``server.ca_file`` are what a
+    client needs; the :class:`~armserver.control.Control` methods (counters, faults, ...) work
+    as on a server in a subprocess.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cert_dir: str | os.PathLike[str] | None = None,
+        verbose: bool = False,
+        **state_options: Any,
+    ) -> None:
+        self.state = ArmState(**state_options)
+        self._host, self._port = host, port
+        self._cert_dir_arg = cert_dir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._verbose = verbose
+        self._httpd: _HttpsServer | None = None
+        self._thread: threading.Thread | None = None
+        self.certs: CertPaths | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return int(self._httpd.server_address[1])
+
+    @property  # type: ignore[override]
+    def url(self) -> str:
+        return f"https://{self._host}:{self.port}"
+
+    @property  # type: ignore[override]
+    def ca_file(self) -> str:
+        assert self.certs is not None, "server not started"
+        return str(self.certs.ca_file)
+
+    def start(self) -> ArmServer:
+        if self._cert_dir_arg is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="armserver-")
+            cert_dir: str | os.PathLike[str] = self._tmp.name
+        else:
+            cert_dir = self._cert_dir_arg
+        self.certs = ensure_certs(cert_dir)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.certs.cert_file, self.certs.key_file)
+        httpd = _HttpsServer((self._host, self._port), _Handler)
+        httpd.socket = ctx.wrap_socket(
+            httpd.socket, server_side=True, do_handshake_on_connect=False
+        )
+        httpd.state = self.state
+        httpd.verbose = self._verbose
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="armserver", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            if self._thread is not None:
+                self._thread.join(5)
+            self._httpd = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> ArmServer:
+        return self.start() if self._httpd is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _control(self, method: str, path: str, body: Json | None = None) -> Json:
+        status, result = self.state.control(method, path, body)
+        if status >= 400:
+            raise RuntimeError(f"armserver control {method} {path} failed: {status} {result}")
+        return result

@@ -1,0 +1,105 @@
+"""End to end on the Azure backend: the real SDKs against Azurite and the ARM test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from armserver.plugin import arm, arm_server  # noqa: F401  (fixtures, used by name)
+from azure_env import AzureSetup, azure_world, make_setup  # noqa: F401
+
+from helpers import make_disk
+
+SAS_SIGNATURE = re.compile(r"sig=[A-Za-z0-9%/+=]{10,}")
+
+
+def _arm_images(setup: AzureSetup) -> dict[str, dict]:  # type: ignore[type-arg]
+    images = {}
+    for image in setup.arm.snapshot()["images"]:
+        parts = image["id"].split("/")  # /subscriptions/<sub>/resourceGroups/<rg>/providers/...
+        os_disk = image["properties"]["storageProfile"]["osDisk"]
+        images[f"{parts[2]}/{image['name']}"] = {
+            "subscription": parts[2], "resource_group": parts[4], "name": image["name"],
+            "location": image["location"], "os_disk": os_disk,
+            "state": image["properties"]["provisioningState"],
+        }
+    return images
+
+
+def _check_no_secret(setup: AzureSetup, *texts: str) -> None:
+    for text in texts:
+        for key in setup.secrets:
+            assert key not in text, "an account key leaked"
+        assert not SAS_SIGNATURE.search(text), "a SAS signature leaked"
+
+
+def _state_dump(setup: AzureSetup, job_id: str) -> str:
+    logs = setup.imagedist("logs", job_id, "--json")
+    status = setup.imagedist("status", job_id, "--json")
+    return logs.stdout + status.stdout
+
+
+def test_run_distributes_to_three_subscriptions_by_three_regions(
+    tmp_path: Path, azure_world, arm  # noqa: F811
+) -> None:
+    setup = make_setup(tmp_path, azure_world, arm, 9)
+    check = setup.imagedist("check")
+    assert check.returncode == 1 and "run `imagedist setup`" in check.stdout
+    done = setup.imagedist("setup")
+    assert done.returncode == 0, done.stderr
+    again = setup.imagedist("setup")
+    assert "nothing to change" in again.stdout
+    check = setup.imagedist("check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    disk = make_disk(tmp_path / "golden.vhd")
+    run = setup.imagedist("run", str(disk), "--image-name", "golden", "--os-type", "windows",
+                          "--json")
+    assert run.returncode == 0, run.stderr
+    status = json.loads(run.stdout)
+    assert status["phases"] == {"upload": 100, "tier1": 100, "copies": 100, "images": 100}
+    assert status["completed"] and status["error_count"] == 0
+
+    images = _arm_images(setup)
+    assert len(images) == 9
+    accounts = {account: (sub, region) for sub, region, account in setup.targets}
+    for image in images.values():
+        blob_uri = image["os_disk"]["blobUri"]
+        account = blob_uri.split("/")[3]  # http://127.0.0.1:port/<account>/...
+        assert accounts[account] == (image["subscription"], image["location"])
+        assert image["name"] == f"golden.{image['location']}"
+        assert image["os_disk"]["osType"] == "Windows"
+        assert image["state"] == "Succeeded"
+        assert arm.image_creations(image["subscription"], image["resource_group"], image["name"]) == 1
+    assert {t["state"] for t in status["targets"]} == {"done"}  # verified Succeeded by the engine
+    _check_no_secret(setup, run.stdout, run.stderr, _state_dump(setup, status["job"]))
+
+
+def test_three_workers_share_thirty_targets_and_survive_a_kill(
+    tmp_path: Path, azure_world, arm  # noqa: F811
+) -> None:
+    arm.configure(image_delay=1.0)
+    setup = make_setup(tmp_path, azure_world, arm, 30)
+    assert setup.imagedist("setup").returncode == 0
+    disk = make_disk(tmp_path / "golden.vhd")
+    submit = setup.imagedist("submit", str(disk), "--image-name", "golden", "--os-type", "linux")
+    assert submit.returncode == 0, submit.stderr
+    job_id = submit.stdout.strip()
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    workers = [setup.worker(log) for log in logs]
+    deadline = time.monotonic() + 60
+    while arm.total_image_creations() < 5:  # strike while images are being created
+        assert time.monotonic() < deadline, "no image creation started"
+        time.sleep(0.05)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    for worker in workers:
+        worker.wait(timeout=180)
+    assert [w.returncode for w in workers] == [-signal.SIGKILL, 0, 0]
+    status = json.loads(setup.imagedist("status", job_id, "--json").stdout)
+    assert status["completed"], status["counts"]
+    counts = arm.counters()["image_creations"]
+    assert len(counts) == 30 and {entry["count"] for entry in counts} == {1}
+    _check_no_secret(setup, *(log.read_text() for log in logs), _state_dump(setup, job_id))
