@@ -62,10 +62,10 @@ def test_submit_missing_file(config_path: Path, tmp_path: Path, cli: Cli, comman
 @pytest.mark.parametrize(
     ("size", "needle"),
     [
-        pytest.param(0, "is 0 bytes", id="empty"),
+        pytest.param(0, "is empty (0 bytes)", id="empty"),
         pytest.param(1, "is 1 bytes", id="one-byte"),
-        pytest.param(512 * 1024 + 1, "not a positive multiple of 512", id="one-over"),
-        pytest.param(511, "not a positive multiple of 512", id="one-under"),
+        pytest.param(512 * 1024 + 1, "not a whole number of 512-byte sectors", id="one-over"),
+        pytest.param(511, "not a whole number of 512-byte sectors", id="one-under"),
     ],
 )
 def test_submit_file_size_not_a_multiple_of_512(
@@ -81,7 +81,7 @@ def test_submit_file_size_not_a_multiple_of_512(
 
 def test_submit_a_directory(config_path: Path, tmp_path: Path, cli: Cli) -> None:
     result = cli(config_path, "submit", str(tmp_path), "--image-name", "golden", *SUBMIT)
-    assert_bad_input(result, "does not exist")
+    assert_bad_input(result, "is a directory")
     assert_nothing_written(cli, config_path)
 
 

@@ -75,7 +75,11 @@ def test_target_blob_holds_the_disk_data_until_its_image_exists(tmp_path: Path) 
         data = await app.ctx.backend.blobs.read(row.blob, 0, job.size_bytes)
         return data
 
-    assert call(config, body) == disk.read_bytes()
+    raw = disk.read_bytes()
+    blob = call(config, body)
+    # The raw disk went up as a fixed VHD: the same bytes, then the 512-byte footer.
+    assert len(blob) == len(raw) + 512
+    assert blob[: len(raw)] == raw and blob[len(raw) :].startswith(b"conectix")
 
 
 def test_disabled_region_is_skipped_then_filled_in_by_retry(tmp_path: Path) -> None:

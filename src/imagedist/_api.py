@@ -57,10 +57,19 @@ class Imagedist:
     # jobs
 
     async def submit(
-        self, path: Path, image_name: str, os_type: OsType, description: str = ""
+        self,
+        path: Path,
+        image_name: str,
+        os_type: OsType,
+        description: str = "",
+        *,
+        convert: bool = True,
     ) -> Job:
-        """Register a job (see :func:`imagedist._engine.submit_job`); call :meth:`upload` next."""
-        return await submit_job(self.ctx, path, image_name, os_type, description)
+        """Validate (and convert) the image and register a job; call :meth:`upload` next.
+
+        See :func:`imagedist._engine.submit_job`.
+        """
+        return await submit_job(self.ctx, path, image_name, os_type, description, convert=convert)
 
     async def upload(self, job_id: str, on_progress: ProgressCallback | None = None) -> None:
         """Upload the job's file to its tier-0 blob (resuming), holding the tier-0 lease."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ __all__ = [
     "NamingPolicy",
     "StagingSpec",
     "TargetSpec",
+    "UploadPolicy",
     "generated_account_name",
     "load_config",
 ]
@@ -180,6 +182,13 @@ class ConcurrencyPolicy(_Strict):
     lease_seconds: float = Field(default=60.0, gt=0)
 
 
+class UploadPolicy(_Strict):
+    """How `submit` sends the golden image: writes in flight, and where conversions go."""
+
+    concurrency: int = Field(default=8, ge=1, le=64)
+    work_dir: str = ""  # converted images; default: <local root>/work, or the system temp folder
+
+
 class LocalBackendOptions(_Strict):
     """The embedded backend: a folder of blobs and SQLite files."""
 
@@ -230,6 +239,7 @@ class Config(_Strict):
     naming: NamingPolicy = Field(default_factory=NamingPolicy)
     fanout: FanoutPolicy = Field(default_factory=FanoutPolicy)
     concurrency: ConcurrencyPolicy = Field(default_factory=ConcurrencyPolicy)
+    upload: UploadPolicy = Field(default_factory=UploadPolicy)
     local: LocalBackendOptions = Field(default_factory=LocalBackendOptions)
     azure: AzureBackendOptions = Field(default_factory=AzureBackendOptions)
     base_dir: str = Field(default=".", exclude=True)
@@ -242,6 +252,14 @@ class Config(_Strict):
     def fleet_targets(self) -> list[Target]:
         """The resolved fleet, explicit targets first, then the generated ones."""
         return resolve_fleet(self)
+
+    def work_dir(self) -> Path:
+        """Where converted images wait for their upload."""
+        if self.upload.work_dir:
+            return (Path(self.base_dir) / self.upload.work_dir).resolve()
+        if self.backend == "local":
+            return self.local_root() / "work"
+        return Path(tempfile.gettempdir()) / "imagedist-work"
 
     def local_root(self) -> Path:
         """The local backend's folder, relative paths taken from the config file's folder."""

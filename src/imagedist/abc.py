@@ -52,6 +52,7 @@ class BlobProperties:
     copy_total: int = 0  # bytes to copy
     copy_error: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    content_md5: bytes | None = None  # MD5 of the whole blob, when it was set
 
 
 class BlobStore(ABC):
@@ -106,6 +107,13 @@ class BlobStore(ABC):
     @abstractmethod
     async def get_properties(self, ref: BlobRef) -> BlobProperties:
         """Size, metadata and the status of the last copy into the blob.
+
+        :raises NotFound: if the blob does not exist.
+        """
+
+    @abstractmethod
+    async def set_content_md5(self, ref: BlobRef, md5: bytes) -> None:
+        """Store the MD5 of the whole blob as its Content-MD5 (copies carry it along).
 
         :raises NotFound: if the blob does not exist.
         """

@@ -149,6 +149,16 @@ def test_metadata_is_replaced(blobs: BlobHarness) -> None:
     assert run(blobs.store.get_properties(ref)).metadata == {"job": "j2"}
 
 
+def test_content_md5_is_stored_and_kept_by_metadata_changes(blobs: BlobHarness) -> None:
+    ref = blobs.ref("disk.vhd")
+    run(blobs.store.create_page_blob(ref, MiB))
+    assert run(blobs.store.get_properties(ref)).content_md5 is None
+    digest = bytes(range(16))
+    run(blobs.store.set_content_md5(ref, digest))
+    run(blobs.store.set_metadata(ref, {"job": "j1"}))
+    assert run(blobs.store.get_properties(ref)).content_md5 == digest
+
+
 # -- delete and list ------------------------------------------------------------------------------
 
 
@@ -187,6 +197,7 @@ def test_copy_completes_with_the_same_data_and_metadata(blobs: BlobHarness) -> N
     writes = {0: pattern(MiB), 3 * MiB: pattern(MiB, seed=7)}
     run(make_blob(blobs.store, src, 8 * MiB, writes))
     run(blobs.store.set_metadata(src, {"sha256": "abc"}))
+    run(blobs.store.set_content_md5(src, b"0123456789abcdef"))
 
     copy_id = run(blobs.store.start_copy(src, dst))
     props = run(settle(blobs, blobs.store, dst))
@@ -195,6 +206,7 @@ def test_copy_completes_with_the_same_data_and_metadata(blobs: BlobHarness) -> N
     assert (props.copy_id, props.copy_source, props.size) == (copy_id, str(src), 8 * MiB)
     assert props.copy_progress == props.copy_total >= 2 * MiB
     assert props.metadata == {"sha256": "abc"}
+    assert props.content_md5 == b"0123456789abcdef"  # Copy Blob carries it, as on Azure
     assert run(blobs.store.read(dst, 0, 8 * MiB)) == run(blobs.store.read(src, 0, 8 * MiB))
     assert run(blobs.store.page_ranges(dst)) == run(blobs.store.page_ranges(src))
 

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobProperties as AzureBlobProperties
-from azure.storage.blob import BlobSasPermissions, BlobType, generate_blob_sas
+from azure.storage.blob import BlobSasPermissions, BlobType, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 from .._domain import BlobRef
@@ -53,6 +53,11 @@ CLOCK_SKEW = timedelta(minutes=15)
 
 _MAX_CACHED_SIZES = 10_000
 _COPY_STATUS = {status.value: status for status in CopyStatus}
+
+
+def _md5_of(props: AzureBlobProperties) -> bytes | None:
+    md5 = props.content_settings.content_md5 if props.content_settings else None
+    return bytes(md5) if md5 else None
 
 
 def sas_lifetime(occupied_bytes: int) -> timedelta:
@@ -285,7 +290,12 @@ class AzureBlobStore(BlobStore):
         copy = props.copy
         status = _COPY_STATUS.get(str(copy.status or "").lower(), CopyStatus.NONE)
         if status is CopyStatus.NONE:
-            return BlobProperties(ref=ref, size=props.size, metadata=dict(props.metadata or {}))
+            return BlobProperties(
+                ref=ref,
+                size=props.size,
+                metadata=dict(props.metadata or {}),
+                content_md5=_md5_of(props),
+            )
         progress, total = _parse_progress(copy.progress)
         return BlobProperties(
             ref=ref,
@@ -297,7 +307,13 @@ class AzureBlobStore(BlobStore):
             copy_total=total,
             copy_error=redact(copy.status_description or ""),
             metadata=dict(props.metadata or {}),
+            content_md5=_md5_of(props),
         )
+
+    async def set_content_md5(self, ref: BlobRef, md5: bytes) -> None:
+        blob = await self._blob(ref)
+        with translate_errors(f"set the Content-MD5 of blob '{ref}'"):
+            await blob.set_http_headers(ContentSettings(content_md5=bytearray(md5)))
 
     async def set_metadata(self, ref: BlobRef, metadata: dict[str, str]) -> None:
         blob = await self._blob(ref)

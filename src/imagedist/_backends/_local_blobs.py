@@ -95,6 +95,9 @@ class LocalBlobStore(BlobStore):
     async def set_metadata(self, ref: BlobRef, metadata: dict[str, str]) -> None:
         await asyncio.to_thread(self._set_metadata, ref, dict(metadata))
 
+    async def set_content_md5(self, ref: BlobRef, md5: bytes) -> None:
+        await asyncio.to_thread(self._set_content_md5, ref, md5)
+
     async def start_copy(self, source: BlobRef, dest: BlobRef) -> str:
         return await asyncio.to_thread(self._start_copy, source, dest)
 
@@ -152,6 +155,13 @@ class LocalBlobStore(BlobStore):
                     self._save(ref, side)
         return _to_properties(ref, self._size(ref), side)
 
+    def _set_content_md5(self, ref: BlobRef, md5: bytes) -> None:
+        with self._locked(ref):
+            self._size(ref)
+            side = self._load(ref)
+            side["content_md5"] = md5.hex()
+            self._save(ref, side)
+
     def _set_metadata(self, ref: BlobRef, metadata: dict[str, str]) -> None:
         with self._locked(ref):
             self._size(ref)
@@ -184,7 +194,16 @@ class LocalBlobStore(BlobStore):
                 "advanced_at": now,
             }
             # Like Azure, the destination takes the source's metadata.
-            self._save(dest, {"metadata": self._load(source)["metadata"], "copy": copy})
+            # Like Azure's Copy Blob, the copy carries the source's metadata and Content-MD5.
+            origin = self._load(source)
+            self._save(
+                dest,
+                {
+                    "metadata": origin["metadata"],
+                    "copy": copy,
+                    "content_md5": origin.get("content_md5"),
+                },
+            )
             return str(copy["id"])
 
     def _advance(self, dest: BlobRef, copy: dict[str, Any]) -> None:
@@ -301,8 +320,9 @@ def _fail(copy: dict[str, Any], error: str) -> None:
 
 def _to_properties(ref: BlobRef, size: int, side: Sidecar) -> BlobProperties:
     copy = side.get("copy")
+    md5 = bytes.fromhex(side["content_md5"]) if side.get("content_md5") else None
     if not copy:
-        return BlobProperties(ref=ref, size=size, metadata=dict(side["metadata"]))
+        return BlobProperties(ref=ref, size=size, metadata=dict(side["metadata"]), content_md5=md5)
     return BlobProperties(
         ref=ref,
         size=size,
@@ -313,6 +333,7 @@ def _to_properties(ref: BlobRef, size: int, side: Sidecar) -> BlobProperties:
         copy_total=copy["total"],
         copy_error=copy["error"],
         metadata=dict(side["metadata"]),
+        content_md5=md5,
     )
 
 

@@ -12,6 +12,7 @@ from ._demo import demo
 from ._jobs_cmds import cleanup, jobs, logs, retry, run, status, submit, worker
 from ._setup_cmds import check, setup, teardown
 from ._targets_cmds import targets
+from ._vhd_cmds import vhd
 
 __all__ = ["cli", "main"]
 
@@ -52,6 +53,7 @@ for command in (
     logs,
     retry,
     cleanup,
+    vhd,
     demo,
 ):
     cli.add_command(command)

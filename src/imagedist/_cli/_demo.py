@@ -14,7 +14,7 @@ from .._config import load_config
 from .._domain import LogRecord
 from .._engine import JobStatus
 from ._common import State, friendly_errors, run_with_app
-from ._jobs_cmds import _final, _report, _submit_and_upload
+from ._jobs_cmds import SubmitArgs, _final, _report, _submit_and_upload
 from ._render import watch_progress
 
 __all__ = ["demo", "make_sample_disk", "write_demo_config"]
@@ -89,7 +89,9 @@ def demo(folder: Path | None) -> None:
     console.print(f"demo folder: {folder}")
 
     async def body(app: Imagedist) -> tuple[str, tuple[JobStatus, list[LogRecord]]]:
-        job_id = await _submit_and_upload(app, disk, "golden-demo", "linux", "demo", False)
+        job_id = await _submit_and_upload(
+            app, SubmitArgs(disk, "golden-demo", "linux", "demo", convert=True), quiet=False
+        )
         await watch_progress(console, lambda: app.status(job_id), app.work([job_id]))
         return job_id, await _final(app, job_id)
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from .._api import Imagedist
@@ -41,29 +51,77 @@ def _exit_for(status: JobStatus) -> None:
         sys.exit(EXIT_FAILED)
 
 
+@dataclass(frozen=True)
+class SubmitArgs:
+    """What `submit` and `run` are given."""
+
+    file: Path
+    image_name: str
+    os_type: str
+    description: str
+    convert: bool
+
+
 def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--description", default="", help="Free text stored with the job.")(fn)
-    fn = click.option(
+    """FILE, --image-name, --os-type, --description and --no-convert, gathered into ``args``."""
+
+    @functools.wraps(fn)
+    def gather(
+        *a: Any,
+        file: Path,
+        image_name: str,
+        os_type: str,
+        description: str,
+        no_convert: bool,
+        **kw: Any,
+    ) -> Any:
+        return fn(*a, args=SubmitArgs(file, image_name, os_type, description, not no_convert), **kw)
+
+    gather = click.option(
+        "--no-convert",
+        is_flag=True,
+        help="Refuse an image Azure cannot boot as it is, instead of converting it.",
+    )(gather)
+    gather = click.option("--description", default="", help="Free text stored with the job.")(
+        gather
+    )
+    gather = click.option(
         "--os-type",
         type=click.Choice([o.value for o in OsType]),
         required=True,
         help="The image's operating system.",
-    )(fn)
-    fn = click.option(
+    )(gather)
+    gather = click.option(
         "--image-name",
         required=True,
         help="Base name of the images; each target's name comes from the template.",
-    )(fn)
-    return click.argument("file", type=click.Path(path_type=Path))(fn)
+    )(gather)
+    return click.argument("file", type=click.Path(path_type=Path))(gather)
 
 
-async def _submit_and_upload(
-    app: Imagedist, file: Path, image_name: str, os_type: str, description: str, quiet: bool
-) -> str:
-    job = await app.submit(file, image_name, OsType(os_type), description)
-    if not quiet:
-        click.echo(f"job {job.id} submitted; uploading {job.size_bytes} bytes", err=True)
-    await app.upload(job.id)
+async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> str:
+    job = await app.submit(
+        args.file, args.image_name, OsType(args.os_type), args.description, convert=args.convert
+    )
+    if quiet:
+        await app.upload(job.id)
+        return job.id
+    err = Console(stderr=True)
+    err.print(f"job {job.id} submitted; uploading a disk of {job.size_bytes} bytes")
+    columns = (
+        TextColumn("upload"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        bar = progress.add_task("upload", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        await app.upload(job.id, advance)
     return job.id
 
 
@@ -85,22 +143,17 @@ def _report(status: JobStatus, errors: list[LogRecord], as_json: bool) -> None:
 @json_option
 @pass_state
 @friendly_errors
-def submit(
-    state: State,
-    file: Path,
-    image_name: str,
-    os_type: str,
-    description: str,
-    wait: bool,
-    as_json: bool,
-) -> None:
-    """Register a job for FILE and upload it to the staging account.
+def submit(state: State, args: SubmitArgs, wait: bool, as_json: bool) -> None:
+    """Validate FILE, register a job and upload it to the staging account.
 
-    A running `imagedist worker` then distributes it. Prints the job id.
+    A raw disk, a dynamic VHD, qcow2, VMDK or VHDX is converted to a fixed VHD on
+    the way (unless --no-convert). Only non-zero pages are sent, several at a
+    time, with the disk's MD5; an interrupted upload resumes. A running
+    `imagedist worker` then distributes it. Prints the job id.
     """
 
     async def body(app: Imagedist) -> None:
-        job_id = await _submit_and_upload(app, file, image_name, os_type, description, as_json)
+        job_id = await _submit_and_upload(app, args, as_json)
         if not wait:
             echo_json({"job": job_id}) if as_json else click.echo(job_id)
             return
@@ -130,13 +183,12 @@ def worker(state: State, forever: bool, job_ids: tuple[str, ...]) -> None:
 @json_option
 @pass_state
 @friendly_errors
-def run(
-    state: State, file: Path, image_name: str, os_type: str, description: str, as_json: bool
-) -> None:
-    """Submit FILE, distribute it with a worker in this process, and show live progress."""
+def run(state: State, args: SubmitArgs, as_json: bool) -> None:
+    """Submit FILE (as `submit` does), distribute it with a worker in this process, and show
+    live progress."""
 
     async def body(app: Imagedist) -> None:
-        job_id = await _submit_and_upload(app, file, image_name, os_type, description, as_json)
+        job_id = await _submit_and_upload(app, args, as_json)
         if as_json:
             await app.work([job_id])
         else:

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from .._domain import LogRecord, TargetState
 from .._engine import JobStatus
+from .._engine._tasks import task_group
 
 __all__ = [
     "log_to_dict",
@@ -158,7 +159,7 @@ async def watch_progress(
         console=console,
     )
     bars = {attr: progress.add_task(label, total=100) for label, attr in PHASES}
-    async with asyncio.TaskGroup() as group:
+    async with task_group() as group:
         worker = group.create_task(_as_coroutine(work))
         with Live(console=console, refresh_per_second=8, transient=False) as live:
             while True:

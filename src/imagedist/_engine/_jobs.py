@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -24,6 +25,7 @@ from .._domain import (
 from .._exceptions import InvalidInput, NotFound
 from ._cleanup import drop_sources
 from ._context import EngineContext
+from ._prepare import prepare_image
 from ._status import JobStatus, summarize
 from ._worker import target_enablement
 
@@ -40,7 +42,6 @@ __all__ = [
 # or digit; ends with a letter, digit or '_'.
 # ASCII only (Azure refuses other letters) and \Z, since "$" also matches before a final newline.
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?\Z")
-PAGE = 512
 
 
 def validate_image_name(name: str) -> str:
@@ -51,18 +52,6 @@ def validate_image_name(name: str) -> str:
             " starting with a letter or digit and ending with a letter, digit or '_'."
         )
     return name
-
-
-def _validate_file(path: Path) -> int:
-    if not path.is_file():
-        raise InvalidInput(f"File {str(path)!r} does not exist; give the path of a VHD file.")
-    size = path.stat().st_size
-    if size == 0 or size % PAGE:
-        raise InvalidInput(
-            f"File {str(path)!r} is {size} bytes, not a positive multiple of 512;"
-            " a VHD for Azure must be, so convert it to a fixed VHD first."
-        )
-    return size
 
 
 def _new_job_id(now: float) -> str:
@@ -77,20 +66,30 @@ def _image_name_for(ctx: EngineContext, image: str, target: Target) -> str:
 
 
 async def submit_job(
-    ctx: EngineContext, path: Path, image_name: str, os_type: OsType, description: str = ""
+    ctx: EngineContext,
+    path: Path,
+    image_name: str,
+    os_type: OsType,
+    description: str = "",
+    *,
+    convert: bool = True,
 ) -> Job:
-    """Validate the input and register the job with all its items; nothing is uploaded yet.
+    """Validate the input, convert the image if needed, and register the job with all its items;
+    nothing is uploaded yet.
 
-    :raises InvalidInput: if the file, the image name or a derived image name is invalid; nothing
-        is written then.
+    :raises InvalidInput: if the file, the image name or a derived image name is invalid, or the
+        image needs converting and ``convert`` is false; no job is registered then.
     """
-    size = _validate_file(path)
     validate_image_name(image_name)
     fleet = ctx.config.fleet_targets()
     names = {t.name: _image_name_for(ctx, image_name, t) for t in fleet}
+    prepared = await asyncio.to_thread(prepare_image, path, ctx.config.work_dir(), convert=convert)
     enabled = await target_enablement(ctx)
     now = ctx.backend.clock.now()
-    job = Job(_new_job_id(now), image_name, os_type, str(path.resolve()), size, now, description)
+    size = prepared.size
+    job = Job(
+        _new_job_id(now), image_name, os_type, str(prepared.path.resolve()), size, now, description
+    )
     staging = ctx.config.staging
     prefix = f"jobs/{job.id}"
     sources = [
@@ -125,6 +124,13 @@ async def submit_job(
         for t in fleet
     ]
     await ctx.backend.state.create_job(job, sources, targets)
+    if prepared.converted_from is not None:
+        await ctx.log(
+            job.id,
+            "info",
+            "submit",
+            f"converted {str(prepared.converted_from)!r} to a fixed VHD of {size} bytes",
+        )
     skipped = sum(1 for t in targets if t.state is TargetState.SKIPPED)
     await ctx.log(
         job.id,

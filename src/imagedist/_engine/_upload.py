@@ -1,88 +1,154 @@
-"""Upload the golden image into the job's tier-0 page blob: only data chunks, resumable."""
+"""Upload the golden image into the job's tier-0 page blob: only non-zero pages, several writes in
+flight, the MD5 of the whole disk from the same read pass, resumable without resending anything.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .._domain import Job, SourceRow, SourceState
+from .._domain import BlobRef, Job, SourceRow, SourceState
 from .._exceptions import NotFound
+from ..abc import BlobStore
 from ._context import EngineContext
+from ._pages import DiskScan, covered
+from ._tasks import task_group
 
-__all__ = ["data_chunks", "upload_tier0"]
+__all__ = ["UploadResult", "upload_file", "upload_tier0"]
 
-CHUNK = 4 * 1024 * 1024  # Azure's largest Put Page
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]  # (bytes sent, bytes to send at most)
+Chunk = tuple[int, bytes]
 
 
-def data_chunks(path: Path, start: int = 0, chunk: int = CHUNK) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, data)`` for every chunk from ``start`` that holds a non-zero byte.
+@dataclass(frozen=True)
+class UploadResult:
+    """What an upload did: bytes sent this time, bytes already there, and the disk's MD5."""
 
-    Holes are skipped with SEEK_DATA where the filesystem supports it, so a mostly-empty disk is
-    read only where it has data.
+    sent: int
+    skipped: int
+    md5: bytes
+
+
+async def upload_file(
+    blobs: BlobStore,
+    ref: BlobRef,
+    path: Path,
+    *,
+    concurrency: int = 8,
+    on_progress: ProgressCallback | None = None,
+) -> UploadResult:
+    """Write the file's non-zero pages into the page blob ``ref``; resume if it exists.
+
+    Pages the blob already holds (its page ranges) are not sent again, so an interrupted upload
+    continues where it stopped. The MD5 of the whole file is stored as the blob's Content-MD5.
     """
-    with path.open("rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        offset = start
-        while offset < size:
-            offset = _next_data(file.fileno(), offset, size, chunk)
-            if offset >= size:
-                return
-            file.seek(offset)
-            data = file.read(min(chunk, size - offset))
-            if data.count(0) != len(data):
-                yield offset, data
-            offset += len(data)
+    scan = await asyncio.to_thread(DiskScan, path)
+    present = await _present_ranges(blobs, ref, scan.size)
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=2 * concurrency)
+    sent = skipped = 0
+
+    async def write() -> None:
+        nonlocal sent
+        while (item := await queue.get()) is not None:
+            offset, data = item
+            await blobs.write_pages(ref, offset, data)
+            sent += len(data)
+            if on_progress:
+                on_progress(sent + skipped, scan.data_bytes)
+
+    async with task_group() as group:
+        writers = [group.create_task(write()) for _ in range(concurrency)]
+        chunks = scan.chunks()
+        try:
+            while (item := await asyncio.to_thread(_next, chunks)) is not None:
+                if covered(present, item[0], item[0] + len(item[1])):
+                    skipped += len(item[1])
+                else:
+                    await queue.put(item)  # a failed writer cancels us, so this cannot hang
+        finally:
+            chunks.close()
+        for _ in writers:
+            await queue.put(None)
+    md5 = scan.md5.digest()
+    await blobs.set_content_md5(ref, md5)
+    return UploadResult(sent=sent, skipped=skipped, md5=md5)
 
 
-def _next_data(fd: int, offset: int, size: int, chunk: int) -> int:
-    if not hasattr(os, "SEEK_DATA"):
-        return offset
+def _next(chunks: Iterator[Chunk]) -> Chunk | None:
+    return next(chunks, None)
+
+
+async def _present_ranges(blobs: BlobStore, ref: BlobRef, size: int) -> list[tuple[int, int]]:
     try:
-        data_at = os.lseek(fd, offset, os.SEEK_DATA)
-    except OSError:  # ENXIO: no data after offset
-        return size
-    return data_at - data_at % chunk
+        props = await blobs.get_properties(ref)
+    except NotFound:
+        props = None
+    if props is None or props.size != size:
+        await blobs.create_page_blob(ref, size, overwrite=props is not None)
+        return []
+    return await blobs.page_ranges(ref)
 
 
 async def upload_tier0(
     ctx: EngineContext, job: Job, row: SourceRow, on_progress: ProgressCallback | None = None
 ) -> SourceRow:
-    """Write the job's file into its tier-0 blob, resuming from the last recorded offset.
+    """Upload the job's file into its tier-0 blob; ``row`` must be leased by this worker.
 
-    ``row`` must be leased by this worker. Progress is persisted after every chunk, with the lease
-    renewed, so a killed upload resumes without resending what is already there.
+    Progress is persisted at most once a second (with the lease renewed), for `status`.
     """
-    state, blobs = ctx.backend.state, ctx.backend.blobs
+    state, clock = ctx.backend.state, ctx.backend.clock
     path = Path(job.source_path)
     if not path.is_file():
         return await _fail(ctx, job, row, f"the source file {job.source_path!r} is gone")
-    await blobs.ensure_container(row.blob.account, row.blob.container)
-    try:
-        await blobs.get_properties(row.blob)
-    except NotFound:
-        row = row.replace(progress_bytes=0)
-    await blobs.create_page_blob(row.blob, job.size_bytes)
+    await ctx.backend.blobs.ensure_container(row.blob.account, row.blob.container)
     row = await state.put_source(row.replace(state=SourceState.UPLOADING))
-    start = row.progress_bytes - row.progress_bytes % CHUNK
-    chunks = data_chunks(path, start)
-    while (item := await asyncio.to_thread(next, chunks, None)) is not None:
-        offset, data = item
-        await blobs.write_pages(row.blob, offset, data)
-        row = await state.put_source(
-            row.replace(progress_bytes=offset + len(data), lease_until=ctx.lease_until())
-        )
+    holder: dict[str, Any] = {"row": row, "fraction": 0.0}
+
+    def progress(done: int, total: int) -> None:
+        holder["fraction"] = done / total if total else 1.0
         if on_progress:
-            on_progress(row.progress_bytes, job.size_bytes)
-    row = await state.put_source(
-        row.replace(state=SourceState.READY, progress_bytes=job.size_bytes)
+            on_progress(done, total)
+
+    async def save_progress() -> None:
+        while True:
+            await clock.sleep(1.0)
+            current = holder["row"]
+            assert isinstance(current, SourceRow)
+            holder["row"] = await state.put_source(
+                current.replace(
+                    progress_bytes=int(job.size_bytes * float(holder["fraction"])),
+                    lease_until=ctx.lease_until(),
+                )
+            )
+
+    async with task_group() as group:
+        saver = group.create_task(save_progress())
+        try:
+            result = await upload_file(
+                ctx.backend.blobs,
+                row.blob,
+                path,
+                concurrency=ctx.config.upload.concurrency,
+                on_progress=progress,
+            )
+        finally:
+            saver.cancel()
+    final = holder["row"]
+    assert isinstance(final, SourceRow)
+    final = await state.put_source(
+        final.replace(state=SourceState.READY, progress_bytes=job.size_bytes)
     )
-    if on_progress:
-        on_progress(job.size_bytes, job.size_bytes)
-    await ctx.log(job.id, "info", "upload", f"uploaded {job.size_bytes} bytes to {row.blob}")
-    return row
+    await ctx.log(
+        job.id,
+        "info",
+        "upload",
+        f"uploaded {job.size_bytes} bytes to {row.blob}: sent {result.sent} bytes of data"
+        f" ({result.skipped} were already there), MD5 {result.md5.hex()}",
+    )
+    return final
 
 
 async def _fail(ctx: EngineContext, job: Job, row: SourceRow, reason: str) -> SourceRow:

@@ -29,6 +29,7 @@ from ._context import EngineContext
 from ._sources import SourceChooser
 from ._status import derive_job_state
 from ._targets import TargetDriver
+from ._tasks import task_group
 from ._upload import upload_tier0
 
 __all__ = ["Worker"]
@@ -57,7 +58,7 @@ class Worker:
     async def run(self, *, forever: bool = False) -> None:
         """Work until no active job is left (or forever)."""
         clock = self.ctx.backend.clock
-        async with asyncio.TaskGroup() as group:
+        async with task_group() as group:
             while True:
                 active = await self.tick(group)
                 if not active and not self._inflight and not forever:

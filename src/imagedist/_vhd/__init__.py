@@ -1,0 +1,53 @@
+"""Disk images for Azure: recognise, inspect, read and convert them to fixed VHDs.
+
+Azure boots only fixed VHDs (the disk's bytes followed by a 512-byte footer) whose virtual
+size is a whole number of MiB and at most 4095 GiB. This package reads raw files and fixed and
+dynamic VHDs itself, recognises VHDX, qcow2 and VMDK by their magic, and converts those with
+qemu-img.
+
+For the upload path::
+
+    inspection = validate_for_azure(path)     # InvalidInput unless Azure can boot it as is
+    with open_disk(path) as disk:
+        for offset, length in disk.iter_data_extents():
+            upload(offset, disk.read(offset, length))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._exceptions import InvalidInput
+from ._convert import ConvertResult, convert_to_fixed_vhd, qemu_img_path
+from ._inspect import Inspection, detect, inspect_image, open_detected, quote
+from ._reader import DiskImage
+from ._validate import MAX_VIRTUAL_SIZE
+
+__all__ = [
+    "MAX_VIRTUAL_SIZE",
+    "ConvertResult",
+    "DiskImage",
+    "Inspection",
+    "convert_to_fixed_vhd",
+    "inspect_image",
+    "open_disk",
+    "qemu_img_path",
+    "validate_for_azure",
+]
+
+
+def open_disk(path: str | Path) -> DiskImage:
+    """Open a raw file or a fixed or dynamic VHD for reading (use it as a context manager).
+
+    Raises InvalidInput for a damaged file and for formats it cannot read (qcow2, VMDK, VHDX).
+    """
+    return open_detected(detect(Path(path)))
+
+
+def validate_for_azure(path: str | Path) -> Inspection:
+    """The inspection of ``path`` if Azure can boot it as is; InvalidInput saying why not otherwise."""
+    inspection = inspect_image(Path(path))
+    if not inspection.azure_ready:
+        reasons = "; ".join(p[0].lower() + p[1:].rstrip(".") for p in inspection.problems)
+        raise InvalidInput(f"{quote(Path(path))} is not ready for Azure: {reasons}.")
+    return inspection

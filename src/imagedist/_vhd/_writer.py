@@ -1,0 +1,97 @@
+"""Writing a fixed VHD: the disk's data, sparse, rounded up to a whole MiB, then the footer."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._footer import FOOTER_SIZE, fixed_footer
+from ._reader import DiskImage
+from ._validate import check_size_limit
+
+__all__ = ["WriteResult", "finish_fixed_vhd", "round_up_mib", "write_fixed_vhd"]
+
+MiB = 1024 * 1024
+WRITEBACK_WINDOW = 64 * MiB  # start writing the output to disk every this many bytes
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What was written: the fixed VHD's virtual size and how many data bytes it stores."""
+
+    virtual_size: int
+    data_bytes: int
+
+    @property
+    def file_size(self) -> int:
+        return self.virtual_size + FOOTER_SIZE
+
+
+def round_up_mib(size: int) -> int:
+    return -(-size // MiB) * MiB
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def finish_fixed_vhd(fd: int, virtual_size: int, where: str) -> int:
+    """Make the raw disk open on ``fd`` a fixed VHD: pad it to a whole MiB, add the footer.
+
+    Returns the VHD's virtual size. The padding is a hole: nothing is written but the footer.
+    """
+    size = round_up_mib(virtual_size)
+    check_size_limit(size, where)
+    os.ftruncate(fd, size + FOOTER_SIZE)
+    _pwrite_all(fd, fixed_footer(size).pack(), size)
+    return size
+
+
+class _Writeback:
+    """Starts the disk writes of each window of written data without waiting for them.
+
+    ``POSIX_FADV_DONTNEED`` on dirty pages starts their writeback and drops them once clean, so
+    the final ``fdatasync`` has little left to wait for, and converting a big image does not
+    fill the page cache.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.start = -1
+        self.end = 0
+
+    def wrote(self, offset: int, length: int) -> None:
+        if self.start < 0:
+            self.start = offset
+        self.end = offset + length
+        if self.end - self.start >= WRITEBACK_WINDOW and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, self.start, self.end - self.start, os.POSIX_FADV_DONTNEED)
+            self.start = -1
+
+
+def write_fixed_vhd(disk: DiskImage, out: Path) -> WriteResult:
+    """Write ``disk`` to ``out`` (created or truncated) as a fixed VHD, writing only its data.
+
+    The file is on disk when this returns (``fdatasync``).
+    """
+    where = repr(str(disk.path))
+    check_size_limit(round_up_mib(disk.virtual_size), where)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        os.ftruncate(fd, round_up_mib(disk.virtual_size))  # all holes so far
+        writeback = _Writeback(fd)
+        written = 0
+        for offset, data in disk.iter_data():
+            _pwrite_all(fd, data, offset)
+            writeback.wrote(offset, len(data))
+            written += len(data)
+        size = finish_fixed_vhd(fd, disk.virtual_size, where)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return WriteResult(size, written)

@@ -1,0 +1,115 @@
+"""The upload: only non-zero pages, the whole disk's MD5 as Content-MD5, and resumption that
+sends only what is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from imagedist._backends._local_blobs import LocalBlobStore
+from imagedist._clock import SystemClock
+from imagedist._domain import BlobRef
+from imagedist._engine._pages import CHUNK, DiskScan
+from imagedist._engine._upload import upload_file
+from imagedist.abc import BlobStore
+
+MIB = 1024 * 1024
+
+
+class Killed(Exception):
+    """Stands for the process dying: no part of imagedist handles it."""
+
+
+class CountingStore(LocalBlobStore):
+    """Counts the bytes written, and dies (like a killed process) after ``die_after`` writes."""
+
+    def __init__(self, root: Path, die_after: int | None = None) -> None:
+        super().__init__(root, SystemClock())
+        self.sent = 0
+        self.writes = 0
+        self.die_after = die_after
+
+    async def write_pages(self, ref: BlobRef, offset: int, data: bytes) -> None:
+        if self.die_after is not None and self.writes >= self.die_after:
+            raise Killed
+        self.writes += 1
+        await super().write_pages(ref, offset, data)
+        self.sent += len(data)
+
+
+def _disk(path: Path, size_mib: int, data_at_mib: list[int]) -> bytes:
+    with path.open("wb") as file:
+        file.truncate(size_mib * MIB)
+        for at in data_at_mib:
+            file.seek(at * MIB)
+            file.write(os.urandom(MIB))
+            file.write(bytes(MIB))  # a zero MiB inside the extent: must not be sent either
+    return path.read_bytes()
+
+
+async def _ready(store: BlobStore, ref: BlobRef) -> None:
+    await store.ensure_container(ref.account, ref.container)
+
+
+def test_only_non_zero_pages_are_sent_and_md5_covers_the_disk(tmp_path: Path) -> None:
+    content = _disk(tmp_path / "disk.raw", 64, [0, 20, 40, 62])
+    store = CountingStore(tmp_path / "blobs")
+    ref = BlobRef("acct", "c", "disk.vhd")
+
+    async def main() -> tuple[int, bytes | None, bytes]:
+        await _ready(store, ref)
+        result = await upload_file(store, ref, tmp_path / "disk.raw", concurrency=4)
+        props = await store.get_properties(ref)
+        assert result.md5 == props.content_md5
+        return result.sent, props.content_md5, await store.read(ref, 0, len(content))
+
+    sent, md5, stored = asyncio.run(main())
+    assert sent == 4 * MIB  # 4 MiB of data; 60 MiB of holes and zeros never sent
+    assert md5 == hashlib.md5(content).digest()
+    assert stored == content
+
+
+@pytest.mark.parametrize("die_after", [1, 5, 9])
+def test_a_killed_upload_resumes_sending_only_what_is_missing(
+    tmp_path: Path, die_after: int
+) -> None:
+    content = _disk(tmp_path / "disk.raw", 48, list(range(0, 46, 4)))  # 12 MiB of data
+    ref = BlobRef("acct", "c", "disk.vhd")
+    first = CountingStore(tmp_path / "blobs", die_after=die_after)
+
+    async def interrupted() -> None:
+        await _ready(first, ref)
+        await upload_file(first, ref, tmp_path / "disk.raw", concurrency=3)
+
+    with pytest.raises(Killed):
+        asyncio.run(interrupted())
+    assert first.sent == die_after * MIB  # every data chunk here is 1 MiB
+    second = CountingStore(tmp_path / "blobs")
+
+    async def resumed():  # type: ignore[no-untyped-def]
+        result = await upload_file(second, ref, tmp_path / "disk.raw", concurrency=3)
+        return result, await second.get_properties(ref), await second.read(ref, 0, len(content))
+
+    result, props, stored = asyncio.run(resumed())
+    assert result.skipped >= first.sent  # what the first run wrote was not sent again
+    assert second.sent + result.skipped == 12 * MIB
+    assert second.sent <= 12 * MIB - first.sent
+    assert props.content_md5 == hashlib.md5(content).digest()
+    assert stored == content
+
+
+def test_scan_without_seek_data_finds_the_same_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = _disk(tmp_path / "disk.raw", 16, [3, 9])
+    with_holes = [(offset, len(data)) for offset, data in DiskScan(tmp_path / "disk.raw").chunks()]
+    monkeypatch.delattr(os, "SEEK_DATA")
+    scan = DiskScan(tmp_path / "disk.raw")
+    without = [(offset, len(data)) for offset, data in scan.chunks()]
+    assert scan.md5.digest() == hashlib.md5(content).digest()
+    assert {o // CHUNK for o, _ in without} == {o // CHUNK for o, _ in with_holes}
+    assert sum(n for _, n in without) <= 2 * CHUNK
