@@ -131,14 +131,15 @@ def test_failed_conversion_leaves_nothing_behind(
 ) -> None:
     out = tmp_path / "old.vhd"
     out.write_bytes(b"previous")
-    original = _reader.DiskImage.iter_data
+    original = _reader.DiskImage.mappings
 
-    def failing(self: _reader.DiskImage) -> Iterator[tuple[int, memoryview]]:
+    def failing(self: _reader.DiskImage) -> Iterator[tuple[int, int, int]]:
         for item in original(self):
             yield item
             raise InvalidInput("The source went away mid-copy; try again.")
 
-    monkeypatch.setattr(_reader.DiskImage, "iter_data", failing)
+    # Both copy paths (in the kernel, and through Python) walk the disk's mappings.
+    monkeypatch.setattr(_reader.DiskImage, "mappings", failing)
     bad_input(run("convert", "--force", str(raw_disk), str(out)), "went away mid-copy")
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["golden.raw", "old.vhd"]

@@ -18,6 +18,7 @@ from ._engine import (
     job_status,
     retry_job,
     select_targets,
+    submit_disk_job,
     submit_job,
     target_enablement,
     upload_tier0,
@@ -70,6 +71,13 @@ class Imagedist:
         See :func:`imagedist._engine.submit_job`.
         """
         return await submit_job(self.ctx, path, image_name, os_type, description, convert=convert)
+
+    async def submit_disk(
+        self, disk_id: str, image_name: str, os_type: OsType, description: str = ""
+    ) -> Job:
+        """Register a job whose image is an Azure managed disk; a worker copies it server-side,
+        granting read access for the copy and revoking it afterwards."""
+        return await submit_disk_job(self.ctx, disk_id, image_name, os_type, description)
 
     async def upload(self, job_id: str, on_progress: ProgressCallback | None = None) -> None:
         """Upload the job's file to its tier-0 blob (resuming), holding the tier-0 lease."""

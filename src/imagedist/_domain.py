@@ -17,6 +17,7 @@ __all__ = [
     "JobState",
     "LogRecord",
     "OsType",
+    "SecretUrl",
     "SourceKind",
     "SourceRow",
     "SourceState",
@@ -43,6 +44,29 @@ class BlobRef:
 
     def __str__(self) -> str:
         return f"{self.account}/{self.container}/{self.name}"
+
+
+class SecretUrl:
+    """A URL that carries a credential (a SAS): it never prints, logs or pickles its query.
+
+    Call :meth:`reveal` only at the moment the URL is handed to the platform.
+    """
+
+    __slots__ = ("_url",)
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def reveal(self) -> str:
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"SecretUrl({self._url.split('?')[0]!r}?<redacted>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a SecretUrl is not serialised")
 
 
 @dataclass(frozen=True)
@@ -121,6 +145,7 @@ class Job:
     description: str = ""
     state: JobState = JobState.ACTIVE
     finished_at: float | None = None
+    source_disk: str = ""  # a managed disk's resource id, when the job copies from one
 
 
 @dataclass

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ._domain import BlobRef, Job, LogRecord, OsType, SourceRow, TargetRow
+from ._domain import BlobRef, Job, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
 
 __all__ = [
     "AccountInfo",
@@ -138,6 +138,14 @@ class BlobStore(ABC):
         """
 
     @abstractmethod
+    async def start_copy_from_url(self, source: SecretUrl, dest: BlobRef) -> str:
+        """Like :meth:`start_copy`, from a URL that grants its own read access (a managed
+        disk's access SAS). The URL is never logged or put in an error message.
+
+        :raises Conflict: if a copy into ``dest`` is already pending.
+        """
+
+    @abstractmethod
     async def abort_copy(self, dest: BlobRef, copy_id: str) -> None:
         """Abort a pending copy; its status becomes ``aborted``.
 
@@ -229,6 +237,25 @@ class ImageService(ABC):
     @abstractmethod
     async def list_images(self, subscription: str, resource_group: str) -> list[Image]:
         """Every image in the resource group, sorted by name."""
+
+    @abstractmethod
+    async def disk_size(self, disk_id: str) -> int:
+        """The size in bytes of a managed disk, by its resource id.
+
+        :raises NotFound: if there is no such disk.
+        :raises InvalidInput: if ``disk_id`` is not a managed disk's resource id.
+        """
+
+    @abstractmethod
+    async def grant_disk_read(self, disk_id: str, seconds: int) -> SecretUrl:
+        """Grant read access to a managed disk for ``seconds``; returns its access URL (a SAS).
+
+        :raises NotFound: if there is no such disk.
+        """
+
+    @abstractmethod
+    async def revoke_disk_read(self, disk_id: str) -> None:
+        """Revoke the disk's access URLs; revoking when none was granted is not an error."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and handles."""

@@ -613,6 +613,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "created_at": float(job.created_at),
         "description": _truncate(job.description),
         "state": job.state.value,
+        "source_disk": job.source_disk,
     }
     if job.finished_at is not None:  # absent means None: a REPLACE drops it
         entity["finished_at"] = float(job.finished_at)
@@ -631,6 +632,7 @@ def _job_from(entity: Mapping[str, Any]) -> Job:
         description=str(entity.get("description", "")),
         state=JobState(entity["state"]),
         finished_at=None if finished is None else _float(finished),
+        source_disk=str(entity.get("source_disk", "")),
     )
 
 

@@ -38,7 +38,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, image_name TEXT NOT NULL, os_type TEXT NOT NULL,
     source_path TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at REAL NOT NULL,
-    description TEXT NOT NULL, state TEXT NOT NULL, finished_at REAL
+    description TEXT NOT NULL, state TEXT NOT NULL, finished_at REAL,
+    source_disk TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS sources (
     job_id TEXT NOT NULL, source_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -110,7 +111,7 @@ class SqliteStateStore(StateStore):
             try:
                 if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
                     raise Conflict(f"Job {job.id!r} already exists.")
-                db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?)", _job_values(job))
+                db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?)", _job_values(job))
                 for source in sources:
                     db.execute(
                         f"INSERT INTO sources ({SOURCE_COLUMNS}) VALUES ({_marks(14)})",
@@ -279,6 +280,7 @@ def _job_values(job: Job) -> tuple[Any, ...]:
         job.description,
         job.state.value,
         job.finished_at,
+        job.source_disk,
     )
 
 
@@ -293,6 +295,7 @@ def _job_from(row: tuple[Any, ...]) -> Job:
         description=row[6],
         state=JobState(row[7]),
         finished_at=row[8],
+        source_disk=row[9],
     )
 
 

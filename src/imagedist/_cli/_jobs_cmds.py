@@ -55,28 +55,38 @@ def _exit_for(status: JobStatus) -> None:
 class SubmitArgs:
     """What `submit` and `run` are given."""
 
-    file: Path
+    file: Path | None
     image_name: str
     os_type: str
     description: str
     convert: bool
+    disk: str | None = None
 
 
 def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """FILE, --image-name, --os-type, --description and --no-convert, gathered into ``args``."""
+    """FILE or --from-disk, --image-name, --os-type, --description, --no-convert: ``args``."""
 
     @functools.wraps(fn)
     def gather(
         *a: Any,
-        file: Path,
+        file: Path | None,
         image_name: str,
         os_type: str,
         description: str,
         no_convert: bool,
+        from_disk: str | None,
         **kw: Any,
     ) -> Any:
-        return fn(*a, args=SubmitArgs(file, image_name, os_type, description, not no_convert), **kw)
+        if (file is None) == (from_disk is None):
+            raise click.UsageError("Give either FILE or --from-disk, not both and not neither.")
+        args = SubmitArgs(file, image_name, os_type, description, not no_convert, from_disk)
+        return fn(*a, args=args, **kw)
 
+    gather = click.option(
+        "--from-disk",
+        metavar="DISK_ID",
+        help="Take the image from this Azure managed disk (its resource id) instead of FILE.",
+    )(gather)
     gather = click.option(
         "--no-convert",
         is_flag=True,
@@ -96,10 +106,18 @@ def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         required=True,
         help="Base name of the images; each target's name comes from the template.",
     )(gather)
-    return click.argument("file", type=click.Path(path_type=Path))(gather)
+    return click.argument("file", type=click.Path(path_type=Path), required=False)(gather)
 
 
 async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> str:
+    if args.disk is not None:
+        job = await app.submit_disk(
+            args.disk, args.image_name, OsType(args.os_type), args.description
+        )
+        if not quiet:
+            click.echo(f"job {job.id} submitted; a worker copies the disk server-side", err=True)
+        return job.id
+    assert args.file is not None
     job = await app.submit(
         args.file, args.image_name, OsType(args.os_type), args.description, convert=args.convert
     )

@@ -9,6 +9,7 @@ from ._jobs import (
     job_status,
     retry_job,
     select_targets,
+    submit_disk_job,
     submit_job,
     validate_image_name,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "job_status",
     "retry_job",
     "select_targets",
+    "submit_disk_job",
     "submit_job",
     "summarize",
     "target_enablement",

@@ -25,6 +25,7 @@ from .._domain import (
 from .._exceptions import InvalidInput, NotFound
 from ._cleanup import drop_sources
 from ._context import EngineContext
+from ._disk import VHD_FOOTER, check_disk_id
 from ._prepare import prepare_image
 from ._status import JobStatus, summarize
 from ._worker import target_enablement
@@ -34,6 +35,7 @@ __all__ = [
     "job_status",
     "retry_job",
     "select_targets",
+    "submit_disk_job",
     "submit_job",
     "validate_image_name",
 ]
@@ -80,33 +82,63 @@ async def submit_job(
     :raises InvalidInput: if the file, the image name or a derived image name is invalid, or the
         image needs converting and ``convert`` is false; no job is registered then.
     """
-    validate_image_name(image_name)
-    fleet = ctx.config.fleet_targets()
-    names = {t.name: _image_name_for(ctx, image_name, t) for t in fleet}
+    names = _image_names(ctx, image_name)
     prepared = await asyncio.to_thread(prepare_image, path, ctx.config.work_dir(), convert=convert)
-    enabled = await target_enablement(ctx)
     now = ctx.backend.clock.now()
-    size = prepared.size
     job = Job(
-        _new_job_id(now), image_name, os_type, str(prepared.path.resolve()), size, now, description
+        _new_job_id(now),
+        image_name,
+        os_type,
+        str(prepared.path.resolve()),
+        prepared.size,
+        now,
+        description,
     )
+    note = None
+    if prepared.converted_from is not None:
+        note = (
+            f"converted {str(prepared.converted_from)!r} to a fixed VHD of {job.size_bytes} bytes"
+        )
+    return await _register(ctx, job, names, note)
+
+
+async def submit_disk_job(
+    ctx: EngineContext, disk_id: str, image_name: str, os_type: OsType, description: str = ""
+) -> Job:
+    """Register a job whose golden image is an Azure managed disk; a worker copies it.
+
+    :raises InvalidInput: if the disk id or an image name is invalid, or there is no such disk.
+    """
+    names = _image_names(ctx, image_name)
+    check_disk_id(disk_id)
+    try:
+        size = await ctx.backend.images.disk_size(disk_id) + VHD_FOOTER
+    except NotFound as exc:
+        raise InvalidInput(f"{exc} Check the disk's resource id and your access to it.") from None
+    now = ctx.backend.clock.now()
+    job = Job(
+        _new_job_id(now), image_name, os_type, "", size, now, description, source_disk=disk_id
+    )
+    return await _register(ctx, job, names, f"the image comes from managed disk {disk_id}")
+
+
+def _image_names(ctx: EngineContext, image_name: str) -> dict[str, str]:
+    validate_image_name(image_name)
+    return {t.name: _image_name_for(ctx, image_name, t) for t in ctx.config.fleet_targets()}
+
+
+async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: str | None) -> Job:
+    """Create the job's sources and targets (disabled targets skipped) in one go."""
+    enabled = await target_enablement(ctx)
     staging = ctx.config.staging
     prefix = f"jobs/{job.id}"
-    sources = [
-        SourceRow(
-            job.id,
-            "tier0",
-            SourceKind.TIER0,
-            BlobRef(staging.account, staging.container, f"{prefix}/{image_name}.vhd"),
-        )
-    ]
+
+    def staged(name: str) -> BlobRef:
+        return BlobRef(staging.account, staging.container, f"{prefix}/{name}.vhd")
+
+    sources = [SourceRow(job.id, "tier0", SourceKind.TIER0, staged(job.image_name))]
     sources += [
-        SourceRow(
-            job.id,
-            f"tier1-{i:03d}",
-            SourceKind.TIER1,
-            BlobRef(staging.account, staging.container, f"{prefix}/tier1-{i:03d}.vhd"),
-        )
+        SourceRow(job.id, f"tier1-{i:03d}", SourceKind.TIER1, staged(f"tier1-{i:03d}"))
         for i in range(1, ctx.config.fanout.tier1_copies + 1)
     ]
     targets = [
@@ -115,28 +147,24 @@ async def submit_job(
             target=t.name,
             subscription=t.subscription,
             region=t.region,
-            blob=BlobRef(t.account, t.container, f"{prefix}/{image_name}.vhd"),
+            blob=BlobRef(t.account, t.container, f"{prefix}/{job.image_name}.vhd"),
             resource_group=t.resource_group,
             image_name=names[t.name],
             state=TargetState.PENDING if enabled.get(t.name, True) else TargetState.SKIPPED,
-            updated_at=now,
+            updated_at=job.created_at,
         )
-        for t in fleet
+        for t in ctx.config.fleet_targets()
     ]
     await ctx.backend.state.create_job(job, sources, targets)
-    if prepared.converted_from is not None:
-        await ctx.log(
-            job.id,
-            "info",
-            "submit",
-            f"converted {str(prepared.converted_from)!r} to a fixed VHD of {size} bytes",
-        )
+    if note:
+        await ctx.log(job.id, "info", "submit", note)
     skipped = sum(1 for t in targets if t.state is TargetState.SKIPPED)
     await ctx.log(
         job.id,
         "info",
         "submit",
-        f"job submitted: {image_name} ({size} bytes) to {len(targets) - skipped} targets"
+        f"job submitted: {job.image_name} ({job.size_bytes} bytes) to"
+        f" {len(targets) - skipped} targets"
         + (f", {skipped} disabled and skipped" if skipped else ""),
     )
     return job

@@ -26,6 +26,7 @@ from .._domain import (
 from .._exceptions import ImagedistError, PreconditionFailed, TransientError
 from ._cleanup import drop_sources_if_unneeded
 from ._context import EngineContext
+from ._disk import copy_from_disk
 from ._sources import SourceChooser
 from ._status import derive_job_state
 from ._targets import TargetDriver
@@ -194,7 +195,9 @@ class Worker:
             leased = await self.ctx.backend.state.put_source(
                 row.replace(lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until())
             )
-            if leased.kind is SourceKind.TIER0:
+            if leased.kind is SourceKind.TIER0 and job.source_disk:
+                leased = await copy_from_disk(self.ctx, job, leased)
+            elif leased.kind is SourceKind.TIER0:
                 leased = await upload_tier0(self.ctx, job, leased)
             else:
                 leased = await drive_tier1(self.ctx, job, leased, parent)

@@ -110,6 +110,9 @@ class DiskImage:
         self.virtual_size = virtual_size
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
 
+    def fileno(self) -> int:
+        return self._fd
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._footer import FOOTER_SIZE, fixed_footer
-from ._reader import DiskImage
+from ._reader import DiskImage, FixedVhd, RawDisk
 from ._validate import check_size_limit
 
 __all__ = ["WriteResult", "finish_fixed_vhd", "round_up_mib", "write_fixed_vhd"]
@@ -74,6 +75,48 @@ class _Writeback:
             self.start = -1
 
 
+def _copy_non_zero(disk: DiskImage, fd: int) -> int:
+    writeback = _Writeback(fd)
+    written = 0
+    for offset, data in disk.iter_data():
+        _pwrite_all(fd, data, offset)
+        writeback.wrote(offset, len(data))
+        written += len(data)
+    return written
+
+
+def _copy_in_kernel(disk: DiskImage, fd: int) -> int | None:
+    """Copy a raw or fixed disk's allocated ranges with copy_file_range; None where unsupported.
+
+    The kernel moves the bytes without a trip through Python, which makes this as fast as
+    qemu-img (benchmarks/convert.py); zeros inside allocated ranges are copied, not skipped.
+    """
+    if not isinstance(disk, RawDisk | FixedVhd) or not hasattr(os, "copy_file_range"):
+        return None
+    written = 0
+    try:
+        for virtual, length, at in disk.mappings():
+            done = 0
+            while done < length:
+                step = os.copy_file_range(
+                    disk.fileno(), fd, min(length - done, 1 << 30), at + done, virtual + done
+                )
+                if step == 0:
+                    break
+                done += step
+            written += done
+    except OSError as exc:
+        if written == 0 and exc.errno in (
+            errno.EXDEV,
+            errno.ENOSYS,
+            errno.EOPNOTSUPP,
+            errno.EINVAL,
+        ):
+            return None  # another filesystem or an old kernel: copy through Python instead
+        raise
+    return written
+
+
 def write_fixed_vhd(disk: DiskImage, out: Path) -> WriteResult:
     """Write ``disk`` to ``out`` (created or truncated) as a fixed VHD, writing only its data.
 
@@ -84,12 +127,9 @@ def write_fixed_vhd(disk: DiskImage, out: Path) -> WriteResult:
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
     try:
         os.ftruncate(fd, round_up_mib(disk.virtual_size))  # all holes so far
-        writeback = _Writeback(fd)
-        written = 0
-        for offset, data in disk.iter_data():
-            _pwrite_all(fd, data, offset)
-            writeback.wrote(offset, len(data))
-            written += len(data)
+        written = _copy_in_kernel(disk, fd)
+        if written is None:
+            written = _copy_non_zero(disk, fd)
         size = finish_fixed_vhd(fd, disk.virtual_size, where)
         os.fsync(fd)
     finally:

@@ -1,0 +1,85 @@
+"""Tier 0 from an Azure managed disk: grant read access, copy server-side, revoke in every case."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+from .._domain import Job, SourceRow, SourceState
+from .._exceptions import Conflict, InvalidInput, NotFound, OperationFailed
+from ..abc import CopyStatus
+from ._context import EngineContext
+
+__all__ = ["VHD_FOOTER", "access_seconds", "check_disk_id", "copy_from_disk"]
+
+VHD_FOOTER = 512  # a disk exported through its access URL is a fixed VHD: the disk plus a footer
+PESSIMISTIC_RATE = 4_000_000  # bytes/s of a cross-account copy at its slowest (PERF-MODEL.md)
+DISK_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/disks/[^/]+\Z",
+    re.IGNORECASE,
+)
+
+
+def check_disk_id(disk_id: str) -> str:
+    """:raises InvalidInput: unless ``disk_id`` is a managed disk's resource id."""
+    if not DISK_ID.match(disk_id):
+        raise InvalidInput(
+            f"{disk_id!r} is not a managed disk's resource id; give one like /subscriptions/<id>"
+            "/resourceGroups/<group>/providers/Microsoft.Compute/disks/<name>."
+        )
+    return disk_id
+
+
+def access_seconds(size: int) -> int:
+    """How long the disk's read access must last: the copy at its slowest, plus an hour."""
+    return size // PESSIMISTIC_RATE + 3600
+
+
+async def copy_from_disk(ctx: EngineContext, job: Job, row: SourceRow) -> SourceRow:
+    """Fill the job's tier-0 blob from its managed disk; ``row`` is leased by this worker.
+
+    A copy already pending (a worker died while it ran) is waited for, never started twice; the
+    access is revoked once the copy ended, whatever the outcome — the access URL is never logged.
+    """
+    blobs, images, state = ctx.backend.blobs, ctx.backend.images, ctx.backend.state
+    await blobs.ensure_container(row.blob.account, row.blob.container)
+    row = await state.put_source(row.replace(state=SourceState.UPLOADING))
+    status = await _copy_status(ctx, row)
+    try:
+        if status not in (CopyStatus.PENDING, CopyStatus.SUCCESS):
+            url = await images.grant_disk_read(job.source_disk, access_seconds(job.size_bytes))
+            await ctx.log(job.id, "info", "upload", "read access to the disk granted")
+            with contextlib.suppress(Conflict):  # pending already: adopt it
+                await blobs.start_copy_from_url(url, row.blob)
+        row = await _wait_for_copy(ctx, job, row)
+    finally:
+        await images.revoke_disk_read(job.source_disk)
+        await ctx.log(job.id, "info", "upload", "read access to the disk revoked")
+    await ctx.log(job.id, "info", "upload", f"copied the disk to {row.blob}")
+    return row
+
+
+async def _copy_status(ctx: EngineContext, row: SourceRow) -> CopyStatus | None:
+    try:
+        return (await ctx.backend.blobs.get_properties(row.blob)).copy_status
+    except NotFound:
+        return None
+
+
+async def _wait_for_copy(ctx: EngineContext, job: Job, row: SourceRow) -> SourceRow:
+    state = ctx.backend.state
+    while True:
+        props = await ctx.backend.blobs.get_properties(row.blob)
+        if props.copy_status is CopyStatus.SUCCESS:
+            return await state.put_source(
+                row.replace(state=SourceState.READY, progress_bytes=job.size_bytes)
+            )
+        if props.copy_status is not CopyStatus.PENDING:
+            raise OperationFailed(
+                f"the copy of the disk failed: {props.copy_error or props.copy_status.value}"
+            )
+        done = props.copy_progress * job.size_bytes // max(props.copy_total, 1)
+        row = await state.put_source(
+            row.replace(progress_bytes=done, lease_until=ctx.lease_until())
+        )
+        await ctx.backend.clock.sleep(ctx.config.concurrency.poll_interval_seconds)
