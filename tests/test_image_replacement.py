@@ -50,6 +50,15 @@ class WatchedImages(ImageService):
                 self.deleted_foreign.append(name)
         return await self.inner.delete_image(subscription, resource_group, name)
 
+    async def disk_size(self, disk_id: str) -> int:
+        return await self.inner.disk_size(disk_id)
+
+    async def grant_disk_read(self, disk_id: str, seconds: int):  # type: ignore[no-untyped-def]
+        return await self.inner.grant_disk_read(disk_id, seconds)
+
+    async def revoke_disk_read(self, disk_id: str) -> None:
+        await self.inner.revoke_disk_read(disk_id)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

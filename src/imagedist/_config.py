@@ -167,8 +167,10 @@ class NamingPolicy(_Strict):
 
 
 class FanoutPolicy(_Strict):
-    """How copies spread: tier-1 copies in the staging account, and how many reads one source serves."""
+    """How copies spread: the strategy, tier-1 copies in the staging account, and how many reads
+    one source serves at once."""
 
+    strategy: Literal["broadcast", "original"] = "broadcast"
     tier1_copies: int = Field(default=2, ge=0, le=1000)
     max_reads_per_source: int = Field(default=4, ge=1, le=1000)
 

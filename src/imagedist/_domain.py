@@ -96,6 +96,7 @@ class SourceKind(enum.StrEnum):
 
     TIER0 = "tier0"  # the uploaded blob in the staging account
     TIER1 = "tier1"  # an extra copy in the staging account, used only as a copy source
+    TARGET = "target"  # a target's finished copy serving others (broadcast; never stored)
 
 
 class SourceState(enum.StrEnum):

@@ -69,6 +69,8 @@ def redact(text: str) -> str:
 def error_code(exc: BaseException) -> str:
     """Azure's error code (``BlobNotFound``, ``PendingCopyOperation``...) or ``""``."""
     code: Any = getattr(exc, "error_code", None)
+    if code is None:  # Resource Manager errors carry it in the ARM error body instead
+        code = getattr(getattr(exc, "error", None), "code", None)
     if code is None:
         return ""
     return str(getattr(code, "value", code))  # the storage SDK gives a StorageErrorCode enum

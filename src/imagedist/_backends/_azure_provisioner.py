@@ -98,7 +98,8 @@ class AzureProvisioner(Provisioner):
             result = await client.storage_accounts.check_name_availability(
                 models.StorageAccountCheckNameAvailabilityParameters(name=name)
             )
-        return bool(result.name_available), str(result.reason or result.message or "")
+        reason = getattr(result.reason, "value", result.reason)  # an enum: keep Azure's word
+        return bool(result.name_available), str(reason or result.message or "")
 
     async def create_storage_account(
         self, subscription: str, resource_group: str, name: str, region: str, sku: str

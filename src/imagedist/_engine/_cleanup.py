@@ -6,7 +6,12 @@ from .._domain import FailedPhase, Job, SourceRow, SourceState, TargetRow, Targe
 from .._exceptions import PreconditionFailed
 from ._context import EngineContext
 
-__all__ = ["drop_sources", "drop_sources_if_unneeded", "sources_needed"]
+__all__ = [
+    "drop_intermediates_if_unneeded",
+    "drop_sources",
+    "drop_target_blobs",
+    "sources_needed",
+]
 
 SETTLED_SOURCE_STATES = frozenset({SourceState.READY, SourceState.FAILED})
 
@@ -21,12 +26,31 @@ def sources_needed(sources: list[SourceRow], targets: list[TargetRow]) -> bool:
     return any(s.state not in SETTLED_SOURCE_STATES for s in sources)
 
 
-async def drop_sources_if_unneeded(
+async def drop_intermediates_if_unneeded(
     ctx: EngineContext, job: Job, sources: list[SourceRow], targets: list[TargetRow]
-) -> None:
-    """Delete the job's tier-0 and tier-1 blobs once every copy from them is finished."""
-    if not sources_needed(sources, targets):
-        await drop_sources(ctx, job, sources)
+) -> int:
+    """Once no copy runs or waits, delete the tier-0 and tier-1 blobs, and the blob of every
+    target whose image exists (finished copies serve as sources until then); returns how many
+    blobs went."""
+    if sources_needed(sources, targets):
+        return 0
+    return await drop_sources(ctx, job, sources) + await drop_target_blobs(ctx, job, targets)
+
+
+async def drop_target_blobs(ctx: EngineContext, job: Job, targets: list[TargetRow]) -> int:
+    """Delete the blobs of the targets whose image exists (the image holds its own copy)."""
+    dropped = 0
+    for row in targets:
+        if row.state is TargetState.DONE and not row.blob_deleted:
+            await ctx.backend.blobs.delete_blob(row.blob)
+            try:
+                await ctx.backend.state.put_target(row.replace(blob_deleted=True))
+            except PreconditionFailed:
+                continue
+            dropped += 1
+    if dropped:
+        await ctx.log(job.id, "info", "cleanup", f"deleted {dropped} target blobs")
+    return dropped
 
 
 async def drop_sources(ctx: EngineContext, job: Job, sources: list[SourceRow]) -> int:

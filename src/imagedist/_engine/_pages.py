@@ -1,9 +1,9 @@
-"""Reading a disk file for upload: one sequential pass that finds the data and hashes everything.
+"""Reading a disk file for upload: where its data is, the data itself, and the MD5 of it all.
 
 Holes are found with SEEK_DATA/SEEK_HOLE where the filesystem supports it (never read), and
-all-zero chunks inside data extents are recognised with a memcmp against a zero buffer. The MD5
-covers the whole disk, holes included, in the same pass (Add-AzVhd read the file a second time
-just for it).
+all-zero runs inside data extents are recognised with a memcmp against a zero buffer. The MD5
+covers the whole disk, holes included, computed beside the upload in the same read of the data
+(Add-AzVhd read the whole file a second time just for it).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def covered(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
 
 @dataclass
 class DiskScan:
-    """Walks a file once; yields its non-zero chunks and leaves the MD5 of all of it in ``md5``."""
+    """A file's data extents, its non-zero runs (:meth:`chunks`) and its MD5 (:meth:`hash_all`)."""
 
     path: Path
     size: int = 0
@@ -81,19 +81,31 @@ class DiskScan:
         self.data_bytes = sum(end - start for start, end in self._extents)
 
     def chunks(self) -> Generator[tuple[int, bytes], None, None]:
-        """``(offset, data)`` of every chunk holding a non-zero byte, in order."""
+        """``(offset, data)`` of every run holding a non-zero byte, in order."""
+        with self.path.open("rb", buffering=0) as file:
+            for start, end in self._extents:
+                for offset in range(start - start % CHUNK, end, CHUNK):
+                    lo, hi = max(offset, start), min(offset + CHUNK, end)
+                    data = os.pread(file.fileno(), hi - lo, lo)
+                    if data != ZEROS[: len(data)]:
+                        yield from _non_zero_runs(lo, data)
+
+    def hash_all(self) -> bytes:
+        """The MD5 of the whole file: data read from the extents, holes hashed as zeros.
+
+        Meant for its own thread, beside :meth:`chunks`: hashing is the slowest part of an
+        upload (an 8 GiB disk is 8 GiB to hash whatever it holds), so it must not hold back
+        the data on its way out. The second read of the data comes from the page cache.
+        """
         hashed = 0
         with self.path.open("rb", buffering=0) as file:
             for start, end in self._extents:
                 self._hash_zeros(start - hashed)
-                for offset in range(start - start % CHUNK, end, CHUNK):
-                    lo, hi = max(offset, start), min(offset + CHUNK, end)
-                    data = os.pread(file.fileno(), hi - lo, lo)
-                    self.md5.update(data)
-                    if data != ZEROS[: len(data)]:
-                        yield from _non_zero_runs(lo, data)
+                for offset in range(start, end, CHUNK):
+                    self.md5.update(os.pread(file.fileno(), min(CHUNK, end - offset), offset))
                 hashed = end
         self._hash_zeros(self.size - hashed)
+        return self.md5.digest()
 
     def _hash_zeros(self, length: int) -> None:
         view = memoryview(ZEROS)

@@ -203,9 +203,3 @@ class TargetDriver:
             row.target,
         )
         return await self._create(row, row.image_name)
-
-    async def drop_blob(self, row: TargetRow) -> TargetRow:
-        """DONE: the image holds its own copy of the data, so the target's blob can go."""
-        await self.ctx.backend.blobs.delete_blob(row.blob)
-        await self.ctx.log(self.job.id, "info", "cleanup", "target blob deleted", target=row.target)
-        return await self.put(row, blob_deleted=True)

@@ -60,6 +60,7 @@ async def upload_file(
                 on_progress(sent + skipped, scan.data_bytes)
 
     async with task_group() as group:
+        hashing = group.create_task(asyncio.to_thread(scan.hash_all))
         writers = [group.create_task(write()) for _ in range(concurrency)]
         chunks = scan.chunks()
         try:
@@ -72,7 +73,7 @@ async def upload_file(
             chunks.close()
         for _ in writers:
             await queue.put(None)
-    md5 = scan.md5.digest()
+    md5 = hashing.result()
     await blobs.set_content_md5(ref, md5)
     return UploadResult(sent=sent, skipped=skipped, md5=md5)
 

@@ -24,10 +24,10 @@ from .._domain import (
     TargetState,
 )
 from .._exceptions import ImagedistError, PreconditionFailed, TransientError
-from ._cleanup import drop_sources_if_unneeded
+from ._cleanup import drop_intermediates_if_unneeded
 from ._context import EngineContext
 from ._disk import copy_from_disk
-from ._sources import SourceChooser
+from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
 from ._targets import TargetDriver
 from ._tasks import task_group
@@ -91,12 +91,21 @@ class Worker:
             await self._spawn_source(job, tier0, None, group)
         if tier0.state is SourceState.FAILED:
             await self._fail_waiting_targets(job, targets, tier0.error)
-        chooser = SourceChooser(sources, targets, self.ctx.config.fanout.max_reads_per_source)
-        self._schedule_tier1(job, sources, chooser, group)
-        self._schedule_targets(job, sources, targets, chooser, group)
+        config = self.ctx.config
+        fanout = make_fanout(
+            config.fanout.strategy,
+            job.id,
+            sources,
+            targets,
+            staging_region=config.staging.region,
+            max_reads=config.fanout.max_reads_per_source,
+        )
+        self._schedule_tier1(job, sources, fanout, group)
+        self._schedule_targets(job, targets, fanout, group)
         if any(key[0] == job.id for key in self._inflight):
             return True
-        await drop_sources_if_unneeded(self.ctx, job, sources, targets)
+        if await drop_intermediates_if_unneeded(self.ctx, job, sources, targets):
+            return True  # settle on the next pass, from the rows as they are now
         return await self._settle(job, sources, targets)
 
     async def _apply_switches(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
@@ -125,7 +134,7 @@ class Worker:
                 )
 
     def _schedule_tier1(
-        self, job: Job, sources: list[SourceRow], chooser: SourceChooser, group: asyncio.TaskGroup
+        self, job: Job, sources: list[SourceRow], fanout: Fanout, group: asyncio.TaskGroup
     ) -> None:
         for row in sources:
             if row.kind is not SourceKind.TIER1 or row.state not in (
@@ -138,22 +147,16 @@ class Worker:
             if row.state is SourceState.PENDING:
                 if self._copies >= self.ctx.config.concurrency.copies:
                     return
-                parent = chooser.choose()
-                if parent is None:
-                    return
-                self._launch_source(job, row, parent, group)
+                parent = fanout.tier1_parent(row)
+                if parent is not None:
+                    self._launch_source(job, row, parent, group)
             else:
                 self._launch_source(job, row, None, group)
 
     def _schedule_targets(
-        self,
-        job: Job,
-        sources: list[SourceRow],
-        targets: list[TargetRow],
-        chooser: SourceChooser,
-        group: asyncio.TaskGroup,
+        self, job: Job, targets: list[TargetRow], fanout: Fanout, group: asyncio.TaskGroup
     ) -> None:
-        by_id = {s.source_id: s for s in sources if s.state is SourceState.READY and not s.deleted}
+        by_id = fanout.by_id()
         # Resume what is already moving before starting anything new.
         order = sorted(targets, key=lambda t: t.state is TargetState.PENDING)
         for row in order:
@@ -165,7 +168,7 @@ class Worker:
             if row.state is TargetState.PENDING:
                 if self._copies >= self.ctx.config.concurrency.copies:
                     continue
-                source = chooser.choose()
+                source = fanout.target_source(row)
                 if source is None:
                     continue
             self._launch_target(job, row, source, group)
@@ -233,8 +236,6 @@ class Worker:
             if current.state in IMAGE_STATES:
                 async with self._images:
                     current = await self._drive_image(driver, current)
-            if current.state is TargetState.DONE and not current.blob_deleted:
-                current = await driver.drop_blob(current)
             await self.ctx.backend.state.put_target(current.replace(lease_owner=None))
 
         def done() -> None:
@@ -344,7 +345,10 @@ class Worker:
         outcome = derive_job_state(sources, targets)
         if outcome is JobState.ACTIVE:
             return True
-        pending_cleanup = outcome is JobState.COMPLETED and any(not s.deleted for s in sources)
+        pending_cleanup = outcome is JobState.COMPLETED and (
+            any(not s.deleted for s in sources)
+            or any(not t.blob_deleted for t in targets if t.state is TargetState.DONE)
+        )
         if pending_cleanup:
             return True
         job.state, job.finished_at = outcome, self.ctx.backend.clock.now()
