@@ -128,6 +128,71 @@ class Control:
         }
         return self._control("POST", "faults", body)
 
+    def register_disk(
+        self,
+        subscription: str,
+        resource_group: str,
+        name: str,
+        size_bytes: int,
+        access_url: str,
+        *,
+        region: str = "westeurope",
+    ) -> Json:
+        """Make a managed disk known; its ``beginGetAccess`` hands out ``access_url``.
+
+        In tests ``access_url`` is an Azurite SAS URL of the page blob that holds the disk's bytes.
+        Returns the disk's counters (see :meth:`disk_access`).
+        """
+        body: Json = {
+            "subscription": subscription,
+            "resource_group": resource_group,
+            "name": name,
+            "size_bytes": size_bytes,
+            "access_url": access_url,
+            "region": region,
+        }
+        return self._control("POST", "disks", body)
+
+    def disk_access(self, subscription: str, resource_group: str, name: str) -> Json:
+        """``{"grants": n, "revokes": n, "granted": bool}`` of a registered disk.
+
+        ``grants`` counts accepted ``beginGetAccess`` requests, ``revokes`` ``endGetAccess``
+        requests; ``granted`` is whether access is granted now.
+        """
+        key = (subscription.lower(), resource_group.lower(), name.lower())
+        for entry in self.counters().get("disks", []):
+            if (
+                entry["subscription"].lower(),
+                entry["resource_group"].lower(),
+                entry["name"].lower(),
+            ) == key:
+                return {k: entry[k] for k in ("grants", "revokes", "granted")}
+        raise KeyError(f"no disk {subscription}/{resource_group}/{name} on the ARM test server")
+
+    def fail_disk_grant(
+        self,
+        *,
+        code: str = "InternalExecutionError",
+        message: str = "An internal execution error occurred. Please retry later.",
+        count: int | None = None,
+        status: int | None = None,
+    ) -> Json:
+        """Make ``beginGetAccess`` fail, on any disk.
+
+        By default the request is accepted (202, counted as a grant) and its long-running operation
+        fails with ``code``/``message`` (HTTP 400 on the poll), granting nothing; with ``status``
+        the request itself is refused with that status. ``count`` limits it to the next N grants;
+        ``None`` means until cleared.
+        """
+        body: Json = {
+            "kind": "disk_grant_failure",
+            "code": code,
+            "message": message,
+            "count": count,
+            "status": status,
+        }
+        return self._control("POST", "faults", body)
+
     def throttle(self, count: int, *, retry_after: int = 1, include_reads: bool = False) -> Json:
         """Answer the next ``count`` write calls (reads too with ``include_reads``) with 429."""
         return self._control(

@@ -1,4 +1,5 @@
-"""A small Azure Resource Manager test server: resource groups, storage accounts, managed images.
+"""A small Azure Resource Manager test server: resource groups, storage accounts, managed images
+and managed disks (read, grant and revoke read access).
 
 It answers only what imagedist calls through the real ``azure-mgmt-*`` clients, in ARM's wire
 shapes (long-running operations, error bodies, throttling), and enforces the one Azure rule that
@@ -14,9 +15,16 @@ it behind a threaded HTTPS server. Test-only endpoints live under ``/_test/`` an
 * ``POST /_test/config``    ``{"image_delay": s, "lro_delay": s, "lro_retry_after": s|null,
   "blob_endpoint_template": "https://{name}.blob.core.windows.net/"}``
 * ``POST /_test/accounts``  ``{"name", "subscription", "region", "blob_endpoint"?, "resource_group"?}``
+* ``POST /_test/disks``     ``{"subscription", "resource_group", "name", "size_bytes", "access_url",
+  "region"?}``: a managed disk whose ``beginGetAccess`` hands out ``access_url`` (in tests, an
+  Azurite SAS URL of the page blob that holds the disk's bytes)
 * ``POST /_test/faults``    ``{"kind": "image_failure", "subscription", "region", "code"?, "message"?,
-  "count"?, "status"?}`` or ``{"kind": "throttle", "count", "retry_after"?, "include_reads"?}``
+  "count"?, "status"?}``, ``{"kind": "throttle", "count", "retry_after"?, "include_reads"?}`` or
+  ``{"kind": "disk_grant_failure", "code"?, "message"?, "count"?, "status"?}``
 * ``DELETE /_test/faults``  clear all faults
+
+``GET /_test/counters`` also lists every disk with its ``grants``, ``revokes`` and whether access is
+``granted`` now. The access URL of a disk is never in a response of ``/_test/state``.
 """
 
 from __future__ import annotations
@@ -149,6 +157,8 @@ class ArmState:
         self.requests: collections.Counter[str] = collections.Counter()
         self.image_faults: list[Json] = []
         self.throttle: Json = {"remaining": 0, "retry_after": 1, "include_reads": False}
+        self.disks: dict[tuple[str, str, str], Json] = {}
+        self.disk_faults: list[Json] = []
 
     def _snapshot(self) -> Json:
         return {
@@ -163,6 +173,8 @@ class ArmState:
             "requests": dict(self.requests),
             "image_faults": self.image_faults,
             "throttle": self.throttle,
+            "disks": list(self.disks.values()),
+            "disk_faults": self.disk_faults,
         }
 
     def _load(self) -> None:
@@ -183,6 +195,9 @@ class ArmState:
         self.requests.update(data.get("requests", {}))
         self.image_faults = data.get("image_faults", [])
         self.throttle.update(data.get("throttle", {}))
+        for d in data.get("disks", []):
+            self.disks[_disk_key(d["subscription"], d["resource_group"], d["name"])] = d
+        self.disk_faults = data.get("disk_faults", [])
 
     def _save(self) -> None:
         if self._state_file is None:
@@ -258,12 +273,17 @@ class ArmState:
             account = self._register_account(req.json())
             self._save()
             return Response(200, account)
+        if (m, what) == ("POST", "disks"):
+            disk = self._register_disk(req.json())
+            self._save()
+            return Response(200, self._disk_counters(disk))
         if (m, what) == ("POST", "faults"):
             fault = self._add_fault(req.json())
             self._save()
             return Response(200, fault)
         if (m, what) == ("DELETE", "faults"):
             self.image_faults = []
+            self.disk_faults = []
             self.throttle["remaining"] = 0
             self._save()
             return Response(200, {"cleared": True})
@@ -275,7 +295,19 @@ class ArmState:
             creations.append(
                 {"subscription": sub, "resource_group": rg, "name": name, "count": count}
             )
-        return {"image_creations": creations, "requests": dict(self.requests)}
+        disks = [self._disk_counters(d) for _, d in sorted(self.disks.items())]
+        return {"image_creations": creations, "requests": dict(self.requests), "disks": disks}
+
+    @staticmethod
+    def _disk_counters(d: Json) -> Json:
+        return {
+            "subscription": d["subscription"],
+            "resource_group": d["resource_group"],
+            "name": d["name"],
+            "grants": d["grants"],
+            "revokes": d["revokes"],
+            "granted": d["granted"],
+        }
 
     def _public_state(self) -> Json:
         return {
@@ -285,7 +317,34 @@ class ArmState:
             "images": [self._image_json(i) for i in self.images.values()],
             "image_faults": self.image_faults,
             "throttle": self.throttle,
+            "disks": [self._disk_json(d) for d in self.disks.values()],
+            "disk_faults": self.disk_faults,
         }
+
+    def _register_disk(self, body: Json) -> Json:
+        try:
+            sub, rg, name = body["subscription"], body["resource_group"], body["name"]
+            size, url = int(body["size_bytes"]), str(body["access_url"])
+        except KeyError as exc:
+            raise ArmError(400, "InvalidParameter", f"missing {exc}") from None
+        except (TypeError, ValueError):
+            raise ArmError(400, "InvalidParameter", "size_bytes must be an integer") from None
+        if size <= 0 or size % 512:
+            raise ArmError(400, "InvalidParameter", "size_bytes must be a positive multiple of 512")
+        disk = {
+            "subscription": sub,
+            "resource_group": rg,
+            "name": name,
+            "location": body.get("region") or "westeurope",
+            "size_bytes": size,
+            "access_url": url,  # handed out by beginGetAccess; never in /_test/state
+            "granted": False,
+            "grants": 0,
+            "revokes": 0,
+            "time_created": time.time(),
+        }
+        self.disks[_disk_key(sub, rg, name)] = disk
+        return disk
 
     def _register_account(self, body: Json) -> Json:
         try:
@@ -327,6 +386,19 @@ class ArmState:
             )
             self.image_faults.append(fault)
             return fault
+        if kind == "disk_grant_failure":
+            fault = {
+                "code": body.get("code", "InternalExecutionError"),
+                "message": body.get(
+                    "message", "An internal execution error occurred. Please retry later."
+                ),
+                "remaining": body.get("count"),  # None: every grant until cleared
+                # None: the grant is accepted (202) and its operation fails (an error on poll);
+                # a status refuses the beginGetAccess request itself.
+                "status": body.get("status"),
+            }
+            self.disk_faults.append(fault)
+            return fault
         if kind == "throttle":
             self.throttle = {
                 "remaining": int(body.get("count", 1)),
@@ -363,6 +435,7 @@ class ArmState:
         sub = segs[1]
         rest, rest_orig = low[2:], segs[2:]
         n = len(rest)
+        disks = ["providers", "microsoft.compute", "disks"]
 
         if n >= 2 and rest[-2] in OPERATION_SEGMENTS and m == "GET":
             return self._get_operation(req, rest_orig[-1])
@@ -413,6 +486,14 @@ class ArmState:
                     return self._list(self._image_json(i) for i in self._images_in(sub, rg))
                 if n == 6:
                     return self._image(req, sub, rg, rest_orig[5])
+        if n in (6, 7) and rest[0] == "resourcegroups" and rest[2:5] == disks:
+            rg, name = rest_orig[1], rest_orig[5]
+            if n == 6 and m == "GET":
+                return self._get_disk(sub, rg, name)
+            if n == 7 and m == "POST" and rest[6] == "begingetaccess":
+                return self._grant_disk(req, sub, rg, name)
+            if n == 7 and m == "POST" and rest[6] == "endgetaccess":
+                return self._revoke_disk(req, sub, rg, name)
         return self._unsupported(req)
 
     def _unsupported(self, req: Request) -> Response:
@@ -465,6 +546,10 @@ class ArmState:
         if not done:
             return Response(202, None, self._headers_for_lro())
         final = op["final"]
+        if op.get("error"):  # a failed operation of the location kind answers with its error
+            return Response(int(op.get("status") or 400), {"error": op["error"]})
+        if final == "disk_access":
+            return Response(200, {"accessSAS": op["access_url"]})
         if final == "storage_account":
             account = self.accounts.get(op["account"].lower())
             if account is None:
@@ -903,6 +988,106 @@ class ArmState:
             {"Azure-AsyncOperation": op_url, **self._headers_for_lro()},
         )
 
+    # ------------------------------------------------------------------ managed disks
+
+    def _disk(self, sub: str, rg: str, name: str) -> Json:
+        disk = self.disks.get(_disk_key(sub, rg, name))
+        if disk is not None:
+            return disk
+        known_group = (sub.lower(), rg.lower()) in self.groups or any(
+            k[:2] == (sub.lower(), rg.lower()) for k in self.disks
+        )
+        if not known_group:
+            raise ArmError(
+                404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found."
+            )
+        raise _not_found("Microsoft.Compute/disks", name, rg)
+
+    @staticmethod
+    def _disk_json(d: Json) -> Json:
+        size = int(d["size_bytes"])
+        return {
+            "id": (
+                f"/subscriptions/{d['subscription']}/resourceGroups/{d['resource_group']}"
+                f"/providers/Microsoft.Compute/disks/{d['name']}"
+            ),
+            "name": d["name"],
+            "type": "Microsoft.Compute/disks",
+            "location": d["location"],
+            "sku": {"name": "Standard_LRS", "tier": "Standard"},
+            "properties": {
+                "timeCreated": _iso(d["time_created"]),
+                "creationData": {"createOption": "Empty"},
+                "diskSizeGB": -(-size // (1024**3)),
+                "diskSizeBytes": size,
+                "diskState": "ActiveSAS" if d["granted"] else "Unattached",
+                "provisioningState": "Succeeded",
+            },
+        }
+
+    def _get_disk(self, sub: str, rg: str, name: str) -> Response:
+        self.requests["disk_get"] += 1
+        return Response(200, self._disk_json(self._disk(sub, rg, name)))
+
+    def _grant_disk(self, req: Request, sub: str, rg: str, name: str) -> Response:
+        self.requests["disk_grant"] += 1
+        disk = self._disk(sub, rg, name)
+        body = req.json()
+        access, seconds = body.get("access"), body.get("durationInSeconds")
+        if access not in ("Read", "Write"):
+            raise ArmError(
+                400, "InvalidParameter", "Required parameter 'access' is missing or invalid."
+            )
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Required parameter 'durationInSeconds' is missing or invalid.",
+            )
+        fault = self._take_disk_fault()
+        if fault is not None and fault.get("status"):
+            raise ArmError(int(fault["status"]), fault["code"], fault["message"])
+        disk["grants"] += 1
+        extra: Json = {"access_url": disk["access_url"]}
+        if fault is not None:
+            extra = {"error": {"code": fault["code"], "message": fault["message"]}}
+        else:
+            disk["granted"] = True
+        _, url = self._new_operation(
+            req,
+            sub,
+            "location",
+            f"providers/Microsoft.Compute/locations/{norm_region(disk['location'])}/operations",
+            self.config["lro_delay"],
+            final="disk_access",
+            **extra,
+        )
+        return Response(202, None, {"Location": url, **self._headers_for_lro()})
+
+    def _revoke_disk(self, req: Request, sub: str, rg: str, name: str) -> Response:
+        self.requests["disk_revoke"] += 1
+        disk = self._disk(sub, rg, name)
+        disk["revokes"] += 1
+        disk["granted"] = False
+        _, url = self._new_operation(
+            req,
+            sub,
+            "location",
+            f"providers/Microsoft.Compute/locations/{norm_region(disk['location'])}/operations",
+            self.config["lro_delay"],
+            final=200,
+        )
+        return Response(202, None, {"Location": url, **self._headers_for_lro()})
+
+    def _take_disk_fault(self) -> Json | None:
+        for fault in self.disk_faults:
+            if fault["remaining"] is not None:
+                if fault["remaining"] <= 0:
+                    continue
+                fault["remaining"] -= 1
+            return fault
+        return None
+
     def _take_fault(self, sub: str, region: str) -> Json | None:
         for fault in self.image_faults:
             if fault["subscription"].lower() == sub.lower() and norm_region(
@@ -914,6 +1099,10 @@ class ArmState:
                     fault["remaining"] -= 1
                 return fault
         return None
+
+
+def _disk_key(sub: str, rg: str, name: str) -> tuple[str, str, str]:
+    return (sub.lower(), rg.lower(), name.lower())
 
 
 def _authorized(header: str) -> bool:
@@ -933,6 +1122,8 @@ def _api_version(query: str) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # Headers and body go out in two writes: without this, Nagle delays each answer ~40 ms.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "armserver/1"
     timeout = 60

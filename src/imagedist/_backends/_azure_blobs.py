@@ -28,8 +28,8 @@ from azure.storage.blob import BlobProperties as AzureBlobProperties
 from azure.storage.blob import BlobSasPermissions, BlobType, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
-from .._domain import BlobRef
-from .._exceptions import Conflict, NotFound
+from .._domain import BlobRef, SecretUrl
+from .._exceptions import Conflict, NotFound, OperationFailed
 from ..abc import BlobProperties, BlobStore, CopyStatus
 from ._azure_errors import redact, translate_errors
 
@@ -330,6 +330,22 @@ class AzureBlobStore(BlobStore):
         # The message names blobs, never the URL: it carries the SAS.
         with translate_errors(f"start a copy of blob '{source}' into '{dest}'"):
             result = await blob.start_copy_from_url(source_url)
+        return str(result["copy_id"])
+
+    async def start_copy_from_url(self, source: SecretUrl, dest: BlobRef) -> str:
+        blob = await self._blob(dest)
+        self._sizes.pop(dest, None)  # the copy gives it the source's size
+        operation = f"start a copy from an access URL into blob '{dest}'"
+        # The message names the destination only, and the SDK's own errors (which may quote the
+        # URL) are replaced: the URL carries the SAS.
+        try:
+            with translate_errors(operation):
+                result = await blob.start_copy_from_url(source.reveal())
+        except (ValueError, TypeError) as exc:
+            raise OperationFailed(
+                f"{operation} failed: the SDK refused the URL ({type(exc).__name__})",
+                code="InvalidCopySource",
+            ) from None
         return str(result["copy_id"])
 
     async def abort_copy(self, dest: BlobRef, copy_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute import models
@@ -11,10 +12,11 @@ from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.resource.resources import models as resource_models
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
-from .._domain import BlobRef, OsType
-from .._exceptions import NotFound
+from .._domain import BlobRef, OsType, SecretUrl
+from .._exceptions import NotFound, OperationFailed
 from ..abc import Image, ImageService, ImageSpec, ProvisioningState
 from ._azure_errors import redact, translate_errors
+from ._local_images import parse_disk_id
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -168,8 +170,11 @@ class AzureImageService(ImageService):
             await poller.result()  # the SDK polls the Azure-AsyncOperation URL to its end
         except HttpResponseError as exc:
             self._pollers.pop(key, None)
+            if exc.status_code == 404:
+                return None  # the operation ended; its image was deleted since (not a failure)
             code = (exc.error.code if exc.error else None) or str(exc.status_code)
             return code, redact(exc.message)
+        self._pollers.pop(key, None)
         return None
 
     def _missing_failed(
@@ -189,6 +194,7 @@ class AzureImageService(ImageService):
 
     async def delete_image(self, subscription: str, resource_group: str, name: str) -> bool:
         client = self._compute_client(subscription)
+        self._pollers.pop((subscription, resource_group.lower(), name.lower()), None)
         try:
             with translate_errors(f"delete image {name!r}"):
                 await client.images.get(resource_group, name)
@@ -197,6 +203,58 @@ class AzureImageService(ImageService):
         except NotFound:
             return False
         return True
+
+    # -- managed disks ----------------------------------------------------------------------------
+    # Every call passes ``logging_enable=False``: with the SDK's network trace on (a client-wide
+    # ``logging_enable=True``), azure-core logs whole response bodies, and a grant's body (the
+    # result of its long-running operation, polled with the same options) is the access SAS.
+
+    async def disk_size(self, disk_id: str) -> int:
+        subscription, resource_group, name = parse_disk_id(disk_id)
+        client = self._compute_client(subscription)
+        with translate_errors(f"get managed disk {name!r} in {resource_group!r}"):
+            disk = await client.disks.get(resource_group, name, logging_enable=False)
+        size = disk.properties.disk_size_bytes if disk.properties else None
+        if size is None:
+            raise OperationFailed(
+                f"managed disk {name!r} in {resource_group!r} reports no size in bytes",
+                code="DiskSizeUnknown",
+            )
+        return int(size)
+
+    async def grant_disk_read(self, disk_id: str, seconds: int) -> SecretUrl:
+        subscription, resource_group, name = parse_disk_id(disk_id)
+        if seconds <= 0:
+            raise ValueError(
+                f"access must be granted for a positive number of seconds, not {seconds}"
+            )
+        client = self._compute_client(subscription)
+        body = models.GrantAccessData(access="Read", duration_in_seconds=seconds)
+        with translate_errors(f"grant read access to managed disk {name!r} in {resource_group!r}"):
+            poller = await client.disks.begin_grant_access(
+                resource_group, name, body, logging_enable=False
+            )
+            result = await poller.result()
+        sas = result.access_sas if result is not None else None
+        if not sas:
+            raise OperationFailed(
+                f"grant read access to managed disk {name!r} in {resource_group!r} returned no "
+                "access URL",
+                code="NoAccessSAS",
+            )
+        return SecretUrl(sas)
+
+    async def revoke_disk_read(self, disk_id: str) -> None:
+        subscription, resource_group, name = parse_disk_id(disk_id)
+        client = self._compute_client(subscription)
+        try:
+            with translate_errors(f"revoke access to managed disk {name!r} in {resource_group!r}"):
+                poller = await client.disks.begin_revoke_access(
+                    resource_group, name, logging_enable=False
+                )
+                await poller.result()
+        except NotFound:
+            return  # no disk, no access URL to revoke
 
     async def list_images(self, subscription: str, resource_group: str) -> list[Image]:
         client = self._compute_client(subscription)
@@ -216,4 +274,4 @@ def _blob_ref(uri: str) -> BlobRef:
         account, parts = parts[0], parts[1:]  # path-style (emulator) URL
     else:
         account = scheme_host.split(".")[0]
-    return BlobRef(account, parts[0] if parts else "", "/".join(parts[1:]))
+    return BlobRef(account, parts[0] if parts else "", unquote("/".join(parts[1:])))

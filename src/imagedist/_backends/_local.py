@@ -41,6 +41,8 @@ def open_backend(config: Config) -> Backend:
         create_seconds=options.image_create_seconds,
         fail_in=frozenset(_pair(item) for item in options.fail_images_in),
     )
+    # A local disk's access URL opens a copy only while the image service says it is granted.
+    blobs.set_url_verifier(images.disk_url_granted)
     return Backend(
         blobs=blobs,
         images=images,

@@ -8,6 +8,10 @@ Layout under ``root``::
 
 A copy is only a record in the destination's sidecar. Whoever reads the destination's properties
 next, in any process, advances it under the lock, so a copy outlives the process that started it.
+
+A copy may also start from a URL, the way Azure copies a managed disk from its access SAS: the local
+image service hands out ``local://<account>/<container>/<blob>?sig=<token>`` for a disk whose bytes
+live in that blob, and ``verify_url`` (wired to the image service) says whether a token is granted.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ import fcntl
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._domain import BlobRef
-from .._exceptions import Conflict, NotFound
+from .._domain import BlobRef, SecretUrl
+from .._exceptions import AuthFailed, Conflict, NotFound, OperationFailed
 from ..abc import BlobProperties, BlobStore, Clock, CopyStatus
+from ._local_images import parse_local_url
 
 __all__ = ["LocalBlobStore"]
 
@@ -45,6 +50,9 @@ class LocalBlobStore(BlobStore):
     :param clock: the time source; copy bandwidth is measured in its seconds.
     :param copy_bandwidth: bytes per clock second a copy advances; ``0`` finishes it on one poll.
     :param fail_copies_to_accounts: copies into these accounts fail on their first poll.
+    :param verify_url: whether a ``local://`` access URL is currently granted (the local image
+        service's ``disk_url_granted``); None accepts any ``local://`` URL that carries a ``sig``.
+        It is checked when a copy from a URL starts, as Azure checks the SAS of a copy source.
     """
 
     def __init__(
@@ -54,11 +62,18 @@ class LocalBlobStore(BlobStore):
         *,
         copy_bandwidth: float = 0.0,
         fail_copies_to_accounts: frozenset[str] = frozenset(),
+        verify_url: Callable[[str], bool] | None = None,
     ) -> None:
         self._root = Path(root)
         self._clock = clock
         self._bandwidth = copy_bandwidth
         self._fail_accounts = fail_copies_to_accounts
+        self._verify_url = verify_url
+
+    def set_url_verifier(self, verify_url: Callable[[str], bool] | None) -> None:
+        """Set the ``verify_url`` hook after construction (the image service is built after the
+        blob store, from it)."""
+        self._verify_url = verify_url
 
     # -- the port ---------------------------------------------------------------------------------
 
@@ -100,6 +115,9 @@ class LocalBlobStore(BlobStore):
 
     async def start_copy(self, source: BlobRef, dest: BlobRef) -> str:
         return await asyncio.to_thread(self._start_copy, source, dest)
+
+    async def start_copy_from_url(self, source: SecretUrl, dest: BlobRef) -> str:
+        return await asyncio.to_thread(self._start_copy_from_url, source, dest)
 
     async def abort_copy(self, dest: BlobRef, copy_id: str) -> None:
         await asyncio.to_thread(self._abort_copy, dest, copy_id)
@@ -168,6 +186,30 @@ class LocalBlobStore(BlobStore):
             side = self._load(ref)
             side["metadata"] = metadata
             self._save(ref, side)
+
+    def _start_copy_from_url(self, source: SecretUrl, dest: BlobRef) -> str:
+        # Messages name the destination only: the URL carries the token.
+        url = source.reveal()
+        parsed = parse_local_url(url)
+        if parsed is None:
+            raise OperationFailed(
+                f"start a copy into blob '{dest}' failed: the copy source is not a local:// "
+                "access URL with a sig",
+                code="CannotVerifyCopySource",
+            )
+        blob, _ = parsed
+        if self._verify_url is not None and not self._verify_url(url):
+            raise AuthFailed(
+                f"start a copy into blob '{dest}' failed: the copy source's access was not "
+                "granted, has expired or was revoked (CannotVerifyCopySource)"
+            )
+        try:
+            self._size(blob)
+        except (NotFound, ValueError):
+            raise NotFound(
+                f"start a copy into blob '{dest}' failed: the copy source does not exist"
+            ) from None
+        return self._start_copy(blob, dest)
 
     def _start_copy(self, source: BlobRef, dest: BlobRef) -> str:
         if source == dest:

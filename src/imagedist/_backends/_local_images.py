@@ -9,17 +9,22 @@ transactions.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
+import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from .._domain import BlobRef, OsType
-from .._exceptions import Conflict, NotFound, OperationFailed
+from .._domain import BlobRef, OsType, SecretUrl
+from .._exceptions import Conflict, InvalidInput, NotFound, OperationFailed
 from ..abc import BlobStore, Clock, CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
 
-__all__ = ["LocalImageService"]
+__all__ = ["DiskAccess", "LocalImageService", "local_disk_url", "parse_disk_id", "parse_local_url"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resource_groups (
@@ -45,6 +50,25 @@ CREATE TABLE IF NOT EXISTS images (
     ready_at REAL NOT NULL,
     PRIMARY KEY (subscription, resource_group, name)
 );
+CREATE TABLE IF NOT EXISTS disks (
+    subscription TEXT NOT NULL COLLATE NOCASE,
+    resource_group TEXT NOT NULL COLLATE NOCASE,
+    name TEXT NOT NULL COLLATE NOCASE,
+    blob_account TEXT NOT NULL,
+    blob_container TEXT NOT NULL,
+    blob_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    grants INTEGER NOT NULL DEFAULT 0,
+    revokes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (subscription, resource_group, name)
+);
+CREATE TABLE IF NOT EXISTS disk_grants (
+    subscription TEXT NOT NULL COLLATE NOCASE,
+    resource_group TEXT NOT NULL COLLATE NOCASE,
+    name TEXT NOT NULL COLLATE NOCASE,
+    token_sha256 TEXT NOT NULL PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS operations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     subscription TEXT NOT NULL COLLATE NOCASE,
@@ -56,6 +80,61 @@ CREATE TABLE IF NOT EXISTS operations (
 
 _KEY = "subscription = ? AND resource_group = ? AND name = ?"
 _UNSETTLED = (CopyStatus.PENDING, CopyStatus.FAILED, CopyStatus.ABORTED)
+
+#: ``/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}``, any case.
+_DISK_ID = re.compile(
+    r"/subscriptions/(?P<sub>[-\w.]{1,64})/resourceGroups/(?P<rg>[-\w.()]{1,90})"
+    r"/providers/Microsoft\.Compute/disks/(?P<name>[-\w.]{1,80})/?",
+    re.IGNORECASE | re.ASCII,
+)
+#: The scheme of the access URLs this service hands out and the local blob store copies from.
+LOCAL_SCHEME = "local"
+
+
+def parse_disk_id(disk_id: str) -> tuple[str, str, str]:
+    """``(subscription, resource group, name)`` of a managed disk's ARM resource id.
+
+    :raises InvalidInput: if ``disk_id`` is not
+        ``/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}``.
+    """
+    match = _DISK_ID.fullmatch(disk_id) if isinstance(disk_id, str) else None
+    if match is None:
+        raise InvalidInput(
+            f"{disk_id!r} is not a managed disk's resource id; give it as /subscriptions/<id>"
+            "/resourceGroups/<group>/providers/Microsoft.Compute/disks/<name>."
+        )
+    return match["sub"], match["rg"], match["name"]
+
+
+def local_disk_url(blob: BlobRef, token: str) -> str:
+    """``local://<account>/<container>/<blob>?sig=<token>``: a local disk's access URL."""
+    return f"{LOCAL_SCHEME}://{blob.account}/{quote(blob.container)}/{quote(blob.name)}?sig={token}"
+
+
+def parse_local_url(url: str) -> tuple[BlobRef, str] | None:
+    """The blob and the token of a ``local://`` access URL; None if it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme != LOCAL_SCHEME or not parts.netloc:
+        return None
+    container, _, name = parts.path.lstrip("/").partition("/")
+    token = parse_qs(parts.query).get("sig", [""])[0]
+    if not container or not name or not token:
+        return None
+    return BlobRef(parts.netloc, unquote(container), unquote(name)), token
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DiskAccess:
+    """What a local managed disk went through (for tests): grants, revocations, whether a grant
+    is active now."""
+
+    grants: int
+    revokes: int
+    granted: bool
 
 
 class LocalImageService(ImageService):
@@ -101,7 +180,77 @@ class LocalImageService(ImageService):
             ).fetchone()
         return int(row[0])
 
+    def register_disk(self, disk_id: str, blob: BlobRef, size: int) -> None:
+        """Make a managed disk known, its bytes held by the page blob ``blob`` of the local blob
+        store (blocking; for tests and the demo). Registering it again replaces it.
+
+        :raises InvalidInput: if ``disk_id`` is not a managed disk's resource id.
+        :raises ValueError: if ``size`` is not a positive multiple of 512.
+        """
+        key = parse_disk_id(disk_id)
+        if size <= 0 or size % 512:
+            raise ValueError(f"disk size must be a positive multiple of 512, not {size}")
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO disks VALUES (?, ?, ?, ?, ?, ?, ?, "
+                f"COALESCE((SELECT grants FROM disks WHERE {_KEY}), 0), "
+                f"COALESCE((SELECT revokes FROM disks WHERE {_KEY}), 0))",
+                (*key, blob.account, blob.container, blob.name, size, *key, *key),
+            )
+
+    def disk_access(self, disk_id: str) -> DiskAccess:
+        """Grants and revocations of the disk so far, and whether a grant is active (blocking)."""
+        key = parse_disk_id(disk_id)
+        now = self._clock.now()
+        with closing(self._connect()) as db:
+            row = db.execute(f"SELECT grants, revokes FROM disks WHERE {_KEY}", key).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"managed disk '{key[2]}' does not exist in resource group '{key[1]}'"
+                )
+            active = db.execute(
+                f"SELECT 1 FROM disk_grants WHERE {_KEY} AND expires_at > ?", (*key, now)
+            ).fetchone()
+        return DiskAccess(int(row["grants"]), int(row["revokes"]), active is not None)
+
+    def disk_url_granted(self, url: str) -> bool:
+        """Whether ``url`` is a live access URL of a registered disk (blocking; the local blob
+        store's ``verify_url`` hook)."""
+        parsed = parse_local_url(url)
+        if parsed is None:
+            return False
+        blob, token = parsed
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT d.blob_account, d.blob_container, d.blob_name "
+                "FROM disk_grants g JOIN disks d ON g.subscription = d.subscription "
+                "AND g.resource_group = d.resource_group AND g.name = d.name "
+                "WHERE g.token_sha256 = ? AND g.expires_at > ?",
+                (_digest(token), self._clock.now()),
+            ).fetchall()
+        # The token is looked up by its digest, so comparing it takes no secret-dependent time.
+        return any(BlobRef(r[0], r[1], r[2]) == blob for r in rows)
+
     # -- the port ---------------------------------------------------------------------------------
+
+    async def disk_size(self, disk_id: str) -> int:
+        key = parse_disk_id(disk_id)
+        row = await asyncio.to_thread(self._disk_row, key)
+        return int(row["size"])
+
+    async def grant_disk_read(self, disk_id: str, seconds: int) -> SecretUrl:
+        key = parse_disk_id(disk_id)
+        if seconds <= 0:
+            raise ValueError(
+                f"access must be granted for a positive number of seconds, not {seconds}"
+            )
+        token = secrets.token_urlsafe(24)
+        blob = await asyncio.to_thread(self._grant, key, token, self._clock.now() + seconds)
+        return SecretUrl(local_disk_url(blob, token))
+
+    async def revoke_disk_read(self, disk_id: str) -> None:
+        key = parse_disk_id(disk_id)
+        await asyncio.to_thread(self._revoke, key)
 
     async def ensure_resource_group(self, subscription: str, name: str, region: str) -> None:
         await asyncio.to_thread(self._ensure_rg, subscription, name, region)
@@ -225,6 +374,35 @@ class LocalImageService(ImageService):
                 f"WHERE {_KEY} AND state = ? AND ready_at = ?",
                 (state.value, code, message, *key, ProvisioningState.CREATING.value, ready_at),
             )
+
+    def _disk_row(self, key: tuple[str, str, str]) -> sqlite3.Row:
+        with closing(self._connect()) as db:
+            row: sqlite3.Row | None = db.execute(
+                f"SELECT * FROM disks WHERE {_KEY}", key
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"managed disk '{key[2]}' does not exist in resource group '{key[1]}'")
+        return row
+
+    def _grant(self, key: tuple[str, str, str], token: str, expires_at: float) -> BlobRef:
+        with self._tx() as db:
+            row = db.execute(f"SELECT * FROM disks WHERE {_KEY}", key).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"managed disk '{key[2]}' does not exist in resource group '{key[1]}'"
+                )
+            db.execute(f"UPDATE disks SET grants = grants + 1 WHERE {_KEY}", key)
+            db.execute(
+                "INSERT INTO disk_grants VALUES (?, ?, ?, ?, ?)", (*key, _digest(token), expires_at)
+            )
+        return BlobRef(row["blob_account"], row["blob_container"], row["blob_name"])
+
+    def _revoke(self, key: tuple[str, str, str]) -> None:
+        # Like ARM's endGetAccess: every URL of the disk stops working. A disk that does not exist
+        # has no URL to revoke, which the port does not count as an error.
+        with self._tx() as db:
+            db.execute(f"UPDATE disks SET revokes = revokes + 1 WHERE {_KEY}", key)
+            db.execute(f"DELETE FROM disk_grants WHERE {_KEY}", key)
 
     def _row(self, key: tuple[str, str, str]) -> sqlite3.Row | None:
         with closing(self._connect()) as db:
