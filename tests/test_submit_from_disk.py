@@ -1,0 +1,117 @@
+"""`submit --from-disk`: grant read access, copy server-side into staging, revoke in every case."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from imagedist import Imagedist, JobState, OsType, TargetState, load_config
+from imagedist._cli import cli
+from imagedist._domain import BlobRef
+from imagedist._engine._upload import upload_file
+from imagedist._vhd import convert_to_fixed_vhd
+
+from helpers import make_disk, write_config
+
+DISK_ID = "/subscriptions/sub-a/resourceGroups/disks/providers/Microsoft.Compute/disks/golden"
+DISK_BLOB = BlobRef("diskstore", "disks", "golden.vhd")
+
+
+async def _register_disk(app: Imagedist, tmp_path: Path) -> int:
+    raw = make_disk(tmp_path / "golden.raw")
+    vhd = tmp_path / "golden.vhd"
+    convert_to_fixed_vhd(raw, vhd)
+    blobs = app.ctx.backend.blobs
+    await blobs.ensure_container(DISK_BLOB.account, DISK_BLOB.container)
+    await upload_file(blobs, DISK_BLOB, vhd)
+    size = raw.stat().st_size
+    app.ctx.backend.images.register_disk(DISK_ID, DISK_BLOB, size)  # type: ignore[attr-defined]
+    return size
+
+
+def _run(config: Path, body):  # type: ignore[no-untyped-def]
+    async def main():  # type: ignore[no-untyped-def]
+        async with Imagedist(load_config(config)) as app:
+            return await body(app)
+
+    return asyncio.run(main())
+
+
+def test_a_job_from_a_managed_disk_completes_and_access_is_revoked(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+        size = await _register_disk(app, tmp_path)
+        job = await app.submit_disk(DISK_ID, "golden", OsType.LINUX)
+        await app.work([job.id])
+        access = app.ctx.backend.images.disk_access(DISK_ID)  # type: ignore[attr-defined]
+        logs = await app.logs(job.id)
+        return size, job, await app.status(job.id), access, logs
+
+    size, job, status, access, logs = _run(config, body)
+    assert job.size_bytes == size + 512  # the disk as a fixed VHD: its bytes and a footer
+    assert status.completed and {t.state for t in status.targets} == {TargetState.DONE}
+    assert (access.grants, access.revokes, access.granted) == (1, 1, False)
+    assert not any("sig=" in r.message for r in logs)
+    assert any("revoked" in r.message for r in logs)
+
+
+def test_access_is_revoked_when_the_copy_fails(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+        await _register_disk(app, tmp_path)
+        await app.ctx.backend.blobs.delete_blob(DISK_BLOB)  # the disk's data is gone
+        job = await app.submit_disk(DISK_ID, "golden", OsType.LINUX)
+        await app.work([job.id])
+        access = app.ctx.backend.images.disk_access(DISK_ID)  # type: ignore[attr-defined]
+        return await app.status(job.id), access, await app.logs(job.id, level="error")
+
+    status, access, errors = _run(config, body)
+    assert status.state is JobState.FAILED
+    assert {t.state for t in status.targets} == {TargetState.FAILED}
+    assert (access.grants, access.revokes, access.granted) == (1, 1, False)
+    assert errors and not any("sig=" in r.message for r in errors)
+
+
+def test_bad_disk_ids_are_bad_input(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    runner = CliRunner()
+    for disk_id, needle in [
+        ("not-a-resource-id", "is not a managed disk's resource id"),
+        (DISK_ID.replace("golden", "missing"), "does not exist"),
+    ]:
+        result = runner.invoke(
+            cli,
+            [
+                "-c",
+                str(config),
+                "submit",
+                "--from-disk",
+                disk_id,
+                "--image-name",
+                "golden",
+                "--os-type",
+                "linux",
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert needle in result.output and "Traceback" not in result.output
+    both = runner.invoke(
+        cli,
+        [
+            "-c",
+            str(config),
+            "submit",
+            "x.vhd",
+            "--from-disk",
+            DISK_ID,
+            "--image-name",
+            "golden",
+            "--os-type",
+            "linux",
+        ],
+    )
+    assert both.exit_code == 2 and "either FILE or --from-disk" in both.output
