@@ -87,7 +87,7 @@ def test_a_killed_upload_resumes_sending_only_what_is_missing(
 
     with pytest.raises(Killed):
         asyncio.run(interrupted())
-    assert first.sent == die_after * MIB  # every data chunk here is 1 MiB
+    assert first.writes == die_after and first.sent <= die_after * MIB  # 1 MiB per data run
     second = CountingStore(tmp_path / "blobs")
 
     async def resumed():  # type: ignore[no-untyped-def]
@@ -96,6 +96,7 @@ def test_a_killed_upload_resumes_sending_only_what_is_missing(
 
     result, props, stored = asyncio.run(resumed())
     assert result.skipped >= first.sent  # what the first run wrote was not sent again
+    assert result.skipped > 0 or die_after <= 3  # (up to 3 writes were in flight at the kill)
     assert second.sent + result.skipped == 12 * MIB
     assert second.sent <= 12 * MIB - first.sent
     assert props.content_md5 == hashlib.md5(content).digest()

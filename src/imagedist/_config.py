@@ -188,6 +188,9 @@ class UploadPolicy(_Strict):
     """How `submit` sends the golden image: writes in flight, and where conversions go."""
 
     concurrency: int = Field(default=8, ge=1, le=64)
+    # The whole disk's MD5 as Content-MD5, as Add-AzVhd does; on a mostly empty disk hashing
+    # the holes can take longer than sending the data.
+    content_md5: bool = True
     work_dir: str = ""  # converted images; default: <local root>/work, or the system temp folder
 
 

@@ -29,7 +29,7 @@ class UploadResult:
 
     sent: int
     skipped: int
-    md5: bytes
+    md5: bytes | None  # None when not asked for
 
 
 async def upload_file(
@@ -39,11 +39,14 @@ async def upload_file(
     *,
     concurrency: int = 8,
     on_progress: ProgressCallback | None = None,
+    content_md5: bool = True,
 ) -> UploadResult:
     """Write the file's non-zero pages into the page blob ``ref``; resume if it exists.
 
     Pages the blob already holds (its page ranges) are not sent again, so an interrupted upload
-    continues where it stopped. The MD5 of the whole file is stored as the blob's Content-MD5.
+    continues where it stopped. With ``content_md5``, the MD5 of the whole file is computed
+    beside the upload and stored as the blob's Content-MD5 (on a mostly empty disk, hashing its
+    holes takes longer than sending its data: see docs/benchmarks.md).
     """
     scan = await asyncio.to_thread(DiskScan, path)
     present = await _present_ranges(blobs, ref, scan.size)
@@ -60,7 +63,7 @@ async def upload_file(
                 on_progress(sent + skipped, scan.data_bytes)
 
     async with task_group() as group:
-        hashing = group.create_task(asyncio.to_thread(scan.hash_all))
+        hashing = group.create_task(asyncio.to_thread(scan.hash_all)) if content_md5 else None
         writers = [group.create_task(write()) for _ in range(concurrency)]
         chunks = scan.chunks()
         try:
@@ -73,6 +76,8 @@ async def upload_file(
             chunks.close()
         for _ in writers:
             await queue.put(None)
+    if hashing is None:
+        return UploadResult(sent=sent, skipped=skipped, md5=None)
     md5 = hashing.result()
     await blobs.set_content_md5(ref, md5)
     return UploadResult(sent=sent, skipped=skipped, md5=md5)
@@ -134,6 +139,7 @@ async def upload_tier0(
                 path,
                 concurrency=ctx.config.upload.concurrency,
                 on_progress=progress,
+                content_md5=ctx.config.upload.content_md5,
             )
         finally:
             saver.cancel()
@@ -147,7 +153,8 @@ async def upload_tier0(
         "info",
         "upload",
         f"uploaded {job.size_bytes} bytes to {row.blob}: sent {result.sent} bytes of data"
-        f" ({result.skipped} were already there), MD5 {result.md5.hex()}",
+        f" ({result.skipped} were already there)"
+        + (f", MD5 {result.md5.hex()}" if result.md5 else ""),
     )
     return final
 
