@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -171,7 +172,25 @@ class FanoutPolicy(_Strict):
     one source serves at once."""
 
     strategy: Literal["broadcast", "original"] = "broadcast"
-    tier1_copies: int = Field(default=2, ge=0, le=1000)
+    # "auto": broadcast makes enough same-account clones to seed every region in one round
+    # (ceil((regions - 1) / max_reads_per_source) sources in all); original makes 300, as it did.
+    tier1_copies: int | Literal["auto"] = Field(default="auto")
+
+    @field_validator("tier1_copies")
+    @classmethod
+    def _tier1(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 1000:
+            raise ValueError('tier1_copies must be between 0 and 1000, or "auto"')
+        return value
+
+    def tier1_count(self, regions: int) -> int:
+        """How many tier-1 copies a job over ``regions`` regions gets."""
+        if isinstance(self.tier1_copies, int):
+            return self.tier1_copies
+        if self.strategy == "original":
+            return 300
+        return max(0, min(50, -(-(regions - 1) // self.max_reads_per_source) - 1))
+
     max_reads_per_source: int = Field(default=4, ge=1, le=1000)
 
 
@@ -248,6 +267,7 @@ class Config(_Strict):
     local: LocalBackendOptions = Field(default_factory=LocalBackendOptions)
     azure: AzureBackendOptions = Field(default_factory=AzureBackendOptions)
     base_dir: str = Field(default=".", exclude=True)
+    _fleet: list[Target] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _fleet_is_consistent(self) -> Config:
@@ -255,8 +275,10 @@ class Config(_Strict):
         return self
 
     def fleet_targets(self) -> list[Target]:
-        """The resolved fleet, explicit targets first, then the generated ones."""
-        return resolve_fleet(self)
+        """The resolved fleet, explicit targets first, then the generated ones (computed once)."""
+        if self._fleet is None:
+            self._fleet = resolve_fleet(self)
+        return list(self._fleet)
 
     def work_dir(self) -> Path:
         """Where converted images wait for their upload."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["REGIONS", "zone_of"]
+__all__ = ["EGRESS_PRICE_PER_GB", "REGIONS", "zone_of"]
 
 # Zone names follow Azure's bandwidth price list: egress between regions is priced by the zone
 # of the source region (North America / Europe, Asia / Middle East / Africa, South America).
@@ -67,6 +67,15 @@ REGIONS: dict[str, str] = {
         "asia-middle-east-africa",
     ),
     **dict.fromkeys(["brazilsouth", "brazilsoutheast", "chilecentral"], "south-america"),
+}
+
+
+# List prices (USD per GB) of data leaving a region for another one, by the source's zone
+# (PERF-MODEL.md); traffic within a region is free.
+EGRESS_PRICE_PER_GB: dict[str, float] = {
+    "north-america-europe": 0.02,
+    "asia-middle-east-africa": 0.08,
+    "south-america": 0.16,
 }
 
 

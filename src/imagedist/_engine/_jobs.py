@@ -130,6 +130,7 @@ def _image_names(ctx: EngineContext, image_name: str) -> dict[str, str]:
 async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: str | None) -> Job:
     """Create the job's sources and targets (disabled targets skipped) in one go."""
     enabled = await target_enablement(ctx)
+    fleet = ctx.config.fleet_targets()
     staging = ctx.config.staging
     prefix = f"jobs/{job.id}"
 
@@ -139,7 +140,7 @@ async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: s
     sources = [SourceRow(job.id, "tier0", SourceKind.TIER0, staged(job.image_name))]
     sources += [
         SourceRow(job.id, f"tier1-{i:03d}", SourceKind.TIER1, staged(f"tier1-{i:03d}"))
-        for i in range(1, ctx.config.fanout.tier1_copies + 1)
+        for i in range(1, ctx.config.fanout.tier1_count(len({t.region for t in fleet})) + 1)
     ]
     targets = [
         TargetRow(
@@ -153,7 +154,7 @@ async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: s
             state=TargetState.PENDING if enabled.get(t.name, True) else TargetState.SKIPPED,
             updated_at=job.created_at,
         )
-        for t in ctx.config.fleet_targets()
+        for t in fleet
     ]
     await ctx.backend.state.create_job(job, sources, targets)
     if note:

@@ -75,6 +75,10 @@ class Fanout:
         """The source tier-1 copy ``row`` should be made from now, or None to wait."""
         raise NotImplementedError
 
+    def priority(self, row: TargetRow) -> int:
+        """Waiting targets are served in this order, lowest first."""
+        return 0
+
     def target_source(self, row: TargetRow) -> SourceRow | None:
         """The source target ``row`` should copy from now, or None to wait."""
         raise NotImplementedError
@@ -94,20 +98,27 @@ class BroadcastFanout(Fanout):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._ready = list(self.by_id().values())
+        self._staged = [s for s in self._ready if s.kind is not SourceKind.TARGET]
+        self._by_region: dict[str, list[SourceRow]] = {}
+        for source in self._ready:
+            self._by_region.setdefault(self.region_of(source), []).append(source)
         self._seeded = {t.region for t in self.targets if t.state in COPIED | {TargetState.COPYING}}
         self._seeded.add(self.staging_region)
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
-        staged = [s for s in self._ready if s.kind is not SourceKind.TARGET]
-        return self._take(staged)
+        return self._take(self._staged)
+
+    def priority(self, row: TargetRow) -> int:
+        # Seeding a new region first: each seed starts a tree of its own, a local copy only
+        # grows one that exists.
+        return 1 if row.region in self._seeded else 0
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
-        local = [s for s in self._ready if self.region_of(s) == row.region]
+        local = self._by_region.get(row.region, [])
         if local or row.region in self._seeded:
             return self._take(local)  # wait for the region's seed rather than cross again
         # The region's seed: cross once, preferably from the staging copies.
-        staged = [s for s in self._ready if s.kind is not SourceKind.TARGET]
-        source = self._take(staged) or self._take(self._ready)
+        source = self._take(self._staged) or self._take(self._ready)
         if source is not None:
             self._seeded.add(row.region)
         return source

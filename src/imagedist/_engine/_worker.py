@@ -157,8 +157,8 @@ class Worker:
         self, job: Job, targets: list[TargetRow], fanout: Fanout, group: asyncio.TaskGroup
     ) -> None:
         by_id = fanout.by_id()
-        # Resume what is already moving before starting anything new.
-        order = sorted(targets, key=lambda t: t.state is TargetState.PENDING)
+        # Resume what is already moving before starting anything new, then seed before filling.
+        order = sorted(targets, key=lambda t: (t.state is TargetState.PENDING, fanout.priority(t)))
         for row in order:
             if row.state not in COPY_STATES | IMAGE_STATES:
                 continue
