@@ -3,24 +3,36 @@
 A test talks to the port through the harness only, so adding an ``azure`` param (against Azurite)
 means adding a harness here. Capabilities an implementation cannot offer (a copy that stays pending,
 fault injection, a controllable clock) are ``None`` and the tests that need them skip.
+
+The ``azure`` params of the image service and the provisioner talk to the ARM test server
+(``tests/armserver``, reset for every test) through the real ``azure-mgmt-*`` ``.aio`` clients;
+the image service's source blobs live in Azurite.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import pytest
 
+from armserver.plugin import arm, arm_server  # noqa: F401  (fixtures, used by name)
+from armserver.process import ArmServerProcess
 from azurite import AzuriteServer, azurite_server  # noqa: F401  (a fixture, used by name)
 from imagedist._backends._local_blobs import LocalBlobStore
 from imagedist._backends._local_images import LocalImageService
+from imagedist._backends._local_provisioner import LocalProvisioner
 from imagedist._domain import BlobRef
-from imagedist.abc import BlobStore, Clock, ImageService
+from imagedist.abc import BlobStore, Clock, ImageService, Provisioner
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -46,6 +58,78 @@ class FakeClock(Clock):
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+class WallClock(Clock):
+    """Real time, for an implementation that settles on a server's clock: ``sleep`` waits."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class _OwnLoop:
+    """An event loop in a thread of its own, for adapters that must live in one loop.
+
+    The Azure image service and provisioner keep their SDK clients (aiohttp sessions) and pending
+    pollers for their whole life, in the loop that first used them, as they do in the CLI (one
+    ``asyncio.run`` per command). The suites call :func:`run` once per step, a new loop each time;
+    :meth:`pin` wraps an adapter so every coroutine method of it runs in this one loop instead.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="contract-adapter-loop", daemon=True
+        )
+        self._thread.start()
+
+    def pin(self, adapter: T) -> T:
+        loop = self.loop
+
+        class Pinned:
+            def __getattr__(self, name: str) -> Any:
+                attr = getattr(adapter, name)
+                if not inspect.iscoroutinefunction(attr):
+                    return attr
+
+                async def call(*args: Any, **kwargs: Any) -> Any:
+                    future = asyncio.run_coroutine_threadsafe(attr(*args, **kwargs), loop)
+                    return await asyncio.wrap_future(future)
+
+                return call
+
+        return cast(T, Pinned())
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.loop.shutdown_asyncgens(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+def _arm_credential() -> Any:
+    """A static bearer token (the ARM test server checks only that there is one)."""
+    from armserver.credentials import AsyncStaticTokenCredential
+
+    return AsyncStaticTokenCredential()
+
+
+def _arm_client_kwargs(server: ArmServerProcess) -> dict[str, Any]:
+    """What ``_azure.py`` passes as ``client_kwargs``, plus trust in the test server's CA."""
+    return {"connection_verify": server.ca_file, "polling_interval": 0.02, "retry_total": 2}
+
+
+def _drop_container(server: AzuriteServer, container: str) -> None:
+    """Azurite keeps every byte in memory until it is deleted."""
+    from azure.storage.blob import BlobServiceClient
+
+    for name in server.accounts:
+        with BlobServiceClient.from_connection_string(server.connection_string(name)) as svc:
+            if svc.get_container_client(container).exists():
+                svc.delete_container(container)
 
 
 @dataclass
@@ -95,8 +179,6 @@ def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
     Azurite finishes a copy inside the Copy Blob request, so no copy is ever seen pending: the
     capabilities that need one (``throttled``), and fault injection (``failing_account``), are None.
     """
-    from azure.storage.blob import BlobServiceClient
-
     from imagedist._backends._azure_blobs import AccountAccess, AzureBlobStore
 
     server: AzuriteServer = request.getfixturevalue("azurite_server")
@@ -105,14 +187,7 @@ def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
         for name in server.accounts
     }
     container = f"c{uuid.uuid4().hex[:8]}"
-
-    def drop_containers() -> None:  # Azurite keeps every byte in memory until it is deleted
-        for name in server.accounts:
-            with BlobServiceClient.from_connection_string(server.connection_string(name)) as svc:
-                if svc.get_container_client(container).exists():
-                    svc.delete_container(container)
-
-    request.addfinalizer(drop_containers)
+    request.addfinalizer(lambda: _drop_container(server, container))
     return BlobHarness(
         kind="azure",
         store=AzureBlobStore(access, retry_total=2, initial_backoff=1),
@@ -127,8 +202,46 @@ def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
     )
 
 
+def _sim_blobs(tmp_path: Path) -> BlobHarness:
+    """The sim backend's blob store, keeping page data so reads can be checked; its copies run in
+    the harness's FakeClock time."""
+    from imagedist._sim import SimBlobStore, SimFaults, SimModel, SimStats, SimStorage
+
+    clock, failing = FakeClock(), "failacct"
+    locations = {
+        "stagingacct": ("sub-a", "westeurope"),
+        "targetacct": ("sub-a", "northeurope"),
+        failing: ("sub-a", "eastus"),
+    }
+    storage = SimStorage(
+        clock,
+        locations,
+        model=SimModel(),
+        faults=SimFaults(fail_copies_to_accounts=frozenset({failing})),
+        seed=7,
+        stats=SimStats(),
+        keep_data=True,
+    )
+    return BlobHarness(
+        kind="sim",
+        store=SimBlobStore(storage),
+        clock=clock,
+        account="stagingacct",
+        container=f"c{uuid.uuid4().hex[:8]}",
+        other_account="targetacct",
+        failing_account=failing,
+        reopen=lambda: SimBlobStore(storage),
+        throttled=lambda bw: SimBlobStore(storage, copy_rate=bw),
+        local_path=None,
+    )
+
+
 @pytest.fixture(
-    params=[pytest.param(_local_blobs, id="local"), pytest.param(_azure_blobs, id="azure")]
+    params=[
+        pytest.param(_local_blobs, id="local"),
+        pytest.param(_azure_blobs, id="azure"),
+        pytest.param(_sim_blobs, id="sim"),
+    ]
 )
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobHarness]:
     # The azure harness needs the session's Azurite, so it takes the request.
@@ -148,7 +261,7 @@ class ImageHarness:
     kind: str
     service: ImageService
     blobs: BlobStore
-    clock: FakeClock
+    clock: Clock
     subscription: str
     region: str
     resource_group: str
@@ -156,18 +269,27 @@ class ImageHarness:
     account: str
     #: an account in the same subscription but another region
     foreign_region_account: str
-    #: an account in another subscription but the same region
+    #: an account in the same region but another subscription
     foreign_subscription_account: str
     container: str
     #: seconds after which a creation settles
     create_seconds: float
+    #: how long to wait between two polls of a creating image
+    poll_seconds: float
     #: (subscription, region, an account there) where creations fail; None if not injectable
     failing: tuple[str, str, str] | None
     #: exactly-once probe: creations started for (subscription, resource group, name)
     creation_count: Callable[[str, str, str], int] | None
+    #: whether a missing or incomplete source blob fails the creation (it needs a platform that
+    #: reads the blob store; the ARM test server does not)
+    checks_source_blob: bool
+    #: make the next creation in (subscription, region) fail; None if not injectable
+    fail_next_creation: Callable[[], None] | None
+    #: another adapter instance on the same platform, as another process would build it
+    reopen: Callable[[], ImageService]
 
 
-def _local_images(tmp_path: Path) -> ImageHarness:
+def _local_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarness:
     clock = FakeClock()
     blob_store = LocalBlobStore(tmp_path / "blobs", clock)
     locations = {
@@ -176,14 +298,18 @@ def _local_images(tmp_path: Path) -> ImageHarness:
         "subbacct": ("sub-b", "westeurope"),
         "failacct": ("sub-f", "eastus"),
     }
-    service = LocalImageService(
-        tmp_path / "images.db",
-        clock,
-        blob_store,
-        account_locations=locations,
-        create_seconds=30.0,
-        fail_in=frozenset({("sub-f", "eastus")}),
-    )
+
+    def open_service() -> LocalImageService:
+        return LocalImageService(
+            tmp_path / "images.db",
+            clock,
+            blob_store,
+            account_locations=locations,
+            create_seconds=30.0,
+            fail_in=frozenset({("sub-f", "eastus")}),
+        )
+
+    service = open_service()
     return ImageHarness(
         kind="local",
         service=service,
@@ -197,14 +323,151 @@ def _local_images(tmp_path: Path) -> ImageHarness:
         foreign_subscription_account="subbacct",
         container="vhds",
         create_seconds=30.0,
+        poll_seconds=30.0,
         failing=("sub-f", "eastus", "failacct"),
         creation_count=service.creation_count,
+        checks_source_blob=True,
+        fail_next_creation=None,
+        reopen=open_service,
     )
 
 
-@pytest.fixture(params=[pytest.param(_local_images, id="local")])
+#: How long the ARM test server keeps an image Creating: long enough to see it creating, short
+#: enough to keep the suite fast.
+ARM_IMAGE_SECONDS = 0.2
+
+
+def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarness:
+    """AzureImageService on the ARM test server, its source blobs in Azurite.
+
+    The Azurite accounts are registered in the ARM server with a (subscription, region), which is
+    how the server enforces Azure's rule that the source blob shares the image's subscription and
+    region. Time is real: the server settles an image ``ARM_IMAGE_SECONDS`` after its PUT.
+    """
+    from imagedist._backends._azure_blobs import AccountAccess, AzureBlobStore
+    from imagedist._backends._azure_images import AzureImageService
+
+    server: AzuriteServer = request.getfixturevalue("azurite_server")
+    arm_ctl: ArmServerProcess = request.getfixturevalue("arm")  # reset for this test
+    locations = {
+        "stagingacct": ("sub-a", "westeurope"),
+        "targetacct": ("sub-a", "northeurope"),
+        "target2acct": ("sub-b", "westeurope"),
+        "target3acct": ("sub-f", "eastus"),
+    }
+    for name, (subscription, region) in locations.items():
+        arm_ctl.register_account(name, subscription, region, server.blob_endpoint(name) + "/")
+    arm_ctl.configure(image_delay=ARM_IMAGE_SECONDS)
+    arm_ctl.fail_image_creation(
+        "sub-f",
+        "eastus",
+        code="InjectedFailure",
+        message="injected image creation failure in subscription 'sub-f' region 'eastus'",
+    )
+
+    def blob_url(ref: BlobRef) -> str:  # as _azure.py builds it, on Azurite's path-style URLs
+        return f"{server.blob_endpoint(ref.account)}/{ref.container}/{quote(ref.name)}"
+
+    access = {
+        name: AccountAccess.from_connection_string(server.connection_string(name))
+        for name in locations
+    }
+    container = f"c{uuid.uuid4().hex[:8]}"
+    request.addfinalizer(lambda: _drop_container(server, container))
+
+    def fail_next_creation() -> None:
+        arm_ctl.fail_image_creation("sub-a", "westeurope", code="InjectedFailure", count=1)
+
+    own_loop = _OwnLoop()
+    request.addfinalizer(own_loop.close)  # runs after the fixture's aclose
+
+    def open_service() -> ImageService:
+        service = AzureImageService(
+            _arm_credential(),
+            arm_endpoint=arm_ctl.url,
+            blob_url=blob_url,
+            client_kwargs=_arm_client_kwargs(arm_ctl),
+        )
+        return own_loop.pin(service)
+
+    return ImageHarness(
+        kind="azure",
+        service=open_service(),
+        blobs=AzureBlobStore(access, retry_total=2, initial_backoff=1),
+        clock=WallClock(),
+        subscription="sub-a",
+        region="westeurope",
+        resource_group="rg-images",
+        account="stagingacct",
+        foreign_region_account="targetacct",
+        foreign_subscription_account="target2acct",
+        container=container,
+        create_seconds=ARM_IMAGE_SECONDS,
+        poll_seconds=0.02,
+        failing=("sub-f", "eastus", "target3acct"),
+        creation_count=arm_ctl.image_creations,
+        checks_source_blob=False,
+        fail_next_creation=fail_next_creation,
+        reopen=open_service,
+    )
+
+
+def _sim_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarness:
+    """The sim backend's image service (ARM throttling included) on its blob store, in FakeClock
+    time; creations take 30 s × (1 ± 0.25)."""
+    from imagedist._sim import (
+        ArmThrottle,
+        SimBlobStore,
+        SimFaults,
+        SimImageService,
+        SimModel,
+        SimStats,
+        SimStorage,
+    )
+
+    clock = FakeClock()
+    locations = {
+        "weuacct": ("sub-a", "westeurope"),
+        "neuacct": ("sub-a", "northeurope"),
+        "subbacct": ("sub-b", "westeurope"),
+        "failacct": ("sub-f", "eastus"),
+    }
+    model = SimModel(image_create_seconds=30.0, image_create_jitter=0.25)
+    faults = SimFaults(fail_images_in=frozenset({("sub-f", "eastus")}))
+    stats = SimStats()
+    storage = SimStorage(clock, locations, model=model, faults=faults, seed=7, stats=stats)
+    service = SimImageService(storage, ArmThrottle(clock, model, faults, stats, seed=7), seed=7)
+    return ImageHarness(
+        kind="sim",
+        service=service,
+        blobs=SimBlobStore(storage),
+        clock=clock,
+        subscription="sub-a",
+        region="westeurope",
+        resource_group="rg-images",
+        account="weuacct",
+        foreign_region_account="neuacct",
+        foreign_subscription_account="subbacct",
+        container="vhds",
+        create_seconds=model.image_create_max_seconds,
+        poll_seconds=model.image_create_max_seconds,
+        failing=("sub-f", "eastus", "failacct"),
+        creation_count=service.creation_count,
+        checks_source_blob=True,
+        fail_next_creation=lambda: service.fail_next_creation("sub-a", "westeurope"),
+        reopen=service.reopen,
+    )
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(_local_images, id="local"),
+        pytest.param(_azure_images, id="azure"),
+        pytest.param(_sim_images, id="sim"),
+    ]
+)
 def images(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ImageHarness]:
-    harness: ImageHarness = request.param(tmp_path)
+    harness: ImageHarness = request.param(request, tmp_path)
     run(
         harness.service.ensure_resource_group(
             harness.subscription, harness.resource_group, harness.region
@@ -215,12 +478,72 @@ def images(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ImageHarn
         harness.foreign_region_account,
         harness.foreign_subscription_account,
     ]
-    if harness.failing:
-        subscription, region, account = harness.failing
-        run(harness.service.ensure_resource_group(subscription, harness.resource_group, region))
-        accounts.append(account)
+    if harness.failing:  # its resource group is the test's to make: ARM writes are slow
+        accounts.append(harness.failing[2])
     for account in accounts:
         run(harness.blobs.ensure_container(account, harness.container))
     yield harness
     run(harness.service.aclose())
     run(harness.blobs.aclose())
+
+
+@dataclass
+class ProvisionerHarness:
+    """One provisioner under test."""
+
+    kind: str
+    prov: Provisioner
+    subscription: str
+    #: put an account that imagedist did not make (no managed tag) into an existing resource group:
+    #: (subscription, resource group, name, region); None if the implementation cannot hold one
+    add_foreign_account: Callable[[str, str, str, str], None] | None
+
+
+def _local_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> ProvisionerHarness:
+    root = tmp_path / "local"
+    root.mkdir()
+
+    def add_foreign_account(subscription: str, resource_group: str, name: str, region: str) -> None:
+        # White-box: the local provisioner's JSON file, as a hand-made account would appear there.
+        file = root / "provisioning.json"
+        data = json.loads(file.read_text(encoding="utf-8"))
+        data["accounts"][name] = {
+            "subscription": subscription,
+            "resource_group": resource_group,
+            "region": region,
+            "sku": "Standard_LRS",
+            "managed": False,
+        }
+        file.write_text(json.dumps(data), encoding="utf-8")
+
+    return ProvisionerHarness("local", LocalProvisioner(root), "sub-a", add_foreign_account)
+
+
+def _azure_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> ProvisionerHarness:
+    from imagedist._backends._azure_provisioner import AzureProvisioner
+
+    arm_ctl: ArmServerProcess = request.getfixturevalue("arm")  # reset for this test
+    own_loop = _OwnLoop()
+    request.addfinalizer(own_loop.close)  # runs after the fixture's aclose
+    prov = AzureProvisioner(
+        _arm_credential(),
+        arm_endpoint=arm_ctl.url,
+        client_kwargs=_arm_client_kwargs(arm_ctl),
+    )
+
+    def add_foreign_account(subscription: str, resource_group: str, name: str, region: str) -> None:
+        arm_ctl.register_account(name, subscription, region, resource_group=resource_group)
+
+    return ProvisionerHarness("azure", own_loop.pin(prov), "sub-a", add_foreign_account)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(_local_provisioner, id="local"),
+        pytest.param(_azure_provisioner, id="azure"),
+    ]
+)
+def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProvisionerHarness]:
+    harness: ProvisionerHarness = request.param(request, tmp_path)
+    yield harness
+    run(harness.prov.aclose())

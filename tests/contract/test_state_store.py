@@ -73,7 +73,21 @@ def _azure(server: AzuriteServer) -> StateHarness:
     return StateHarness("azure", open_store(), open_store)
 
 
-@pytest.fixture(params=[pytest.param(_sqlite, id="sqlite"), pytest.param(_azure, id="azure")])
+def _memory(tmp_path: Path) -> StateHarness:
+    """The sim backend's in-memory store; a reopened instance shares its tables."""
+    from imagedist._sim import MemoryStateStore
+
+    store = MemoryStateStore()
+    return StateHarness("memory", store, lambda: MemoryStateStore(store.tables))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(_sqlite, id="sqlite"),
+        pytest.param(_azure, id="azure"),
+        pytest.param(_memory, id="memory"),
+    ]
+)
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateHarness]:
     if request.param is _azure:
         harness: StateHarness = _azure(request.getfixturevalue("azurite_server"))

@@ -10,6 +10,7 @@ from ._common import State
 from ._config_cmds import config
 from ._demo import demo
 from ._jobs_cmds import cleanup, jobs, logs, retry, run, status, submit, worker
+from ._plan_cmds import plan
 from ._setup_cmds import check, setup, teardown
 from ._targets_cmds import targets
 from ._vhd_cmds import vhd
@@ -45,6 +46,7 @@ for command in (
     check,
     teardown,
     targets,
+    plan,
     submit,
     worker,
     run,

@@ -70,8 +70,13 @@ class Worker:
         """One reconcile pass over the jobs; returns how many are still active."""
         active = 0
         for job in await self._active_jobs():
-            if await self._reconcile(job, group):
-                active += 1
+            try:
+                busy = await self._reconcile(job, group)
+            except (TransientError, PreconditionFailed) as exc:
+                # Busy platform or a racing worker: this pass is lost, the next one retries.
+                logger.warning("job %s: %s; retrying on the next pass", job.id, exc)
+                busy = True
+            active += busy
         return active
 
     async def _active_jobs(self) -> list[Job]:

@@ -1,0 +1,89 @@
+"""The BlobStore port on the simulated storage: instant calls, copies in (virtual) time."""
+
+from __future__ import annotations
+
+import random
+
+from .._domain import BlobRef, SecretUrl
+from .._exceptions import NotFound, TransientError
+from ..abc import BlobProperties, BlobStore
+from ._storage import SimStorage
+
+__all__ = ["SimBlobStore"]
+
+
+class SimBlobStore(BlobStore):
+    """An adapter on a :class:`SimStorage`; several adapters may share one, like processes.
+
+    :param copy_rate: copies this adapter starts run at exactly this many bytes per second, with
+        no start latency (a controllable copy for tests); ``None`` draws them from the model.
+    """
+
+    def __init__(
+        self, storage: SimStorage, *, copy_rate: float | None = None, seed: int = 0
+    ) -> None:
+        self.storage = storage
+        self._copy_rate = copy_rate
+        self._fault_rng = random.Random(f"{seed}:blob-faults")
+
+    def _call(self, name: str) -> SimStorage:
+        """Count the call, maybe fail it with a 503, and bring the copies up to now."""
+        storage = self.storage
+        storage.stats.blob_calls += 1
+        storage.stats.count(name)
+        busy = storage.faults.blob_busy
+        if busy and self._fault_rng.random() < busy:
+            storage.stats.blob_busy_errors += 1
+            raise TransientError(f"503 ServerBusy on {name} (simulated)")
+        storage.now()
+        return storage
+
+    async def ensure_container(self, account: str, container: str) -> None:
+        self._call("ensure_container").ensure_container(account, container)
+
+    async def container_exists(self, account: str, container: str) -> bool:
+        storage = self._call("container_exists")
+        storage.check_account(account)
+        return (account, container) in storage.containers
+
+    async def create_page_blob(self, ref: BlobRef, size: int, *, overwrite: bool = False) -> None:
+        self._call("create_page_blob").create(ref, size, overwrite)
+
+    async def write_pages(self, ref: BlobRef, offset: int, data: bytes) -> None:
+        self._call("write_pages").write(ref, offset, data)
+
+    async def read(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        return self._call("read").read(ref, offset, length)
+
+    async def page_ranges(self, ref: BlobRef) -> list[tuple[int, int]]:
+        return list(self._call("page_ranges").blob(ref).ranges)
+
+    async def get_properties(self, ref: BlobRef) -> BlobProperties:
+        return self._call("get_properties").properties(ref)
+
+    async def set_metadata(self, ref: BlobRef, metadata: dict[str, str]) -> None:
+        self._call("set_metadata").blob(ref).metadata = dict(metadata)
+
+    async def set_content_md5(self, ref: BlobRef, md5: bytes) -> None:
+        self._call("set_content_md5").blob(ref).content_md5 = bytes(md5)
+
+    async def start_copy(self, source: BlobRef, dest: BlobRef) -> str:
+        return self._call("start_copy").start_copy(source, dest, self._copy_rate)
+
+    async def start_copy_from_url(self, source: SecretUrl, dest: BlobRef) -> str:
+        storage = self._call("start_copy_from_url")
+        disk_id = storage.grants.get(source.reveal())
+        if disk_id is None:  # like a copy whose SAS is refused; the URL stays out of the message
+            raise NotFound("the copy source URL grants no access (revoked or never granted)")
+        return storage.start_copy(storage.disk(disk_id), dest, self._copy_rate)
+
+    async def abort_copy(self, dest: BlobRef, copy_id: str) -> None:
+        self._call("abort_copy").abort_copy(dest, copy_id)
+
+    async def delete_blob(self, ref: BlobRef) -> bool:
+        return self._call("delete_blob").delete(ref)
+
+    async def list_blobs(self, account: str, container: str, prefix: str = "") -> list[str]:
+        storage = self._call("list_blobs")
+        names = storage.containers.get((account, container), {})
+        return sorted(name for name in names if name.startswith(prefix))

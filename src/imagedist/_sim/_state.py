@@ -1,0 +1,141 @@
+"""The state store in memory, with the semantics of the SQLite one (versions, CAS, order, filters).
+
+No thread and no I/O, so it runs in virtual time. Rows live in lists sorted once, when the job is
+created (its items never change afterwards), with an index by id: a put is O(1), a list is one copy
+of each row. Several adapters may share one :class:`MemoryTables`, like processes sharing a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from .._domain import Job, LogRecord, SourceRow, TargetRow
+from .._exceptions import Conflict, NotFound, PreconditionFailed
+from ..abc import StateStore
+
+__all__ = ["MemoryStateStore", "MemoryTables"]
+
+R = TypeVar("R", Job, SourceRow, TargetRow)
+LEVELS = {"info": 0, "warning": 1, "error": 2}
+
+
+def _clone(row: R) -> R:
+    """A shallow copy (every field of a row is immutable), much cheaper than dataclasses.replace."""
+    new = object.__new__(type(row))
+    new.__dict__ = row.__dict__.copy()
+    return new
+
+
+@dataclass
+class MemoryTables:
+    """The data: what a database file would hold."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    sources: dict[str, tuple[list[SourceRow], dict[str, int]]] = field(default_factory=dict)
+    targets: dict[str, tuple[list[TargetRow], dict[str, int]]] = field(default_factory=dict)
+    logs: dict[str, list[LogRecord]] = field(default_factory=dict)
+    switches: dict[str, bool] = field(default_factory=dict)
+
+
+class MemoryStateStore(StateStore):
+    """:param tables: share another store's data (a second "process"); new tables if None."""
+
+    def __init__(self, tables: MemoryTables | None = None) -> None:
+        self.tables = tables if tables is not None else MemoryTables()
+
+    # jobs
+
+    async def create_job(
+        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+    ) -> None:
+        t = self.tables
+        if job.id in t.jobs:
+            raise Conflict(f"Job {job.id!r} already exists.")
+        source_rows = sorted((_clone(s) for s in sources), key=lambda s: s.source_id)
+        target_rows = sorted((_clone(r) for r in targets), key=lambda r: r.target)
+        t.jobs[job.id] = _clone(job)
+        t.sources[job.id] = (source_rows, {s.source_id: i for i, s in enumerate(source_rows)})
+        t.targets[job.id] = (target_rows, {r.target: i for i, r in enumerate(target_rows)})
+
+    async def get_job(self, job_id: str) -> Job:
+        job = self.tables.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id!r} does not exist; `imagedist jobs` lists the jobs.")
+        return _clone(job)
+
+    async def list_jobs(self) -> list[Job]:
+        jobs = sorted(self.tables.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+        return [_clone(job) for job in jobs]
+
+    async def update_job(self, job: Job) -> None:
+        stored = self.tables.jobs.get(job.id)
+        if stored is None:
+            raise NotFound(f"Job {job.id!r} does not exist.")
+        stored.state, stored.finished_at = job.state, job.finished_at
+
+    # items
+
+    async def list_sources(self, job_id: str) -> list[SourceRow]:
+        rows, _ = self.tables.sources.get(job_id, ([], {}))
+        return [_clone(row) for row in rows]
+
+    async def list_targets(self, job_id: str) -> list[TargetRow]:
+        rows, _ = self.tables.targets.get(job_id, ([], {}))
+        return [_clone(row) for row in rows]
+
+    async def put_source(self, row: SourceRow) -> SourceRow:
+        rows, index = self.tables.sources.get(row.job_id, ([], {}))
+        i = index.get(row.source_id)
+        if i is None or rows[i].version != row.version:
+            raise PreconditionFailed(
+                f"The source {row.source_id!r} of job {row.job_id!r} was changed by another worker."
+            )
+        new = _clone(row)
+        new.version = row.version + 1
+        rows[i] = _clone(new)
+        return new
+
+    async def put_target(self, row: TargetRow) -> TargetRow:
+        rows, index = self.tables.targets.get(row.job_id, ([], {}))
+        i = index.get(row.target)
+        if i is None or rows[i].version != row.version:
+            raise PreconditionFailed(
+                f"The target {row.target!r} of job {row.job_id!r} was changed by another worker."
+            )
+        new = _clone(row)
+        new.version = row.version + 1
+        rows[i] = _clone(new)
+        return new
+
+    # logs and switches
+
+    async def append_log(self, record: LogRecord) -> None:
+        stored = dataclasses.replace(record, extra=dict(record.extra))
+        self.tables.logs.setdefault(record.job_id, []).append(stored)
+
+    async def list_logs(
+        self,
+        job_id: str,
+        *,
+        step: str | None = None,
+        level: str | None = None,
+        target: str | None = None,
+    ) -> list[LogRecord]:
+        minimum = LEVELS.get(level or "info", 0)
+        return [
+            dataclasses.replace(record, extra=dict(record.extra))
+            for record in self.tables.logs.get(job_id, [])
+            if (step is None or record.step == step)
+            and LEVELS.get(record.level, 0) >= minimum
+            and (target is None or record.target == target)
+        ]
+
+    async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
+        for name in names:
+            self.tables.switches[name] = enabled
+
+    async def target_switches(self) -> dict[str, bool]:
+        return dict(self.tables.switches)

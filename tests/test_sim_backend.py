@@ -1,0 +1,247 @@
+"""The sim backend: Azure's figures in virtual time, and the real engine running on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from imagedist._domain import BlobRef, OsType
+from imagedist._exceptions import TransientError
+from imagedist._sim import (
+    MB,
+    MIB,
+    ArmThrottle,
+    SimBlobStore,
+    SimFaults,
+    SimImageService,
+    SimModel,
+    SimStats,
+    SimStorage,
+    VirtualClock,
+    run_scenario,
+    run_virtual,
+    scenario_config,
+)
+from imagedist.abc import CopyStatus, ImageSpec
+
+T = TypeVar("T")
+GIB = 1024 * MIB
+LOCATIONS = {
+    "staging": ("sub-s", "westeurope"),
+    "weu": ("sub-a", "westeurope"),
+    **{f"t{i:02d}": ("sub-a", f"region{i:02d}") for i in range(12)},
+}
+SRC = BlobRef("staging", "c", "golden.vhd")
+#: targets of the engine test; IMAGEDIST_SIM_TARGETS=10000 for a big run by hand
+BIG_TARGETS = int(os.environ.get("IMAGEDIST_SIM_TARGETS", "1000"))
+
+
+def fixed(rate: float, latency: float = 5.0, **changes: Any) -> SimModel:
+    """A model whose copies all run at ``rate`` after exactly ``latency`` seconds."""
+    return SimModel(
+        copy_rate_min=rate,
+        copy_rate_max=rate,
+        copy_start_latency_min=latency,
+        copy_start_latency_max=latency,
+        **changes,
+    )
+
+
+def in_world(
+    body: Callable[[SimBlobStore, VirtualClock, SimStorage], Awaitable[T]],
+    model: SimModel | None = None,
+    seed: int = 0,
+) -> T:
+    """Run ``body`` against a fresh simulated storage whose staging account holds a 30 GiB disk."""
+
+    async def main() -> T:
+        clock = VirtualClock()
+        storage = SimStorage(
+            clock, LOCATIONS, model=model or SimModel(), faults=SimFaults(), seed=seed,
+            stats=SimStats(),
+        )  # fmt: skip
+        store = SimBlobStore(storage, seed=seed)
+        for account in LOCATIONS:
+            await store.ensure_container(account, "c")
+        await store.create_page_blob(SRC, 32 * GIB)
+        storage.blob(SRC).add_range(0, 30 * GIB)
+        return await body(store, clock, storage)
+
+    return run_virtual(main())
+
+
+async def finish_time(store: SimBlobStore, clock: VirtualClock, ref: BlobRef, step: float) -> float:
+    """Seconds from now until the copy into ``ref`` succeeds, to within ``step``."""
+    start = clock.now()
+    while (props := await store.get_properties(ref)).copy_status is CopyStatus.PENDING:
+        await clock.sleep(step)
+    assert props.copy_status is CopyStatus.SUCCESS, props.copy_error
+    assert props.copy_progress == props.copy_total == 30 * GIB
+    return clock.now() - start
+
+
+@pytest.mark.parametrize("rate", [20 * MB, 100 * MB])
+def test_one_copy_takes_latency_plus_d_over_its_rate(rate: float) -> None:
+    async def body(store: SimBlobStore, clock: VirtualClock, storage: SimStorage) -> float:
+        await store.start_copy(SRC, BlobRef("t00", "c", "golden.vhd"))
+        return await finish_time(store, clock, BlobRef("t00", "c", "golden.vhd"), 1.0)
+
+    took = in_world(body, fixed(rate))
+    expected = 5.0 + 30 * GIB / min(rate, 60 * MIB)
+    assert expected <= took < expected + 1.0
+
+
+def test_progress_is_reported_while_pending() -> None:
+    async def body(store: SimBlobStore, clock: VirtualClock, storage: SimStorage) -> list[int]:
+        dest = BlobRef("t00", "c", "golden.vhd")
+        await store.start_copy(SRC, dest)
+        seen = []
+        for _ in range(3):
+            await clock.sleep(100)
+            seen.append((await store.get_properties(dest)).copy_progress)
+        return seen
+
+    seen = in_world(body, fixed(10 * MB, latency=0.0))
+    assert seen == [1000 * MB, 2000 * MB, 3000 * MB]
+
+
+def test_readers_of_one_source_share_its_bandwidth() -> None:
+    async def body(store: SimBlobStore, clock: VirtualClock, storage: SimStorage) -> list[float]:
+        dests = [BlobRef(f"t{i:02d}", "c", "golden.vhd") for i in range(10)]
+        start = clock.now()
+        for dest in dests:
+            await store.start_copy(SRC, dest)
+        assert storage.copies.readers(SRC) == 0  # still in their start latency
+        await clock.sleep(6)
+        storage.now()  # the world is brought up to date when it is looked at
+        assert storage.copies.readers(SRC) == 10
+        finished: dict[BlobRef, float] = {}
+        while len(finished) < len(dests):
+            for dest in dests:
+                props = await store.get_properties(dest)
+                if dest not in finished and props.copy_status is CopyStatus.SUCCESS:
+                    finished[dest] = clock.now() - start
+            await clock.sleep(5.0)
+        return list(finished.values())
+
+    times = in_world(body, fixed(45 * MB))
+    alone = 5 + 30 * GIB / (45 * MB)
+    shared = 5 + 30 * GIB / (60 * MIB / 10)  # 10 readers at 6 MiB/s each
+    assert all(shared <= t < shared + 6 for t in times)
+    assert shared > 5 * alone
+
+
+def test_a_same_account_copy_is_a_fast_clone_whatever_its_size() -> None:
+    async def body(store: SimBlobStore, clock: VirtualClock, storage: SimStorage) -> float:
+        dest = BlobRef("staging", "c", "tier1-001.vhd")
+        await store.start_copy(SRC, dest)
+        return await finish_time(store, clock, dest, 0.5)
+
+    model = SimModel()
+    took = in_world(body, model)
+    assert model.clone_seconds_min <= took <= model.clone_seconds_max + 0.5
+
+
+def test_account_egress_caps_the_copies_out_of_it() -> None:
+    async def body(store: SimBlobStore, clock: VirtualClock, storage: SimStorage) -> float:
+        dest = BlobRef("t00", "c", "golden.vhd")
+        await store.start_copy(SRC, dest)
+        return await finish_time(store, clock, dest, 1.0)
+
+    took = in_world(body, fixed(45 * MB, account_egress=5 * MB))
+    assert 5 + 30 * GIB / (5 * MB) <= took < 5 + 30 * GIB / (5 * MB) + 1
+
+
+def test_cross_region_bytes_are_counted() -> None:
+    async def body(store: SimBlobStore, clock: VirtualClock, storage: SimStorage) -> SimStats:
+        await store.start_copy(SRC, BlobRef("weu", "c", "same-region.vhd"))
+        await store.start_copy(SRC, BlobRef("t01", "c", "other-region.vhd"))
+        await clock.sleep(10_000)
+        await store.get_properties(SRC)
+        return storage.stats
+
+    stats = in_world(body, fixed(45 * MB))
+    assert (stats.copies_succeeded, stats.cross_region_copies) == (2, 1)
+    assert (stats.bytes_copied, stats.cross_region_bytes) == (60 * GIB, 30 * GIB)
+
+
+def test_a_burst_of_image_creations_is_throttled_with_retry_after() -> None:
+    async def main() -> tuple[list[float], SimStats]:
+        clock, stats, model, faults = VirtualClock(), SimStats(), SimModel(), SimFaults()
+        storage = SimStorage(clock, LOCATIONS, model=model, faults=faults, seed=1, stats=stats)
+        images = SimImageService(storage, ArmThrottle(clock, model, faults, stats, seed=1))
+        await images.ensure_resource_group("sub-a", "rg", "westeurope")
+        waits = []
+        for i in range(300):
+            spec = ImageSpec("sub-a", "rg", f"img-{i}", "westeurope", BlobRef("weu", "c", "x.vhd"),
+                             OsType.LINUX)  # fmt: skip
+            try:
+                await images.begin_create_image(spec)
+            except TransientError as exc:
+                assert exc.retry_after is not None
+                waits.append(exc.retry_after)
+        await clock.sleep(max(waits))
+        await images.begin_create_image(spec)  # the bucket has refilled
+        return waits, stats
+
+    waits, stats = run_virtual(main())
+    assert len(waits) == 300 - 199  # 200 tokens, one taken by the resource group
+    assert stats.throttled == len(waits)
+    assert all(w >= 1 for w in waits)
+
+
+def small_fleet(**changes: Any) -> Any:
+    return scenario_config(3, 10, tier1_copies=2, max_reads_per_source=4, copies=16, **changes)
+
+
+def test_same_seed_same_run_other_seed_other_run() -> None:
+    runs = [run_scenario(small_fleet(), occupied=4 * GIB, seed=seed) for seed in (5, 5, 6)]
+    first, again, other = runs
+    assert (first.makespan, first.stats) == (again.makespan, again.stats)
+    assert first.makespan != other.makespan
+
+
+def test_engine_distributes_300_targets_in_30_regions() -> None:
+    config = scenario_config(10, 30, tier1_copies=4, max_reads_per_source=8, copies=64)
+    result = run_scenario(config, seed=1)
+    print(result.summary())
+    assert result.state.value == "completed"
+    assert result.counts == {"done": 300}
+    assert result.stats.images_succeeded == 300
+    assert result.stats.cross_region_bytes > 0
+    # no copy can beat one blob's read bandwidth, and every target needs its image after its copy
+    assert result.makespan >= 30 * GIB / (60 * MIB) + SimModel().image_create_seconds * 0.75
+
+
+def test_engine_survives_worker_crashes_without_repeating_an_image() -> None:
+    result = run_scenario(small_fleet(lease_seconds=60.0), occupied=2 * GIB, seed=3,
+                          crashes=[150.0, 420.0], random_crashes=1, crash_window=600.0)  # fmt: skip
+    print(result.summary())
+    assert result.workers == 4
+    assert result.state.value == "completed"
+    assert result.stats.images_started == 30
+
+
+def test_engine_under_faults_ends_with_every_target_settled() -> None:
+    faults = SimFaults(copy_failure=0.1, blob_busy=0.01, arm_throttle=0.02, image_failure=0.05)
+    result = run_scenario(small_fleet(), occupied=2 * GIB, seed=11, faults=faults)
+    print(result.summary())
+    assert result.state.value in ("completed", "failed")
+    assert set(result.counts) <= {"done", "failed"}
+    assert result.stats.blob_busy_errors > 0
+
+
+def test_engine_at_scale() -> None:
+    """N targets (1,000 here; 10,000 with IMAGEDIST_SIM_TARGETS) in a few seconds of real time."""
+    regions = 50 if BIG_TARGETS >= 1000 else 10
+    config = scenario_config(
+        BIG_TARGETS // regions, regions, tier1_copies=100, max_reads_per_source=20,
+        copies=2000, images=200, poll_interval_seconds=10.0,
+    )  # fmt: skip
+    result = run_scenario(config, occupied=int(os.environ.get("IMAGEDIST_SIM_GIB", "1")) * GIB)
+    print(result.summary())
+    assert result.state.value == "completed"
+    assert result.counts == {"done": BIG_TARGETS}
