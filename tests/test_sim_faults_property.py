@@ -85,7 +85,10 @@ async def _scenario(seed: int, folder: Path) -> None:
     backend = open_sim_backend(config, model=MODEL, faults=_faults(rng), seed=seed)
 
     def ctx_for(n: int) -> EngineContext:
-        return EngineContext(backend, config, worker_id=f"w-{seed}-{n}")
+        # A seeded job id too: the original strategy shuffles by it, and a seed must replay.
+        return EngineContext(
+            backend, config, worker_id=f"w-{seed}-{n}", random_suffix=lambda: f"{seed:04x}"
+        )
 
     disk = _sparse_fixed_vhd(folder / "golden.vhd", GIB)
     job = await submit_job(ctx_for(0), disk, "golden", OsType.LINUX)

@@ -3,6 +3,7 @@ the simulated backend in virtual time (no cloud is touched)."""
 
 from __future__ import annotations
 
+import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,10 @@ async def _simulate(
     folder: Path,
 ) -> Plan:
     backend = open_sim_backend(config, model=model, seed=seed)
-    ctx = EngineContext(backend, config, worker_id="w-plan")
+    rng = random.Random(seed)
+    ctx = EngineContext(
+        backend, config, worker_id="w-plan", random_suffix=lambda: f"{rng.getrandbits(16):04x}"
+    )
     disk = _sparse_fixed_vhd(folder / "golden.vhd", disk_bytes)  # a hole and a footer: instant
     job = await submit_job(ctx, disk, "golden", OsType.LINUX, "plan")
     await preload_tier0(backend, job, occupied)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,8 @@ class EngineContext:
     backend: Backend
     config: Config
     worker_id: str = field(default_factory=lambda: f"w-{uuid.uuid4().hex[:12]}")
+    # A job id's random suffix; the simulator passes a seeded one so its runs repeat exactly.
+    random_suffix: Callable[[], str] = field(default=lambda: secrets.token_hex(2))
 
     async def log(self, job_id: str, level: str, step: str, message: str, target: str = "") -> None:
         """Append a line to the job's log (never anything secret: the ports hold no URLs)."""

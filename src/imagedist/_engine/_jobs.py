@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,8 +55,8 @@ def validate_image_name(name: str) -> str:
     return name
 
 
-def _new_job_id(now: float) -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(2)
+def _new_job_id(ctx: EngineContext, now: float) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + ctx.random_suffix()
 
 
 def _image_name_for(ctx: EngineContext, image: str, target: Target) -> str:
@@ -86,7 +85,7 @@ async def submit_job(
     prepared = await asyncio.to_thread(prepare_image, path, ctx.config.work_dir(), convert=convert)
     now = ctx.backend.clock.now()
     job = Job(
-        _new_job_id(now),
+        _new_job_id(ctx, now),
         image_name,
         os_type,
         str(prepared.path.resolve()),
@@ -117,7 +116,7 @@ async def submit_disk_job(
         raise InvalidInput(f"{exc} Check the disk's resource id and your access to it.") from None
     now = ctx.backend.clock.now()
     job = Job(
-        _new_job_id(now), image_name, os_type, "", size, now, description, source_disk=disk_id
+        _new_job_id(ctx, now), image_name, os_type, "", size, now, description, source_disk=disk_id
     )
     return await _register(ctx, job, names, f"the image comes from managed disk {disk_id}")
 
