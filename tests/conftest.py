@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+# One Azurite and one ARM test server for the whole session, whichever tests ask first.
+from armserver.plugin import arm, arm_server  # noqa: F401
+from azurite import azurite_server  # noqa: F401
 from imagedist._cli import cli as imagedist_cli
 
 MiB = 1024 * 1024

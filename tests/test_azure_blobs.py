@@ -30,7 +30,7 @@ from azure.storage.blob import UserDelegationKey
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 import azurite
-from azurite import AzuriteServer, azurite_server  # noqa: F401  (the fixture, for `server`)
+from azurite import AzuriteServer
 from imagedist._backends import _azure_blobs
 from imagedist._backends._azure_blobs import (
     AccountAccess,

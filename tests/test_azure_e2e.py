@@ -9,7 +9,6 @@ import signal
 import time
 from pathlib import Path
 
-from armserver.plugin import arm, arm_server  # noqa: F401  (fixtures, used by name)
 from azure_env import AzureSetup, azure_world, make_setup  # noqa: F401
 
 from helpers import make_disk

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from azurite import AzuriteServer, azurite_server  # noqa: F401 - the session's Azurite
+from azurite import AzuriteServer
 from imagedist._backends._azure_state import (
     MAX_TEXT,
     AzureTableStateStore,
@@ -50,7 +50,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @pytest.fixture
-def server(azurite_server: AzuriteServer) -> AzuriteServer:  # noqa: F811 - the imported fixture
+def server(azurite_server: AzuriteServer) -> AzuriteServer:
     return azurite_server
 
 

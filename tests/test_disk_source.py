@@ -21,9 +21,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 
-from armserver.plugin import arm, arm_server  # noqa: F401  (fixtures, used by name)
 from armserver.process import ArmServerProcess
-from azurite import AzuriteServer, azurite_server  # noqa: F401  (a fixture, used by name)
+from azurite import AzuriteServer
 from imagedist._backends._local_blobs import LocalBlobStore
 from imagedist._backends._local_images import LocalImageService, parse_disk_id
 from imagedist._domain import BlobRef, SecretUrl

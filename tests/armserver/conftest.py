@@ -1,3 +1,1 @@
-from armserver.plugin import arm, arm_server
-
-__all__ = ["arm", "arm_server"]
+"""The ARM server's fixtures come from tests/conftest.py (one server per session)."""

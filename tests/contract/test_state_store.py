@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from azurite import AzuriteServer, azurite_server  # noqa: F401 - the session's Azurite
+from azurite import AzuriteServer
 from imagedist._backends._azure_state import AzureTableStateStore
 from imagedist._backends._sqlite_state import SqliteStateStore
 from imagedist._domain import (
