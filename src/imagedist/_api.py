@@ -8,7 +8,7 @@ from types import TracebackType
 
 from ._backends import Backend, open_backend
 from ._config import Config
-from ._domain import FailedPhase, Job, LogRecord, OsType, SourceKind, Target
+from ._domain import LOG_LEVELS, FailedPhase, Job, LogRecord, OsType, SourceKind, Target
 from ._engine import (
     EngineContext,
     JobStatus,
@@ -27,8 +27,6 @@ from ._engine._upload import ProgressCallback
 from ._exceptions import InvalidInput
 
 __all__ = ["Imagedist"]
-
-LEVELS = ("info", "warning", "error")
 
 
 class Imagedist:
@@ -119,8 +117,8 @@ class Imagedist:
         target: str | None = None,
     ) -> list[LogRecord]:
         """The job's log, filtered; ``level`` is the minimum level shown."""
-        if level is not None and level not in LEVELS:
-            raise InvalidInput(f"Level {level!r} is unknown; use one of {', '.join(LEVELS)}.")
+        if level is not None and level not in LOG_LEVELS:
+            raise InvalidInput(f"Level {level!r} is unknown; use one of {', '.join(LOG_LEVELS)}.")
         job = await get_job(self.ctx, job_id)
         return await self.ctx.backend.state.list_logs(job.id, step=step, level=level, target=target)
 

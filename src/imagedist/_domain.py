@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 
 __all__ = [
+    "LOG_LEVELS",
     "BlobRef",
     "FailedPhase",
     "Job",
@@ -208,3 +209,19 @@ class LogRecord:
     message: str
     target: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+LOG_LEVELS = ("info", "warning", "error")  # in rising order
+
+
+def log_matches(
+    record: LogRecord, *, step: str | None, level: str | None, target: str | None
+) -> bool:
+    """The filter of ``logs``: this step, at least this level (unknown ones count as info),
+    this target; every state store applies it the same way."""
+    rank = {name: i for i, name in enumerate(LOG_LEVELS)}
+    return (
+        (step is None or record.step == step)
+        and rank.get(record.level, 0) >= rank.get(level or "info", 0)
+        and (target is None or record.target == target)
+    )

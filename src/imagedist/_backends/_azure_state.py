@@ -47,6 +47,7 @@ from .._domain import (
     SourceState,
     TargetRow,
     TargetState,
+    log_matches,
 )
 from .._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
 from ..abc import StateStore
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AzureTableStateStore", "escape_key", "unescape_key"]
 
-LEVELS = {"info": 0, "warning": 1, "error": 2}
 
 #: A batch (entity group transaction) holds at most 100 operations on one partition.
 BATCH_SIZE = 100
@@ -518,13 +518,10 @@ class AzureTableStateStore(StateStore):
                 )
             ]
         entities.sort(key=lambda entity: str(entity["RowKey"]))
-        minimum = LEVELS.get(level or "info", 0)  # the level filter stays here: unknown = info
         return [
             record
             for record in (_log_from(job_id, entity) for entity in entities)
-            if (step is None or record.step == step)
-            and LEVELS.get(record.level, 0) >= minimum
-            and (target is None or record.target == target)
+            if log_matches(record, step=step, level=level, target=target)
         ]
 
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:

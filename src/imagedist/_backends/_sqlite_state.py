@@ -26,6 +26,7 @@ from .._domain import (
     SourceState,
     TargetRow,
     TargetState,
+    log_matches,
 )
 from .._exceptions import Conflict, NotFound, PreconditionFailed
 from ..abc import StateStore
@@ -65,7 +66,6 @@ CREATE INDEX IF NOT EXISTS logs_by_job ON logs (job_id, seq);
 CREATE TABLE IF NOT EXISTS target_switches (name TEXT PRIMARY KEY, enabled INTEGER NOT NULL);
 """
 
-LEVELS = {"info": 0, "warning": 1, "error": 2}
 
 SOURCE_COLUMNS = (
     "job_id, source_id, kind, account, container, blob, state, parent_id, progress_bytes,"
@@ -239,13 +239,10 @@ class SqliteStateStore(StateStore):
             LogRecord(r[0], r[1], r[2], r[3], r[4], target=r[5], extra=json.loads(r[6]))
             for r in rows
         ]
-        minimum = LEVELS.get(level or "info", 0)
         return [
             record
             for record in records
-            if (step is None or record.step == step)
-            and LEVELS.get(record.level, 0) >= minimum
-            and (target is None or record.target == target)
+            if log_matches(record, step=step, level=level, target=target)
         ]
 
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:

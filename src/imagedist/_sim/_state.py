@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .._domain import Job, LogRecord, SourceRow, TargetRow
+from .._domain import Job, LogRecord, SourceRow, TargetRow, log_matches
 from .._exceptions import Conflict, NotFound, PreconditionFailed
 from ..abc import StateStore
 
 __all__ = ["MemoryStateStore", "MemoryTables"]
 
 R = TypeVar("R", Job, SourceRow, TargetRow)
-LEVELS = {"info": 0, "warning": 1, "error": 2}
 
 
 def _clone(row: R) -> R:
@@ -124,13 +123,10 @@ class MemoryStateStore(StateStore):
         level: str | None = None,
         target: str | None = None,
     ) -> list[LogRecord]:
-        minimum = LEVELS.get(level or "info", 0)
         return [
             dataclasses.replace(record, extra=dict(record.extra))
             for record in self.tables.logs.get(job_id, [])
-            if (step is None or record.step == step)
-            and LEVELS.get(record.level, 0) >= minimum
-            and (target is None or record.target == target)
+            if log_matches(record, step=step, level=level, target=target)
         ]
 
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
