@@ -43,7 +43,7 @@ def _state_dump(setup: AzureSetup, job_id: str) -> str:
 
 
 def test_run_distributes_to_three_subscriptions_by_three_regions(
-    tmp_path: Path, azure_world, arm
+    tmp_path: Path, azure_world, arm  # noqa: F811 (a fixture)
 ) -> None:
     setup = make_setup(tmp_path, azure_world, arm, 9)
     check = setup.imagedist("check")
@@ -78,7 +78,7 @@ def test_run_distributes_to_three_subscriptions_by_three_regions(
 
 
 def test_three_workers_share_thirty_targets_and_survive_a_kill(
-    tmp_path: Path, azure_world, arm
+    tmp_path: Path, azure_world, arm  # noqa: F811 (a fixture)
 ) -> None:
     arm.configure(image_delay=1.0)
     setup = make_setup(tmp_path, azure_world, arm, 30)
