@@ -31,6 +31,7 @@ from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
 from ._targets import TargetDriver
 from ._tasks import task_group
+from ._tier1 import drive_tier1
 from ._upload import upload_tier0
 
 __all__ = ["Worker"]
@@ -197,11 +198,11 @@ class Worker:
         if row.kind is SourceKind.TIER1:
             self._copies += 1
 
-        async def body() -> None:
-            from ._tier1 import drive_tier1
-
+        async def body(retry: bool) -> None:
+            # A retry starts from the row as stored: the one we began with is stale by now.
+            start = await self._current_source(job, row.source_id) if retry else row
             leased = await self.ctx.backend.state.put_source(
-                row.replace(lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until())
+                start.replace(lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until())
             )
             if leased.kind is SourceKind.TIER0 and job.source_disk:
                 leased = await copy_from_disk(self.ctx, job, leased)
@@ -230,8 +231,10 @@ class Worker:
         driver = TargetDriver(self.ctx, job)
         holder = {"copying": copying}
 
-        async def body() -> None:
-            current = await driver.put(row, lease_owner=self.ctx.worker_id)
+        async def body(retry: bool) -> None:
+            # A retry starts from the row as stored: the one we began with is stale by now.
+            start = await self._current_target(job, row.target) if retry else row
+            current = await driver.put(start, lease_owner=self.ctx.worker_id)
             current = await self._drive_copy(driver, current, source)
             if current.state in COPY_STATES:
                 return
@@ -280,7 +283,7 @@ class Worker:
         self,
         job: Job,
         item: str,
-        body: Callable[[], Awaitable[None]],
+        body: Callable[[bool], Awaitable[None]],
         done: Callable[[], None],
         give_up: Callable[[str], Awaitable[None]],
     ) -> None:
@@ -288,7 +291,7 @@ class Worker:
         try:
             for attempt in range(MAX_TRANSIENT_RETRIES):
                 try:
-                    await body()
+                    await body(attempt > 0)
                     return
                 except TransientError as exc:
                     delay = exc.retry_after or min(2.0**attempt, 60.0)
@@ -307,9 +310,7 @@ class Worker:
 
     def _give_up_target(self, job: Job, name: str) -> Callable[[str], Awaitable[None]]:
         async def give_up(reason: str) -> None:
-            row = next(
-                r for r in await self.ctx.backend.state.list_targets(job.id) if r.target == name
-            )
+            row = await self._current_target(job, name)
             if row.lease_owner == self.ctx.worker_id and row.state not in TERMINAL_STATES:
                 phase = FailedPhase.IMAGE if row.state in IMAGE_STATES else FailedPhase.COPY
                 await self._try_put_target_failed(job, row, phase, reason)
@@ -318,8 +319,7 @@ class Worker:
 
     def _give_up_source(self, job: Job, source_id: str) -> Callable[[str], Awaitable[None]]:
         async def give_up(reason: str) -> None:
-            rows = await self.ctx.backend.state.list_sources(job.id)
-            row = next(r for r in rows if r.source_id == source_id)
+            row = await self._current_source(job, source_id)
             if row.lease_owner == self.ctx.worker_id and row.state is not SourceState.READY:
                 await self.ctx.log(job.id, "error", row.kind.value, f"{source_id} failed: {reason}")
                 with contextlib.suppress(PreconditionFailed):
@@ -328,6 +328,14 @@ class Worker:
                     )
 
         return give_up
+
+    async def _current_target(self, job: Job, name: str) -> TargetRow:
+        rows = await self.ctx.backend.state.list_targets(job.id)
+        return next(r for r in rows if r.target == name)
+
+    async def _current_source(self, job: Job, source_id: str) -> SourceRow:
+        rows = await self.ctx.backend.state.list_sources(job.id)
+        return next(r for r in rows if r.source_id == source_id)
 
     async def _try_put_target_failed(
         self, job: Job, row: TargetRow, phase: FailedPhase, reason: str
