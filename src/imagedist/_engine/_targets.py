@@ -123,8 +123,20 @@ class TargetDriver:
         )
 
     async def begin_image(self, row: TargetRow) -> TargetRow:
-        """COPIED -> IMAGING: record the intent, then look before creating anything."""
+        """COPIED -> IMAGING: record the intent, then look before creating anything.
+
+        A failed image of this job found now is an earlier attempt's (a retry brought the
+        target back here): it is cleared so this attempt starts clean.
+        """
         row = await self.put(row, state=TargetState.IMAGING, error="", failed_phase=None)
+        for name in (row.image_name, staging_name(row.image_name)):
+            stale = await self._get(row, name)
+            if (
+                stale is not None
+                and stale.tags.get(JOB_TAG) == self.job.id
+                and stale.provisioning_state is ProvisioningState.FAILED
+            ):
+                await self._delete(row, name)
         return await self.poll_image(row)
 
     async def poll_image(self, row: TargetRow) -> TargetRow:
