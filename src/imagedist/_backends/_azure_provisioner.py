@@ -10,6 +10,7 @@ from azure.mgmt.storage import models
 from azure.mgmt.storage.aio import StorageManagementClient
 
 from .._exceptions import NotFound
+from .._regions import region_name
 from ..abc import AccountInfo, Provisioner
 from ._azure_errors import translate_errors
 from ._azure_images import ARM_SCOPE
@@ -139,5 +140,5 @@ class AzureProvisioner(Provisioner):
         for resource_type in provider.resource_types or []:
             if (resource_type.resource_type or "").lower() == "images":
                 # ARM lists display names ("West Europe"); configs use names ("westeurope").
-                regions |= {loc.replace(" ", "").lower() for loc in resource_type.locations or []}
+                regions |= {region_name(loc) for loc in resource_type.locations or []}
         return sorted(regions)

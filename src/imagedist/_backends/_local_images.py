@@ -21,7 +21,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .._domain import BlobRef, OsType, SecretUrl
-from .._exceptions import Conflict, InvalidInput, NotFound, OperationFailed
+from .._exceptions import Conflict, InvalidInput, NotFound
+from .._regions import check_image_place, region_name
 from ..abc import BlobStore, Clock, CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
 
 __all__ = ["DiskAccess", "LocalImageService", "local_disk_url", "parse_disk_id", "parse_local_url"]
@@ -164,9 +165,9 @@ class LocalImageService(ImageService):
         self._db_path = Path(db_path)
         self._clock = clock
         self._blobs = blobs
-        self._locations = {a: (s, _region(r)) for a, (s, r) in account_locations.items()}
+        self._locations = {a: (s, region_name(r)) for a, (s, r) in account_locations.items()}
         self._create_seconds = create_seconds
-        self._fail_in = {(s, _region(r)) for s, r in fail_in}
+        self._fail_in = {(s, region_name(r)) for s, r in fail_in}
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers never block
             db.executescript(_SCHEMA)
@@ -294,14 +295,7 @@ class LocalImageService(ImageService):
             )
 
     def _check_location(self, spec: ImageSpec) -> None:
-        account = spec.source_blob.account
-        if self._locations.get(account) != (spec.subscription, _region(spec.region)):
-            raise OperationFailed(
-                f"Source blob '{spec.source_blob}' must be in a storage account in the same "
-                f"subscription and region as the image (subscription '{spec.subscription}', "
-                f"region '{spec.region}'); storage account '{account}' is not.",
-                code="InvalidParameter",
-            )
+        check_image_place(spec, self._locations.get(spec.source_blob.account))
 
     def _begin(self, spec: ImageSpec) -> None:
         key = (spec.subscription, spec.resource_group, spec.name)
@@ -348,7 +342,7 @@ class LocalImageService(ImageService):
 
     async def _outcome(self, row: sqlite3.Row) -> tuple[str, str]:
         """The error code and message the creation ends with; ``("", "")`` for success."""
-        if (row["subscription"], _region(row["region"])) in self._fail_in:
+        if (row["subscription"], region_name(row["region"])) in self._fail_in:
             return "InjectedFailure", (
                 f"injected image creation failure in subscription "
                 f"'{row['subscription']}' region '{row['region']}'"
@@ -441,11 +435,6 @@ class LocalImageService(ImageService):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-
-
-def _region(region: str) -> str:
-    """Azure accepts "West Europe" for "westeurope"."""
-    return region.replace(" ", "").lower()
 
 
 def _source(row: sqlite3.Row) -> BlobRef:

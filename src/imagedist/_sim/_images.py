@@ -6,7 +6,8 @@ import random
 from dataclasses import dataclass, replace
 
 from .._domain import SecretUrl
-from .._exceptions import Conflict, InvalidInput, NotFound, OperationFailed
+from .._exceptions import Conflict, InvalidInput, NotFound
+from .._regions import check_image_place, region_name
 from ..abc import CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
 from ._arm import ArmThrottle
 from ._storage import SimStorage
@@ -48,7 +49,7 @@ class SimImageService(ImageService):
 
     def fail_next_creation(self, subscription: str, region: str, count: int = 1) -> None:
         """Make the next ``count`` creations in (subscription, region) fail (for tests)."""
-        key = (subscription.lower(), _region(region))
+        key = (subscription.lower(), region_name(region))
         self._fail_next[key] = self._fail_next.get(key, 0) + count
 
     def creation_count(self, subscription: str, resource_group: str, name: str) -> int:
@@ -85,15 +86,15 @@ class SimImageService(ImageService):
         faults = storage.faults
         now = storage.now()
         fail = None
-        place = (spec.subscription.lower(), _region(spec.region))
+        place = (spec.subscription.lower(), region_name(spec.region))
         if self._fail_next.get(place, 0) > 0:
             self._fail_next[place] -= 1
             fail = (
                 "InjectedFailure",
                 f"injected image creation failure in '{spec.subscription}' region '{spec.region}'",
             )
-        elif (spec.subscription, _region(spec.region)) in {
-            (s, _region(r)) for s, r in faults.fail_images_in
+        elif (spec.subscription, region_name(spec.region)) in {
+            (s, region_name(r)) for s, r in faults.fail_images_in
         }:
             fail = (
                 "InjectedFailure",
@@ -154,15 +155,7 @@ class SimImageService(ImageService):
             del grants[url]
 
     def _check_location(self, spec: ImageSpec) -> None:
-        account = spec.source_blob.account
-        sub, region = self._storage.locations.get(account, ("", ""))
-        if (sub, _region(region)) != (spec.subscription, _region(spec.region)):
-            raise OperationFailed(
-                f"Source blob '{spec.source_blob}' must be in a storage account in the same "
-                f"subscription and region as the image (subscription '{spec.subscription}', "
-                f"region '{spec.region}'); storage account '{account}' is not.",
-                code="InvalidParameter",
-            )
+        check_image_place(spec, self._storage.locations.get(spec.source_blob.account))
 
     def _settle(self, creation: _Creation) -> None:
         image = creation.image
@@ -196,10 +189,6 @@ class SimImageService(ImageService):
 
 def _key(subscription: str, resource_group: str, name: str) -> tuple[str, str, str]:
     return subscription.lower(), resource_group.lower(), name.lower()
-
-
-def _region(region: str) -> str:
-    return region.replace(" ", "").lower()
 
 
 def _disk_subscription(disk_id: str) -> str:
