@@ -148,6 +148,9 @@ class Job:
     state: JobState = JobState.ACTIVE
     finished_at: float | None = None
     source_disk: str = ""  # a managed disk's resource id, when the job copies from one
+    # The file the user gave, when it was converted into ``source_path`` (a re-upload converts
+    # it again if the converted file is gone); "" when the file went up as it was.
+    input_path: str = ""
 
 
 @dataclass
@@ -166,6 +169,8 @@ class SourceRow:
     lease_owner: str | None = None
     lease_until: float = 0.0
     version: int = 0
+    # Hex MD5 of the whole disk as uploaded (tier 0); every copy must carry the same Content-MD5.
+    content_md5: str = ""
 
     def replace(self, **changes: object) -> SourceRow:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

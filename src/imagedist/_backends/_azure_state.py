@@ -611,6 +611,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "description": _truncate(job.description),
         "state": job.state.value,
         "source_disk": job.source_disk,
+        "input_path": job.input_path,
     }
     if job.finished_at is not None:  # absent means None: a REPLACE drops it
         entity["finished_at"] = float(job.finished_at)
@@ -630,6 +631,7 @@ def _job_from(entity: Mapping[str, Any]) -> Job:
         state=JobState(entity["state"]),
         finished_at=None if finished is None else _float(finished),
         source_disk=str(entity.get("source_disk", "")),
+        input_path=str(entity.get("input_path", "")),
     )
 
 
@@ -663,6 +665,7 @@ def _source_entity(row: SourceRow) -> dict[str, Any]:
             "lease_owner": row.lease_owner,
             "lease_until": float(row.lease_until),
             "version": _int64(row.version),
+            "content_md5": row.content_md5,
         }
     )
 
@@ -681,6 +684,7 @@ def _source_from(entity: Mapping[str, Any]) -> SourceRow:
         lease_owner=_opt_str(entity.get("lease_owner")),
         lease_until=_float(entity["lease_until"]),
         version=_version(entity),
+        content_md5=str(entity.get("content_md5", "")),
     )
 
 

@@ -40,13 +40,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, image_name TEXT NOT NULL, os_type TEXT NOT NULL,
     source_path TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at REAL NOT NULL,
     description TEXT NOT NULL, state TEXT NOT NULL, finished_at REAL,
-    source_disk TEXT NOT NULL DEFAULT ''
+    source_disk TEXT NOT NULL DEFAULT '', input_path TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS sources (
     job_id TEXT NOT NULL, source_id TEXT NOT NULL, kind TEXT NOT NULL,
     account TEXT NOT NULL, container TEXT NOT NULL, blob TEXT NOT NULL,
     state TEXT NOT NULL, parent_id TEXT, progress_bytes INTEGER NOT NULL, deleted INTEGER NOT NULL,
     error TEXT NOT NULL, lease_owner TEXT, lease_until REAL NOT NULL, version INTEGER NOT NULL,
+    content_md5 TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job_id, source_id)
 );
 CREATE TABLE IF NOT EXISTS targets (
@@ -67,9 +68,13 @@ CREATE TABLE IF NOT EXISTS target_switches (name TEXT PRIMARY KEY, enabled INTEG
 """
 
 
+JOB_COLUMNS = (
+    "id, image_name, os_type, source_path, size_bytes, created_at, description, state,"
+    " finished_at, source_disk, input_path"
+)
 SOURCE_COLUMNS = (
     "job_id, source_id, kind, account, container, blob, state, parent_id, progress_bytes,"
-    " deleted, error, lease_owner, lease_until, version"
+    " deleted, error, lease_owner, lease_until, version, content_md5"
 )
 TARGET_COLUMNS = (
     "job_id, target, subscription, region, account, container, blob, resource_group, image_name,"
@@ -90,6 +95,7 @@ class SqliteStateStore(StateStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        _add_missing_columns(self._db)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def locked() -> T:
@@ -111,10 +117,12 @@ class SqliteStateStore(StateStore):
             try:
                 if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
                     raise Conflict(f"Job {job.id!r} already exists.")
-                db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?)", _job_values(job))
+                db.execute(
+                    f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(11)})", _job_values(job)
+                )
                 for source in sources:
                     db.execute(
-                        f"INSERT INTO sources ({SOURCE_COLUMNS}) VALUES ({_marks(14)})",
+                        f"INSERT INTO sources ({SOURCE_COLUMNS}) VALUES ({_marks(15)})",
                         _source_values(source),
                     )
                 for target in targets:
@@ -131,7 +139,9 @@ class SqliteStateStore(StateStore):
 
     async def get_job(self, job_id: str) -> Job:
         row = await self._run(
-            lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            lambda db: db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
         )
         if row is None:
             raise NotFound(f"Job {job_id!r} does not exist; `imagedist jobs` lists the jobs.")
@@ -139,7 +149,9 @@ class SqliteStateStore(StateStore):
 
     async def list_jobs(self) -> list[Job]:
         rows = await self._run(
-            lambda db: db.execute("SELECT * FROM jobs ORDER BY created_at DESC, id DESC").fetchall()
+            lambda db: db.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC"
+            ).fetchall()
         )
         return [_job_from(row) for row in rows]
 
@@ -262,6 +274,22 @@ class SqliteStateStore(StateStore):
         return {name: bool(enabled) for name, enabled in rows}
 
 
+# Columns added after a release, with their definitions: a state file made by an older version
+# gains them when it is opened (CREATE TABLE IF NOT EXISTS leaves an existing table as it is).
+ADDED_COLUMNS = {
+    "jobs": {"input_path": "TEXT NOT NULL DEFAULT ''"},
+    "sources": {"content_md5": "TEXT NOT NULL DEFAULT ''"},
+}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, columns in ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, definition in columns.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+
+
 def _marks(count: int) -> str:
     return ",".join("?" * count)
 
@@ -278,6 +306,7 @@ def _job_values(job: Job) -> tuple[Any, ...]:
         job.state.value,
         job.finished_at,
         job.source_disk,
+        job.input_path,
     )
 
 
@@ -293,6 +322,7 @@ def _job_from(row: tuple[Any, ...]) -> Job:
         state=JobState(row[7]),
         finished_at=row[8],
         source_disk=row[9],
+        input_path=row[10],
     )
 
 
@@ -312,6 +342,7 @@ def _source_values(row: SourceRow) -> tuple[Any, ...]:
         row.lease_owner,
         row.lease_until,
         row.version,
+        row.content_md5,
     )
 
 
@@ -329,6 +360,7 @@ def _source_from(row: tuple[Any, ...]) -> SourceRow:
         lease_owner=row[11],
         lease_until=row[12],
         version=row[13],
+        content_md5=row[14],
     )
 
 
