@@ -459,3 +459,30 @@ def test_target_switches(state: StateHarness) -> None:
     assert ours() == {a: False, b: True, c: True}
     other = {k: v for k, v in run(state.other().target_switches()).items() if suffix in k}
     assert other == {a: False, b: True, c: True}
+
+
+# secrets
+
+
+def test_free_text_is_stored_redacted(state: StateHarness) -> None:
+    # The last line of defence: whatever error text reaches the store, its SAS does not.
+    secret = "SecretSigMarker0123+/abc="
+    text = (
+        "copy from https%3A%2F%2Fa.blob.core.windows.net%2Fc%2Fb.vhd%3Fsv%3D2024-08-04%26sig%3D"
+        + secret.replace("+", "%252B").replace("/", "%252F")
+        + f" refused (token sig={secret})"
+    )
+    job = create(state.store)
+    run(state.store.put_target(target_row(state.store, job.id, "sub-a/eastus").replace(error=text)))
+    run(state.store.put_source(source_row(state.store, job.id, "tier0").replace(error=text)))
+    record = LogRecord(job.id, 1.0, "error", "copy", text, extra={"detail": text})
+    run(state.store.append_log(record))
+
+    other = state.other()
+    stored = [
+        target_row(other, job.id, "sub-a/eastus").error,
+        source_row(other, job.id, "tier0").error,
+        *(f"{r.message} {r.extra}" for r in run(other.list_logs(job.id))),
+    ]
+    assert all("copy from https" in text for text in stored), stored
+    assert not any("SecretSigMarker" in text for text in stored), stored

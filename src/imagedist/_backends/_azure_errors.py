@@ -1,14 +1,14 @@
 """The one place where Azure SDK exceptions become imagedist's (see :mod:`imagedist._exceptions`).
 
 Every Azure adapter wraps its SDK calls in :func:`translate_errors`. Messages name the operation and
-keep Azure's HTTP status and error code, and go through :func:`redact` so that no SAS token, account
-key or URL query string ends up in an exception, a log line or the job's log.
+keep Azure's HTTP status and error code, and go through :func:`imagedist._redact.redact` so that no
+SAS token, account key or URL query string, in any encoding, ends up in an exception, a log line or
+the job's log.
 """
 
 from __future__ import annotations
 
 import email.utils
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,38 +32,16 @@ from .._exceptions import (
     PreconditionFailed,
     TransientError,
 )
+from .._redact import redact
 
 __all__ = ["Override", "error_code", "redact", "retry_after", "translate_errors"]
 
 #: Statuses worth retrying later: throttled, server error, gateway trouble, timeouts.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_REDACTED = "REDACTED"
 
 #: An override maps an Azure error code (str) or HTTP status (int) to a factory of the exception to
 #: raise instead of the default translation; it receives the finished message.
 Override = Mapping[str | int, Callable[[str], Exception]]
-
-# The query of any URL (SAS tokens live there), up to whitespace, a quote or a closing bracket.
-_URL_QUERY = re.compile(r"""(?i)\b((?:https?|wss?)://[^\s?#'"<>]*)\?[^\s'"<>)\]]*""")
-# Secrets outside a URL: a bare SAS token, a connection string, an Authorization header value.
-_SECRETS = [
-    (re.compile(r"(?i)\b(sig=)[^&\s;'\"<>]*"), r"\1" + _REDACTED),
-    (re.compile(r"(?i)\b(AccountKey=)[^;\s'\"<>]*"), r"\1" + _REDACTED),
-    (re.compile(r"(?i)\b(SharedAccessSignature=)[^;\s'\"<>]*"), r"\1" + _REDACTED),
-    (re.compile(r"(?i)\b(SharedKey(?:Lite)?\s+[^:\s]+:)\S+"), r"\1" + _REDACTED),
-    (re.compile(r"(?i)\b(Bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + _REDACTED),
-]
-
-
-def redact(text: str) -> str:
-    """``text`` without URL query strings, SAS signatures, account keys or bearer tokens.
-
-    URLs keep their scheme, host and path, which name the blob; everything after ``?`` goes.
-    """
-    text = _URL_QUERY.sub(r"\1", text)
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def error_code(exc: BaseException) -> str:

@@ -50,6 +50,7 @@ from .._domain import (
     log_matches,
 )
 from .._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
+from .._redact import redact, redact_record
 from ..abc import StateStore
 from ._azure_errors import Override, translate_errors
 
@@ -408,7 +409,7 @@ class AzureTableStateStore(StateStore):
         return entities
 
     async def put_source(self, row: SourceRow) -> SourceRow:
-        new = row.replace(version=row.version + 1, error=_truncate(row.error))
+        new = row.replace(version=row.version + 1, error=_truncate(redact(row.error)))
         await self._compare_and_set(
             row.job_id,
             _source_entity(new),
@@ -418,7 +419,7 @@ class AzureTableStateStore(StateStore):
         return new
 
     async def put_target(self, row: TargetRow) -> TargetRow:
-        new = row.replace(version=row.version + 1, error=_truncate(row.error))
+        new = row.replace(version=row.version + 1, error=_truncate(redact(row.error)))
         await self._compare_and_set(
             row.job_id,
             _target_entity(new),
@@ -476,6 +477,7 @@ class AzureTableStateStore(StateStore):
     # logs and switches
 
     async def append_log(self, record: LogRecord) -> None:
+        record = redact_record(record)
         logs = await self._table("logs")
         # Lexical order of the RowKey is time order; the sequence keeps one process's lines with
         # equal timestamps in order; the random part makes keys of two processes distinct.

@@ -37,6 +37,9 @@ __all__ = ["LocalBlobStore"]
 PAGE = 512
 _CHUNK = 4 * 1024 * 1024
 _META = ".meta"
+# What an injected copy failure says (``[local] fail_copies_to_accounts``); tests replace it to
+# plant text, such as a SAS, in the error the way a real platform's message might carry it.
+INJECTED_COPY_FAILURE = "injected copy failure into account '{account}'"
 # lseek(SEEK_DATA) fails with these where the filesystem cannot report holes.
 _NO_SEEK_DATA = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
 
@@ -251,7 +254,7 @@ class LocalBlobStore(BlobStore):
     def _advance(self, dest: BlobRef, copy: dict[str, Any]) -> None:
         """Copy the next slice of the source's data extents; the caller holds ``dest``'s lock."""
         if dest.account in self._fail_accounts:
-            return _fail(copy, f"injected copy failure into account '{dest.account}'")
+            return _fail(copy, INJECTED_COPY_FAILURE.format(account=dest.account))
         source = BlobRef(*copy["source"])
         now = self._clock.now()
         budget = None

@@ -27,6 +27,12 @@ from ..abc import BlobStore, Clock, CopyStatus, Image, ImageService, ImageSpec, 
 
 __all__ = ["DiskAccess", "LocalImageService", "local_disk_url", "parse_disk_id", "parse_local_url"]
 
+# What an injected image failure says (``[local] fail_images_in``); tests replace it to plant text,
+# such as a SAS, in the error the way a real platform's message might carry it.
+INJECTED_IMAGE_FAILURE = (
+    "injected image creation failure in subscription '{subscription}' region '{region}'"
+)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resource_groups (
     subscription TEXT NOT NULL COLLATE NOCASE,
@@ -343,9 +349,8 @@ class LocalImageService(ImageService):
     async def _outcome(self, row: sqlite3.Row) -> tuple[str, str]:
         """The error code and message the creation ends with; ``("", "")`` for success."""
         if (row["subscription"], region_name(row["region"])) in self._fail_in:
-            return "InjectedFailure", (
-                f"injected image creation failure in subscription "
-                f"'{row['subscription']}' region '{row['region']}'"
+            return "InjectedFailure", INJECTED_IMAGE_FAILURE.format(
+                subscription=row["subscription"], region=row["region"]
             )
         source = _source(row)
         try:

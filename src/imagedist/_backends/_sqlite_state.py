@@ -29,6 +29,7 @@ from .._domain import (
     log_matches,
 )
 from .._exceptions import Conflict, NotFound, PreconditionFailed
+from .._redact import redact, redact_record
 from ..abc import StateStore
 
 __all__ = ["SqliteStateStore"]
@@ -187,7 +188,7 @@ class SqliteStateStore(StateStore):
         return [_target_from(row) for row in rows]
 
     async def put_source(self, row: SourceRow) -> SourceRow:
-        new = row.replace(version=row.version + 1)
+        new = row.replace(version=row.version + 1, error=redact(row.error))
         values = _source_values(new)
         sets = ", ".join(f"{column.strip()} = ?" for column in SOURCE_COLUMNS.split(","))
         await self._compare_and_set(
@@ -198,7 +199,7 @@ class SqliteStateStore(StateStore):
         return new
 
     async def put_target(self, row: TargetRow) -> TargetRow:
-        new = row.replace(version=row.version + 1)
+        new = row.replace(version=row.version + 1, error=redact(row.error))
         values = _target_values(new)
         sets = ", ".join(f"{column.strip()} = ?" for column in TARGET_COLUMNS.split(","))
         await self._compare_and_set(
@@ -216,6 +217,7 @@ class SqliteStateStore(StateStore):
     # logs and switches
 
     async def append_log(self, record: LogRecord) -> None:
+        record = redact_record(record)
         await self._run(
             lambda db: db.execute(
                 "INSERT INTO logs (job_id, ts, level, step, target, message, extra)"

@@ -15,6 +15,7 @@ import click
 from .._api import Imagedist
 from .._config import Config, load_config
 from .._exceptions import BackendUnavailable, ImagedistError, InvalidInput
+from .._redact import redact
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -55,10 +56,12 @@ def friendly_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except (InvalidInput, BackendUnavailable) as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {redact(str(exc))}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except ImagedistError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            # An error from the platform may quote what it was sent; the state stores redact
+            # too, but this line goes straight to the terminal.
+            click.echo(f"Error: {redact(str(exc))}", err=True)
             sys.exit(EXIT_FAILED)
         except KeyboardInterrupt:
             click.echo(

@@ -9,6 +9,7 @@ import click
 
 from .._api import Imagedist
 from .._engine._setup import Change, apply_changes, plan_setup, plan_teardown, run_checks
+from .._redact import redact
 from ._common import EXIT_FAILED, State, echo_json, friendly_errors, json_option, run_with_app
 
 __all__ = ["check", "setup", "teardown"]
@@ -112,12 +113,14 @@ def check(state: State, as_json: bool) -> None:
     """Pre-flight before any bytes move: credentials, regions, resource groups, accounts,
     containers and the state store; one line per problem. Exits 1 if any."""
     problems = run_with_app(state, lambda app: run_checks(app.ctx))
+    # A problem may quote the platform's error: redacted here too, as the terminal is an edge.
+    found = [{**p.__dict__, "message": redact(p.message)} for p in problems]
     if as_json:
-        echo_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
+        echo_json({"ok": not problems, "problems": found})
     elif not problems:
         click.echo("All checks passed.")
     else:
-        for problem in problems:
-            click.echo(f"{problem.subject}: {problem.message}")
+        for problem in found:
+            click.echo(f"{problem['subject']}: {problem['message']}")
     if problems:
         sys.exit(EXIT_FAILED)

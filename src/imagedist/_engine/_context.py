@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .._domain import LogRecord
+from .._redact import redact
 
 if TYPE_CHECKING:
     from .._backends import Backend
@@ -28,8 +29,10 @@ class EngineContext:
     random_suffix: Callable[[], str] = field(default=lambda: secrets.token_hex(2))
 
     async def log(self, job_id: str, level: str, step: str, message: str, target: str = "") -> None:
-        """Append a line to the job's log (never anything secret: the ports hold no URLs)."""
-        record = LogRecord(job_id, self.backend.clock.now(), level, step, message, target=target)
+        """Append a line to the job's log, redacted: a message may quote an error from outside."""
+        record = LogRecord(
+            job_id, self.backend.clock.now(), level, step, redact(message), target=target
+        )
         await self.backend.state.append_log(record)
 
     def lease_until(self) -> float:

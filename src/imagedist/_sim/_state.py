@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from .._domain import Job, LogRecord, SourceRow, TargetRow, log_matches
 from .._exceptions import Conflict, NotFound, PreconditionFailed
+from .._redact import redact, redact_record
 from ..abc import StateStore
 
 __all__ = ["MemoryStateStore", "MemoryTables"]
@@ -94,6 +95,7 @@ class MemoryStateStore(StateStore):
             )
         new = _clone(row)
         new.version = row.version + 1
+        new.error = redact(new.error)
         rows[i] = _clone(new)
         return new
 
@@ -106,13 +108,14 @@ class MemoryStateStore(StateStore):
             )
         new = _clone(row)
         new.version = row.version + 1
+        new.error = redact(new.error)
         rows[i] = _clone(new)
         return new
 
     # logs and switches
 
     async def append_log(self, record: LogRecord) -> None:
-        stored = dataclasses.replace(record, extra=dict(record.extra))
+        stored = redact_record(dataclasses.replace(record, extra=dict(record.extra)))
         self.tables.logs.setdefault(record.job_id, []).append(stored)
 
     async def list_logs(
