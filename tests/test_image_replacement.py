@@ -7,7 +7,7 @@ from pathlib import Path
 
 from imagedist import Imagedist, OsType, TargetState, load_config
 from imagedist._backends import open_backend
-from imagedist._engine._targets import JOB_TAG, staging_name
+from imagedist._engine._targets import JOB_TAG
 from imagedist.abc import ImageService, ProvisioningState
 
 from helpers import make_disk, write_config
@@ -36,12 +36,12 @@ class WatchedImages(ImageService):
         images = await self.inner.list_images(subscription, resource_group)
         doomed = next((i for i in images if i.name == name), None)
         if doomed is not None and doomed.provisioning_state is ProvisioningState.SUCCEEDED:
-            base = name.removesuffix(".next")
+            base = name.rsplit(".next-", 1)[0]
             successors = [
                 i
                 for i in images
                 if i.name != name
-                and i.name in (base, staging_name(base))
+                and (i.name == base or i.name.startswith(base + ".next-"))
                 and i.provisioning_state is ProvisioningState.SUCCEEDED
                 and (name != base or i.tags.get(JOB_TAG) != doomed.tags.get(JOB_TAG))
             ]

@@ -134,8 +134,8 @@ class Imagedist:
             self.ctx, job_id, failed_only=failed_only, targets=targets, phase=phase
         )
 
-    async def cleanup(self, job_id: str) -> int:
-        return await cleanup_job(self.ctx, job_id)
+    async def cleanup(self, job_id: str, *, force: bool = False) -> int:
+        return await cleanup_job(self.ctx, job_id, force=force)
 
     # targets
 

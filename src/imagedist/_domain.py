@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 
 __all__ = [
+    "ACTIVE_TARGET_STATES",
+    "HOLDS_COPY_STATES",
     "LOG_LEVELS",
     "BlobRef",
     "FailedPhase",
@@ -132,6 +134,8 @@ class FailedPhase(enum.StrEnum):
 ACTIVE_TARGET_STATES = frozenset(
     {TargetState.PENDING, TargetState.COPYING, TargetState.COPIED, TargetState.IMAGING}
 )
+# A target in these states holds a verified copy of the disk (unless its blob was deleted since).
+HOLDS_COPY_STATES = frozenset({TargetState.COPIED, TargetState.IMAGING, TargetState.DONE})
 
 
 @dataclass

@@ -344,12 +344,21 @@ def retry(
 
 @click.command()
 @click.argument("job_id")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete even while enabled targets are not done; they fail, and `retry` copies"
+    " (and if need be uploads) them again.",
+)
 @json_option
 @pass_state
 @friendly_errors
-def cleanup(state: State, job_id: str, as_json: bool) -> None:
-    """Delete a job's intermediate blobs now (images are kept)."""
-    count = run_with_app(state, lambda app: app.cleanup(job_id))
+def cleanup(state: State, job_id: str, force: bool, as_json: bool) -> None:
+    """Delete a job's intermediate blobs now (images are kept).
+
+    Refuses while an enabled target still needs a blob, unless --force.
+    """
+    count = run_with_app(state, lambda app: app.cleanup(job_id, force=force))
     if as_json:
         echo_json({"job": job_id, "deleted_blobs": count})
     else:

@@ -13,17 +13,18 @@ __all__ = [
     "sources_needed",
 ]
 
-SETTLED_SOURCE_STATES = frozenset({SourceState.READY, SourceState.FAILED})
+IN_FLIGHT_SOURCE_STATES = frozenset({SourceState.UPLOADING, SourceState.COPYING})
 
 
 def sources_needed(sources: list[SourceRow], targets: list[TargetRow]) -> bool:
-    """Whether a source may still be read: a copy waits or runs, or a failed copy may be retried."""
+    """Whether the sources must stay: a copy waits or runs, a failed copy may be retried, or a
+    source is being made (deleting it under its own copy would fail that copy)."""
     for target in targets:
         if target.state in (TargetState.PENDING, TargetState.COPYING):
             return True
         if target.state is TargetState.FAILED and target.failed_phase is FailedPhase.COPY:
             return True
-    return any(s.state not in SETTLED_SOURCE_STATES for s in sources)
+    return any(s.state in IN_FLIGHT_SOURCE_STATES and not s.deleted for s in sources)
 
 
 async def drop_intermediates_if_unneeded(
@@ -31,7 +32,7 @@ async def drop_intermediates_if_unneeded(
 ) -> int:
     """Once no copy runs or waits, delete the tier-0 and tier-1 blobs, and the blob of every
     target whose image exists (finished copies serve as sources until then); returns how many
-    blobs went."""
+    blobs went. Every deletion is recorded on its row, so the engine knows it is gone."""
     if sources_needed(sources, targets):
         return 0
     return await drop_sources(ctx, job, sources) + await drop_target_blobs(ctx, job, targets)

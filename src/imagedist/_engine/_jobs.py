@@ -21,13 +21,14 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
-from .._exceptions import InvalidInput, NotFound
+from .._exceptions import InvalidInput, NotFound, PreconditionFailed
+from ..abc import CopyStatus
 from ._cleanup import drop_sources
 from ._context import EngineContext
 from ._disk import VHD_FOOTER, check_disk_id
 from ._prepare import prepare_image
 from ._status import JobStatus, summarize
-from ._worker import target_enablement
+from ._worker import revive_source, target_enablement
 
 __all__ = [
     "cleanup_job",
@@ -92,6 +93,7 @@ async def submit_job(
         prepared.size,
         now,
         description,
+        input_path=str(path.resolve()) if prepared.converted_from is not None else "",
     )
     note = None
     if prepared.converted_from is not None:
@@ -197,7 +199,8 @@ async def retry_job(
 
     By default every failed target resumes in the phase it failed in and every skipped target
     that is now enabled starts; ``failed_only`` leaves skipped ones alone; ``phase`` forces where
-    failed targets restart (``copy`` copies again, ``image`` only recreates the image).
+    failed targets restart (``copy`` copies again, ``image`` only recreates the image). A target
+    whose blob is gone (cleaned up) copies again whatever the phase: an image needs its blob.
 
     :return: the names of the targets put back to work.
     :raises InvalidInput: on an unknown job or target name.
@@ -214,6 +217,9 @@ async def retry_job(
         new_state = _retry_state(row, failed_only, phase, enabled.get(row.target, True))
         if new_state is None:
             continue
+        if new_state is TargetState.COPIED and not await _blob_present(ctx, row):
+            new_state = TargetState.PENDING
+            row = row.replace(blob_deleted=True)
         await state.put_target(
             row.replace(
                 state=new_state,
@@ -226,11 +232,22 @@ async def retry_job(
         )
         reset.append(row.target)
     if reset:
-        await _revive_sources(ctx, job)
+        await _revive_failed_sources(ctx, job)
         job.state, job.finished_at = JobState.ACTIVE, None
         await state.update_job(job)
         await ctx.log(job.id, "info", "job", f"retry: {len(reset)} targets put back to work")
     return reset
+
+
+async def _blob_present(ctx: EngineContext, row: TargetRow) -> bool:
+    """Whether the target's copy still exists, complete, to make an image from."""
+    if row.blob_deleted:
+        return False
+    try:
+        props = await ctx.backend.blobs.get_properties(row.blob)
+    except NotFound:
+        return False
+    return props.copy_status in (CopyStatus.SUCCESS, CopyStatus.NONE)
 
 
 def _check_names(names: Sequence[str], rows: list[TargetRow]) -> None:
@@ -255,50 +272,109 @@ def _retry_state(
     return TargetState.COPIED if restart is FailedPhase.IMAGE else TargetState.PENDING
 
 
-async def _revive_sources(ctx: EngineContext, job: Job) -> None:
-    """Targets that copy again need a source: bring back deleted or failed ones."""
+async def _revive_failed_sources(ctx: EngineContext, job: Job) -> None:
+    """Targets that copy again may need the upload: a failed one is tried again (the user
+    retries after fixing its cause). Deleted ones are the worker's to bring back, only when
+    no other copy of the disk is left to copy from."""
     state = ctx.backend.state
     targets = await state.list_targets(job.id)
     if not any(t.state is TargetState.PENDING for t in targets):
         return
     for row in await state.list_sources(job.id):
-        if row.deleted or row.state is SourceState.FAILED:
-            fresh = SourceState.PENDING
-            await state.put_source(
-                row.replace(
-                    state=fresh,
-                    deleted=False,
-                    progress_bytes=0,
-                    error="",
-                    parent_id=None,
-                    lease_owner=None,
-                    lease_until=0.0,
-                )
-            )
+        if row.state is SourceState.FAILED:
+            await state.put_source(revive_source(row))
 
 
-async def cleanup_job(ctx: EngineContext, job_id: str) -> int:
+async def cleanup_job(ctx: EngineContext, job_id: str, *, force: bool = False) -> int:
     """Delete every intermediate blob of the job now; returns how many were deleted.
 
-    Refuses while a copy is running, since deleting its source would fail it.
+    Refuses while a copy or an image creation is in flight, and, unless ``force``, while an
+    enabled target is not done (it still needs a blob). With ``force`` the unfinished targets
+    fail with a reason saying how to bring them back, and every deletion is recorded on its row,
+    so a later ``retry`` copies (and if need be uploads) again instead of waiting on a blob that
+    is gone.
 
-    :raises InvalidInput: if there is no such job, or it still has copies in flight.
+    :raises InvalidInput: if there is no such job, something is in flight, or (without
+        ``force``) an enabled target is not done.
     """
     job = await get_job(ctx, job_id)
     state = ctx.backend.state
     targets = await state.list_targets(job.id)
-    if any(t.state is TargetState.COPYING for t in targets):
+    sources = await state.list_sources(job.id)
+    _refuse_in_flight(job, sources, targets)
+    enabled = await target_enablement(ctx)
+    unfinished = [
+        t for t in targets if t.state in UNFINISHED_STATES and enabled.get(t.target, True)
+    ]
+    if unfinished and not force:
         raise InvalidInput(
-            f"Job {job.id!r} still has copies in flight; wait for them or run `imagedist worker`."
+            f"Job {job.id!r} still needs its blobs: {_some(unfinished)} not done; let"
+            " `imagedist worker` finish (`imagedist retry` for failed ones), or add --force to"
+            " delete them anyway."
         )
-    dropped = await drop_sources(ctx, job, await state.list_sources(job.id))
-    for row in targets:
-        if row.state not in (TargetState.COPIED, TargetState.IMAGING) and not row.blob_deleted:
-            if await ctx.backend.blobs.delete_blob(row.blob):
-                dropped += 1
-            if row.state is TargetState.DONE:
-                await state.put_target(row.replace(blob_deleted=True))
+    try:
+        await _fail_for_cleanup(ctx, job, unfinished)
+        dropped = await drop_sources(ctx, job, sources)
+        dropped += await _drop_every_target_blob(ctx, await state.list_targets(job.id))
+    except PreconditionFailed:
+        raise InvalidInput(
+            f"A worker changed job {job.id!r} while it was being cleaned up; run the cleanup again."
+        ) from None
     await ctx.log(job.id, "info", "cleanup", f"manual cleanup deleted {dropped} blobs")
+    return dropped
+
+
+# States in which an enabled target still needs a blob (a failed one, to be retried).
+UNFINISHED_STATES = frozenset({TargetState.PENDING, TargetState.COPIED, TargetState.FAILED})
+
+
+def _refuse_in_flight(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> None:
+    busy = [t.target for t in targets if t.state in (TargetState.COPYING, TargetState.IMAGING)]
+    busy += [
+        s.source_id
+        for s in sources
+        if s.state in (SourceState.UPLOADING, SourceState.COPYING) and not s.deleted
+    ]
+    if busy:
+        raise InvalidInput(
+            f"Job {job.id!r} has copies or image creations in flight ({', '.join(busy[:5])}"
+            f"{', ...' if len(busy) > 5 else ''}); let `imagedist worker` finish them, then"
+            " clean up."
+        )
+
+
+def _some(rows: list[TargetRow]) -> str:
+    names = ", ".join(row.target for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    return f"{len(rows)} target{'s are' if len(rows) > 1 else ' is'} ({names})"
+
+
+async def _fail_for_cleanup(ctx: EngineContext, job: Job, unfinished: list[TargetRow]) -> None:
+    reason = (
+        "`imagedist cleanup --force` deleted the blobs it needed; `imagedist retry` copies it again"
+    )
+    for row in unfinished:
+        if row.state is TargetState.FAILED:
+            continue  # it keeps its own reason; its blob is recorded as gone below
+        await ctx.backend.state.put_target(
+            row.replace(
+                state=TargetState.FAILED,
+                failed_phase=FailedPhase.COPY,
+                error=reason,
+                lease_owner=None,
+                lease_until=0.0,
+            )
+        )
+        await ctx.log(job.id, "error", "cleanup", reason, target=row.target)
+
+
+async def _drop_every_target_blob(ctx: EngineContext, targets: list[TargetRow]) -> int:
+    """Delete every target's blob (none is in flight) and record it on the row."""
+    dropped = 0
+    for row in targets:
+        if row.blob_deleted:
+            continue
+        dropped += await ctx.backend.blobs.delete_blob(row.blob)
+        await ctx.backend.state.put_target(row.replace(blob_deleted=True))
     return dropped
 
 

@@ -18,12 +18,26 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 
-from .._domain import SourceKind, SourceRow, SourceState, TargetRow, TargetState
+from .._domain import (
+    HOLDS_COPY_STATES,
+    SourceKind,
+    SourceRow,
+    SourceState,
+    TargetRow,
+    TargetState,
+)
 
-__all__ = ["BroadcastFanout", "Fanout", "OriginalFanout", "make_fanout", "target_as_source"]
+__all__ = [
+    "BroadcastFanout",
+    "Fanout",
+    "OriginalFanout",
+    "live_sources",
+    "make_fanout",
+    "target_as_source",
+]
 
-COPIED = frozenset({TargetState.COPIED, TargetState.IMAGING, TargetState.DONE})
 ORIGINAL_CHAIN = 10  # the original copied tier-1 copy i from copy i - 1 up to here
+IN_PRODUCTION = frozenset({SourceState.PENDING, SourceState.UPLOADING, SourceState.COPYING})
 
 
 def target_as_source(row: TargetRow) -> SourceRow:
@@ -38,8 +52,21 @@ def target_as_source(row: TargetRow) -> SourceRow:
     )
 
 
+def live_sources(sources: Iterable[SourceRow], targets: Iterable[TargetRow]) -> list[SourceRow]:
+    """Every blob a copy may read now: verified staging copies and target copies whose blob
+    still exists (a deleted one serves nobody, whatever its row's state says)."""
+    live = [s for s in sources if s.state is SourceState.READY and not s.deleted]
+    live += [
+        target_as_source(t) for t in targets if t.state in HOLDS_COPY_STATES and not t.blob_deleted
+    ]
+    return live
+
+
 class Fanout:
-    """Shared bookkeeping: the usable sources and how many copies read each one right now."""
+    """Shared bookkeeping: the usable sources and how many copies read each one right now.
+
+    Built once per reconcile pass from one snapshot of the job's rows.
+    """
 
     def __init__(
         self,
@@ -54,6 +81,7 @@ class Fanout:
         self.staging_region = staging_region
         self.max_reads = max_reads
         self._target_region = {f"target:{t.target}": t.region for t in self.targets}
+        self._live = {s.source_id: s for s in live_sources(self.sources, self.targets)}
         self.readers: Counter[str] = Counter()
         for target in self.targets:
             if target.state is TargetState.COPYING and target.source_id:
@@ -64,9 +92,7 @@ class Fanout:
 
     def by_id(self) -> dict[str, SourceRow]:
         """Every source a copy may be reading from, by id (to resume a copy)."""
-        usable = [s for s in self.sources if s.state is SourceState.READY and not s.deleted]
-        usable += [target_as_source(t) for t in self.targets if t.state in COPIED]
-        return {s.source_id: s for s in usable if not s.deleted}
+        return self._live
 
     def region_of(self, source: SourceRow) -> str:
         return self._target_region.get(source.source_id, self.staging_region)
@@ -83,6 +109,18 @@ class Fanout:
         """The source target ``row`` should copy from now, or None to wait."""
         raise NotImplementedError
 
+    def exhausted(self) -> bool:
+        """Whether a waiting target would wait forever: no source it may use exists or is being
+        made. The engine then makes a new one (or fails the waiting targets with the reason)."""
+        raise NotImplementedError
+
+    def _staged_in_production(self) -> bool:
+        return any(
+            s.state in IN_PRODUCTION and not s.deleted
+            for s in self.sources
+            if s.kind is SourceKind.TIER0 or s.state is SourceState.COPYING
+        )
+
     def _take(self, candidates: list[SourceRow]) -> SourceRow | None:
         free = [s for s in candidates if self.readers[s.source_id] < self.max_reads]
         if not free:
@@ -95,15 +133,24 @@ class Fanout:
 class BroadcastFanout(Fanout):
     """Every finished copy becomes a source; one cross-region seed per region."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._ready = list(self.by_id().values())
+    def __init__(
+        self,
+        sources: Iterable[SourceRow],
+        targets: Iterable[TargetRow],
+        *,
+        staging_region: str,
+        max_reads: int,
+    ) -> None:
+        super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
+        self._ready = list(self._live.values())
         self._staged = [s for s in self._ready if s.kind is not SourceKind.TARGET]
         self._by_region: dict[str, list[SourceRow]] = {}
         for source in self._ready:
             self._by_region.setdefault(self.region_of(source), []).append(source)
-        self._seeded = {t.region for t in self.targets if t.state in COPIED | {TargetState.COPYING}}
-        self._seeded.add(self.staging_region)
+        # A region is seeded while it holds a live source or a copy into it runs; one whose
+        # copies were all cleaned up needs a new seed (waiting on it would wait forever).
+        self._seeded = set(self._by_region)
+        self._seeded |= {t.region for t in self.targets if t.state is TargetState.COPYING}
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
         return self._take(self._staged)
@@ -123,42 +170,70 @@ class BroadcastFanout(Fanout):
             self._seeded.add(row.region)
         return source
 
+    def exhausted(self) -> bool:
+        copying = any(t.state is TargetState.COPYING for t in self.targets)
+        return not self._live and not copying and not self._staged_in_production()
+
 
 class OriginalFanout(Fanout):
     """The original's tier-1 chain, a barrier, then round-robin from the staging copies."""
 
-    def __init__(self, *args: object, job_id: str, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        sources: Iterable[SourceRow],
+        targets: Iterable[TargetRow],
+        *,
+        job_id: str,
+        staging_region: str,
+        max_reads: int,
+    ) -> None:
+        super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
         self._rng = random.Random(job_id)
         staged = sorted(
-            (s for s in self.sources if s.kind in (SourceKind.TIER0, SourceKind.TIER1)),
+            (s for s in self._live.values() if s.kind is not SourceKind.TARGET),
             key=lambda s: s.source_id,
         )
         self._rng.shuffle(staged)
         self._order = staged
         names = sorted(t.target for t in self.targets)
         self._index = {name: i for i, name in enumerate(names)}
+        self._by_id = {s.source_id: s for s in self.sources}
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
+        parent = self._by_id.get(self._designated_parent(row))
+        if parent is not None and parent.state is SourceState.READY and not parent.deleted:
+            return parent
+        if parent is not None and (parent.state in IN_PRODUCTION and not parent.deleted):
+            return None  # it is on its way
+        # The designated parent failed or was deleted: any live staging copy does, so the
+        # chain never waits on a source that will not come back.
+        return self._order[0] if self._order else None
+
+    @staticmethod
+    def _designated_parent(row: SourceRow) -> str:
         number = int(row.source_id.rpartition("-")[2])
-        by_id = {s.source_id: s for s in self.sources}
         if number == 1:
-            parent_id = "tier0"
-        elif number <= ORIGINAL_CHAIN:
-            parent_id = f"tier1-{number - 1:03d}"
-        else:
-            parent_id = (
-                f"tier1-{random.Random(f'{row.job_id}:{number}').randint(1, number - 1):03d}"
-            )
-        parent = by_id.get(parent_id)
-        ready = parent is not None and parent.state is SourceState.READY and not parent.deleted
-        return parent if ready else None
+            return "tier0"
+        if number <= ORIGINAL_CHAIN:
+            return f"tier1-{number - 1:03d}"
+        return f"tier1-{random.Random(f'{row.job_id}:{number}').randint(1, number - 1):03d}"
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
-        if any(s.state is not SourceState.READY for s in self._order if s.kind is SourceKind.TIER1):
+        if self._tier1_coming():
             return None  # the original waited for every tier-1 copy first
-        source = self._order[self._index[row.target] % len(self._order)]
-        return None if source.deleted else source
+        if not self._order:
+            return None
+        return self._order[self._index[row.target] % len(self._order)]
+
+    def _tier1_coming(self) -> bool:
+        tier1 = [s for s in self.sources if s.kind is SourceKind.TIER1 and not s.deleted]
+        if any(s.state is SourceState.COPYING for s in tier1):
+            return True
+        pending = any(s.state is SourceState.PENDING for s in tier1)
+        return pending and (bool(self._order) or self._staged_in_production())
+
+    def exhausted(self) -> bool:
+        return not self._order and not self._staged_in_production()
 
 
 def make_fanout(

@@ -7,28 +7,39 @@ nor repeats an effect: a pending copy is adopted, an image already being created
 
 from __future__ import annotations
 
+import hashlib
+
 from .._domain import FailedPhase, Job, SourceRow, TargetRow, TargetState
 from .._exceptions import Conflict, NotFound, OperationFailed
+from .._regions import region_name
 from ..abc import BlobProperties, CopyStatus, Image, ImageSpec, ProvisioningState
 from ._context import EngineContext
+from ._verify import copy_problem
 
-__all__ = ["TargetDriver", "staging_name"]
+__all__ = ["JOB_TAG", "TargetDriver", "staging_name"]
 
 JOB_TAG = "imagedist-job"
-STAGING_SUFFIX = ".next"
+MAX_IMAGE_NAME = 80
 
 
-def staging_name(image_name: str) -> str:
-    """Where a replacement image is built first; still a valid Azure image name (<= 80)."""
-    return image_name[: 80 - len(STAGING_SUFFIX)] + STAGING_SUFFIX
+def staging_name(image_name: str, target: str) -> str:
+    """Where target ``target``'s replacement image is built first.
+
+    Unique per target, so two targets whose image names share a long prefix never build into
+    (or delete) each other's, and still a valid Azure image name (at most 80 characters, ending
+    in a letter or digit).
+    """
+    suffix = f".next-{hashlib.sha256(target.encode()).hexdigest()[:8]}"
+    return image_name[: MAX_IMAGE_NAME - len(suffix)] + suffix
 
 
 class TargetDriver:
     """Moves one leased target row forward, one persisted step at a time."""
 
-    def __init__(self, ctx: EngineContext, job: Job) -> None:
+    def __init__(self, ctx: EngineContext, job: Job, *, disk_md5: str = "") -> None:
         self.ctx = ctx
         self.job = job
+        self.disk_md5 = disk_md5  # hex MD5 of the upload, which every copy must carry; "" if none
 
     async def put(self, row: TargetRow, **changes: object) -> TargetRow:
         """Persist a change, renewing our lease; raises PreconditionFailed if we lost the row."""
@@ -59,6 +70,7 @@ class TargetDriver:
             attempts=row.attempts + 1,
             error="",
             failed_phase=None,
+            blob_deleted=False,  # the copy makes the blob anew
         )
         await self.ctx.log(
             self.job.id, "info", "copy", f"copy started from {source.source_id}", target=row.target
@@ -87,11 +99,27 @@ class TargetDriver:
             row = await self.put(row, copy_id=props.copy_id)
         if props.copy_status is CopyStatus.PENDING:
             return await self.keep(row)  # still copying
-        if props.copy_status is CopyStatus.SUCCESS and props.size == self.job.size_bytes:
-            await self.ctx.log(self.job.id, "info", "copy", "copy verified", target=row.target)
-            return await self.put(row, state=TargetState.COPIED)
+        if props.copy_status is CopyStatus.SUCCESS:
+            return await self._verify_copy(row, props)
         reason = props.copy_error or f"copy ended {props.copy_status.value}"
         return await self.fail(row, FailedPhase.COPY, f"copy from {row.source_id} failed: {reason}")
+
+    async def _verify_copy(self, row: TargetRow, props: BlobProperties) -> TargetRow:
+        """A finished copy counts only once it is the disk: its size, and the upload's MD5 it
+        carries (or, when there is none, a valid footer for its size)."""
+        footer = None
+        if not self.disk_md5 and props.size >= 512:
+            footer = await self.ctx.backend.blobs.read(row.blob, props.size - 512, 512)
+        problem = copy_problem(props, self.job.size_bytes, self.disk_md5, footer)
+        if problem:
+            return await self.fail(
+                row,
+                FailedPhase.COPY,
+                f"the copy from {row.source_id} is not the disk: {problem};"
+                " `imagedist retry` copies it again",
+            )
+        await self.ctx.log(self.job.id, "info", "copy", "copy verified", target=row.target)
+        return await self.put(row, state=TargetState.COPIED)
 
     def _is_ours(self, row: TargetRow, props: BlobProperties, source: SourceRow | None) -> bool:
         if row.copy_id:
@@ -128,12 +156,15 @@ class TargetDriver:
         A failed image of this job found now is an earlier attempt's (a retry brought the
         target back here): it is cleared so this attempt starts clean.
         """
+        if row.blob_deleted:
+            # Its copy was cleaned up since: an image needs it, so copy again.
+            return await self.put(row, state=TargetState.PENDING, source_id=None, copy_id="")
         row = await self.put(row, state=TargetState.IMAGING, error="", failed_phase=None)
-        for name in (row.image_name, staging_name(row.image_name)):
+        for name in (row.image_name, staging_name(row.image_name, row.target)):
             stale = await self._get(row, name)
             if (
                 stale is not None
-                and stale.tags.get(JOB_TAG) == self.job.id
+                and self._is_own(row, stale)
                 and stale.provisioning_state is ProvisioningState.FAILED
             ):
                 await self._delete(row, name)
@@ -151,8 +182,29 @@ class TargetDriver:
         if final is None:
             return await self._create(row, row.image_name)
         if final.tags.get(JOB_TAG) == self.job.id:
+            if not self._is_own(row, final):
+                return await self._not_ours(row, final)
             return await self._follow_own(row, final)
         return await self._replace(row, final)
+
+    def _is_own(self, row: TargetRow, image: Image) -> bool:
+        """Whether ``image`` is this target's: made by this job from this target's own blob, in
+        its subscription and region (a job tag alone could be another target's image)."""
+        return (
+            image.tags.get(JOB_TAG) == self.job.id
+            and image.source_blob == row.blob
+            and image.subscription.lower() == row.subscription.lower()
+            and region_name(image.region) == region_name(row.region)
+        )
+
+    async def _not_ours(self, row: TargetRow, image: Image) -> TargetRow:
+        return await self.fail(
+            row,
+            FailedPhase.IMAGE,
+            f"image {image.name!r} in resource group {row.resource_group!r} was made by this job"
+            f" from blob {str(image.source_blob)!r}, not from this target's: two targets get the"
+            " same image name; make [naming] image_template unique per target (add {region})",
+        )
 
     async def _get(self, row: TargetRow, name: str) -> Image | None:
         try:
@@ -185,14 +237,14 @@ class TargetDriver:
                 FailedPhase.IMAGE,
                 f"image creation failed: {image.error_code}: {image.error_message}",
             )
-        staging = await self._get(row, staging_name(row.image_name))
-        if staging is not None and staging.tags.get(JOB_TAG) == self.job.id:
+        staging = await self._get(row, staging_name(row.image_name, row.target))
+        if staging is not None and self._is_own(row, staging):
             await self._delete(row, staging.name)
         await self.ctx.log(self.job.id, "info", "image", "image succeeded", target=row.target)
         return await self.put(row, state=TargetState.DONE)
 
     async def _replace(self, row: TargetRow, old: Image) -> TargetRow:
-        name = staging_name(row.image_name)
+        name = staging_name(row.image_name, row.target)
         staging = await self._get(row, name)
         if staging is None:
             await self.ctx.log(
@@ -204,9 +256,12 @@ class TargetDriver:
                 row.target,
             )
             return await self._create(row, name)
-        if staging.tags.get(JOB_TAG) != self.job.id:
+        if not self._is_own(row, staging):
             return await self.fail(
-                row, FailedPhase.IMAGE, f"image {name!r} exists from another job; delete it"
+                row,
+                FailedPhase.IMAGE,
+                f"image {name!r} exists and is not this target's replacement; delete it and"
+                " `imagedist retry` the job",
             )
         if staging.provisioning_state is ProvisioningState.CREATING:
             return await self.keep(row)

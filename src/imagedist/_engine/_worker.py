@@ -34,7 +34,7 @@ from ._tasks import task_group
 from ._tier1 import drive_tier1
 from ._upload import upload_tier0
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "revive_source", "target_enablement"]
 
 logger = logging.getLogger("imagedist.worker")
 
@@ -92,13 +92,26 @@ class Worker:
         state = self.ctx.backend.state
         sources = await state.list_sources(job.id)
         targets = await self._apply_switches(job, await state.list_targets(job.id))
+        fanout = self._fanout(job, sources, targets)
+        # Nothing the waiting targets may copy from exists or is on its way: make it anew, and
+        # act on the revived rows in the next pass.
+        stuck = self._waiting(job, targets) and fanout.exhausted()
+        if stuck and await self._find_a_way_forward(job, sources, targets):
+            return True
         tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
         if tier0.state in (SourceState.PENDING, SourceState.UPLOADING):
             await self._spawn_source(job, tier0, None, group)
-        if tier0.state is SourceState.FAILED:
-            await self._fail_waiting_targets(job, targets, tier0.error)
+        self._schedule_tier1(job, sources, fanout, group)
+        self._schedule_targets(job, targets, fanout, tier0.content_md5, group)
+        if any(key[0] == job.id for key in self._inflight):
+            return True
+        if await drop_intermediates_if_unneeded(self.ctx, job, sources, targets):
+            return True  # settle on the next pass, from the rows as they are now
+        return await self._settle(job, sources, targets)
+
+    def _fanout(self, job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> Fanout:
         config = self.ctx.config
-        fanout = make_fanout(
+        return make_fanout(
             config.fanout.strategy,
             job.id,
             sources,
@@ -106,13 +119,44 @@ class Worker:
             staging_region=config.staging.region,
             max_reads=config.fanout.max_reads_per_source,
         )
-        self._schedule_tier1(job, sources, fanout, group)
-        self._schedule_targets(job, targets, fanout, group)
-        if any(key[0] == job.id for key in self._inflight):
-            return True
-        if await drop_intermediates_if_unneeded(self.ctx, job, sources, targets):
-            return True  # settle on the next pass, from the rows as they are now
-        return await self._settle(job, sources, targets)
+
+    def _waiting(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
+        return [
+            row
+            for row in targets
+            if row.state is TargetState.PENDING and (job.id, row.target) not in self._inflight
+        ]
+
+    async def _find_a_way_forward(
+        self, job: Job, sources: list[SourceRow], targets: list[TargetRow]
+    ) -> bool:
+        """Every copy source is gone: upload (or copy from the disk) again, or, when the upload
+        itself failed, fail the waiting targets with its reason. Returns whether rows changed."""
+        tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
+        if tier0.state is SourceState.FAILED:
+            await self._fail_waiting_targets(job, targets, tier0.error)
+            return False
+        revived = 0
+        for row in sources:
+            if row.kind is SourceKind.TIER1 and row.state is SourceState.COPYING:
+                continue
+            if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
+                continue
+            await self.ctx.backend.state.put_source(revive_source(row))
+            revived += 1
+        if revived:
+            await self.ctx.log(
+                job.id,
+                "warning",
+                "job",
+                "every copy of the disk is gone (cleaned up) while targets still need one:"
+                + (
+                    " copying it from the managed disk again"
+                    if job.source_disk
+                    else " uploading again"
+                ),
+            )
+        return revived > 0
 
     async def _apply_switches(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
         """Disabled targets that have not started are skipped, in running jobs too."""
@@ -129,15 +173,17 @@ class Worker:
         return result
 
     async def _fail_waiting_targets(self, job: Job, targets: list[TargetRow], why: str) -> None:
-        for row in targets:
-            if row.state is TargetState.PENDING and (job.id, row.target) not in self._inflight:
-                await self._try_put_target(
-                    row.replace(
-                        state=TargetState.FAILED,
-                        failed_phase=FailedPhase.COPY,
-                        error=f"no source to copy from: {why}",
-                    )
+        for row in self._waiting(job, targets):
+            reason = f"no source to copy from: {why}"
+            await self.ctx.log(job.id, "error", FailedPhase.COPY.value, reason, target=row.target)
+            await self._try_put_target(
+                row.replace(
+                    state=TargetState.FAILED,
+                    failed_phase=FailedPhase.COPY,
+                    error=reason,
+                    lease_owner=None,
                 )
+            )
 
     def _schedule_tier1(
         self, job: Job, sources: list[SourceRow], fanout: Fanout, group: asyncio.TaskGroup
@@ -160,7 +206,12 @@ class Worker:
                 self._launch_source(job, row, None, group)
 
     def _schedule_targets(
-        self, job: Job, targets: list[TargetRow], fanout: Fanout, group: asyncio.TaskGroup
+        self,
+        job: Job,
+        targets: list[TargetRow],
+        fanout: Fanout,
+        disk_md5: str,
+        group: asyncio.TaskGroup,
     ) -> None:
         by_id = fanout.by_id()
         # Resume what is already moving before starting anything new, then seed before filling.
@@ -177,7 +228,7 @@ class Worker:
                 source = fanout.target_source(row)
                 if source is None:
                     continue
-            self._launch_target(job, row, source, group)
+            self._launch_target(job, row, source, disk_md5, group)
 
     def _lease_free(self, owner: str | None, until: float, key: tuple[str, str]) -> bool:
         return key not in self._inflight and self.ctx.lease_is_free(owner, until)
@@ -222,13 +273,18 @@ class Worker:
         )
 
     def _launch_target(
-        self, job: Job, row: TargetRow, source: SourceRow | None, group: asyncio.TaskGroup
+        self,
+        job: Job,
+        row: TargetRow,
+        source: SourceRow | None,
+        disk_md5: str,
+        group: asyncio.TaskGroup,
     ) -> None:
         key = (job.id, row.target)
         self._inflight.add(key)
         copying = row.state in COPY_STATES
         self._copies += copying
-        driver = TargetDriver(self.ctx, job)
+        driver = TargetDriver(self.ctx, job, disk_md5=disk_md5)
         holder = {"copying": copying}
 
         async def body(retry: bool) -> None:
@@ -369,6 +425,20 @@ class Worker:
         level = "info" if outcome is JobState.COMPLETED else "error"
         await self.ctx.log(job.id, level, "job", f"job {outcome.value}")
         return False
+
+
+def revive_source(row: SourceRow) -> SourceRow:
+    """A deleted or failed source made to be produced again (its expected MD5 is kept, so a
+    re-upload of a changed file is caught)."""
+    return row.replace(
+        state=SourceState.PENDING,
+        deleted=False,
+        progress_bytes=0,
+        error="",
+        parent_id=None,
+        lease_owner=None,
+        lease_until=0.0,
+    )
 
 
 async def target_enablement(ctx: EngineContext) -> dict[str, bool]:

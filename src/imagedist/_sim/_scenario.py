@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import tempfile
 import time
@@ -23,6 +24,7 @@ from .._config import Config, parse_config
 from .._domain import BlobRef, Job, JobState, OsType, SourceKind, SourceState
 from .._engine import EngineContext, Worker, submit_job
 from .._regions import REGIONS
+from .._vhd._footer import fixed_footer
 from ._backend import open_sim_backend, sim_world
 from ._loop import run_virtual
 from ._model import MIB, SimFaults, SimModel, SimStats
@@ -81,14 +83,22 @@ async def preload_tier0(backend: Backend, job: Job, occupied: int) -> None:
     blob = storage.create(ref, job.size_bytes, overwrite=True)
     if occupied:
         blob.add_range(0, min(occupied, job.size_bytes))
-    await state.put_source(tier0.replace(state=SourceState.READY, progress_bytes=job.size_bytes))
+    # What the upload leaves besides the data: the footer, and the MD5 every copy must carry (a
+    # stand-in digest: the simulator moves no bytes to hash).
+    blob.tail = fixed_footer(job.size_bytes - 512).pack()
+    blob.content_md5 = hashlib.md5(job.id.encode()).digest()
+    await state.put_source(
+        tier0.replace(
+            state=SourceState.READY,
+            progress_bytes=job.size_bytes,
+            content_md5=blob.content_md5.hex(),
+        )
+    )
 
 
 def _sparse_fixed_vhd(path: Path, virtual_size: int) -> Path:
     """A fixed VHD of ``virtual_size`` bytes (a whole number of MiB) holding no data: a hole and
     a footer, so ``submit_job`` accepts it as it is and nothing is read or converted."""
-    from .._vhd._footer import fixed_footer
-
     virtual_size = -(-virtual_size // MIB) * MIB
     with path.open("wb") as file:
         file.truncate(virtual_size)

@@ -31,6 +31,9 @@ class SimBlob:
     metadata: dict[str, str] = field(default_factory=dict)
     copy: SimCopy | None = None
     content_md5: bytes | None = None
+    # The last page (a VHD's footer) is kept even without keep_data, so the engine's read-back of
+    # the footer sees what was written.
+    tail: bytes | None = None
 
     @property
     def occupied(self) -> int:
@@ -128,6 +131,8 @@ class SimStorage:
         blob = self.blob(ref)
         check_range(offset, len(data), blob.size, aligned=True)
         blob.add_range(offset, offset + len(data))
+        if offset + len(data) == blob.size:
+            blob.tail = data[-PAGE:]
         if blob.data is not None:
             for at in range(0, len(data), PAGE):
                 blob.data[offset + at] = data[at : at + PAGE]
@@ -136,7 +141,7 @@ class SimStorage:
         blob = self.blob(ref)
         check_range(offset, length, blob.size, aligned=False)
         if not blob.data:
-            return bytes(length)
+            return self._read_tail(blob, offset, length)
         out = bytearray(length)
         first = offset - offset % PAGE
         for page in range(first, offset + length, PAGE):
@@ -145,6 +150,15 @@ class SimStorage:
                 continue
             lo, hi = max(page, offset), min(page + PAGE, offset + length)
             out[lo - offset : hi - offset] = chunk[lo - page : hi - page]
+        return bytes(out)
+
+    @staticmethod
+    def _read_tail(blob: SimBlob, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        last = blob.size - PAGE
+        if blob.tail is not None and offset + length > last:
+            lo = max(offset, last)
+            out[lo - offset :] = blob.tail[lo - last : offset + length - last]
         return bytes(out)
 
     def delete(self, ref: BlobRef) -> bool:
@@ -249,6 +263,7 @@ class SimStorage:
         )
         blob = SimBlob(src.size, data={} if self.keep_data else None, metadata=dict(src.metadata))
         blob.copy, blob.content_md5 = copy, src.content_md5  # Copy Blob carries both
+        blob.tail = src.tail
         blobs[dest.name] = blob
         self.stats.copies_started += 1
         self.stats.clones += clone
