@@ -3,7 +3,8 @@
 Azure boots only fixed VHDs (the disk's bytes followed by a 512-byte footer) whose virtual
 size is a whole number of MiB and at most 4095 GiB. This package reads raw files and fixed and
 dynamic VHDs itself, recognises VHDX, qcow2 and VMDK by their magic, and converts those with
-qemu-img.
+qemu-img, refusing any image that names another file (a backing file, an external extent, a
+parent): nothing outside the file given is ever read.
 
 For the upload path::
 
@@ -18,17 +19,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._exceptions import InvalidInput
-from ._convert import ConvertResult, convert_to_fixed_vhd, qemu_img_path
+from ._convert import ConvertResult, check_self_contained, convert_to_fixed_vhd, qemu_img_path
 from ._inspect import Inspection, detect, inspect_image, open_detected, quote
 from ._reader import DiskImage
-from ._validate import MAX_VIRTUAL_SIZE
+from ._validate import MAX_VIRTUAL_SIZE, fixed_footer_problem
 
 __all__ = [
     "MAX_VIRTUAL_SIZE",
     "ConvertResult",
     "DiskImage",
     "Inspection",
+    "check_self_contained",
     "convert_to_fixed_vhd",
+    "detect",
+    "fixed_footer_problem",
     "inspect_image",
     "open_disk",
     "qemu_img_path",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +12,20 @@ from typing import Any
 
 from .._exceptions import InvalidInput
 from ._footer import COOKIE, DISK_DIFFERENCING, DISK_FIXED, FOOTER_SIZE, SECTOR, VERSION, Footer
+from ._foreign import external_reference, read_vhdx_metadata
 from ._reader import DiskImage, DynamicVhd, FixedVhd, RawDisk
 from ._validate import check_fixed, check_footer, check_size_limit, read_dynamic
 
-__all__ = ["Detected", "Inspection", "detect", "inspect_image", "open_detected", "quote"]
+__all__ = [
+    "Detected",
+    "FileIdentity",
+    "Inspection",
+    "detect",
+    "file_identity",
+    "inspect_image",
+    "open_detected",
+    "quote",
+]
 
 MiB = 1024 * 1024
 FOREIGN = ("qcow2", "vmdk", "vhdx")
@@ -23,6 +34,18 @@ CONVERT = "convert it with `imagedist vhd convert`"
 
 def quote(path: Path) -> str:
     return repr(str(path))
+
+
+FileIdentity = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """What changes whenever the file is rewritten or replaced; None if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @dataclass(frozen=True)
@@ -68,36 +91,68 @@ class Inspection:
         }
 
 
-def _read_ends(path: Path) -> tuple[int, bytes, bytes]:
+def _open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path``, which must be a regular file.
+
+    Opened without blocking, so a FIFO cannot hang us; refused, like a device, since a disk
+    image is a file whose size and holes mean something.
+    """
     where = quote(path)
     if not path.exists():
         raise InvalidInput(f"File {where} does not exist; give the path of a disk image.")
     if path.is_dir():
         raise InvalidInput(f"{where} is a directory; give the path of a disk image file.")
     try:
-        with path.open("rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            head = os.pread(file.fileno(), 1024, 0)
-            tail = os.pread(file.fileno(), 1024, max(size - 1024, 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise InvalidInput(
             f"{where} cannot be read ({exc.strerror}); check its permissions."
         ) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput(
+            f"{where} is not a regular file (a pipe, socket or device); copy the disk into an"
+            " image file first and give its path."
+        )
+    return fd
+
+
+def _read_ends(path: Path) -> tuple[int, bytes, bytes]:
+    fd = _open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, 1024, 0)
+        tail = os.pread(fd, 1024, max(size - 1024, 0))
+    except OSError as exc:
+        raise InvalidInput(
+            f"{quote(path)} cannot be read ({exc.strerror}); check its permissions."
+        ) from exc
+    finally:
+        os.close(fd)
     return size, head, tail
 
 
 def _vmdk_size(head: bytes, path: Path) -> int:
-    if head[:4] in (b"KDMV", b"COWD"):
+    if head[:4] == b"KDMV":  # capacity: a 64-bit sector count after magic, version, flags
         return int(struct.unpack_from("<Q", head, 12)[0]) * SECTOR if len(head) >= 20 else 0
+    if head[:4] == b"COWD":  # the older sparse format counts sectors in 32 bits
+        return int(struct.unpack_from("<I", head, 12)[0]) * SECTOR if len(head) >= 16 else 0
     with path.open("rb") as file:
         text = file.read(64 * 1024).decode("utf-8", "replace")
     extents = re.findall(r"^\s*(?:RW|RDONLY|NOACCESS)\s+(\d+)", text, re.MULTILINE)
     return sum(int(sectors) for sectors in extents) * SECTOR
 
 
+def _vhdx_size(path: Path) -> int:
+    try:
+        return read_vhdx_metadata(path).virtual_size
+    except ValueError:
+        return 0  # unknown: inspect_image says why
+
+
 def _foreign(path: Path, size: int, head: bytes) -> Detected | None:
     if head.startswith(b"vhdxfile"):
-        return Detected(path, "vhdx", size)
+        return Detected(path, "vhdx", size, virtual_size=_vhdx_size(path))
     if head.startswith(b"QFI\xfb"):
         virtual = int.from_bytes(head[24:32], "big") if len(head) >= 32 else 0
         return Detected(path, "qcow2", size, virtual_size=virtual)
@@ -174,20 +229,42 @@ def _problems(kind: str, virtual_size: int) -> tuple[str, ...]:
     return tuple(problems)
 
 
+def _problems_of_foreign(found: Detected) -> tuple[str, ...]:
+    problems = _problems(f"{found.format} image", found.virtual_size)
+    reference = external_reference(found.path, found.format)
+    if reference is not None:
+        problems = (
+            f"It names {reference}, and imagedist reads nothing outside the file it is given:"
+            " merge the image into one self-contained file first.",
+            *problems,
+        )
+    return problems
+
+
+def _check_vhdx(path: Path) -> None:
+    try:
+        read_vhdx_metadata(path)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"{quote(path)} is a VHDX image whose headers cannot be read ({exc}); the file is"
+            " corrupt: copy it again from its source."
+        ) from None
+
+
 def inspect_image(path: Path) -> Inspection:
-    """Inspect ``path``; InvalidInput if it is unreadable, damaged, VHDX or too large for Azure."""
+    """Inspect ``path``; InvalidInput if it is unreadable, damaged or too large for Azure.
+
+    qcow2, VMDK and VHDX images are inspected from their headers alone (no qemu-img needed);
+    one that names another file (a backing file, an extent, a parent) has that as a problem.
+    """
     found = detect(path)
     if found.format == "vhdx":
-        raise InvalidInput(
-            f"{quote(path)} is a VHDX image, which Azure does not accept; {CONVERT}, which uses"
-            " qemu-img, to get a fixed VHD."
-        )
+        _check_vhdx(path)
     if found.format in FOREIGN:
         check_size_limit(found.virtual_size, quote(path))
         occupied = os.stat(path).st_blocks * 512
-        kind = f"{found.format} image"
         return Inspection(str(path), found.format, None, found.virtual_size, occupied,
-                          _problems(kind, found.virtual_size))  # fmt: skip
+                          _problems_of_foreign(found))  # fmt: skip
     with open_detected(found) as disk:
         kind = "raw image" if disk.disk_type is None else f"{disk.disk_type} VHD"
         return Inspection(

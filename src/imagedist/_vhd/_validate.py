@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from .._exceptions import InvalidInput
@@ -27,6 +28,7 @@ __all__ = [
     "check_fixed",
     "check_footer",
     "check_size_limit",
+    "fixed_footer_problem",
     "human",
     "read_dynamic",
 ]
@@ -87,6 +89,29 @@ def check_footer(raw: bytes, where: str) -> Footer:
     return footer
 
 
+def fixed_footer_problem(raw: bytes, file_size: int) -> str | None:
+    """Why ``raw`` is not the footer of a fixed VHD of ``file_size`` bytes (as a clause), or None.
+
+    For files imagedist made or accepted as fixed VHDs: a damaged footer here means the file
+    changed after it was checked.
+    """
+    if len(raw) != FOOTER_SIZE:
+        return f"it ends in {len(raw)} bytes where a 512-byte VHD footer belongs"
+    footer = Footer.unpack(raw)
+    if footer.cookie != COOKIE:
+        return "it does not end in a VHD footer"
+    if footer.checksum != footer.computed_checksum:
+        return "its VHD footer's checksum is wrong"
+    if footer.disk_type != DISK_FIXED:
+        return f"its VHD footer gives disk type {footer.disk_type}, not fixed (2)"
+    if footer.current_size != file_size - FOOTER_SIZE:
+        return (
+            f"its VHD footer gives a disk of {footer.current_size} bytes, not the"
+            f" {file_size - FOOTER_SIZE} bytes before it"
+        )
+    return None
+
+
 def _check_virtual_size(size: int, where: str) -> None:
     if size == 0:
         raise InvalidInput(
@@ -141,9 +166,19 @@ def read_dynamic(
             f"{where} has its block allocation table at offset {header.table_offset} with"
             f" {needed} entries, which runs past the end of the file or is misaligned; {TRUNCATED}."
         )
+    table_end = _round_up_sector(table_end)  # the table is padded to a whole sector
+    if header.table_offset < at + HEADER_SIZE and at < table_end:
+        raise InvalidInput(
+            f"{where} has its block allocation table (offset {header.table_offset}) overlapping"
+            f" its dynamic disk header (offset {at}); {RECOPY}."
+        )
     bat = parse_bat(os.pread(fd, 4 * needed, header.table_offset), needed)
-    _check_bat(bat, header.block_size, end, where)
+    _check_bat(bat, header.block_size, max(at + HEADER_SIZE, table_end), end, where)
     return header, bat
+
+
+def _round_up_sector(offset: int) -> int:
+    return -(-offset // SECTOR) * SECTOR
 
 
 def _check_header(header: DynamicHeader, where: str) -> None:
@@ -170,15 +205,33 @@ def _check_header(header: DynamicHeader, where: str) -> None:
         )
 
 
-def _check_bat(bat: tuple[int, ...], block_size: int, end: int, where: str) -> None:
+def _check_bat(bat: tuple[int, ...], block_size: int, first: int, end: int, where: str) -> None:
+    """Every allocated block (sector bitmap and data) lies wholly in ``[first, end)``, between
+    the headers and table and the footer, and no two blocks overlap: otherwise reading the disk
+    would read its own metadata, or one block's bytes as another's."""
     span = bitmap_size(block_size) + block_size
+    blocks = []
     for index, entry in enumerate(bat):
         if entry == BAT_UNUSED:
             continue
         start = entry * SECTOR
-        if start < FOOTER_SIZE or start + span > end:
+        if start + span > end:
             raise InvalidInput(
                 f"{where} has block allocation table entry {index} pointing at offset {start},"
                 f" outside the file (a block of {span} bytes must fit between its footers);"
                 f" {RECOPY}."
+            )
+        if start < first:
+            raise InvalidInput(
+                f"{where} has block allocation table entry {index} pointing at offset {start},"
+                f" inside its footer copy, dynamic disk header or block allocation table (blocks"
+                f" start at offset {first} at the earliest); {RECOPY}."
+            )
+        blocks.append((start, index))
+    blocks.sort()
+    for (start, index), (later, other) in itertools.pairwise(blocks):
+        if later < start + span:
+            raise InvalidInput(
+                f"{where} has block allocation table entries {index} and {other} pointing at"
+                f" overlapping blocks (offsets {start} and {later}, {span} bytes each); {RECOPY}."
             )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._footer import FOOTER_SIZE, fixed_footer
+from ._footer import FOOTER_SIZE, Footer, fixed_footer
 from ._reader import DiskImage, FixedVhd, RawDisk
 from ._validate import check_size_limit
 
@@ -41,15 +42,18 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += written
 
 
-def finish_fixed_vhd(fd: int, virtual_size: int, where: str) -> int:
-    """Make the raw disk open on ``fd`` a fixed VHD: pad it to a whole MiB, add the footer.
+def finish_fixed_vhd(
+    fd: int, virtual_size: int, where: str, make_footer: Callable[[int], Footer] = fixed_footer
+) -> int:
+    """Make the raw disk open on ``fd`` a fixed VHD: pad it to a whole MiB, add the footer
+    ``make_footer(size)`` gives.
 
     Returns the VHD's virtual size. The padding is a hole: nothing is written but the footer.
     """
     size = round_up_mib(virtual_size)
     check_size_limit(size, where)
     os.ftruncate(fd, size + FOOTER_SIZE)
-    _pwrite_all(fd, fixed_footer(size).pack(), size)
+    _pwrite_all(fd, make_footer(size).pack(), size)
     return size
 
 
@@ -117,7 +121,9 @@ def _copy_in_kernel(disk: DiskImage, fd: int) -> int | None:
     return written
 
 
-def write_fixed_vhd(disk: DiskImage, out: Path) -> WriteResult:
+def write_fixed_vhd(
+    disk: DiskImage, out: Path, make_footer: Callable[[int], Footer] = fixed_footer
+) -> WriteResult:
     """Write ``disk`` to ``out`` (created or truncated) as a fixed VHD, writing only its data.
 
     The file is on disk when this returns (``fdatasync``).
@@ -130,7 +136,7 @@ def write_fixed_vhd(disk: DiskImage, out: Path) -> WriteResult:
         written = _copy_in_kernel(disk, fd)
         if written is None:
             written = _copy_non_zero(disk, fd)
-        size = finish_fixed_vhd(fd, disk.virtual_size, where)
+        size = finish_fixed_vhd(fd, disk.virtual_size, where, make_footer)
         os.fsync(fd)
     finally:
         os.close(fd)
