@@ -8,13 +8,16 @@ covers the whole disk, holes included, computed beside the upload in the same re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CHUNK", "DiskScan", "covered", "data_extents"]
+from .._exceptions import OperationFailed
+
+__all__ = ["CHUNK", "DiskScan", "SourceChanged", "covered", "data_extents"]
 
 CHUNK = 4 * 1024 * 1024  # Azure's largest Put Page
 ZEROS = bytes(CHUNK)
@@ -22,6 +25,24 @@ ZEROS = bytes(CHUNK)
 GRAIN = 64 * 1024
 # Extents closer than this are read as one: a few KiB of zeros cost less than another request.
 COALESCE = 64 * 1024
+
+
+class SourceChanged(OperationFailed):
+    """The file changed while it was read: what was read is not one disk."""
+
+
+def _pread_exact(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes at ``offset``; a short read means the file shrank while we read it."""
+    data = os.pread(fd, length, offset)
+    while len(data) < length:
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            raise SourceChanged(
+                f"the file ended at {offset + len(data)} bytes, before the {length} bytes at"
+                f" offset {offset} it held when the upload started"
+            )
+        data += more
+    return data
 
 
 def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
@@ -66,27 +87,40 @@ def covered(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
 
 @dataclass
 class DiskScan:
-    """A file's data extents, its non-zero runs (:meth:`chunks`) and its MD5 (:meth:`hash_all`)."""
+    """A file's data extents, its non-zero runs (:meth:`chunks`) and its MD5 (:meth:`hash_all`).
+
+    Given ``fd`` (owned by the caller), every read goes through it: the upload then reads one
+    file from start to end even if the path is replaced or removed meanwhile.
+    """
 
     path: Path
+    fd: int | None = None
     size: int = 0
     data_bytes: int = 0  # bytes inside data extents (an upper bound of what will be sent)
     md5: hashlib._Hash = field(default_factory=hashlib.md5)
     _extents: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        with self.path.open("rb") as file:
-            self.size = os.fstat(file.fileno()).st_size
-            self._extents = data_extents(file.fileno(), self.size)
+        with self._reading() as fd:
+            self.size = os.fstat(fd).st_size
+            self._extents = data_extents(fd, self.size)
         self.data_bytes = sum(end - start for start, end in self._extents)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[int]:
+        if self.fd is not None:
+            yield self.fd
+            return
+        with self.path.open("rb", buffering=0) as file:
+            yield file.fileno()
 
     def chunks(self) -> Generator[tuple[int, bytes], None, None]:
         """``(offset, data)`` of every run holding a non-zero byte, in order."""
-        with self.path.open("rb", buffering=0) as file:
+        with self._reading() as fd:
             for start, end in self._extents:
                 for offset in range(start - start % CHUNK, end, CHUNK):
                     lo, hi = max(offset, start), min(offset + CHUNK, end)
-                    data = os.pread(file.fileno(), hi - lo, lo)
+                    data = _pread_exact(fd, hi - lo, lo)
                     if data != ZEROS[: len(data)]:
                         yield from _non_zero_runs(lo, data)
 
@@ -98,11 +132,11 @@ class DiskScan:
         the data on its way out. The second read of the data comes from the page cache.
         """
         hashed = 0
-        with self.path.open("rb", buffering=0) as file:
+        with self._reading() as fd:
             for start, end in self._extents:
                 self._hash_zeros(start - hashed)
                 for offset in range(start, end, CHUNK):
-                    self.md5.update(os.pread(file.fileno(), min(CHUNK, end - offset), offset))
+                    self.md5.update(_pread_exact(fd, min(CHUNK, end - offset), offset))
                 hashed = end
         self._hash_zeros(self.size - hashed)
         return self.md5.digest()
