@@ -132,6 +132,13 @@ def qcow2_json_backing(folder: Path, host: Path) -> Path:
     return path
 
 
+def qcow2_v2_backing(folder: Path, host: Path) -> Path:
+    path = folder / "bad.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", str(host), "-F", "raw",
+             str(path), "1M")  # fmt: skip
+    return path
+
+
 def qcow2_data_file(folder: Path, host: Path) -> Path:
     path = folder / "bad.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={host}", str(path), "1M")
@@ -223,6 +230,7 @@ NAMES_ANOTHER_FILE: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
     "qcow2-backing-file": (qcow2_backing, "names a backing file"),
     "qcow2-missing-backing-file": (qcow2_missing_backing, "names a backing file"),
     "qcow2-json-backing-file": (qcow2_json_backing, "names a backing file"),
+    "qcow2-version-2-backing-file": (qcow2_v2_backing, "names a backing file"),
     "qcow2-external-data-file": (qcow2_data_file, "names an external data file"),
     "vmdk-flat-extent-absolute": (vmdk_flat_absolute, "names an extent in another file"),
     "vmdk-flat-extent-relative": (vmdk_flat_relative, "names an extent in another file"),
@@ -343,6 +351,17 @@ def test_self_contained_images_convert_with_their_format_given(
         named = [arg for arg in call if arg.endswith(("disk.img", ".part"))]
         assert named and all(os.path.isabs(arg) for arg in named)  # never a protocol prefix
     assert any(call[:2] == ["info", "--backing-chain"] for call in calls)
+
+
+@needs_qemu
+def test_a_version_2_qcow2_header_extension_is_not_taken_for_features(tmp_path: Path) -> None:
+    """In version 2 the header extensions start where version 3 keeps its feature bits."""
+    image = tmp_path / "v2.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "compat=0.10", str(image), "1M")
+    data = bytearray(image.read_bytes())
+    data[72:88] = struct.pack(">II4sI", 0x1234_5678, 4, b"abcd", 0)  # an unknown extension
+    image.write_bytes(data)
+    assert convert_to_fixed_vhd(image, tmp_path / "out.vhd").virtual_size == MiB
 
 
 @needs_qemu

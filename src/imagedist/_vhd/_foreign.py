@@ -88,7 +88,8 @@ def _qcow2_reference(path: Path) -> str | None:
         raw = read_at(path, backing_offset, min(backing_size, QCOW2_NAME_MAX))
         return f"a backing file ({_name(raw)})" if raw.strip(b"\0") else "a backing file"
     version = struct.unpack_from(">I", head, 4)[0]
-    incompatible = struct.unpack_from(">Q", head, 72)[0] if len(head) >= 80 else 0
+    # Feature bits exist from version 3 on; in version 2 the header extensions start there.
+    incompatible = struct.unpack_from(">Q", head, 72)[0] if version >= 3 and len(head) >= 80 else 0
     data_file = _qcow2_data_file_name(path, head, version)
     if incompatible & QCOW2_INCOMPAT_DATA_FILE or data_file is not None:
         return "an external data file" + (f" ({_name(data_file)})" if data_file else "")
