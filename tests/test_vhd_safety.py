@@ -950,3 +950,18 @@ def test_random_damage_to_a_dynamic_vhd_never_crashes(
                 disk.read(0, disk.virtual_size)
         except InvalidInput as refused:
             assert "\n" not in str(refused) and str(refused).endswith(".")
+
+
+def test_a_source_replaced_by_a_fifo_fails_the_upload_instead_of_hanging(tmp_path: Path) -> None:
+    disk = fixed_vhd(tmp_path / "golden.vhd", size_mib=2)
+
+    async def main() -> SourceRow:
+        async with open_app(tmp_path) as app:
+            job = await app.submit(disk, "golden", OsType.LINUX)
+            disk.unlink()
+            os.mkfifo(disk)
+            await app.upload(job.id)
+            return await tier0(app, job)
+
+    row = asyncio.run(main())
+    assert row.state is SourceState.FAILED and "resubmit the image" in row.error

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,14 @@ from ._pages import DiskScan, SourceChanged, covered
 from ._prepare import converted_path, prepare_image
 from ._tasks import task_group
 
-__all__ = ["SourceChanged", "UploadMismatch", "UploadResult", "upload_file", "upload_tier0"]
+__all__ = [
+    "SourceChanged",
+    "SourceUnusable",
+    "UploadMismatch",
+    "UploadResult",
+    "upload_file",
+    "upload_tier0",
+]
 
 ProgressCallback = Callable[[int, int], None]  # (bytes sent, bytes to send at most)
 Chunk = tuple[int, bytes]
@@ -41,7 +49,7 @@ class UploadMismatch(OperationFailed):
     """The blob read back is not what was sent (its footer or its Content-MD5)."""
 
 
-class _Unusable(OperationFailed):
+class SourceUnusable(OperationFailed):
     """The job's file cannot be uploaded (gone, changed since submission, not a fixed VHD);
     found before anything was sent."""
 
@@ -73,6 +81,7 @@ async def upload_file(
     beside the upload and stored as the blob's Content-MD5 (on a mostly empty disk, hashing its
     holes takes longer than sending its data: see docs/benchmarks.md).
 
+    :raises SourceUnusable: if the file is gone, unreadable or not a regular file.
     :raises SourceChanged: if the file changed while it was read (nothing sent can be trusted).
     :raises UploadMismatch: if the blob's last 512 bytes or its Content-MD5, read back, are
         not what was sent.
@@ -100,8 +109,21 @@ async def upload_file(
 
 @contextlib.contextmanager
 def _opened(path: Path) -> Iterator[int]:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    """The file, open for reading: a regular file (opened without blocking, so a FIFO put in its
+    place cannot hang the upload)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise SourceUnusable(f"the source file {str(path)!r} is gone; resubmit the image") from None
+    except OSError as exc:
+        raise SourceUnusable(
+            f"the file {str(path)!r} cannot be read ({exc.strerror}); make it readable and retry"
+            " the job"
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceUnusable(f"{str(path)!r} is no longer a regular file; resubmit the image")
         yield fd
     finally:
         os.close(fd)
@@ -236,28 +258,34 @@ async def upload_tier0(
         if on_progress:
             on_progress(done, total)
 
+    saving = asyncio.Lock()
+
     async def save_progress() -> None:
         while True:
             await clock.sleep(1.0)
-            current = holder["row"]
-            assert isinstance(current, SourceRow)
-            holder["row"] = await state.put_source(
-                current.replace(
-                    progress_bytes=int(job.size_bytes * float(holder["fraction"])),
-                    lease_until=ctx.lease_until(),
+            async with saving:
+                current = holder["row"]
+                assert isinstance(current, SourceRow)
+                holder["row"] = await state.put_source(
+                    current.replace(
+                        progress_bytes=int(job.size_bytes * float(holder["fraction"])),
+                        lease_until=ctx.lease_until(),
+                    )
                 )
-            )
 
+    failure: OperationFailed | None = None
     async with task_group() as group:
         saver = group.create_task(save_progress())  # renews the lease through a re-conversion too
         try:
             path, result = await _upload_verified(ctx, job, row, progress)
-        except (SourceChanged, UploadMismatch, _Unusable) as exc:
-            saver.cancel()
-            await _discard(ctx, row, exc)
-            return await _fail(ctx, job, holder["row"], str(exc))
+        except (SourceChanged, UploadMismatch, SourceUnusable) as exc:
+            failure = exc
         finally:
-            saver.cancel()
+            async with saving:  # a save under way finishes first: the row we hold is the latest
+                saver.cancel()
+    if failure is not None:
+        await _discard(ctx, row, failure)
+        return await _fail(ctx, job, holder["row"], str(failure))
     final = holder["row"]
     assert isinstance(final, SourceRow)
     md5 = result.md5.hex() if result.md5 else ""
@@ -312,7 +340,9 @@ def _check_footer(path: Path, job: Job) -> None:
     if size != job.size_bytes:
         problem = f"it is {size} bytes, not the {job.size_bytes} bytes it had when submitted"
     if problem is not None:
-        raise _Unusable(f"the file {str(path)!r} is no longer a fixed VHD ({problem}); resubmit it")
+        raise SourceUnusable(
+            f"the file {str(path)!r} is no longer a fixed VHD ({problem}); resubmit it"
+        )
 
 
 async def _source_file(ctx: EngineContext, job: Job) -> Path:
@@ -324,24 +354,24 @@ async def _source_file(ctx: EngineContext, job: Job) -> Path:
     original = Path(job.input_path) if job.input_path else None
     if original is None or not original.is_file():
         gone = job.input_path or job.source_path
-        raise _Unusable(f"the source file {gone!r} is gone; resubmit the image")
+        raise SourceUnusable(f"the source file {gone!r} is gone; resubmit the image")
     work_dir = ctx.config.work_dir()
     # The converted file's name holds the original's identity (path, size, modification time).
     if converted_path(original, work_dir).name != path.name:
-        raise _Unusable(
+        raise SourceUnusable(
             f"the file {job.input_path!r} changed since the job was submitted; resubmit it"
         )
     try:
         prepared = await asyncio.to_thread(prepare_image, original, work_dir)
     except InvalidInput as exc:
-        raise _Unusable(f"converting it again failed: {str(exc).rstrip('.')}") from exc
+        raise SourceUnusable(f"converting it again failed: {str(exc).rstrip('.')}") from exc
     await ctx.log(job.id, "info", "upload", f"converted {job.input_path!r} again to upload it")
     return prepared.path
 
 
 async def _discard(ctx: EngineContext, row: SourceRow, why: Exception) -> None:
     """Delete a blob whose content cannot be trusted, so that a retry does not resume into it."""
-    if isinstance(why, _Unusable):
+    if isinstance(why, SourceUnusable):
         return  # found before anything was sent
     with contextlib.suppress(NotFound):
         await ctx.backend.blobs.delete_blob(row.blob)
