@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -965,3 +966,13 @@ def test_a_source_replaced_by_a_fifo_fails_the_upload_instead_of_hanging(tmp_pat
 
     row = asyncio.run(main())
     assert row.state is SourceState.FAILED and "resubmit the image" in row.error
+
+
+def test_a_hostile_descriptor_is_read_in_linear_time(tmp_path: Path) -> None:
+    """A MiB-long line of digits once made the extent pattern backtrack for hours."""
+    image = tmp_path / "slow.vmdk"
+    image.write_bytes(b"# Disk DescriptorFile\nRW " + b"1" * 900_000 + b"\nRW 5 " + b"a" * 99_000)
+    started = time.monotonic()
+    inspection = inspect_image(image)
+    assert time.monotonic() - started < 5
+    assert inspection.format == "vmdk"

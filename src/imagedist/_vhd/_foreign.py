@@ -34,8 +34,9 @@ VMDK_PARENT = b"parentFileNameHint"
 # that is not white space after each line start (sscanf skips white space, newlines included).
 _LINE_STARTS = re.compile(rb"^\s*(?=\S)", re.MULTILINE)
 # Any access word, a sector count, any type (or none), then a quoted name, with or without its
-# closing quote (qemu's sscanf takes the name either way): a superset of what qemu accepts.
-_EXTENT = re.compile(rb'\S+\s+[+-]?\d+\s*\S*?\s*"([^"\r\n]*)')
+# closing quote (qemu's sscanf takes the name either way): a superset of what qemu accepts. The
+# quantifiers are possessive so that no line, however long, makes the match backtrack.
+_EXTENT = re.compile(rb'\S++\s++[+-]?\d++\s*+[^\s"]*+\s*+"([^"\r\n]*+)')
 _PARENT_NAME = re.compile(rb'parentFileNameHint\s*=\s*"([^"\r\n]*)')
 
 # VHDX: two region tables, each pointing at the metadata region, whose items we look up by GUID
