@@ -139,7 +139,9 @@ def _vmdk_size(head: bytes, path: Path) -> int:
         return int(struct.unpack_from("<I", head, 12)[0]) * SECTOR if len(head) >= 16 else 0
     with path.open("rb") as file:
         text = file.read(64 * 1024).decode("utf-8", "replace")
-    extents = re.findall(r"^\s*(?:RW|RDONLY|NOACCESS)\s+(\d+)", text, re.MULTILINE)
+    # At most 19 digits, as a 64-bit sector count has: a longer run is no size (and would be slow
+    # and refused to turn into an int).
+    extents = re.findall(r"^\s*(?:RW|RDONLY|NOACCESS)\s+(\d{1,19})(?!\d)", text, re.MULTILINE)
     return sum(int(sectors) for sectors in extents) * SECTOR
 
 
