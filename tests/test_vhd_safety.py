@@ -976,3 +976,33 @@ def test_a_hostile_descriptor_is_read_in_linear_time(tmp_path: Path) -> None:
     inspection = inspect_image(image)
     assert time.monotonic() - started < 5
     assert inspection.format == "vmdk"
+
+
+MAGICS = [b"QFI\xfb", b"KDMV", b"COWD", b"# Disk DescriptorFile\n", b"vhdxfile"]
+DESCRIPTOR_WORDS = [
+    *("RW", "RDONLY", "2048", "99999999999999999999999", "FLAT", "SPARSE", '"', "x.vmdk"),
+    *("/etc/passwd", " ", "\n", "\r", "\t", "parentFileNameHint=", "createType=", "0", "-1"),
+    "\0",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    magic=st.sampled_from(MAGICS),
+    body=st.binary(min_size=0, max_size=2048),
+    text=st.lists(st.sampled_from(DESCRIPTOR_WORDS), max_size=40),
+    padding=st.sampled_from([0, 512, 200 * 1024, 300 * 1024]),
+)
+def test_inspecting_any_foreign_header_gives_a_verdict_or_a_sentence(
+    magic: bytes, body: bytes, text: list[str], padding: int
+) -> None:
+    """Random qcow2, VMDK (sparse and text) and VHDX headers: never an exception but a sentence."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "disk.img"
+        path.write_bytes(magic + "".join(text).encode() + body + bytes(padding))
+        try:
+            inspection = inspect_image(path)
+        except InvalidInput as refused:
+            assert "\n" not in str(refused) and str(refused).endswith(".")
+            return
+        assert inspection.format in ("qcow2", "vmdk", "vhdx", "raw")

@@ -50,9 +50,13 @@ VHDX_HAS_PARENT = 1 << 1  # in the file parameters' flags
 
 
 def read_at(path: Path, offset: int, length: int) -> bytes:
-    """Up to ``length`` bytes at ``offset`` (fewer at the end of the file)."""
+    """Up to ``length`` bytes at ``offset`` (fewer at the end of the file, none past it: offsets
+    come from the image's own headers, which may say anything)."""
     with path.open("rb", buffering=0) as file:
-        return os.pread(file.fileno(), max(length, 0), offset)
+        size = os.fstat(file.fileno()).st_size
+        if offset < 0 or offset >= size or length <= 0:
+            return b""
+        return os.pread(file.fileno(), min(length, size - offset), offset)
 
 
 def _name(raw: bytes) -> str:
