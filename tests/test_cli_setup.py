@@ -46,14 +46,17 @@ def test_setup_onboards_a_new_region_by_editing_the_config(tmp_path: Path) -> No
     assert {c["region"] for c in changes if c["kind"] == "storage account"} == {"brazilsouth"}
 
 
-def test_check_reports_an_unknown_region(tmp_path: Path) -> None:
+def test_check_reports_a_region_the_subscriptions_cannot_use(tmp_path: Path) -> None:
+    # A restricted region: a real name (an unknown one is refused when the config is read) that
+    # a subscription lists only once it has been granted access.
     config = write_config(tmp_path)
-    config.write_text(config.read_text().replace('"japaneast"]', '"atlantis"]'))
+    config.write_text(config.read_text().replace('"japaneast"]', '"germanynorth"]'))
     _run(config, "setup")
     code, out = _run(config, "check", "--json")
     problems = json.loads(out)["problems"]
     assert code == 1
-    assert {p["subject"] for p in problems} == {"sub-a/atlantis", "sub-b/atlantis", "sub-c/atlantis"}
+    assert {p["subject"] for p in problems} == {f"sub-{s}/germanynorth" for s in "abc"}
+    assert all("not available in this subscription" in p["message"] for p in problems)
 
 
 def test_teardown_needs_confirmation_and_removes_what_setup_made(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from pydantic import (
 
 from ._domain import Target
 from ._exceptions import ConfigError
+from ._files import NotARegularFile, read_regular_file
+from ._regions import REGIONS, unknown_region
 
 __all__ = [
     "AzureBackendOptions",
@@ -43,11 +45,12 @@ ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}\Z")
 # Azure resource group names: 1-90 of letters, digits, '_', '-', '.', '(' and ')', not ending in '.'.
 RESOURCE_GROUP_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]\Z")
 CONTAINER_NAME = re.compile(r"^(?=.{3,63}\Z)[a-z0-9]+(-[a-z0-9]+)*\Z")
-REGION_NAME = re.compile(r"^[a-z][a-z0-9]{1,39}\Z")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has types, and `copies = true` or `copies = "8"` is a mistake to name, not a
+    # value to coerce; no inf or nan, which would make a wait endless or a bound meaningless.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _check_account(value: str) -> str:
@@ -76,8 +79,8 @@ def _check_resource_group(value: str) -> str:
 
 
 def _check_region(value: str) -> str:
-    if not REGION_NAME.match(value):
-        raise ValueError(f"region {value!r} must be an Azure region name such as 'westeurope'")
+    if value not in REGIONS:
+        raise ValueError(unknown_region(value))
     return value
 
 
@@ -176,12 +179,18 @@ class FanoutPolicy(_Strict):
     # (ceil((regions - 1) / max_reads_per_source) sources in all); original makes 300, as it did.
     tier1_copies: int | Literal["auto"] = Field(default="auto")
 
-    @field_validator("tier1_copies")
+    @field_validator("tier1_copies", mode="before")
     @classmethod
-    def _tier1(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 0 <= value <= 1000:
-            raise ValueError('tier1_copies must be between 0 and 1000, or "auto"')
-        return value
+    def _tier1(cls, value: object) -> object:
+        # Before pydantic's own check, whose error for a union names neither the key nor the value.
+        if value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1000
+        ):
+            return value
+        shown = _toml(value) if isinstance(value, bool | int | float | str) else repr(value)
+        raise ValueError(
+            f'tier1_copies must be a whole number between 0 and 1000, or "auto", not {shown}'
+        )
 
     def tier1_count(self, regions: int) -> int:
         """How many tier-1 copies a job over ``regions`` regions gets."""
@@ -197,10 +206,11 @@ class FanoutPolicy(_Strict):
 class ConcurrencyPolicy(_Strict):
     """Limits one worker respects, and how it polls and leases work."""
 
-    copies: int = Field(default=32, ge=1)
-    images: int = Field(default=16, ge=1)
-    poll_interval_seconds: float = Field(default=2.0, gt=0)
-    lease_seconds: float = Field(default=60.0, gt=0)
+    copies: int = Field(default=32, ge=1, le=100_000)
+    images: int = Field(default=16, ge=1, le=100_000)
+    # Bounded both ways: a zero interval spins, an hour-long one looks like a hang.
+    poll_interval_seconds: float = Field(default=2.0, ge=0.01, le=3600)
+    lease_seconds: float = Field(default=60.0, ge=1, le=86_400)
 
 
 class UploadPolicy(_Strict):
@@ -217,8 +227,8 @@ class LocalBackendOptions(_Strict):
     """The embedded backend: a folder of blobs and SQLite files."""
 
     root: str = ".imagedist"
-    copy_bandwidth_mib_s: float = Field(default=0.0, ge=0)
-    image_create_seconds: float = Field(default=1.0, ge=0)
+    copy_bandwidth_mib_s: float = Field(default=0.0, ge=0, le=1_000_000)
+    image_create_seconds: float = Field(default=1.0, ge=0, le=86_400)
     fail_copies_to_accounts: list[str] = Field(default_factory=list)
     fail_images_in: list[str] = Field(default_factory=list)  # "subscription/region"
 
@@ -271,7 +281,13 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _fleet_is_consistent(self) -> Config:
-        resolve_fleet(self)
+        if not resolve_fleet(self):
+            # A job over no target would upload, then "complete" having done nothing.
+            raise ConfigError(
+                "Invalid config: it declares no targets; add [fleet] subscriptions and regions,"
+                " or [[targets]] tables.",
+                key_path="fleet",
+            )
         return self
 
     def fleet_targets(self) -> list[Target]:
@@ -367,17 +383,25 @@ def load_config(path: str | Path) -> Config:
     :raises ConfigError: naming the key path and the fix, if the file is missing or invalid.
     """
     path = Path(path)
+    where = repr(str(path))
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_regular_file(path).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(
-            f"Config file {str(path)!r} does not exist; pass --config or create it"
+            f"Config file {where} does not exist; pass --config or create it"
             " (see `imagedist demo` for an example)."
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Cannot read config file {str(path)!r}: {exc}.") from None
+    except NotARegularFile as exc:
+        raise ConfigError(
+            f"Cannot read config file {where}: it is {exc.kind}, not a file; pass the path of"
+            " a TOML file."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {where}: {exc.strerror}.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Cannot read config file {where}: {exc}.") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+        raise ConfigError(f"Config file {where} is not valid TOML: {exc}.") from None
     return parse_config(raw, base_dir=path.parent)
 
 
@@ -391,6 +415,26 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
     except ValidationError as exc:
         error = exc.errors()[0]
         key_path = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
         where = f"at {key_path!r}: " if key_path else ""
-        raise ConfigError(f"Invalid config {where}{message}.", key_path=key_path) from None
+        raise ConfigError(f"Invalid config {where}{_describe(error)}.", key_path=key_path) from None
+
+
+# Pydantic's own checks, whose message says what is wanted but not what was given.
+_SHOW_INPUT = ("_type", "_parsing", "finite_number", "greater_than", "less_than", "literal_error")
+
+
+def _describe(error: Any) -> str:
+    """The error's message, naming the value given when pydantic's message does not."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    shown = any(part in error["type"] for part in _SHOW_INPUT)
+    if not shown or not isinstance(value, bool | int | float | str):
+        return message
+    return f"{message[:1].lower()}{message[1:]}, not {_toml(value)}"
+
+
+def _toml(value: bool | int | float | str) -> str:
+    """A scalar as the config file writes it (true, inf, 'text')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 from ._exceptions import OperationFailed
@@ -9,8 +10,19 @@ from ._exceptions import OperationFailed
 if TYPE_CHECKING:
     from .abc import ImageSpec
 
-__all__ = ["EGRESS_PRICE_PER_GB", "REGIONS", "check_image_place", "region_name", "zone_of"]
+__all__ = [
+    "EGRESS_PRICE_PER_GB",
+    "REGIONS",
+    "RESTRICTED_REGIONS",
+    "check_image_place",
+    "region_name",
+    "unknown_region",
+    "zone_of",
+]
 
+# Every region of Azure's public cloud by its programmatic name (`az account list-locations`),
+# the restricted ones (for disaster recovery or sovereign use) and the two early-access (EUAP)
+# ones included: a config naming any other region is refused before anything is created.
 # Zone names follow Azure's bandwidth price list: egress between regions is priced by the zone
 # of the source region (North America / Europe, Asia / Middle East / Africa, South America).
 REGIONS: dict[str, str] = {
@@ -44,6 +56,12 @@ REGIONS: dict[str, str] = {
             "polandcentral",
             "italynorth",
             "spaincentral",
+            "swedensouth",
+            "austriaeast",
+            "belgiumcentral",
+            "denmarkeast",
+            "centraluseuap",
+            "eastus2euap",
         ],
         "north-america-europe",
     ),
@@ -61,13 +79,20 @@ REGIONS: dict[str, str] = {
             "australiaeast",
             "australiasoutheast",
             "australiacentral",
+            "australiacentral2",
             "newzealandnorth",
             "indonesiacentral",
             "malaysiawest",
+            "malaysiasouth",
+            "taiwannorth",
+            "taiwannorthwest",
+            "jioindiacentral",
+            "jioindiawest",
             "uaenorth",
             "uaecentral",
             "qatarcentral",
             "israelcentral",
+            "israelnorthwest",
             "southafricanorth",
             "southafricawest",
         ],
@@ -76,6 +101,30 @@ REGIONS: dict[str, str] = {
     **dict.fromkeys(["brazilsouth", "brazilsoutheast", "chilecentral"], "south-america"),
 }
 
+# Regions a subscription can use only once Microsoft grants it access (disaster recovery within a
+# country, sovereign needs, early access): `az account list-locations` lists them, but a
+# subscription without access cannot create resources there, which `imagedist check` reports.
+RESTRICTED_REGIONS = frozenset(
+    {
+        "australiacentral",
+        "australiacentral2",
+        "brazilsoutheast",
+        "centraluseuap",
+        "eastus2euap",
+        "francesouth",
+        "germanynorth",
+        "israelnorthwest",
+        "jioindiacentral",
+        "jioindiawest",
+        "malaysiasouth",
+        "norwaywest",
+        "southafricawest",
+        "swedensouth",
+        "switzerlandwest",
+        "taiwannorthwest",
+        "uaecentral",
+    }
+)
 
 # List prices (USD per GB) of data leaving a region for another one, by the source's zone
 # (PERF-MODEL.md); traffic within a region is free.
@@ -89,6 +138,18 @@ EGRESS_PRICE_PER_GB: dict[str, float] = {
 def zone_of(region: str) -> str:
     """The price zone of a region; unknown regions are priced as the most expensive zone."""
     return REGIONS.get(region, "south-america")
+
+
+def unknown_region(name: str) -> str:
+    """Why ``name`` is not a region, naming the closest real one when there is one."""
+    close = region_name(name) if region_name(name) in REGIONS else None
+    close = close or next(iter(difflib.get_close_matches(name.lower(), REGIONS, n=1)), None)
+    if close is not None:
+        return f"region {name!r} is not an Azure region name (did you mean {close!r}?)"
+    return (
+        f"region {name!r} is not an Azure region name; use one that"
+        " `az account list-locations -o table` lists, such as 'westeurope'"
+    )
 
 
 def region_name(region: str) -> str:

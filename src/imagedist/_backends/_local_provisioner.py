@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .._regions import REGIONS
+from .._regions import REGIONS, RESTRICTED_REGIONS
 from ..abc import AccountInfo, Provisioner
 
 __all__ = ["LocalProvisioner"]
@@ -32,6 +32,7 @@ class LocalProvisioner(Provisioner):
         return data
 
     def _save(self, data: dict[str, dict[str, Any]]) -> None:
+        self._file.parent.mkdir(parents=True, exist_ok=True)  # the backend makes its folder lazily
         temp = self._file.with_suffix(".tmp")
         temp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(temp, self._file)
@@ -46,8 +47,17 @@ class LocalProvisioner(Provisioner):
 
         return await asyncio.to_thread(locked)
 
+    async def _read(self) -> dict[str, dict[str, Any]]:
+        """The recorded state, without writing it back: a read creates no file."""
+
+        def locked() -> dict[str, dict[str, Any]]:
+            with self._lock:
+                return self._load()
+
+        return await asyncio.to_thread(locked)
+
     async def get_resource_group(self, subscription: str, name: str) -> str | None:
-        group = (await self._edit(lambda d: d))["groups"].get(f"{subscription}/{name}")
+        group = (await self._read())["groups"].get(f"{subscription}/{name}")
         return None if group is None else str(group["region"])
 
     async def create_resource_group(self, subscription: str, name: str, region: str) -> None:
@@ -74,7 +84,7 @@ class LocalProvisioner(Provisioner):
     async def get_storage_account(
         self, subscription: str, resource_group: str, name: str
     ) -> AccountInfo | None:
-        acct = (await self._edit(lambda d: d))["accounts"].get(name)
+        acct = (await self._read())["accounts"].get(name)
         if acct is None or (acct["subscription"], acct["resource_group"]) != (
             subscription,
             resource_group,
@@ -83,7 +93,7 @@ class LocalProvisioner(Provisioner):
         return AccountInfo(subscription, resource_group, name, acct["region"], acct["managed"])
 
     async def account_name_available(self, subscription: str, name: str) -> tuple[bool, str]:
-        taken = name in (await self._edit(lambda d: d))["accounts"]
+        taken = name in (await self._read())["accounts"]
         return (False, "AlreadyExists") if taken else (True, "")
 
     async def create_storage_account(
@@ -108,4 +118,5 @@ class LocalProvisioner(Provisioner):
         await asyncio.to_thread(shutil.rmtree, self._blobs / name, True)
 
     async def list_regions(self, subscription: str) -> list[str]:
-        return sorted(REGIONS)
+        # As for a subscription that was never granted access to a restricted region.
+        return sorted(set(REGIONS) - RESTRICTED_REGIONS)

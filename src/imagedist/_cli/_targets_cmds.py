@@ -13,6 +13,8 @@ from rich.table import Table
 
 from .._config import generated_account_name, parse_config
 from .._exceptions import InvalidInput
+from .._files import read_regular_file
+from .._regions import REGIONS, unknown_region
 from ._common import State, echo_json, friendly_errors, json_option, run_with_app
 
 __all__ = ["targets"]
@@ -28,8 +30,9 @@ def targets() -> None:
 
 def _read_subscriptions(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
+        # A FIFO or a device is refused, not read: the read would block or never end.
+        lines = read_regular_file(path).decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
         raise InvalidInput(
             f"Subscriptions file {str(path)!r} cannot be read; give a file with one"
             " subscription id per line."
@@ -89,6 +92,9 @@ def generate(state: State, subs_file: Path, regions: str, prefix: str, append: b
             " 'westeurope,eastus'."
         )
     region_list = regions.split(",")
+    for region in region_list:
+        if region not in REGIONS:
+            raise InvalidInput(f"In --regions, {unknown_region(region)}.")
     if len(set(region_list)) != len(region_list):
         raise InvalidInput(f"Regions {regions!r} list a region twice; give each once.")
     if not re.fullmatch(r"[a-z0-9]{1,11}", prefix):
