@@ -25,6 +25,7 @@ from ._engine import (
 )
 from ._engine._upload import ProgressCallback
 from ._exceptions import InvalidInput
+from ._files import check_folder, check_regular_file
 
 __all__ = ["Imagedist"]
 
@@ -67,7 +68,12 @@ class Imagedist:
         """Validate (and convert) the image and register a job; call :meth:`upload` next.
 
         See :func:`imagedist._engine.submit_job`.
+
+        :raises InvalidInput: also if ``path`` is not a regular file (checked without opening it:
+            opening a FIFO waits for a writer) or the work folder cannot be made.
         """
+        check_regular_file(path, "give the path of a disk image file")
+        check_folder(self.config.work_dir(), "[upload] work_dir")
         return await submit_job(self.ctx, path, image_name, os_type, description, convert=convert)
 
     async def submit_disk(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from .._clock import SystemClock
+from .._files import check_folder
 from . import Backend
 from ._local_blobs import LocalBlobStore
 from ._local_images import LocalImageService
@@ -17,12 +22,19 @@ if TYPE_CHECKING:
 __all__ = ["open_backend"]
 
 MIB = 1024 * 1024
+T = TypeVar("T")
 
 
 def open_backend(config: Config) -> Backend:
-    """Open the local backend under the config's ``local.root`` folder."""
+    """Open the local backend under the config's ``local.root`` folder.
+
+    Nothing is created on opening: the folder and its files appear with the first write, so a
+    command that only reads, or is refused, leaves no trace.
+
+    :raises InvalidInput: if ``local.root`` is, or lies under, something that is not a folder.
+    """
     root = config.local_root()
-    root.mkdir(parents=True, exist_ok=True)
+    check_folder(root, "[local] root")
     clock = SystemClock()
     options = config.local
     blobs = LocalBlobStore(
@@ -46,10 +58,49 @@ def open_backend(config: Config) -> Backend:
     return Backend(
         blobs=blobs,
         images=images,
-        state=SqliteStateStore(root / "state.db"),
+        state=_StateMadeOnFirstWrite(root / "state.db"),
         clock=clock,
         provisioner=LocalProvisioner(root),
     )
+
+
+class _StateMadeOnFirstWrite(SqliteStateStore):
+    """The SQLite state store, whose file (and folder) the first write makes, not the opening.
+
+    Until the file exists, an empty database in memory answers every read as a new file would
+    (no job, no switch), and refuses writes (``query_only``); the first write opens the file,
+    creating it, and runs again there. A file another process makes meanwhile is picked up.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(Path(":memory:"))
+        self._db.execute("PRAGMA query_only = ON")
+        self._path = path
+        self._in_memory = True
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._in_memory and self._path.exists():
+            await self._open_file()
+        try:
+            return await super()._run(fn)
+        except sqlite3.OperationalError as exc:
+            if not self._in_memory or exc.sqlite_errorcode != sqlite3.SQLITE_READONLY:
+                raise
+        await self._open_file()  # the first write
+        return await super()._run(fn)
+
+    async def _open_file(self) -> None:
+        real = await asyncio.to_thread(SqliteStateStore, self._path)
+
+        def swap() -> None:
+            with self._lock:
+                if not self._in_memory:  # another write got there first
+                    real._db.close()
+                    return
+                self._db.close()
+                self._db, self._in_memory = real._db, False
+
+        await asyncio.to_thread(swap)
 
 
 def _pair(item: str) -> tuple[str, str]:

@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -174,9 +175,8 @@ class LocalImageService(ImageService):
         self._locations = {a: (s, region_name(r)) for a, (s, r) in account_locations.items()}
         self._create_seconds = create_seconds
         self._fail_in = {(s, region_name(r)) for s, r in fail_in}
-        with closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers never block
-            db.executescript(_SCHEMA)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
 
     def creation_count(self, subscription: str, resource_group: str, name: str) -> int:
         """How many creation operations were started for the image, ever (blocking; for tests)."""
@@ -423,7 +423,21 @@ class LocalImageService(ImageService):
             ).fetchall()
         return [str(r[0]) for r in rows]
 
+    def _make_schema(self) -> None:
+        """Create the file and its tables on first use rather than on opening, so that a command
+        that never touches an image (`status`, `jobs`...) leaves no file behind."""
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            self._db_path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)) as db:
+                db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers never block
+                db.executescript(_SCHEMA)
+            self._schema_ready = True
+
     def _connect(self) -> sqlite3.Connection:
+        if not self._schema_ready:
+            self._make_schema()
         # timeout is SQLite's busy timeout: other processes hold the write lock only briefly.
         db = sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)
         db.row_factory = sqlite3.Row

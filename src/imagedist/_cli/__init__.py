@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,7 +22,51 @@ from ._vhd_cmds import vhd
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsageError(click.UsageError):
+    """Click's usage error shown as imagedist shows every bad input: one sentence on stderr
+    naming the problem and where the fix is, instead of click's Usage/Try/Error lines."""
+
+    def __init__(self, original: click.UsageError) -> None:
+        super().__init__(original.format_message(), original.ctx)
+
+    def show(self, file: Any = None) -> None:
+        message = " ".join(self.message.split()).rstrip(".")
+        message = re.sub(r"\.?\s*Did you mean (.+)\?$", r" (did you mean \1?)", message)
+        command = self.ctx.command_path if self.ctx is not None else "imagedist"
+        click.echo(f"Error: {message}; `{command} --help` shows the usage.", err=True)
+
+
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # a bare `imagedist` or command group: the help is what was asked for
+    except _OneLineUsageError:
+        raise
+    except click.UsageError as exc:
+        raise _OneLineUsageError(exc) from None
+
+
+class _Cli(click.Group):
+    """The root group: parsing and running any command turns click's usage errors into ours."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(name="imagedist", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "-c",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import click
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from .._exceptions import InvalidInput
 from .._plan import plan_distribution
+from .._vhd import MAX_VIRTUAL_SIZE
 from ._common import State, echo_json, friendly_errors, json_option
 
 __all__ = ["plan"]
@@ -17,18 +19,42 @@ __all__ = ["plan"]
 pass_state = click.make_pass_decorator(State)
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+MIB, GIB = 1024**2, 1024**3
+# The fastest upload worth planning for: far beyond any link a golden image goes up over.
+MAX_UPLOAD_RATE = 100 * GIB
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, option: str = "Size") -> int:
     """``30GiB``, ``30G``, ``512MiB`` or a number of bytes.
 
-    :raises InvalidInput: for anything else.
+    :raises InvalidInput: for anything else, naming ``option``.
     """
     match = SIZE.match(text)
     if not match:
-        raise InvalidInput(f"Size {text!r} is not understood; write it like 30GiB or 512MiB.")
-    unit = (match.group(2) or "").lower()[:1]
-    return int(float(match.group(1)) * UNITS[unit])
+        raise InvalidInput(
+            f"{option} {text!r} is not understood; write a positive size like 30GiB or 512MiB."
+        )
+    value = float(match.group(1)) * UNITS[(match.group(2) or "").lower()[:1]]
+    # Digits alone can still overflow a float: such a size is out of any range.
+    return int(value) if math.isfinite(value) else -1
+
+
+def _amount(size: int) -> str:
+    """``4095 GiB``: the largest unit that divides ``size`` exactly."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+def _within(size: int, text: str, option: str, low: int, high: int, what: str) -> int:
+    """``size`` if ``low <= size <= high``; else one sentence naming the bounds."""
+    if not low <= size <= high:
+        raise InvalidInput(
+            f"{option} {text!r} is out of range: {what} must be between {_amount(low)} and"
+            f" {_amount(high)}."
+        )
+    return size
 
 
 def _hours(seconds: float) -> str:
@@ -69,16 +95,25 @@ def plan(
     in virtual time. Prints the makespan and per-phase times, copies, cross-region
     GB, egress cost at list prices, and ARM calls. Touches no cloud.
     """
-    size = parse_size(disk_size)
-    data = parse_size(occupied) if occupied else size // 2
+    size = _within(
+        parse_size(disk_size, "--disk-size"), disk_size, "--disk-size", MIB, MAX_VIRTUAL_SIZE,
+        "a disk Azure makes an image from",
+    )  # fmt: skip
+    data = parse_size(occupied, "--occupied") if occupied else size // 2
     if not 0 < data <= size:
-        raise InvalidInput("--occupied must be more than 0 and at most --disk-size.")
+        raise InvalidInput(
+            f"--occupied {occupied!r} must be more than 0 and at most --disk-size ({disk_size})."
+        )
+    rate = _within(
+        parse_size(upload_rate, "--upload-rate"), upload_rate, "--upload-rate", 1024,
+        MAX_UPLOAD_RATE, "the upload speed per second",
+    )  # fmt: skip
     result = plan_distribution(
         state.config,
         disk_bytes=size,
         occupied_bytes=data,
         strategy=strategy,
-        upload_rate=parse_size(upload_rate),
+        upload_rate=rate,
         seed=seed,
     )
     if as_json:
