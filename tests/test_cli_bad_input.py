@@ -695,10 +695,6 @@ def test_help_still_works(config_path: Path, cli: Cli, args: list[str]) -> None:
 
 
 @pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not on PATH")
-@pytest.mark.xfail(
-    reason="the VHD reader refuses VHDX in inspect_image instead of reporting it for conversion",
-    strict=True,
-)
 def test_submit_converts_a_vhdx(config_path: Path, cli: Cli, tmp_path: Path) -> None:
     disk = tmp_path / "golden.vhdx"
     subprocess.run(["qemu-img", "create", "-f", "vhdx", str(disk), "16M"], check=True)
