@@ -112,14 +112,14 @@ def _decoded(text: str) -> str:
 
 
 def _redact_chunk(chunk: str) -> str:
-    """The patterns catch the usual encodings in place; a chunk that still hides a secret
-    once decoded (an odd mix of escapes, letters encoded too) is shown decoded and redacted."""
-    cleaned = _apply(chunk)
+    """A chunk the patterns already went over in place, checked once more decoded: one that
+    still hides a secret (an odd mix of escapes, letters encoded too) is shown decoded and
+    redacted."""
     if not _ENCODED.search(chunk):
-        return cleaned
+        return chunk
     decoded = _decoded(chunk)
     redacted = _apply(decoded)
-    return cleaned if redacted == decoded else redacted
+    return chunk if redacted == decoded else redacted
 
 
 def redact(text: str) -> str:
