@@ -115,7 +115,10 @@ def test_submit_invalid_image_name(
 def test_submit_non_ascii_or_newline_image_name(
     write_config: Callable[..., Path], sample_disk: Path, cli: Cli, name: str
 ) -> None:
-    path = write_config(naming={"image_template": "{image}"})
+    path = write_config(
+        naming={"image_template": "{image}"},
+        fleet={"subscriptions": ["sub-alpha"], "regions": ["westeurope"]},
+    )
     result = cli(path, "submit", str(sample_disk), "--image-name", name, *SUBMIT)
     assert_bad_input(result, "Image name")
 
@@ -124,7 +127,10 @@ def test_image_names_at_the_limits_are_accepted(
     write_config: Callable[..., Path], sample_disk: Path, cli: Cli
 ) -> None:
     # The counterpart of the refusals above: 80 characters, a one-character name, '_' last.
-    path = write_config(naming={"image_template": "{image}"})
+    path = write_config(
+        naming={"image_template": "{image}"},
+        fleet={"subscriptions": ["sub-alpha"], "regions": ["westeurope"]},
+    )
     for name in ("a" * 80, "a", "golden_"):
         result = cli(path, "submit", str(sample_disk), "--image-name", name, *SUBMIT)
         assert result.exit_code == 0, result.output
@@ -136,7 +142,7 @@ def test_image_names_at_the_limits_are_accepted(
     [
         pytest.param("{image} {region}", "golden", id="space-from-template"),
         pytest.param("{image}.{region}", "a" * 75, id="too-long-after-template"),
-        pytest.param("{image}.{subscription}.", "golden", id="trailing-dot-from-template"),
+        pytest.param("{image}.{region}.{subscription}.", "golden", id="trailing-dot-from-template"),
         pytest.param("{image}/{target}", "golden", id="slash-from-target-name"),
     ],
 )

@@ -281,13 +281,15 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _fleet_is_consistent(self) -> Config:
-        if not resolve_fleet(self):
+        fleet = resolve_fleet(self)
+        if not fleet:
             # A job over no target would upload, then "complete" having done nothing.
             raise ConfigError(
                 "Invalid config: it declares no targets; add [fleet] subscriptions and regions,"
                 " or [[targets]] tables.",
                 key_path="fleet",
             )
+        _check_image_names_unique(fleet, self.naming.image_template)
         return self
 
     def fleet_targets(self) -> list[Target]:
@@ -359,6 +361,30 @@ def _explicit_target(config: Config, spec: TargetSpec) -> Target:
         storage_resource_group=spec.storage_resource_group or config.naming.storage_resource_group,
         enabled=spec.enabled,
     )
+
+
+def _check_image_names_unique(fleet: list[Target], template: str) -> None:
+    """Two targets must never get one image (Azure's names are case-insensitive within a
+    resource group): the second would take the first's image for its own. Every target's
+    name comes from the same image name, so a sample name decides for all of them."""
+    seen: dict[tuple[str, str, str], Target] = {}
+    for target in fleet:
+        image = template.format(
+            image="image",
+            region=target.region,
+            subscription=target.subscription,
+            target=target.name,
+        )
+        key = (target.subscription.lower(), target.resource_group.lower(), image.lower())
+        other = seen.setdefault(key, target)
+        if other is not target:
+            raise ConfigError(
+                f"Invalid config at 'naming.image_template': {template!r} gives targets"
+                f" {other.name!r} and {target.name!r} the same image in resource group"
+                f" {target.resource_group!r}; make it unique per target, e.g."
+                ' "{image}.{region}".',
+                key_path="naming.image_template",
+            )
 
 
 def _check_unique(placed: list[tuple[str, Target]], staging_account: str) -> None:

@@ -125,6 +125,7 @@ async def submit_disk_job(
 
 def _image_names(ctx: EngineContext, image_name: str) -> dict[str, str]:
     validate_image_name(image_name)
+    # Two targets never share an image: the config refuses a template that would do that.
     return {t.name: _image_name_for(ctx, image_name, t) for t in ctx.config.fleet_targets()}
 
 

@@ -45,11 +45,15 @@ def scenario_config(
     poll_interval_seconds: float = 10.0,
     lease_seconds: float = 120.0,
 ) -> Config:
-    """A fleet of ``subscriptions`` × ``regions`` targets (real region names while they last)."""
+    """A fleet of ``subscriptions`` × ``regions`` targets in the first ``regions`` real region
+    names, in alphabetical order.
+
+    :raises ValueError: if Azure has fewer regions than asked for.
+    """
     names = sorted(REGIONS)
-    region_names = (
-        names[:regions] if regions <= len(names) else [f"region{i:04d}" for i in range(regions)]
-    )
+    if regions > len(names):
+        raise ValueError(f"a fleet has at most {len(names)} regions: Azure has no more")
+    region_names = names[:regions]
     raw: dict[str, Any] = {
         "backend": "local",  # the config schema knows no "sim"; the backend is passed in
         "staging": {
