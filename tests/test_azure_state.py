@@ -341,3 +341,29 @@ def test_one_store_serves_several_event_loops_and_one_long_one(
 
     assert run(in_one_loop()) == 5
     assert run(store.get_job(job.id)) == job  # a new loop after the last one closed
+
+
+# reads create nothing
+
+
+def test_reads_of_a_store_never_written_are_empty_and_create_no_table(
+    server: AzuriteServer,
+) -> None:
+    prefix = f"fresh{uuid.uuid4().hex[:8]}"
+    store = AzureTableStateStore(server.connection_string(ACCOUNT), table_prefix=prefix)
+
+    async def reads() -> tuple[list[Job], list[LogRecord], dict[str, bool], bool]:
+        with pytest.raises(NotFound):
+            await store.get_job("job-unknown")
+        assert await store.list_targets("job-unknown") == []
+        assert await store.list_sources("job-unknown") == []
+        found = (
+            await store.list_jobs(),
+            await store.list_logs("job-unknown"),
+            await store.target_switches(),
+            await store.is_ready(),
+        )
+        await store.aclose()
+        return found
+
+    assert run(reads()) == ([], [], {}, False)  # is_ready: no table was created by a read

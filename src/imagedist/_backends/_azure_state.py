@@ -237,9 +237,16 @@ class AzureTableStateStore(StateStore):
             await service.close()
 
     async def _table(self, kind: str) -> TableClient:
+        """The table to write to, created first if need be."""
         entry = await self._loop_client()
         if not self._tables_ready:
             await self.ensure_tables()
+        return entry.tables[kind]
+
+    async def _read_table(self, kind: str) -> TableClient:
+        """The table to read from: never created by a read (a status of an unknown job must
+        change nothing); a missing table reads as empty (see :func:`_empty_if_missing`)."""
+        entry = await self._loop_client()
         return entry.tables[kind]
 
     async def ensure_tables(self) -> None:
@@ -329,7 +336,7 @@ class AzureTableStateStore(StateStore):
             await jobs.delete_entity(_JOB_PK, escape_key(job_id))
 
     async def get_job(self, job_id: str) -> Job:
-        jobs = await self._table("jobs")
+        jobs = await self._read_table("jobs")
         with translate_errors(
             f"read job {job_id!r}",
             {
@@ -342,8 +349,9 @@ class AzureTableStateStore(StateStore):
         return _job_from(entity)
 
     async def list_jobs(self) -> list[Job]:
-        jobs = await self._table("jobs")
-        with translate_errors("list jobs"):
+        jobs = await self._read_table("jobs")
+        found: list[Job] = []
+        with _empty_if_missing(), translate_errors("list jobs"):
             found = [
                 _job_from(entity)
                 async for entity in jobs.query_entities(
@@ -392,10 +400,11 @@ class AzureTableStateStore(StateStore):
         return rows
 
     async def _list_items(self, job_id: str, prefix: str) -> list[TableEntity]:
-        items = await self._table("items")
+        items = await self._read_table("items")
         pk = escape_key(job_id)
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # "s:" .. "s;"
-        with translate_errors(f"list the items of job {job_id!r}"):
+        entities: list[TableEntity] = []
+        with _empty_if_missing(), translate_errors(f"list the items of job {job_id!r}"):
             entities = [
                 entity
                 async for entity in items.query_entities(
@@ -504,7 +513,7 @@ class AzureTableStateStore(StateStore):
         level: str | None = None,
         target: str | None = None,
     ) -> list[LogRecord]:
-        logs = await self._table("logs")
+        logs = await self._read_table("logs")
         clauses, parameters = ["PartitionKey eq @pk"], {"pk": escape_key(job_id)}
         if step is not None:
             clauses.append("step eq @step")
@@ -512,7 +521,8 @@ class AzureTableStateStore(StateStore):
         if target is not None:
             clauses.append("target eq @target")
             parameters["target"] = target
-        with translate_errors(f"read the log of job {job_id!r}"):
+        entities: list[TableEntity] = []
+        with _empty_if_missing(), translate_errors(f"read the log of job {job_id!r}"):
             entities = [
                 entity
                 async for entity in logs.query_entities(
@@ -547,14 +557,20 @@ class AzureTableStateStore(StateStore):
                 await switches.submit_transaction(operations)
 
     async def target_switches(self) -> dict[str, bool]:
-        switches = await self._table("switches")
-        with translate_errors("read target switches"):
+        switches = await self._read_table("switches")
+        with _empty_if_missing(), translate_errors("read target switches"):
             return {
                 str(entity.get("name") or unescape_key(entity["RowKey"])): bool(entity["enabled"])
                 async for entity in switches.query_entities(
                     "PartitionKey eq @pk", parameters={"pk": _SWITCH_PK}
                 )
             }
+        return {}
+
+
+def _empty_if_missing() -> contextlib.AbstractContextManager[None]:
+    """A query of a table that does not exist yet (nothing was ever written) reads as empty."""
+    return contextlib.suppress(NotFound)
 
 
 # entities
