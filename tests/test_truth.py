@@ -170,7 +170,8 @@ def test_a_copy_of_the_right_size_that_is_not_the_disk_is_never_done(
         tier0 = next(s for s in await state.list_sources(job_id) if s.kind is SourceKind.TIER0)
         blob = sim_world(ctx.backend).storage.blob(tier0.blob)
         if verify_by == "content-md5":
-            blob.content_md5 = bytes(16)  # the blob is not what was uploaded
+            await state.put_source(tier0.replace(content_md5="ab" * 16))  # what was uploaded
+            blob.content_md5 = bytes(16)  # and what the blob copies carry: something else
         else:
             await state.put_source(tier0.replace(content_md5=""))  # no MD5: the footer decides
             blob.tail = bytes(512)  # a footer zeroed while it was uploaded

@@ -8,7 +8,16 @@ from types import TracebackType
 
 from ._backends import Backend, open_backend
 from ._config import Config
-from ._domain import LOG_LEVELS, FailedPhase, Job, LogRecord, OsType, SourceKind, Target
+from ._domain import (
+    LOG_LEVELS,
+    FailedPhase,
+    Job,
+    LogRecord,
+    OsType,
+    SourceKind,
+    SourceRow,
+    Target,
+)
 from ._engine import (
     EngineContext,
     JobStatus,
@@ -83,18 +92,22 @@ class Imagedist:
         granting read access for the copy and revoking it afterwards."""
         return await submit_disk_job(self.ctx, disk_id, image_name, os_type, description)
 
-    async def upload(self, job_id: str, on_progress: ProgressCallback | None = None) -> None:
-        """Upload the job's file to its tier-0 blob (resuming), holding the tier-0 lease."""
+    async def upload(self, job_id: str, on_progress: ProgressCallback | None = None) -> SourceRow:
+        """Upload the job's file to its tier-0 blob (resuming), holding the tier-0 lease.
+
+        :return: the tier-0 row afterwards: ``ready`` once the upload is verified, ``failed``
+            with the reason (and its fix) otherwise, as it was if a worker is uploading it.
+        """
         job = await get_job(self.ctx, job_id)
         state = self.ctx.backend.state
         tier0 = next(s for s in await state.list_sources(job.id) if s.kind is SourceKind.TIER0)
         if not self.ctx.lease_is_free(tier0.lease_owner, tier0.lease_until):
-            return  # a worker is uploading it right now
+            return tier0  # a worker is uploading it right now
         leased = await state.put_source(
             tier0.replace(lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until())
         )
         done = await upload_tier0(self.ctx, job, leased, on_progress)
-        await state.put_source(done.replace(lease_owner=None))
+        return await state.put_source(done.replace(lease_owner=None))
 
     async def work(self, job_ids: Sequence[str] = (), *, forever: bool = False) -> None:
         """Run a worker until no active job (of ``job_ids``, if given) is left.

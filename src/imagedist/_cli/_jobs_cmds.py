@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .._api import Imagedist
-from .._domain import FailedPhase, JobState, LogRecord, OsType
+from .._domain import FailedPhase, JobState, LogRecord, OsType, SourceRow, SourceState
 from .._engine import JobStatus
 from ._common import (
     EXIT_FAILED,
@@ -48,6 +48,13 @@ console = Console()
 
 def _exit_for(status: JobStatus) -> None:
     if status.state is JobState.FAILED:
+        sys.exit(EXIT_FAILED)
+
+
+def _exit_if_failed(tier0: SourceRow) -> None:
+    """An upload that failed its checks fails the command (the job is registered, failed)."""
+    if tier0.state is SourceState.FAILED:
+        click.echo(f"Error: the upload failed: {tier0.error.rstrip('.')}.", err=True)
         sys.exit(EXIT_FAILED)
 
 
@@ -122,7 +129,7 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
         args.file, args.image_name, OsType(args.os_type), args.description, convert=args.convert
     )
     if quiet:
-        await app.upload(job.id)
+        _exit_if_failed(await app.upload(job.id))
         return job.id
     err = Console(stderr=True)
     err.print(f"job {job.id} submitted; uploading a disk of {job.size_bytes} bytes")
@@ -139,7 +146,8 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
         def advance(done: int, total: int) -> None:
             progress.update(bar, completed=done, total=total)
 
-        await app.upload(job.id, advance)
+        uploaded = await app.upload(job.id, advance)
+    _exit_if_failed(uploaded)
     return job.id
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .._vhd._footer import COOKIE, DISK_FIXED, FOOTER_SIZE, Footer
+from .._vhd import fixed_footer_problem
 from ..abc import BlobProperties
 
-__all__ = ["copy_problem", "footer_problem"]
+__all__ = ["copy_problem"]
 
 
 def copy_problem(
@@ -26,20 +26,4 @@ def copy_problem(
         return None
     if footer is None:
         return "its footer could not be read"
-    return footer_problem(footer, size)
-
-
-def footer_problem(raw: bytes, size: int) -> str | None:
-    """Why ``raw`` is not a fixed VHD's footer for a blob of ``size`` bytes, or None."""
-    if len(raw) != FOOTER_SIZE:
-        return f"its footer is {len(raw)} bytes long"
-    footer = Footer.unpack(raw)
-    if footer.cookie != COOKIE:
-        return "it does not end in a VHD footer"
-    if footer.checksum != footer.computed_checksum:
-        return "its VHD footer's checksum is wrong"
-    if footer.disk_type != DISK_FIXED:
-        return f"its VHD footer says disk type {footer.disk_type}, not fixed"
-    if footer.current_size != size - FOOTER_SIZE:
-        return f"its VHD footer gives {footer.current_size} bytes, not {size - FOOTER_SIZE}"
-    return None
+    return fixed_footer_problem(footer, size)

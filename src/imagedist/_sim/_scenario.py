@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import tempfile
 import time
@@ -87,17 +86,10 @@ async def preload_tier0(backend: Backend, job: Job, occupied: int) -> None:
     blob = storage.create(ref, job.size_bytes, overwrite=True)
     if occupied:
         blob.add_range(0, min(occupied, job.size_bytes))
-    # What the upload leaves besides the data: the footer, and the MD5 every copy must carry (a
-    # stand-in digest: the simulator moves no bytes to hash).
+    # What the upload leaves besides the data: the footer, which copies are verified by. No
+    # MD5: the simulator moves no bytes to hash, and a made-up one would fail a re-upload.
     blob.tail = fixed_footer(job.size_bytes - 512).pack()
-    blob.content_md5 = hashlib.md5(job.id.encode()).digest()
-    await state.put_source(
-        tier0.replace(
-            state=SourceState.READY,
-            progress_bytes=job.size_bytes,
-            content_md5=blob.content_md5.hex(),
-        )
-    )
+    await state.put_source(tier0.replace(state=SourceState.READY, progress_bytes=job.size_bytes))
 
 
 def _sparse_fixed_vhd(path: Path, virtual_size: int) -> Path:
