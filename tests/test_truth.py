@@ -181,3 +181,23 @@ def test_a_copy_of_the_right_size_that_is_not_the_disk_is_never_done(
     rows = run_virtual(scenario())
     assert {r.state for r in rows} == {TargetState.FAILED}
     assert all("is not the disk" in r.error for r in rows), [r.error for r in rows]
+
+
+def test_an_older_job_never_replaces_a_newer_jobs_image(
+    write_config: Callable[..., Path], sample_disk: Path, cli: Cli
+) -> None:
+    config = write_config(fleet={"subscriptions": ["sub-a"], "regions": ["eastus"]})
+    submit = ("submit", str(sample_disk), "--image-name", "gold", "--os-type", "linux")
+    older = cli(config, *submit).stdout.strip().splitlines()[-1]
+    newer = cli(config, *submit).stdout.strip().splitlines()[-1]
+    assert cli(config, "worker", "--job", newer).exit_code == 0
+    assert cli(config, "worker", "--job", older).exit_code == 0
+
+    async def held(app: Imagedist) -> list[tuple[str, str]]:
+        images = await app.ctx.backend.images.list_images("sub-a", "imagedist-images")
+        return [(i.name, i.tags[JOB_TAG]) for i in images]
+
+    assert call(config, held) == [("gold.eastus", newer)]  # no staging image left behind
+    status = json.loads(cli(config, "status", older, "--json").stdout)
+    (target,) = status["targets"]
+    assert target["state"] == "failed" and "submitted after this one" in target["error"]

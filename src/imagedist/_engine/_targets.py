@@ -185,7 +185,37 @@ class TargetDriver:
             if not self._is_own(row, final):
                 return await self._not_ours(row, final)
             return await self._follow_own(row, final)
+        if await self._is_newer(final.tags.get(JOB_TAG, "")):
+            return await self._superseded(row, final)
         return await self._replace(row, final)
+
+    async def _is_newer(self, other_id: str) -> bool:
+        """Whether job ``other_id`` was submitted after ours (an unknown one counts as older:
+        an image from before imagedist, or from a job since deleted)."""
+        if not other_id:
+            return False
+        try:
+            other = await self.ctx.backend.state.get_job(other_id)
+        except NotFound:
+            return False
+        return (other.created_at, other.id) > (self.job.created_at, self.job.id)
+
+    async def _superseded(self, row: TargetRow, newer: Image) -> TargetRow:
+        """A newer job's image holds the name: ours must never replace it (two jobs of one
+        image running at once would otherwise end with the older one's). Our staging image,
+        if any, goes once it has settled."""
+        staging = await self._get(row, staging_name(row.image_name, row.target))
+        if staging is not None and self._is_own(row, staging):
+            if staging.provisioning_state is ProvisioningState.CREATING:
+                return await self.keep(row)
+            await self._delete(row, staging.name)
+        return await self.fail(
+            row,
+            FailedPhase.IMAGE,
+            f"image {row.image_name!r} already holds the image of job"
+            f" {newer.tags.get(JOB_TAG)!r}, submitted after this one; a job never replaces a"
+            " newer job's image, so there is nothing to retry here",
+        )
 
     def _is_own(self, row: TargetRow, image: Image) -> bool:
         """Whether ``image`` is this target's: made by this job from this target's own blob, in

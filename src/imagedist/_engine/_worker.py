@@ -422,9 +422,24 @@ class Worker:
             return True
         job.state, job.finished_at = outcome, self.ctx.backend.clock.now()
         await self.ctx.backend.state.update_job(job)
+        if await self._revived_meanwhile(job):
+            return True
         level = "info" if outcome is JobState.COMPLETED else "error"
         await self.ctx.log(job.id, level, "job", f"job {outcome.value}")
         return False
+
+    async def _revived_meanwhile(self, job: Job) -> bool:
+        """A `retry` between our look at the rows and our write of the outcome put targets back
+        to work and marked the job active *before* we marked it ended: looking again after our
+        write catches it (a retry after that look writes its "active" after ours), so no job
+        ever ends with work in it that no worker would pick up."""
+        state = self.ctx.backend.state
+        now = derive_job_state(await state.list_sources(job.id), await state.list_targets(job.id))
+        if now is not JobState.ACTIVE:
+            return False
+        job.state, job.finished_at = JobState.ACTIVE, None
+        await state.update_job(job)
+        return True
 
 
 def revive_source(row: SourceRow) -> SourceRow:
