@@ -15,7 +15,6 @@ from ._exceptions import (
     InvalidInput,
     NotFound,
     OperationFailed,
-    OperationTimeout,
     PreconditionFailed,
     TransientError,
 )
@@ -36,7 +35,6 @@ __all__ = [
     "JobStatus",
     "NotFound",
     "OperationFailed",
-    "OperationTimeout",
     "OsType",
     "PreconditionFailed",
     "Target",

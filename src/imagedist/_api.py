@@ -1,4 +1,4 @@
-"""The library's front door: one object per config that the CLI and the dashboard call."""
+"""The library's front door: one object per config, which the CLI calls for everything."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ The tree::
     ├── AuthFailed            the credentials were refused
     ├── OperationFailed       the platform ran the operation and it failed (copy failed, image failed)
     ├── TransientError        worth retrying later (throttled, busy, timeout on the wire)
-    ├── OperationTimeout      a bounded wait ran out
     └── BackendUnavailable    the backend cannot be loaded (missing extra, unknown name)
 """
 
@@ -26,7 +25,6 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "OperationFailed",
-    "OperationTimeout",
     "PreconditionFailed",
     "TransientError",
 ]
@@ -90,10 +88,6 @@ class TransientError(ImagedistError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class OperationTimeout(ImagedistError):
-    """Raised when a bounded wait ran out before the operation finished."""
 
 
 class BackendUnavailable(ImagedistError):

@@ -96,7 +96,8 @@ def demo(folder: Path | None) -> None:
         return job_id, await _final(app, job_id)
 
     job_id, final = run_with_app(state, body)
-    console.print(
+    # Plain echo: a console would wrap the long path and put the job id on a line of its own.
+    click.echo(
         f"\nInspect it: imagedist -c {config_path} status {job_id}"
         f"\n            imagedist -c {config_path} logs {job_id}"
     )

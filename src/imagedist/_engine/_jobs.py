@@ -1,4 +1,4 @@
-"""The job operations the CLI and the dashboard call: submit, status, retry, cleanup, switches."""
+"""The job operations behind the library API: submit, status, retry, cleanup, switches."""
 
 from __future__ import annotations
 
