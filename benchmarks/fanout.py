@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import GIB
 
+from imagedist._backends.sim import SimModel, scenario_config
 from imagedist._plan import Plan, plan_distribution
-from imagedist._sim import SimModel, scenario_config
 
 DISK = 30 * GIB
 OCCUPIED = DISK // 2

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from _common import GIB, sparse_disk, table, timed
 
 from azurite import generate_key
-from imagedist._backends._azure_blobs import AccountAccess, AzureBlobStore
+from imagedist._backends.azure.blobs import AccountAccess, AzureBlobStore
 from imagedist._domain import BlobRef
 from imagedist._engine._pages import DiskScan
 from imagedist._engine._upload import upload_file

@@ -31,14 +31,14 @@ from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 import azurite
 from azurite import AzuriteServer
-from imagedist._backends import _azure_blobs
-from imagedist._backends._azure_blobs import (
+from imagedist._backends.azure import blobs as _azure_blobs
+from imagedist._backends.azure.blobs import (
     AccountAccess,
     AzureBlobStore,
     parse_copy_source,
     sas_lifetime,
 )
-from imagedist._backends._azure_errors import redact, retry_after, translate_errors
+from imagedist._backends.azure.errors import redact, retry_after, translate_errors
 from imagedist._domain import BlobRef
 from imagedist._exceptions import (
     AuthFailed,

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from azurite import AzuriteServer
-from imagedist._backends._azure_state import (
+from imagedist._backends.azure.state import (
     MAX_TEXT,
     AzureTableStateStore,
     escape_key,

@@ -23,8 +23,8 @@ import pytest
 
 from armserver.process import ArmServerProcess
 from azurite import AzuriteServer
-from imagedist._backends._local_blobs import LocalBlobStore
-from imagedist._backends._local_images import LocalImageService, parse_disk_id
+from imagedist._backends.local.blobs import LocalBlobStore
+from imagedist._backends.local.images import LocalImageService, parse_disk_id
 from imagedist._domain import BlobRef, SecretUrl
 from imagedist._exceptions import (
     AuthFailed,
@@ -141,8 +141,8 @@ def _azure_world(request: pytest.FixtureRequest, tmp_path: Path) -> DiskWorld:
     from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
 
     from armserver.credentials import AsyncStaticTokenCredential
-    from imagedist._backends._azure_blobs import AccountAccess, AzureBlobStore
-    from imagedist._backends._azure_images import AzureImageService
+    from imagedist._backends.azure.blobs import AccountAccess, AzureBlobStore
+    from imagedist._backends.azure.images import AzureImageService
 
     server: AzuriteServer = request.getfixturevalue("azurite_server")
     arm_srv: ArmServerProcess = request.getfixturevalue("arm")  # reset for this test

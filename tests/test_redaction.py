@@ -23,17 +23,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imagedist import Imagedist
-from imagedist._backends import _local_blobs, _local_images
-from imagedist._backends._azure_errors import translate_errors
-from imagedist._backends._local_blobs import LocalBlobStore
-from imagedist._backends._local_images import LocalImageService
-from imagedist._cli._render import log_to_dict, status_to_dict
-from imagedist._config import generated_account_name
-from imagedist._domain import BlobRef, OsType
-from imagedist._engine import EngineContext, Worker, job_status, submit_job
-from imagedist._exceptions import ImagedistError, OperationFailed, TransientError
-from imagedist._redact import redact
-from imagedist._sim import (
+from imagedist._backends.azure.errors import translate_errors
+from imagedist._backends.local import blobs as _local_blobs
+from imagedist._backends.local import images as _local_images
+from imagedist._backends.local.blobs import LocalBlobStore
+from imagedist._backends.local.images import LocalImageService
+from imagedist._backends.sim import (
     SimBlobStore,
     SimImageService,
     open_sim_backend,
@@ -41,7 +36,13 @@ from imagedist._sim import (
     run_virtual,
     scenario_config,
 )
-from imagedist._sim._scenario import _sparse_fixed_vhd
+from imagedist._backends.sim.scenario import _sparse_fixed_vhd
+from imagedist._cli._render import log_to_dict, status_to_dict
+from imagedist._config import generated_account_name
+from imagedist._domain import BlobRef, OsType
+from imagedist._engine import EngineContext, Worker, job_status, submit_job
+from imagedist._exceptions import ImagedistError, OperationFailed, TransientError
+from imagedist._redact import redact
 from imagedist.abc import ImageSpec
 
 Cli = Callable[..., Result]

@@ -8,9 +8,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from imagedist._domain import BlobRef, OsType
-from imagedist._exceptions import TransientError
-from imagedist._sim import (
+from imagedist._backends.sim import (
     MB,
     MIB,
     ArmThrottle,
@@ -25,6 +23,8 @@ from imagedist._sim import (
     run_virtual,
     scenario_config,
 )
+from imagedist._domain import BlobRef, OsType
+from imagedist._exceptions import TransientError
 from imagedist.abc import CopyStatus, ImageSpec
 
 T = TypeVar("T")

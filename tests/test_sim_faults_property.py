@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from imagedist._config import Config
-from imagedist._domain import JobState, OsType, TargetState
-from imagedist._engine import EngineContext, Worker, retry_job, submit_job
-from imagedist._engine._targets import JOB_TAG
-from imagedist._sim import (
+from imagedist._backends.sim import (
     SimFaults,
     SimModel,
     heal,
@@ -27,7 +23,11 @@ from imagedist._sim import (
     run_virtual,
     scenario_config,
 )
-from imagedist._sim._scenario import _sparse_fixed_vhd
+from imagedist._backends.sim.scenario import _sparse_fixed_vhd
+from imagedist._config import Config
+from imagedist._domain import JobState, OsType, TargetState
+from imagedist._engine import EngineContext, Worker, retry_job, submit_job
+from imagedist._engine._targets import JOB_TAG
 
 GIB = 1024**3
 SEEDS = range(200)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from imagedist._sim import DEFAULT_EPOCH, VirtualClock, VirtualTimeLoop, run_virtual
-from imagedist._sim._loop import VirtualTimeDeadlock
+from imagedist._backends.sim import DEFAULT_EPOCH, VirtualClock, VirtualTimeLoop, run_virtual
+from imagedist._backends.sim.loop import VirtualTimeDeadlock
 
 
 def test_ten_hours_of_sleeping_take_no_real_time() -> None:

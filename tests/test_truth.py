@@ -15,13 +15,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imagedist import Imagedist, TargetState
+from imagedist._backends.sim import (
+    open_sim_backend,
+    preload_tier0,
+    run_virtual,
+    scenario_config,
+    sim_world,
+)
+from imagedist._backends.sim.scenario import _sparse_fixed_vhd
 from imagedist._config import Config
 from imagedist._domain import BlobRef, OsType, SourceKind, TargetRow
 from imagedist._engine import EngineContext, Worker, submit_job
 from imagedist._engine._jobs import IMAGE_NAME
 from imagedist._engine._targets import JOB_TAG, staging_name
-from imagedist._sim import open_sim_backend, preload_tier0, run_virtual, scenario_config, sim_world
-from imagedist._sim._scenario import _sparse_fixed_vhd
 from imagedist.abc import ImageSpec
 
 from helpers import call

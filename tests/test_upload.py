@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from imagedist._backends._local_blobs import LocalBlobStore
-from imagedist._clock import SystemClock
+from imagedist._backends.local.blobs import LocalBlobStore
 from imagedist._domain import BlobRef
 from imagedist._engine._pages import CHUNK, DiskScan
 from imagedist._engine._upload import upload_file
-from imagedist.abc import BlobStore
+from imagedist.abc import BlobStore, SystemClock
 
 MIB = 1024 * 1024
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from ._backends import Backend, open_backend
+from ._backends import open_backend
 from ._config import Config
 from ._domain import (
     LOG_LEVELS,
@@ -35,6 +35,7 @@ from ._engine import (
 from ._engine._upload import ProgressCallback
 from ._exceptions import InvalidInput
 from ._files import check_folder, check_regular_file
+from .abc import Backend
 
 __all__ = ["Imagedist"]
 

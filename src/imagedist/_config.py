@@ -21,9 +21,9 @@ from pydantic import (
 )
 
 from ._domain import Target
+from ._domain.regions import REGIONS, unknown_region
 from ._exceptions import ConfigError
 from ._files import NotARegularFile, read_regular_file
-from ._regions import REGIONS, unknown_region
 
 __all__ = [
     "AzureBackendOptions",

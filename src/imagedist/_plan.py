@@ -8,12 +8,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._backends.sim import SimModel, open_sim_backend, preload_tier0, run_virtual, sim_world
+from ._backends.sim.scenario import _sparse_fixed_vhd
 from ._config import Config
 from ._domain import JobState, LogRecord, OsType, TargetRow
+from ._domain.regions import EGRESS_PRICE_PER_GB, zone_of
 from ._engine import EngineContext, Worker, submit_job
-from ._regions import EGRESS_PRICE_PER_GB, zone_of
-from ._sim import SimModel, open_sim_backend, preload_tier0, run_virtual, sim_world
-from ._sim._scenario import _sparse_fixed_vhd
 
 __all__ = ["Plan", "plan_distribution"]
 

@@ -7,15 +7,18 @@ A contract test suite per port (``tests/contract/``) runs against every implemen
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._domain import BlobRef, Job, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
 
 __all__ = [
     "AccountInfo",
+    "Backend",
     "BlobProperties",
     "BlobStore",
     "Clock",
@@ -26,6 +29,7 @@ __all__ = [
     "Provisioner",
     "ProvisioningState",
     "StateStore",
+    "SystemClock",
 ]
 
 
@@ -422,3 +426,33 @@ class Clock(ABC):
     @abstractmethod
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds``."""
+
+
+class SystemClock(Clock):
+    """Wall-clock time and :func:`asyncio.sleep`."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass
+class Backend:
+    """The ports, opened together for one config."""
+
+    blobs: BlobStore
+    images: ImageService
+    state: StateStore
+    clock: Clock
+    provisioner: Provisioner
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # credentials...
+
+    async def aclose(self) -> None:
+        await self.blobs.aclose()
+        await self.images.aclose()
+        await self.state.aclose()
+        await self.provisioner.aclose()
+        for close in self.closers:
+            await close()

@@ -47,7 +47,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from imagedist._regions import REGIONS
+from imagedist._domain.regions import REGIONS
 
 from .certs import CertPaths, ensure_certs
 from .control import Control

@@ -27,9 +27,9 @@ import pytest
 
 from armserver.process import ArmServerProcess
 from azurite import AzuriteServer
-from imagedist._backends._local_blobs import LocalBlobStore
-from imagedist._backends._local_images import LocalImageService
-from imagedist._backends._local_provisioner import LocalProvisioner
+from imagedist._backends.local.blobs import LocalBlobStore
+from imagedist._backends.local.images import LocalImageService
+from imagedist._backends.local.provisioner import LocalProvisioner
 from imagedist._domain import BlobRef
 from imagedist.abc import BlobStore, Clock, ImageService, Provisioner
 
@@ -178,7 +178,7 @@ def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
     Azurite finishes a copy inside the Copy Blob request, so no copy is ever seen pending: the
     capabilities that need one (``throttled``), and fault injection (``failing_account``), are None.
     """
-    from imagedist._backends._azure_blobs import AccountAccess, AzureBlobStore
+    from imagedist._backends.azure.blobs import AccountAccess, AzureBlobStore
 
     server: AzuriteServer = request.getfixturevalue("azurite_server")
     access = {
@@ -204,7 +204,7 @@ def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
 def _sim_blobs(tmp_path: Path) -> BlobHarness:
     """The sim backend's blob store, keeping page data so reads can be checked; its copies run in
     the harness's FakeClock time."""
-    from imagedist._sim import SimBlobStore, SimFaults, SimModel, SimStats, SimStorage
+    from imagedist._backends.sim import SimBlobStore, SimFaults, SimModel, SimStats, SimStorage
 
     clock, failing = FakeClock(), "failacct"
     locations = {
@@ -343,8 +343,8 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
     how the server enforces Azure's rule that the source blob shares the image's subscription and
     region. Time is real: the server settles an image ``ARM_IMAGE_SECONDS`` after its PUT.
     """
-    from imagedist._backends._azure_blobs import AccountAccess, AzureBlobStore
-    from imagedist._backends._azure_images import AzureImageService
+    from imagedist._backends.azure.blobs import AccountAccess, AzureBlobStore
+    from imagedist._backends.azure.images import AzureImageService
 
     server: AzuriteServer = request.getfixturevalue("azurite_server")
     arm_ctl: ArmServerProcess = request.getfixturevalue("arm")  # reset for this test
@@ -414,7 +414,7 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
 def _sim_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarness:
     """The sim backend's image service (ARM throttling included) on its blob store, in FakeClock
     time; creations take 30 s × (1 ± 0.25)."""
-    from imagedist._sim import (
+    from imagedist._backends.sim import (
         ArmThrottle,
         SimBlobStore,
         SimFaults,
@@ -519,7 +519,7 @@ def _local_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Provis
 
 
 def _azure_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> ProvisionerHarness:
-    from imagedist._backends._azure_provisioner import AzureProvisioner
+    from imagedist._backends.azure.provisioner import AzureProvisioner
 
     arm_ctl: ArmServerProcess = request.getfixturevalue("arm")  # reset for this test
     own_loop = _OwnLoop()

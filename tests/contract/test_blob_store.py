@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from imagedist._backends import _local_blobs
+from imagedist._backends.local import blobs as _local_blobs
 from imagedist._domain import BlobRef
 from imagedist._exceptions import Conflict, NotFound
 from imagedist.abc import BlobProperties, BlobStore, CopyStatus
@@ -397,7 +397,7 @@ _POLLER = textwrap.dedent(
     """
     import asyncio, json, sys, time
     from pathlib import Path
-    from imagedist._backends._local_blobs import LocalBlobStore
+    from imagedist._backends.local.blobs import LocalBlobStore
     from imagedist._domain import BlobRef
     from imagedist.abc import Clock
 

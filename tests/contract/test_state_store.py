@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pytest
 
 from azurite import AzuriteServer
-from imagedist._backends._azure_state import AzureTableStateStore
-from imagedist._backends._sqlite_state import SqliteStateStore
+from imagedist._backends.azure.state import AzureTableStateStore
+from imagedist._backends.local.state import SqliteStateStore
 from imagedist._domain import (
     BlobRef,
     FailedPhase,
@@ -75,7 +75,7 @@ def _azure(server: AzuriteServer) -> StateHarness:
 
 def _memory(tmp_path: Path) -> StateHarness:
     """The sim backend's in-memory store; a reopened instance shares its tables."""
-    from imagedist._sim import MemoryStateStore
+    from imagedist._backends.sim import MemoryStateStore
 
     store = MemoryStateStore()
     return StateHarness("memory", store, lambda: MemoryStateStore(store.tables))

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .._config import generated_account_name, parse_config
+from .._domain.regions import REGIONS, unknown_region
 from .._exceptions import InvalidInput
 from .._files import read_regular_file
-from .._regions import REGIONS, unknown_region
 from ._common import State, echo_json, friendly_errors, json_option, run_with_app
 
 __all__ = ["targets"]

@@ -12,8 +12,8 @@ from .._domain import LogRecord
 from .._redact import redact
 
 if TYPE_CHECKING:
-    from .._backends import Backend
     from .._config import Config
+    from ..abc import Backend
 
 __all__ = ["EngineContext"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 
 from .._domain import FailedPhase, Job, SourceRow, TargetRow, TargetState
+from .._domain.regions import region_name
 from .._exceptions import Conflict, NotFound, OperationFailed
-from .._regions import region_name
 from ..abc import BlobProperties, CopyStatus, Image, ImageSpec, ProvisioningState
 from ._context import EngineContext
 from ._verify import copy_problem

@@ -12,11 +12,11 @@ from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.resource.resources import models as resource_models
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
-from .._domain import BlobRef, OsType, SecretUrl
-from .._exceptions import NotFound, OperationFailed
-from ..abc import Image, ImageService, ImageSpec, ProvisioningState
-from ._azure_errors import redact, translate_errors
-from ._local_images import parse_disk_id
+from ..._domain import BlobRef, OsType, SecretUrl
+from ..._exceptions import NotFound, OperationFailed
+from ...abc import Image, ImageService, ImageSpec, ProvisioningState
+from ..local.images import parse_disk_id
+from .errors import redact, translate_errors
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .._domain import Job, LogRecord, SourceRow, TargetRow, log_matches
-from .._exceptions import Conflict, NotFound, PreconditionFailed
-from .._redact import redact, redact_record
-from ..abc import StateStore
+from ..._domain import Job, LogRecord, SourceRow, TargetRow, log_matches
+from ..._exceptions import Conflict, NotFound, PreconditionFailed
+from ..._redact import redact, redact_record
+from ...abc import StateStore
 
 __all__ = ["MemoryStateStore", "MemoryTables"]
 

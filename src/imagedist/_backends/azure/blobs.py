@@ -8,7 +8,7 @@ a short-lived SAS: an account-key SAS for the first kind, a user-delegation SAS 
 Clients are ``azure.storage.blob.aio.BlobServiceClient``, one per account and event loop, created on
 first use. Retries of throttled and failed requests are the SDK's (the storage ``ExponentialRetry``
 policy, configured through client keyword arguments); whatever still fails is translated by
-:mod:`._azure_errors`. No URL carrying a SAS is ever logged or put in an exception message.
+:mod:`.errors`. No URL carrying a SAS is ever logged or put in an exception message.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from azure.storage.blob import BlobProperties as AzureBlobProperties
 from azure.storage.blob import BlobSasPermissions, BlobType, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
-from .._domain import BlobRef, SecretUrl
-from .._exceptions import Conflict, NotFound, OperationFailed
-from ..abc import BlobProperties, BlobStore, CopyStatus
-from ._azure_errors import redact, translate_errors
+from ..._domain import BlobRef, SecretUrl
+from ..._exceptions import Conflict, NotFound, OperationFailed
+from ...abc import BlobProperties, BlobStore, CopyStatus
+from .errors import redact, translate_errors
 
 __all__ = [
     "AccountAccess",

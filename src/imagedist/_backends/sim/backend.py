@@ -5,18 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._backends import Backend
-from ..abc import Clock
-from ._arm import ArmThrottle, SimProvisioner
-from ._blobs import SimBlobStore
-from ._images import SimImageService
-from ._loop import VirtualClock
-from ._model import SimFaults, SimModel, SimStats
-from ._state import MemoryStateStore
-from ._storage import SimStorage
+from ...abc import Backend, Clock
+from .arm import ArmThrottle, SimProvisioner
+from .blobs import SimBlobStore
+from .images import SimImageService
+from .loop import VirtualClock
+from .model import SimFaults, SimModel, SimStats
+from .state import MemoryStateStore
+from .storage import SimStorage
 
 if TYPE_CHECKING:
-    from .._config import Config
+    from ..._config import Config
 
 __all__ = ["SimWorld", "account_locations", "heal", "open_sim_backend", "sim_world"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from .._domain import BlobRef, SecretUrl
-from .._exceptions import NotFound, TransientError
-from ..abc import BlobProperties, BlobStore
-from ._storage import SimStorage
+from ..._domain import BlobRef, SecretUrl
+from ..._exceptions import NotFound, TransientError
+from ...abc import BlobProperties, BlobStore
+from .storage import SimStorage
 
 __all__ = ["SimBlobStore"]
 

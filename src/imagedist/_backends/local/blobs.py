@@ -27,10 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._domain import BlobRef, SecretUrl
-from .._exceptions import AuthFailed, Conflict, NotFound, OperationFailed
-from ..abc import BlobProperties, BlobStore, Clock, CopyStatus
-from ._local_images import parse_local_url
+from ..._domain import BlobRef, SecretUrl
+from ..._exceptions import AuthFailed, Conflict, NotFound, OperationFailed
+from ...abc import BlobProperties, BlobStore, Clock, CopyStatus
+from .images import parse_local_url
 
 __all__ = ["LocalBlobStore"]
 

@@ -24,7 +24,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from .._exceptions import (
+from ..._exceptions import (
     AuthFailed,
     Conflict,
     NotFound,
@@ -32,7 +32,7 @@ from .._exceptions import (
     PreconditionFailed,
     TransientError,
 )
-from .._redact import redact
+from ..._redact import redact
 
 __all__ = ["Override", "error_code", "redact", "retry_after", "translate_errors"]
 

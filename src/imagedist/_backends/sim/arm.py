@@ -6,10 +6,10 @@ import math
 import random
 from collections.abc import Mapping
 
-from .._exceptions import TransientError
-from .._regions import REGIONS
-from ..abc import AccountInfo, Clock, Provisioner
-from ._model import SimFaults, SimModel, SimStats
+from ..._domain.regions import REGIONS
+from ..._exceptions import TransientError
+from ...abc import AccountInfo, Clock, Provisioner
+from .model import SimFaults, SimModel, SimStats
 
 __all__ = ["ArmThrottle", "SimProvisioner", "TokenBucket"]
 

@@ -9,11 +9,11 @@ from azure.mgmt.resource.resources.aio import ResourceManagementClient
 from azure.mgmt.storage import models
 from azure.mgmt.storage.aio import StorageManagementClient
 
-from .._exceptions import NotFound
-from .._regions import region_name
-from ..abc import AccountInfo, Provisioner
-from ._azure_errors import translate_errors
-from ._azure_images import ARM_SCOPE
+from ..._domain.regions import region_name
+from ..._exceptions import NotFound
+from ...abc import AccountInfo, Provisioner
+from .errors import translate_errors
+from .images import ARM_SCOPE
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential

@@ -17,7 +17,7 @@ import selectors
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from ..abc import Clock
+from ...abc import Clock
 
 __all__ = ["DEFAULT_EPOCH", "VirtualClock", "VirtualTimeLoop", "run_virtual"]
 

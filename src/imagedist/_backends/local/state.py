@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._domain import (
+from ..._domain import (
     BlobRef,
     FailedPhase,
     Job,
@@ -28,9 +28,9 @@ from .._domain import (
     TargetState,
     log_matches,
 )
-from .._exceptions import Conflict, NotFound, PreconditionFailed
-from .._redact import redact, redact_record
-from ..abc import StateStore
+from ..._exceptions import Conflict, NotFound, PreconditionFailed
+from ..._redact import redact, redact_record
+from ...abc import StateStore
 
 __all__ = ["SqliteStateStore"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from .._domain import SecretUrl
-from .._exceptions import Conflict, InvalidInput, NotFound
-from .._regions import check_image_place, region_name
-from ..abc import CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
-from ._arm import ArmThrottle
-from ._storage import SimStorage
+from ..._domain import SecretUrl
+from ..._domain.regions import check_image_place, region_name
+from ..._exceptions import Conflict, InvalidInput, NotFound
+from ...abc import CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
+from .arm import ArmThrottle
+from .storage import SimStorage
 
 __all__ = ["SimImageService"]
 

@@ -35,7 +35,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from azure.data.tables import EdmType, EntityProperty, TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from .._domain import (
+from ..._domain import (
     BlobRef,
     FailedPhase,
     Job,
@@ -49,10 +49,10 @@ from .._domain import (
     TargetState,
     log_matches,
 )
-from .._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
-from .._redact import redact, redact_record
-from ..abc import StateStore
-from ._azure_errors import Override, translate_errors
+from ..._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
+from ..._redact import redact, redact_record
+from ...abc import StateStore
+from .errors import Override, translate_errors
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential

@@ -12,11 +12,11 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .._domain import BlobRef
-from .._exceptions import Conflict, NotFound
-from ..abc import BlobProperties, Clock, CopyStatus
-from ._copies import CopyEngine, SimCopy
-from ._model import SimFaults, SimModel, SimStats
+from ..._domain import BlobRef
+from ..._exceptions import Conflict, NotFound
+from ...abc import BlobProperties, Clock, CopyStatus
+from .copies import CopyEngine, SimCopy
+from .model import SimFaults, SimModel, SimStats
 
 __all__ = ["PAGE", "SimBlob", "SimStorage"]
 

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .._regions import REGIONS, RESTRICTED_REGIONS
-from ..abc import AccountInfo, Provisioner
+from ..._domain.regions import REGIONS, RESTRICTED_REGIONS
+from ...abc import AccountInfo, Provisioner
 
 __all__ = ["LocalProvisioner"]
 

@@ -20,9 +20,9 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._domain import BlobRef
-from ..abc import CopyStatus
-from ._model import SimModel
+from ..._domain import BlobRef
+from ...abc import CopyStatus
+from .model import SimModel
 
 __all__ = ["CopyEngine", "SimCopy"]
 

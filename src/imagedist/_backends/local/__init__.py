@@ -8,16 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .._clock import SystemClock
-from .._files import check_folder
-from . import Backend
-from ._local_blobs import LocalBlobStore
-from ._local_images import LocalImageService
-from ._local_provisioner import LocalProvisioner
-from ._sqlite_state import SqliteStateStore
+from ..._files import check_folder
+from ...abc import Backend, SystemClock
+from .blobs import LocalBlobStore
+from .images import LocalImageService
+from .provisioner import LocalProvisioner
+from .state import SqliteStateStore
 
 if TYPE_CHECKING:
-    from .._config import Config
+    from ..._config import Config
 
 __all__ = ["open_backend"]
 

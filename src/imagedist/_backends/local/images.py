@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from .._domain import BlobRef, OsType, SecretUrl
-from .._exceptions import Conflict, InvalidInput, NotFound
-from .._regions import check_image_place, region_name
-from ..abc import BlobStore, Clock, CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
+from ..._domain import BlobRef, OsType, SecretUrl
+from ..._domain.regions import check_image_place, region_name
+from ..._exceptions import Conflict, InvalidInput, NotFound
+from ...abc import BlobStore, Clock, CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
 
 __all__ = ["DiskAccess", "LocalImageService", "local_disk_url", "parse_disk_id", "parse_local_url"]
 

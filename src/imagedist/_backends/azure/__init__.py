@@ -15,17 +15,16 @@ from urllib.parse import quote
 
 from azure.core.credentials import AccessToken
 
-from .._clock import SystemClock
-from .._domain import BlobRef
-from .._exceptions import InvalidInput
-from . import Backend
-from ._azure_blobs import AccountAccess, AzureBlobStore
-from ._azure_images import AzureImageService
-from ._azure_provisioner import AzureProvisioner
-from ._azure_state import AzureTableStateStore
+from ..._domain import BlobRef
+from ..._exceptions import InvalidInput
+from ...abc import Backend, SystemClock
+from .blobs import AccountAccess, AzureBlobStore
+from .images import AzureImageService
+from .provisioner import AzureProvisioner
+from .state import AzureTableStateStore
 
 if TYPE_CHECKING:
-    from .._config import Config
+    from ..._config import Config
 
 __all__ = ["connection_string_variable", "open_backend"]
 
