@@ -7,12 +7,13 @@ Run everything inside :func:`run_virtual` (a :class:`VirtualTimeLoop`); the back
 
 from __future__ import annotations
 
-from .arm import ArmThrottle, SimProvisioner, TokenBucket
+from .arm import ArmThrottle, TokenBucket
 from .backend import SimWorld, account_locations, heal, open_sim_backend, sim_world
 from .blobs import SimBlobStore
 from .images import SimImageService
 from .loop import DEFAULT_EPOCH, VirtualClock, VirtualTimeLoop, run_virtual
 from .model import MB, MIB, SimFaults, SimModel, SimStats
+from .provisioner import SimProvisioner
 from .scenario import ScenarioResult, preload_tier0, run_scenario, scenario_config
 from .state import MemoryStateStore, MemoryTables
 from .storage import SimStorage

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...abc import Backend, Clock
-from .arm import ArmThrottle, SimProvisioner
+from .arm import ArmThrottle
 from .blobs import SimBlobStore
 from .images import SimImageService
 from .loop import VirtualClock
 from .model import SimFaults, SimModel, SimStats
+from .provisioner import SimProvisioner
 from .state import MemoryStateStore
 from .storage import SimStorage
 
