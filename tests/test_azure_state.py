@@ -25,6 +25,7 @@ from imagedist._backends.azure.state import (
 from imagedist._domain import (
     BlobRef,
     Job,
+    LogFilter,
     LogRecord,
     OsType,
     SourceKind,
@@ -276,7 +277,7 @@ def test_logs_of_two_instances_interleave_in_time_order(
     # equal timestamps from one instance keep their order
     run(first.append_log(LogRecord(job.id, 2e9, "info", "job", "a")))
     run(first.append_log(LogRecord(job.id, 2e9, "info", "job", "b")))
-    assert [r.message for r in run(second.list_logs(job.id, step="job"))] == ["a", "b"]
+    assert [r.message for r in run(second.list_logs(job.id, LogFilter(step="job")))] == ["a", "b"]
 
 
 # credentials and secrets

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from imagedist import FailedPhase, Imagedist, JobState, OsType, TargetState
+from imagedist import FailedPhase, Imagedist, JobState, LogFilter, OsType, TargetState
+from imagedist._domain import TargetRow
+from imagedist._engine._status import JobStatus
 from imagedist.abc import ProvisioningState
 
 from helpers import call, leftover_blobs, make_disk, write_config
@@ -19,11 +21,11 @@ async def _submit_and_work(app: Imagedist, disk: Path, name: str = "golden") -> 
     return job.id
 
 
-def _work_done(row):  # type: ignore[no-untyped-def]
+def _work_done(row: TargetRow) -> tuple[TargetState, int, str | None, str | None]:
     return row.state, row.attempts, row.source_id, row.copy_id
 
 
-def _states(status) -> dict[str, TargetState]:  # type: ignore[no-untyped-def]
+def _states(status: JobStatus) -> dict[str, TargetState]:
     return {t.target: t.state for t in status.targets}
 
 
@@ -142,7 +144,7 @@ def test_failed_copy_fails_only_its_target_and_retry_completes(tmp_path: Path) -
 
     async def first(app: Imagedist):  # type: ignore[no-untyped-def]
         job_id = await _submit_and_work(app, disk)
-        return job_id, await app.status(job_id), await app.logs(job_id, level="error")
+        return job_id, await app.status(job_id), await app.logs(job_id, LogFilter(level="error"))
 
     job_id, status, errors = call(config, first)
     states = _states(status)
@@ -189,7 +191,9 @@ def test_failed_image_is_retried_without_copying_again(tmp_path: Path) -> None:
     async def second(app: Imagedist):  # type: ignore[no-untyped-def]
         await app.retry(job_id, failed_only=True)
         await app.work([job_id])
-        return await app.status(job_id), await app.logs(job_id, target="sub-c/westeurope")
+        return await app.status(job_id), await app.logs(
+            job_id, LogFilter(target="sub-c/westeurope")
+        )
 
     status, logs = call(config, second)
     assert status.completed

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from imagedist import Imagedist, JobState, OsType, TargetState, load_config
+from imagedist import Imagedist, JobState, LogFilter, OsType, TargetState
+from imagedist._backends.local.images import DiskAccess, LocalImageService
 from imagedist._cli import cli
-from imagedist._domain import BlobRef
+from imagedist._domain import BlobRef, Job, LogRecord
+from imagedist._engine._status import JobStatus
 from imagedist._engine._upload import upload_file
 from imagedist._vhd import convert_to_fixed_vhd
 
-from helpers import make_disk, write_config
+from helpers import call, make_disk, write_config
 
 DISK_ID = "/subscriptions/sub-a/resourceGroups/disks/providers/Microsoft.Compute/disks/golden"
 DISK_BLOB = BlobRef("diskstore", "disks", "golden.vhd")
@@ -27,30 +28,31 @@ async def _register_disk(app: Imagedist, tmp_path: Path) -> int:
     await blobs.ensure_container(DISK_BLOB.account, DISK_BLOB.container)
     await upload_file(blobs, DISK_BLOB, vhd)
     size = raw.stat().st_size
-    app.ctx.backend.images.register_disk(DISK_ID, DISK_BLOB, size)  # type: ignore[attr-defined]
+    _local_images(app).register_disk(DISK_ID, DISK_BLOB, size)
     return size
 
 
-def _run(config: Path, body):  # type: ignore[no-untyped-def]
-    async def main():  # type: ignore[no-untyped-def]
-        async with Imagedist(load_config(config)) as app:
-            return await body(app)
-
-    return asyncio.run(main())
+def _local_images(app: Imagedist) -> LocalImageService:
+    """The local image service, which holds managed disks for the test to look at."""
+    images = app.ctx.backend.images
+    assert isinstance(images, LocalImageService)
+    return images
 
 
 def test_a_job_from_a_managed_disk_completes_and_access_is_revoked(tmp_path: Path) -> None:
     config = write_config(tmp_path)
 
-    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def body(
+        app: Imagedist,
+    ) -> tuple[int, Job, JobStatus, DiskAccess, list[LogRecord]]:
         size = await _register_disk(app, tmp_path)
         job = await app.submit_disk(DISK_ID, "golden", OsType.LINUX)
         await app.work([job.id])
-        access = app.ctx.backend.images.disk_access(DISK_ID)  # type: ignore[attr-defined]
+        access = _local_images(app).disk_access(DISK_ID)
         logs = await app.logs(job.id)
         return size, job, await app.status(job.id), access, logs
 
-    size, job, status, access, logs = _run(config, body)
+    size, job, status, access, logs = call(config, body)
     assert job.size_bytes == size + 512  # the disk as a fixed VHD: its bytes and a footer
     assert status.completed and {t.state for t in status.targets} == {TargetState.DONE}
     assert (access.grants, access.revokes, access.granted) == (1, 1, False)
@@ -61,15 +63,15 @@ def test_a_job_from_a_managed_disk_completes_and_access_is_revoked(tmp_path: Pat
 def test_access_is_revoked_when_the_copy_fails(tmp_path: Path) -> None:
     config = write_config(tmp_path)
 
-    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def body(app: Imagedist) -> tuple[JobStatus, DiskAccess, list[LogRecord]]:
         await _register_disk(app, tmp_path)
         await app.ctx.backend.blobs.delete_blob(DISK_BLOB)  # the disk's data is gone
         job = await app.submit_disk(DISK_ID, "golden", OsType.LINUX)
         await app.work([job.id])
-        access = app.ctx.backend.images.disk_access(DISK_ID)  # type: ignore[attr-defined]
-        return await app.status(job.id), access, await app.logs(job.id, level="error")
+        access = _local_images(app).disk_access(DISK_ID)
+        return await app.status(job.id), access, await app.logs(job.id, LogFilter(level="error"))
 
-    status, access, errors = _run(config, body)
+    status, access, errors = call(config, body)
     assert status.state is JobState.FAILED
     assert {t.state for t in status.targets} == {TargetState.FAILED}
     assert (access.grants, access.revokes, access.granted) == (1, 1, False)

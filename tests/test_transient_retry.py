@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from imagedist import Imagedist, OsType, TargetState, TransientError, load_config
+from imagedist import Imagedist, LogFilter, OsType, TargetState, TransientError, load_config
 from imagedist._backends import open_backend
-from imagedist._domain import BlobRef
+from imagedist._domain import BlobRef, LogRecord
+from imagedist._engine._status import JobStatus
 from imagedist.abc import BlobProperties
 
 from helpers import make_disk, write_config
@@ -33,12 +34,12 @@ def test_a_busy_platform_is_retried_without_losing_the_lease(
 
     backend.blobs.get_properties = flaky  # type: ignore[method-assign]
 
-    async def main():  # type: ignore[no-untyped-def]
+    async def main() -> tuple[JobStatus, list[LogRecord]]:
         async with Imagedist(config, backend) as app:
             job = await app.submit(disk, "golden", OsType.LINUX)
             await app.upload(job.id)
             await app.work([job.id])
-            return await app.status(job.id), await app.logs(job.id, level="warning")
+            return await app.status(job.id), await app.logs(job.id, LogFilter(level="warning"))
 
     with caplog.at_level(logging.INFO, logger="imagedist.worker"):
         status, warnings = asyncio.run(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._api import Imagedist
 from ._config import Config, load_config
-from ._domain import BlobRef, FailedPhase, Job, JobState, OsType, Target, TargetState
+from ._domain import BlobRef, FailedPhase, Job, JobState, LogFilter, OsType, Target, TargetState
 from ._engine import JobStatus, Worker
 from ._exceptions import (
     AuthFailed,
@@ -33,6 +33,7 @@ __all__ = [
     "Job",
     "JobState",
     "JobStatus",
+    "LogFilter",
     "NotFound",
     "OperationFailed",
     "OsType",

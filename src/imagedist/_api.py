@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ._backends import open_backend
 from ._config import Config
+from ._demo import Demo, prepare_demo
 from ._domain import (
-    LOG_LEVELS,
     FailedPhase,
     Job,
+    JobState,
+    LogFilter,
     LogRecord,
     OsType,
     SourceKind,
@@ -32,12 +36,23 @@ from ._engine import (
     target_enablement,
     upload_tier0,
 )
+from ._engine._setup import Change, Problem, apply_changes, plan_setup, plan_teardown, run_checks
+from ._engine._tasks import task_group
 from ._engine._upload import ProgressCallback
 from ._exceptions import InvalidInput
-from ._files import check_folder, check_regular_file
+from ._files import check_folder, check_regular_file, kind_of
+from ._fleet import append_targets, generate_targets
+from ._vhd import ConvertResult, Inspection, convert_to_fixed_vhd, inspect_image
 from .abc import Backend
 
-__all__ = ["Imagedist"]
+if TYPE_CHECKING:
+    from ._plan import Plan
+
+__all__ = ["Change", "Demo", "Imagedist", "JobStatus", "Problem"]
+
+ChangeCallback = Callable[[Change], None]
+StatusCallback = Callable[[JobStatus], None]
+DISK_FIX = "give the path of a disk image file"
 
 
 class Imagedist:
@@ -119,6 +134,39 @@ class Imagedist:
             await get_job(self.ctx, job_id)
         await Worker(self.ctx, job_ids).run(forever=forever)
 
+    async def wait(self, job_id: str) -> JobStatus:
+        """Wait until the job ends, checking on the backend's clock; another worker does the work.
+
+        :return: the job's status once it is no longer active.
+        """
+        status = await self.status(job_id)
+        while status.state is JobState.ACTIVE:
+            await self.ctx.backend.clock.sleep(self.config.concurrency.poll_interval_seconds)
+            status = await self.status(job_id)
+
+        return status
+
+    async def run(
+        self, job_id: str, on_status: StatusCallback | None = None, *, interval: float = 0.25
+    ) -> JobStatus:
+        """Work on the job in this process until no work is left, reporting its progress.
+
+        :param on_status: called with the job's status every ``interval`` seconds while the
+            worker runs, and once more when it has stopped.
+        :return: the job's status at the end.
+        """
+        async with task_group() as group:
+            worker = group.create_task(self.work([job_id]))
+            while True:
+                status = await self.status(job_id)
+                if on_status is not None:
+                    on_status(status)
+
+                if worker.done():
+                    return status
+
+                await asyncio.wait({worker}, timeout=interval)
+
     async def jobs(self) -> list[JobStatus]:
         """Every job with its status, newest first."""
         return [
@@ -128,19 +176,10 @@ class Imagedist:
     async def status(self, job_id: str) -> JobStatus:
         return await job_status(self.ctx, job_id)
 
-    async def logs(
-        self,
-        job_id: str,
-        *,
-        step: str | None = None,
-        level: str | None = None,
-        target: str | None = None,
-    ) -> list[LogRecord]:
-        """The job's log, filtered; ``level`` is the minimum level shown."""
-        if level is not None and level not in LOG_LEVELS:
-            raise InvalidInput(f"Level {level!r} is unknown; use one of {', '.join(LOG_LEVELS)}.")
+    async def logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
+        """The job's log in time order: every line, or those ``where`` matches."""
         job = await get_job(self.ctx, job_id)
-        return await self.ctx.backend.state.list_logs(job.id, step=step, level=level, target=target)
+        return await self.ctx.backend.state.list_logs(job.id, where)
 
     async def retry(
         self,
@@ -178,3 +217,121 @@ class Imagedist:
         )
         await self.ctx.backend.state.set_target_switch(chosen, enabled)
         return chosen
+
+    # provisioning
+
+    async def setup(
+        self, *, dry_run: bool = False, on_change: ChangeCallback | None = None
+    ) -> list[Change]:
+        """Make everything the config declares exist; idempotent.
+
+        :param dry_run: only plan: change nothing.
+        :param on_change: called after each change is made.
+        :return: the changes planned (and, unless ``dry_run``, made); empty if none were needed.
+        :raises InvalidInput: if a storage account name is taken by someone else (nothing changed).
+        """
+        changes = await plan_setup(self.ctx)
+        if not dry_run and changes:
+            await apply_changes(self.ctx, changes, on_change or _ignore)
+
+        return changes
+
+    async def teardown(
+        self,
+        *,
+        dry_run: bool = False,
+        changes: Sequence[Change] | None = None,
+        on_change: ChangeCallback | None = None,
+    ) -> list[Change]:
+        """Remove what setup made: its storage accounts and resource groups (images included).
+
+        :param dry_run: only plan: change nothing.
+        :param changes: make exactly these (from an earlier dry run, once confirmed) instead of
+            planning again.
+        :param on_change: called after each change is made.
+        :return: the changes planned (and, unless ``dry_run``, made).
+        """
+        planned = list(changes) if changes is not None else await plan_teardown(self.ctx)
+        if not dry_run and planned:
+            await apply_changes(self.ctx, planned, on_change or _ignore)
+
+        return planned
+
+    async def check(self) -> list[Problem]:
+        """Pre-flight: credentials, regions, resource groups, accounts, containers, state store.
+
+        :return: one problem per thing wrong, with what to do about it; empty if all is well.
+        """
+        return await run_checks(self.ctx)
+
+    def plan(
+        self,
+        *,
+        disk_bytes: int,
+        occupied_bytes: int,
+        strategy: str | None = None,
+        upload_rate: float = 60 * 1024 * 1024,
+        seed: int = 0,
+    ) -> Plan:
+        """Predict a distribution over the config's fleet by simulating it in virtual time.
+
+        Needs no backend (call it without ``async with``) and touches no cloud; it runs its own
+        event loop, so call it outside one.
+
+        :param upload_rate: the upload speed in bytes per second, to price the upload.
+        """
+        from ._plan import plan_distribution  # the simulator, loaded only when asked for
+
+        return plan_distribution(
+            self.config,
+            disk_bytes=disk_bytes,
+            occupied_bytes=occupied_bytes,
+            strategy=strategy,
+            upload_rate=upload_rate,
+            seed=seed,
+        )
+
+    # no config needed
+
+    generate_targets = staticmethod(generate_targets)
+    append_targets = staticmethod(append_targets)
+    prepare_demo = staticmethod(prepare_demo)
+
+    @staticmethod
+    def inspect_disk(path: Path) -> Inspection:
+        """The format, sizes and Azure readiness of the disk image at ``path``.
+
+        :raises InvalidInput: if ``path`` is not a regular file (checked before opening it: a
+            FIFO would block), or the image is unreadable or damaged.
+        """
+        check_regular_file(path, DISK_FIX)
+        return inspect_image(path)
+
+    @staticmethod
+    def convert_disk(source: Path, out: Path, *, force: bool = False) -> ConvertResult:
+        """Convert ``source`` to a sparse fixed VHD at ``out``, rounded up to a whole MiB.
+
+        :param force: overwrite ``out`` if it exists.
+        :raises InvalidInput: if ``source`` is not a regular file, ``out`` exists and is not one
+            (writing to a FIFO or a device blocks or goes nowhere), or the conversion fails.
+        """
+        check_regular_file(source, DISK_FIX)
+        _check_output(out)
+        return convert_to_fixed_vhd(source, out, force=force)
+
+
+def _ignore(change: Change) -> None:
+    """No report of a change made."""
+
+
+def _check_output(out: Path) -> None:
+    """``out`` may be new or a regular file."""
+    try:
+        kind = kind_of(out.stat().st_mode)
+    except OSError:
+        return  # does not exist yet (or cannot be looked at: the conversion will say why)
+
+    if kind is not None:
+        raise InvalidInput(
+            f"{str(out)!r} is {kind}, not a regular file; give a new file's path as OUT."
+        )

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from ._domain import BlobRef, Job, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
+from ._domain import BlobRef, Job, LogFilter, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
 
 __all__ = [
     "AccountInfo",
@@ -324,15 +324,8 @@ class StateStore(ABC):
         """Append one line to the job's log."""
 
     @abstractmethod
-    async def list_logs(
-        self,
-        job_id: str,
-        *,
-        step: str | None = None,
-        level: str | None = None,
-        target: str | None = None,
-    ) -> list[LogRecord]:
-        """The job's log in time order, filtered by step, minimum level and target."""
+    async def list_logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
+        """The job's log in time order: every line, or those ``where`` matches."""
 
     @abstractmethod
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:

@@ -24,6 +24,7 @@ from imagedist._domain import (
     FailedPhase,
     Job,
     JobState,
+    LogFilter,
     LogRecord,
     OsType,
     SourceKind,
@@ -32,7 +33,7 @@ from imagedist._domain import (
     TargetRow,
     TargetState,
 )
-from imagedist._exceptions import Conflict, NotFound, PreconditionFailed
+from imagedist._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed
 from imagedist.abc import StateStore
 
 T = TypeVar("T")
@@ -432,7 +433,12 @@ def test_logs_filters(
     logged: tuple[StateStore, str], filters: dict[str, str], expected: list[str]
 ) -> None:
     store, job_id = logged
-    assert _messages(run(store.list_logs(job_id, **filters))) == expected
+    assert _messages(run(store.list_logs(job_id, LogFilter(**filters)))) == expected
+
+
+def test_a_log_filter_refuses_an_unknown_level() -> None:
+    with pytest.raises(InvalidInput, match="Level 'debug' is unknown; use one of info, warning"):
+        LogFilter(level="debug")
 
 
 def test_logs_of_a_job_without_lines_are_empty(state: StateHarness) -> None:

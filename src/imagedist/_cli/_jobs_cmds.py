@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .._api import Imagedist
-from .._domain import FailedPhase, JobState, LogRecord, OsType, SourceRow, SourceState
+from .._domain import FailedPhase, JobState, LogFilter, LogRecord, OsType, SourceRow, SourceState
 from .._engine import JobStatus
 from ._common import (
     EXIT_FAILED,
@@ -30,6 +30,7 @@ from ._common import (
     echo_json,
     friendly_errors,
     json_option,
+    pass_state,
     run_with_app,
 )
 from ._render import (
@@ -42,7 +43,6 @@ from ._render import (
 
 __all__ = ["cleanup", "jobs", "logs", "retry", "run", "status", "submit", "worker"]
 
-pass_state = click.make_pass_decorator(State)
 console = Console()
 
 
@@ -152,7 +152,7 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
 
 
 async def _final(app: Imagedist, job_id: str) -> tuple[JobStatus, list[LogRecord]]:
-    return await app.status(job_id), await app.logs(job_id, level="error")
+    return await app.status(job_id), await app.logs(job_id, LogFilter(level="error"))
 
 
 def _report(status: JobStatus, errors: list[LogRecord], as_json: bool) -> None:
@@ -288,9 +288,8 @@ def logs(
     as_json: bool,
 ) -> None:
     """Show a job's log."""
-    records = run_with_app(
-        state, lambda app: app.logs(job_id, step=step, level=level, target=target)
-    )
+    where = LogFilter(step=step, level=level, target=target)
+    records = run_with_app(state, lambda app: app.logs(job_id, where))
     if as_json:
         echo_json([log_to_dict(r) for r in records])
     else:

@@ -10,14 +10,25 @@ import dataclasses
 import enum
 from dataclasses import dataclass, field
 
+from .._exceptions import InvalidInput
+
 __all__ = [
     "ACTIVE_TARGET_STATES",
+    "COPY_STATES",
     "HOLDS_COPY_STATES",
+    "IMAGE_STATES",
+    "IN_FLIGHT_SOURCE_STATES",
+    "IN_FLIGHT_TARGET_STATES",
+    "IN_PRODUCTION_SOURCE_STATES",
+    "NEEDS_BLOB_STATES",
+    "TERMINAL_TARGET_STATES",
+    "UPLOAD_AHEAD_STATES",
     "LOG_LEVELS",
     "BlobRef",
     "FailedPhase",
     "Job",
     "JobState",
+    "LogFilter",
     "LogRecord",
     "OsType",
     "SecretUrl",
@@ -136,6 +147,24 @@ ACTIVE_TARGET_STATES = frozenset(
 )
 # A target in these states holds a verified copy of the disk (unless its blob was deleted since).
 HOLDS_COPY_STATES = frozenset({TargetState.COPIED, TargetState.IMAGING, TargetState.DONE})
+# A target in these states is in its copy phase: a failure here fails the copy.
+COPY_STATES = frozenset({TargetState.PENDING, TargetState.COPYING})
+# A target in these states is in its image phase: a failure here fails the image.
+IMAGE_STATES = frozenset({TargetState.COPIED, TargetState.IMAGING})
+# A target in these states has an effect under way on the platform (a copy or an image).
+IN_FLIGHT_TARGET_STATES = frozenset({TargetState.COPYING, TargetState.IMAGING})
+# A target in these states moves no further without a `retry` or a switch.
+TERMINAL_TARGET_STATES = frozenset({TargetState.DONE, TargetState.FAILED, TargetState.SKIPPED})
+# An enabled target in these states still needs a blob (a failed one, to be retried).
+NEEDS_BLOB_STATES = frozenset({TargetState.PENDING, TargetState.COPIED, TargetState.FAILED})
+# A source in these states is being made: its blob is being written.
+IN_FLIGHT_SOURCE_STATES = frozenset({SourceState.UPLOADING, SourceState.COPYING})
+# A source in these states is not ready yet but will be (unless it fails).
+IN_PRODUCTION_SOURCE_STATES = frozenset(
+    {SourceState.PENDING, SourceState.UPLOADING, SourceState.COPYING}
+)
+# Tier 0 in these states still has its upload (or its copy from the disk) ahead or under way.
+UPLOAD_AHEAD_STATES = frozenset({SourceState.PENDING, SourceState.UPLOADING})
 
 
 @dataclass
@@ -223,14 +252,30 @@ class LogRecord:
 LOG_LEVELS = ("info", "warning", "error")  # in rising order
 
 
-def log_matches(
-    record: LogRecord, *, step: str | None, level: str | None, target: str | None
-) -> bool:
-    """The filter of ``logs``: this step, at least this level (unknown ones count as info),
-    this target; every state store applies it the same way."""
-    rank = {name: i for i, name in enumerate(LOG_LEVELS)}
-    return (
-        (step is None or record.step == step)
-        and rank.get(record.level, 0) >= rank.get(level or "info", 0)
-        and (target is None or record.target == target)
-    )
+@dataclass(frozen=True)
+class LogFilter:
+    """Which lines of a job's log ``logs`` shows; every state store applies it the same way.
+
+    :param step: only this step.
+    :param level: only this level and above (a line of an unknown level counts as info).
+    :param target: only this target.
+    :raises InvalidInput: if ``level`` is not one of :data:`LOG_LEVELS`.
+    """
+
+    step: str | None = None
+    level: str | None = None
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.level is not None and self.level not in LOG_LEVELS:
+            raise InvalidInput(
+                f"Level {self.level!r} is unknown; use one of {', '.join(LOG_LEVELS)}."
+            )
+
+    def matches(self, record: LogRecord) -> bool:
+        rank = {name: i for i, name in enumerate(LOG_LEVELS)}
+        return (
+            (self.step is None or record.step == self.step)
+            and rank.get(record.level, 0) >= rank.get(self.level or "info", 0)
+            and (self.target is None or record.target == self.target)
+        )

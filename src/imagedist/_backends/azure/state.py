@@ -40,6 +40,7 @@ from ..._domain import (
     FailedPhase,
     Job,
     JobState,
+    LogFilter,
     LogRecord,
     OsType,
     SourceKind,
@@ -47,7 +48,6 @@ from ..._domain import (
     SourceState,
     TargetRow,
     TargetState,
-    log_matches,
 )
 from ..._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
 from ..._redact import redact, redact_record
@@ -505,22 +505,16 @@ class AzureTableStateStore(StateStore):
         with translate_errors(f"append to the log of job {record.job_id!r}"):
             await logs.create_entity(entity)
 
-    async def list_logs(
-        self,
-        job_id: str,
-        *,
-        step: str | None = None,
-        level: str | None = None,
-        target: str | None = None,
-    ) -> list[LogRecord]:
+    async def list_logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
+        where = where or LogFilter()
         logs = await self._read_table("logs")
         clauses, parameters = ["PartitionKey eq @pk"], {"pk": escape_key(job_id)}
-        if step is not None:
+        if where.step is not None:
             clauses.append("step eq @step")
-            parameters["step"] = step
-        if target is not None:
+            parameters["step"] = where.step
+        if where.target is not None:
             clauses.append("target eq @target")
-            parameters["target"] = target
+            parameters["target"] = where.target
         entities: list[TableEntity] = []
         with _empty_if_missing(), translate_errors(f"read the log of job {job_id!r}"):
             entities = [
@@ -533,7 +527,7 @@ class AzureTableStateStore(StateStore):
         return [
             record
             for record in (_log_from(job_id, entity) for entity in entities)
-            if log_matches(record, step=step, level=level, target=target)
+            if where.matches(record)
         ]
 
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:

@@ -19,6 +19,7 @@ from ..._domain import (
     FailedPhase,
     Job,
     JobState,
+    LogFilter,
     LogRecord,
     OsType,
     SourceKind,
@@ -26,7 +27,6 @@ from ..._domain import (
     SourceState,
     TargetRow,
     TargetState,
-    log_matches,
 )
 from ..._exceptions import Conflict, NotFound, PreconditionFailed
 from ..._redact import redact, redact_record
@@ -234,14 +234,8 @@ class SqliteStateStore(StateStore):
             )
         )
 
-    async def list_logs(
-        self,
-        job_id: str,
-        *,
-        step: str | None = None,
-        level: str | None = None,
-        target: str | None = None,
-    ) -> list[LogRecord]:
+    async def list_logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
+        where = where or LogFilter()
         rows = await self._run(
             lambda db: db.execute(
                 "SELECT job_id, ts, level, step, message, target, extra FROM logs"
@@ -253,11 +247,7 @@ class SqliteStateStore(StateStore):
             LogRecord(r[0], r[1], r[2], r[3], r[4], target=r[5], extra=json.loads(r[6]))
             for r in rows
         ]
-        return [
-            record
-            for record in records
-            if log_matches(record, step=step, level=level, target=target)
-        ]
+        return [record for record in records if where.matches(record)]
 
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
         def write(db: sqlite3.Connection) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..._domain import Job, LogRecord, SourceRow, TargetRow, log_matches
+from ..._domain import Job, LogFilter, LogRecord, SourceRow, TargetRow
 from ..._exceptions import Conflict, NotFound, PreconditionFailed
 from ..._redact import redact, redact_record
 from ...abc import StateStore
@@ -118,18 +118,12 @@ class MemoryStateStore(StateStore):
         stored = redact_record(dataclasses.replace(record, extra=dict(record.extra)))
         self.tables.logs.setdefault(record.job_id, []).append(stored)
 
-    async def list_logs(
-        self,
-        job_id: str,
-        *,
-        step: str | None = None,
-        level: str | None = None,
-        target: str | None = None,
-    ) -> list[LogRecord]:
+    async def list_logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
+        where = where or LogFilter()
         return [
             dataclasses.replace(record, extra=dict(record.extra))
             for record in self.tables.logs.get(job_id, [])
-            if log_matches(record, step=step, level=level, target=target)
+            if where.matches(record)
         ]
 
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
