@@ -36,22 +36,26 @@ from azure.data.tables import EdmType, EntityProperty, TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from ..._domain import (
-    BlobRef,
-    FailedPhase,
     Job,
-    JobState,
     LogFilter,
     LogRecord,
-    OsType,
-    SourceKind,
     SourceRow,
-    SourceState,
     TargetRow,
-    TargetState,
 )
 from ..._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
 from ..._redact import redact, redact_record
 from ...abc import StateStore
+from ..codec import (
+    Fields,
+    job_fields,
+    job_from,
+    log_fields,
+    log_from,
+    source_fields,
+    source_from,
+    target_fields,
+    target_from,
+)
 from .errors import Override, translate_errors
 
 if TYPE_CHECKING:
@@ -346,14 +350,14 @@ class AzureTableStateStore(StateStore):
             },
         ):
             entity = await jobs.get_entity(_JOB_PK, escape_key(job_id))
-        return _job_from(entity)
+        return job_from(_plain(entity))
 
     async def list_jobs(self) -> list[Job]:
         jobs = await self._read_table("jobs")
         found: list[Job] = []
         with _empty_if_missing(), translate_errors("list jobs"):
             found = [
-                _job_from(entity)
+                job_from(_plain(entity))
                 async for entity in jobs.query_entities(
                     "PartitionKey eq @pk", parameters={"pk": _JOB_PK}
                 )
@@ -371,7 +375,7 @@ class AzureTableStateStore(StateStore):
         for _attempt in range(UPDATE_JOB_ATTEMPTS):
             with translate_errors(f"update job {job.id!r}", not_found):
                 entity = await jobs.get_entity(_JOB_PK, escape_key(job.id))
-                stored = _job_from(entity)
+                stored = job_from(_plain(entity))
                 stored.state, stored.finished_at = job.state, job.finished_at
                 try:
                     await jobs.update_entity(
@@ -389,13 +393,13 @@ class AzureTableStateStore(StateStore):
 
     async def list_sources(self, job_id: str) -> list[SourceRow]:
         entities = await self._list_items(job_id, _SOURCE_PREFIX)
-        rows = [_source_from(entity) for entity in entities]
+        rows = [source_from(_plain(entity)) for entity in entities]
         rows.sort(key=lambda row: row.source_id)
         return rows
 
     async def list_targets(self, job_id: str) -> list[TargetRow]:
         entities = await self._list_items(job_id, _TARGET_PREFIX)
-        rows = [_target_from(entity) for entity in entities]
+        rows = [target_from(_plain(entity)) for entity in entities]
         rows.sort(key=lambda row: row.target)
         return rows
 
@@ -491,17 +495,8 @@ class AzureTableStateStore(StateStore):
         # Lexical order of the RowKey is time order; the sequence keeps one process's lines with
         # equal timestamps in order; the random part makes keys of two processes distinct.
         row_key = f"{max(record.ts, 0.0):017.6f}-{next(_log_sequence):012d}-{uuid.uuid4().hex}"
-        entity = {
-            "PartitionKey": escape_key(record.job_id),
-            "RowKey": row_key,
-            "job_id": record.job_id,
-            "ts": float(record.ts),
-            "level": record.level,
-            "step": record.step,
-            "target": record.target,
-            "message": _truncate(record.message),
-            "extra": _extra_json(record.extra),
-        }
+        fields = log_fields(record, extra=_extra_json(record.extra))
+        entity = _entity(escape_key(record.job_id), row_key, fields)
         with translate_errors(f"append to the log of job {record.job_id!r}"):
             await logs.create_entity(entity)
 
@@ -526,7 +521,7 @@ class AzureTableStateStore(StateStore):
         entities.sort(key=lambda entity: str(entity["RowKey"]))
         return [
             record
-            for record in (_log_from(job_id, entity) for entity in entities)
+            for record in (log_from({"job_id": job_id, **_plain(entity)}) for entity in entities)
             if where.matches(record)
         ]
 
@@ -579,16 +574,6 @@ def _int(value: Any) -> int:
     return int(_value(value))
 
 
-def _float(value: Any) -> float:
-    # Azurite may return a whole Double as a JSON integer without a type annotation.
-    return float(_value(value))
-
-
-def _opt_str(value: Any) -> str | None:
-    value = _value(value)
-    return None if value is None else str(value)
-
-
 def _int64(value: int) -> EntityProperty:
     return EntityProperty(int(value), EdmType.INT64)
 
@@ -610,158 +595,38 @@ def _extra_json(extra: Mapping[str, str]) -> str:
     return json.dumps(kept)
 
 
-def _job_entity(job: Job) -> dict[str, Any]:
-    entity: dict[str, Any] = {
-        "PartitionKey": _JOB_PK,
-        "RowKey": escape_key(job.id),
-        "id": job.id,
-        "image_name": job.image_name,
-        "os_type": job.os_type.value,
-        "source_path": job.source_path,
-        "size_bytes": _int64(job.size_bytes),
-        "created_at": float(job.created_at),
-        "description": _truncate(job.description),
-        "state": job.state.value,
-        "source_disk": job.source_disk,
-        "input_path": job.input_path,
-    }
-    if job.finished_at is not None:  # absent means None: a REPLACE drops it
-        entity["finished_at"] = float(job.finished_at)
+# Properties the Table service would refuse beyond 64 KiB, cut short (the rest are short by nature).
+_LONG_TEXT = frozenset({"description", "error", "message"})
+
+
+def _entity(pk: str, rk: str, fields: Fields) -> dict[str, Any]:
+    """The entity of a record's fields: every int an Int64, long text cut short, no ``None``
+    (a missing property reads back as None; an empty string stays an empty string)."""
+    entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = _int64(value)
+        elif key in _LONG_TEXT:
+            value = _truncate(value)
+        entity[key] = value
     return entity
 
 
-def _job_from(entity: Mapping[str, Any]) -> Job:
-    finished = entity.get("finished_at")
-    return Job(
-        id=str(entity["id"]),
-        image_name=str(entity["image_name"]),
-        os_type=OsType(entity["os_type"]),
-        source_path=str(entity["source_path"]),
-        size_bytes=_int(entity["size_bytes"]),
-        created_at=_float(entity["created_at"]),
-        description=str(entity.get("description", "")),
-        state=JobState(entity["state"]),
-        finished_at=None if finished is None else _float(finished),
-        source_disk=str(entity.get("source_disk", "")),
-        input_path=str(entity.get("input_path", "")),
-    )
+def _plain(entity: Mapping[str, Any]) -> Fields:
+    return {key: _value(value) for key, value in entity.items()}
 
 
-def _blob_properties(blob: BlobRef) -> dict[str, Any]:
-    return {"account": blob.account, "container": blob.container, "blob": blob.name}
-
-
-def _blob_from(entity: Mapping[str, Any]) -> BlobRef:
-    return BlobRef(str(entity["account"]), str(entity["container"]), str(entity["blob"]))
-
-
-def _without_none(entity: dict[str, Any]) -> dict[str, Any]:
-    # A missing property reads back as None; an empty string stays an empty string.
-    return {key: value for key, value in entity.items() if value is not None}
+def _job_entity(job: Job) -> dict[str, Any]:
+    return _entity(_JOB_PK, escape_key(job.id), job_fields(job))
 
 
 def _source_entity(row: SourceRow) -> dict[str, Any]:
-    return _without_none(
-        {
-            "PartitionKey": escape_key(row.job_id),
-            "RowKey": _SOURCE_PREFIX + escape_key(row.source_id),
-            "job_id": row.job_id,
-            "source_id": row.source_id,
-            "kind": row.kind.value,
-            **_blob_properties(row.blob),
-            "state": row.state.value,
-            "parent_id": row.parent_id,
-            "progress_bytes": _int64(row.progress_bytes),
-            "deleted": bool(row.deleted),
-            "error": _truncate(row.error),
-            "lease_owner": row.lease_owner,
-            "lease_until": float(row.lease_until),
-            "version": _int64(row.version),
-            "content_md5": row.content_md5,
-        }
-    )
-
-
-def _source_from(entity: Mapping[str, Any]) -> SourceRow:
-    return SourceRow(
-        job_id=str(entity["job_id"]),
-        source_id=str(entity["source_id"]),
-        kind=SourceKind(entity["kind"]),
-        blob=_blob_from(entity),
-        state=SourceState(entity["state"]),
-        parent_id=_opt_str(entity.get("parent_id")),
-        progress_bytes=_int(entity["progress_bytes"]),
-        deleted=bool(_value(entity["deleted"])),
-        error=str(entity.get("error", "")),
-        lease_owner=_opt_str(entity.get("lease_owner")),
-        lease_until=_float(entity["lease_until"]),
-        version=_version(entity),
-        content_md5=str(entity.get("content_md5", "")),
-    )
+    rk = _SOURCE_PREFIX + escape_key(row.source_id)
+    return _entity(escape_key(row.job_id), rk, source_fields(row))
 
 
 def _target_entity(row: TargetRow) -> dict[str, Any]:
-    return _without_none(
-        {
-            "PartitionKey": escape_key(row.job_id),
-            "RowKey": _TARGET_PREFIX + escape_key(row.target),
-            "job_id": row.job_id,
-            "target": row.target,
-            "subscription": row.subscription,
-            "region": row.region,
-            **_blob_properties(row.blob),
-            "resource_group": row.resource_group,
-            "image_name": row.image_name,
-            "state": row.state.value,
-            "source_id": row.source_id,
-            "copy_id": row.copy_id,
-            "failed_phase": row.failed_phase.value if row.failed_phase else None,
-            "error": _truncate(row.error),
-            "attempts": _int64(row.attempts),
-            "blob_deleted": bool(row.blob_deleted),
-            "lease_owner": row.lease_owner,
-            "lease_until": float(row.lease_until),
-            "version": _int64(row.version),
-            "updated_at": float(row.updated_at),
-        }
-    )
-
-
-def _target_from(entity: Mapping[str, Any]) -> TargetRow:
-    phase = entity.get("failed_phase")
-    return TargetRow(
-        job_id=str(entity["job_id"]),
-        target=str(entity["target"]),
-        subscription=str(entity["subscription"]),
-        region=str(entity["region"]),
-        blob=_blob_from(entity),
-        resource_group=str(entity["resource_group"]),
-        image_name=str(entity["image_name"]),
-        state=TargetState(entity["state"]),
-        source_id=_opt_str(entity.get("source_id")),
-        copy_id=str(entity.get("copy_id", "")),
-        failed_phase=FailedPhase(phase) if phase else None,
-        error=str(entity.get("error", "")),
-        attempts=_int(entity["attempts"]),
-        blob_deleted=bool(_value(entity["blob_deleted"])),
-        lease_owner=_opt_str(entity.get("lease_owner")),
-        lease_until=_float(entity["lease_until"]),
-        version=_version(entity),
-        updated_at=_float(entity["updated_at"]),
-    )
-
-
-def _log_from(job_id: str, entity: Mapping[str, Any]) -> LogRecord:
-    try:
-        extra = json.loads(str(entity.get("extra") or "{}"))
-    except ValueError:
-        extra = {}
-    return LogRecord(
-        job_id=str(entity.get("job_id", job_id)),
-        ts=_float(entity["ts"]),
-        level=str(entity["level"]),
-        step=str(entity["step"]),
-        message=str(entity.get("message", "")),
-        target=str(entity.get("target", "")),
-        extra={str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else {},
-    )
+    rk = _TARGET_PREFIX + escape_key(row.target)
+    return _entity(escape_key(row.job_id), rk, target_fields(row))

@@ -7,30 +7,36 @@ every item write is a compare-and-set on its version, so none overwrites another
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..._domain import (
-    BlobRef,
-    FailedPhase,
     Job,
-    JobState,
     LogFilter,
     LogRecord,
-    OsType,
-    SourceKind,
     SourceRow,
-    SourceState,
     TargetRow,
-    TargetState,
 )
 from ..._exceptions import Conflict, NotFound, PreconditionFailed
 from ..._redact import redact, redact_record
 from ...abc import StateStore
+from ..codec import (
+    JOB_FIELDS,
+    LOG_FIELDS,
+    SOURCE_FIELDS,
+    TARGET_FIELDS,
+    job_fields,
+    job_from,
+    log_fields,
+    log_from,
+    source_fields,
+    source_from,
+    target_fields,
+    target_from,
+)
 
 __all__ = ["SqliteStateStore"]
 
@@ -69,19 +75,10 @@ CREATE TABLE IF NOT EXISTS target_switches (name TEXT PRIMARY KEY, enabled INTEG
 """
 
 
-JOB_COLUMNS = (
-    "id, image_name, os_type, source_path, size_bytes, created_at, description, state,"
-    " finished_at, source_disk, input_path"
-)
-SOURCE_COLUMNS = (
-    "job_id, source_id, kind, account, container, blob, state, parent_id, progress_bytes,"
-    " deleted, error, lease_owner, lease_until, version, content_md5"
-)
-TARGET_COLUMNS = (
-    "job_id, target, subscription, region, account, container, blob, resource_group, image_name,"
-    " state, source_id, copy_id, failed_phase, error, attempts, blob_deleted, lease_owner, lease_until,"
-    " version, updated_at"
-)
+JOB_COLUMNS = ", ".join(JOB_FIELDS)
+SOURCE_COLUMNS = ", ".join(SOURCE_FIELDS)
+TARGET_COLUMNS = ", ".join(TARGET_FIELDS)
+LOG_COLUMNS = ", ".join(LOG_FIELDS)
 
 
 class SqliteStateStore(StateStore):
@@ -119,17 +116,18 @@ class SqliteStateStore(StateStore):
                 if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
                     raise Conflict(f"Job {job.id!r} already exists.")
                 db.execute(
-                    f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(11)})", _job_values(job)
+                    f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(len(JOB_FIELDS))})",
+                    _values(job_fields(job), JOB_FIELDS),
                 )
                 for source in sources:
                     db.execute(
-                        f"INSERT INTO sources ({SOURCE_COLUMNS}) VALUES ({_marks(15)})",
-                        _source_values(source),
+                        f"INSERT INTO sources ({SOURCE_COLUMNS}) VALUES ({_marks(len(SOURCE_FIELDS))})",
+                        _values(source_fields(source), SOURCE_FIELDS),
                     )
                 for target in targets:
                     db.execute(
-                        f"INSERT INTO targets ({TARGET_COLUMNS}) VALUES ({_marks(20)})",
-                        _target_values(target),
+                        f"INSERT INTO targets ({TARGET_COLUMNS}) VALUES ({_marks(len(TARGET_FIELDS))})",
+                        _values(target_fields(target), TARGET_FIELDS),
                     )
             except BaseException:
                 db.execute("ROLLBACK")
@@ -146,7 +144,7 @@ class SqliteStateStore(StateStore):
         )
         if row is None:
             raise NotFound(f"Job {job_id!r} does not exist; `imagedist jobs` lists the jobs.")
-        return _job_from(row)
+        return job_from(dict(zip(JOB_FIELDS, row, strict=True)))
 
     async def list_jobs(self) -> list[Job]:
         rows = await self._run(
@@ -154,7 +152,7 @@ class SqliteStateStore(StateStore):
                 f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC"
             ).fetchall()
         )
-        return [_job_from(row) for row in rows]
+        return [job_from(dict(zip(JOB_FIELDS, row, strict=True))) for row in rows]
 
     async def update_job(self, job: Job) -> None:
         def update(db: sqlite3.Connection) -> int:
@@ -176,7 +174,7 @@ class SqliteStateStore(StateStore):
                 (job_id,),
             ).fetchall()
         )
-        return [_source_from(row) for row in rows]
+        return [source_from(dict(zip(SOURCE_FIELDS, row, strict=True))) for row in rows]
 
     async def list_targets(self, job_id: str) -> list[TargetRow]:
         rows = await self._run(
@@ -185,12 +183,12 @@ class SqliteStateStore(StateStore):
                 (job_id,),
             ).fetchall()
         )
-        return [_target_from(row) for row in rows]
+        return [target_from(dict(zip(TARGET_FIELDS, row, strict=True))) for row in rows]
 
     async def put_source(self, row: SourceRow) -> SourceRow:
         new = row.replace(version=row.version + 1, error=redact(row.error))
-        values = _source_values(new)
-        sets = ", ".join(f"{column.strip()} = ?" for column in SOURCE_COLUMNS.split(","))
+        values = _values(source_fields(new), SOURCE_FIELDS)
+        sets = ", ".join(f"{column} = ?" for column in SOURCE_FIELDS)
         await self._compare_and_set(
             f"UPDATE sources SET {sets} WHERE job_id = ? AND source_id = ? AND version = ?",
             (*values, row.job_id, row.source_id, row.version),
@@ -200,8 +198,8 @@ class SqliteStateStore(StateStore):
 
     async def put_target(self, row: TargetRow) -> TargetRow:
         new = row.replace(version=row.version + 1, error=redact(row.error))
-        values = _target_values(new)
-        sets = ", ".join(f"{column.strip()} = ?" for column in TARGET_COLUMNS.split(","))
+        values = _values(target_fields(new), TARGET_FIELDS)
+        sets = ", ".join(f"{column} = ?" for column in TARGET_FIELDS)
         await self._compare_and_set(
             f"UPDATE targets SET {sets} WHERE job_id = ? AND target = ? AND version = ?",
             (*values, row.job_id, row.target, row.version),
@@ -217,20 +215,10 @@ class SqliteStateStore(StateStore):
     # logs and switches
 
     async def append_log(self, record: LogRecord) -> None:
-        record = redact_record(record)
+        values = _values(log_fields(redact_record(record)), LOG_FIELDS)
         await self._run(
             lambda db: db.execute(
-                "INSERT INTO logs (job_id, ts, level, step, target, message, extra)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (
-                    record.job_id,
-                    record.ts,
-                    record.level,
-                    record.step,
-                    record.target,
-                    record.message,
-                    json.dumps(record.extra),
-                ),
+                f"INSERT INTO logs ({LOG_COLUMNS}) VALUES ({_marks(len(LOG_FIELDS))})", values
             )
         )
 
@@ -238,15 +226,10 @@ class SqliteStateStore(StateStore):
         where = where or LogFilter()
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT job_id, ts, level, step, message, target, extra FROM logs"
-                " WHERE job_id = ? ORDER BY seq",
-                (job_id,),
+                f"SELECT {LOG_COLUMNS} FROM logs WHERE job_id = ? ORDER BY seq", (job_id,)
             ).fetchall()
         )
-        records = [
-            LogRecord(r[0], r[1], r[2], r[3], r[4], target=r[5], extra=json.loads(r[6]))
-            for r in rows
-        ]
+        records = [log_from(dict(zip(LOG_FIELDS, row, strict=True))) for row in rows]
         return [record for record in records if where.matches(record)]
 
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
@@ -286,119 +269,5 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
-def _job_values(job: Job) -> tuple[Any, ...]:
-    return (
-        job.id,
-        job.image_name,
-        job.os_type.value,
-        job.source_path,
-        job.size_bytes,
-        job.created_at,
-        job.description,
-        job.state.value,
-        job.finished_at,
-        job.source_disk,
-        job.input_path,
-    )
-
-
-def _job_from(row: tuple[Any, ...]) -> Job:
-    return Job(
-        id=row[0],
-        image_name=row[1],
-        os_type=OsType(row[2]),
-        source_path=row[3],
-        size_bytes=row[4],
-        created_at=row[5],
-        description=row[6],
-        state=JobState(row[7]),
-        finished_at=row[8],
-        source_disk=row[9],
-        input_path=row[10],
-    )
-
-
-def _source_values(row: SourceRow) -> tuple[Any, ...]:
-    return (
-        row.job_id,
-        row.source_id,
-        row.kind.value,
-        row.blob.account,
-        row.blob.container,
-        row.blob.name,
-        row.state.value,
-        row.parent_id,
-        row.progress_bytes,
-        int(row.deleted),
-        row.error,
-        row.lease_owner,
-        row.lease_until,
-        row.version,
-        row.content_md5,
-    )
-
-
-def _source_from(row: tuple[Any, ...]) -> SourceRow:
-    return SourceRow(
-        job_id=row[0],
-        source_id=row[1],
-        kind=SourceKind(row[2]),
-        blob=BlobRef(row[3], row[4], row[5]),
-        state=SourceState(row[6]),
-        parent_id=row[7],
-        progress_bytes=row[8],
-        deleted=bool(row[9]),
-        error=row[10],
-        lease_owner=row[11],
-        lease_until=row[12],
-        version=row[13],
-        content_md5=row[14],
-    )
-
-
-def _target_values(row: TargetRow) -> tuple[Any, ...]:
-    return (
-        row.job_id,
-        row.target,
-        row.subscription,
-        row.region,
-        row.blob.account,
-        row.blob.container,
-        row.blob.name,
-        row.resource_group,
-        row.image_name,
-        row.state.value,
-        row.source_id,
-        row.copy_id,
-        row.failed_phase.value if row.failed_phase else None,
-        row.error,
-        row.attempts,
-        int(row.blob_deleted),
-        row.lease_owner,
-        row.lease_until,
-        row.version,
-        row.updated_at,
-    )
-
-
-def _target_from(row: tuple[Any, ...]) -> TargetRow:
-    return TargetRow(
-        job_id=row[0],
-        target=row[1],
-        subscription=row[2],
-        region=row[3],
-        blob=BlobRef(row[4], row[5], row[6]),
-        resource_group=row[7],
-        image_name=row[8],
-        state=TargetState(row[9]),
-        source_id=row[10],
-        copy_id=row[11],
-        failed_phase=FailedPhase(row[12]) if row[12] else None,
-        error=row[13],
-        attempts=row[14],
-        blob_deleted=bool(row[15]),
-        lease_owner=row[16],
-        lease_until=row[17],
-        version=row[18],
-        updated_at=row[19],
-    )
+def _values(fields: Mapping[str, Any], names: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(fields[name] for name in names)
