@@ -19,8 +19,16 @@ from azurite import AzuriteNotInstalled, AzuriteServer, start_azurite
 STAGING = "stagingacct"
 TARGET_ACCOUNTS = [f"t2acct{i:02d}" for i in range(30)]
 REGIONS = [
-    "westeurope", "eastus", "japaneast", "northeurope", "westus2", "uksouth", "centralindia",
-    "brazilsouth", "australiaeast", "canadacentral",
+    "westeurope",
+    "eastus",
+    "japaneast",
+    "northeurope",
+    "westus2",
+    "uksouth",
+    "centralindia",
+    "brazilsouth",
+    "australiaeast",
+    "canadacentral",
 ]
 
 
@@ -49,14 +57,20 @@ class AzureSetup:
     def imagedist(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "imagedist", "-c", str(self.config), *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def worker(self, log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             return subprocess.Popen(
                 [sys.executable, "-m", "imagedist", "-c", str(self.config), "worker"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     @property
@@ -65,13 +79,15 @@ class AzureSetup:
 
 
 def make_setup(
-    tmp_path: Path, azurite: AzuriteServer, arm: ArmServerProcess, count: int,
+    tmp_path: Path,
+    azurite: AzuriteServer,
+    arm: ArmServerProcess,
+    count: int,
     subscriptions: int = 3,
 ) -> AzureSetup:
     per_sub = max(1, count // subscriptions)
     targets = [
-        (f"sub-{i // per_sub}", REGIONS[i % per_sub], TARGET_ACCOUNTS[i])
-        for i in range(count)
+        (f"sub-{i // per_sub}", REGIONS[i % per_sub], TARGET_ACCOUNTS[i]) for i in range(count)
     ]
     blocks = "\n".join(
         f'[[targets]]\nsubscription = "{sub}"\nregion = "{region}"\naccount = "{account}"\n'

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from imagedist import Config, Imagedist, load_config
 
@@ -84,12 +84,12 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
-async def with_app(config: Config, body: Any) -> Any:
+async def with_app(config: Config, body: Callable[[Imagedist], Awaitable[T]]) -> T:
     async with Imagedist(config) as app:
         return await body(app)
 
 
-def call(config_path: Path, body: Any) -> Any:
+def call(config_path: Path, body: Callable[[Imagedist], Awaitable[T]]) -> T:
     """Open the library on the config and run ``body(app)``."""
     return asyncio.run(with_app(load_config(config_path), body))
 

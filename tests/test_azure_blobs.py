@@ -26,7 +26,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.storage.blob import BlobServiceClient as SyncBlobServiceClient
-from azure.storage.blob import UserDelegationKey
+from azure.storage.blob import UserDelegationKey, generate_blob_sas
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 import azurite
@@ -142,8 +142,8 @@ def http_error(
     headers: dict[str, str] | None = None,
     message: str = "The service said no.\nRequestId:abc\nTime:now",
 ) -> HttpResponseError:
-    exc = cls(message=message, response=FakeResponse(status, headers))  # type: ignore[arg-type]
-    exc.error_code = code or None
+    exc = cls(message=message, response=FakeResponse(status, headers))
+    exc.error_code = code or None  # type: ignore[attr-defined]  # the storage SDK sets it so too
     return exc
 
 
@@ -373,7 +373,7 @@ def test_a_refused_copy_source_is_auth_failed_without_the_sas(
     server: AzuriteServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     signed: list[str] = []
-    real = _azure_blobs.generate_blob_sas
+    real = generate_blob_sas
 
     def wrong_key(*args: Any, **kwargs: Any) -> str:
         kwargs["account_key"] = server.key("targetacct")  # not the source account's key

@@ -8,22 +8,28 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
+from armserver.process import ArmServerProcess
 from azure_env import AzureSetup, azure_world, make_setup  # noqa: F401
+from azurite import AzuriteServer
 
 from helpers import make_disk
 
 SAS_SIGNATURE = re.compile(r"sig=[A-Za-z0-9%/+=]{10,}")
 
 
-def _arm_images(setup: AzureSetup) -> dict[str, dict]:  # type: ignore[type-arg]
+def _arm_images(setup: AzureSetup) -> dict[str, dict[str, Any]]:
     images = {}
     for image in setup.arm.snapshot()["images"]:
         parts = image["id"].split("/")  # /subscriptions/<sub>/resourceGroups/<rg>/providers/...
         os_disk = image["properties"]["storageProfile"]["osDisk"]
         images[f"{parts[2]}/{image['name']}"] = {
-            "subscription": parts[2], "resource_group": parts[4], "name": image["name"],
-            "location": image["location"], "os_disk": os_disk,
+            "subscription": parts[2],
+            "resource_group": parts[4],
+            "name": image["name"],
+            "location": image["location"],
+            "os_disk": os_disk,
             "state": image["properties"]["provisioningState"],
         }
     return images
@@ -43,7 +49,9 @@ def _state_dump(setup: AzureSetup, job_id: str) -> str:
 
 
 def test_run_distributes_to_three_subscriptions_by_three_regions(
-    tmp_path: Path, azure_world, arm  # noqa: F811 (a fixture)
+    tmp_path: Path,
+    azure_world: AzuriteServer,  # noqa: F811 (a fixture)
+    arm: ArmServerProcess,
 ) -> None:
     setup = make_setup(tmp_path, azure_world, arm, 9)
     check = setup.imagedist("check")
@@ -55,8 +63,9 @@ def test_run_distributes_to_three_subscriptions_by_three_regions(
     check = setup.imagedist("check")
     assert check.returncode == 0, check.stdout + check.stderr
     disk = make_disk(tmp_path / "golden.vhd")
-    run = setup.imagedist("run", str(disk), "--image-name", "golden", "--os-type", "windows",
-                          "--json")
+    run = setup.imagedist(
+        "run", str(disk), "--image-name", "golden", "--os-type", "windows", "--json"
+    )
     assert run.returncode == 0, run.stderr
     status = json.loads(run.stdout)
     assert status["phases"] == {"upload": 100, "tier1": 100, "copies": 100, "images": 100}
@@ -72,13 +81,17 @@ def test_run_distributes_to_three_subscriptions_by_three_regions(
         assert image["name"] == f"golden.{image['location']}"
         assert image["os_disk"]["osType"] == "Windows"
         assert image["state"] == "Succeeded"
-        assert arm.image_creations(image["subscription"], image["resource_group"], image["name"]) == 1
+        assert (
+            arm.image_creations(image["subscription"], image["resource_group"], image["name"]) == 1
+        )
     assert {t["state"] for t in status["targets"]} == {"done"}  # verified Succeeded by the engine
     _check_no_secret(setup, run.stdout, run.stderr, _state_dump(setup, status["job"]))
 
 
 def test_three_workers_share_thirty_targets_and_survive_a_kill(
-    tmp_path: Path, azure_world, arm  # noqa: F811 (a fixture)
+    tmp_path: Path,
+    azure_world: AzuriteServer,  # noqa: F811 (a fixture)
+    arm: ArmServerProcess,
 ) -> None:
     arm.configure(image_delay=1.0)
     setup = make_setup(tmp_path, azure_world, arm, 30)

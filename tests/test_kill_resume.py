@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from imagedist import Imagedist, OsType, TargetState
+from imagedist._backends.local.images import LocalImageService
 from imagedist._engine import JobStatus
 from imagedist.abc import ProvisioningState
 
@@ -45,7 +46,7 @@ def _start_worker(config: Path) -> subprocess.Popen[bytes]:
 
 
 def _status(config: Path, job_id: str) -> JobStatus:
-    return call(config, lambda app: app.status(job_id))  # type: ignore[no-any-return]
+    return call(config, lambda app: app.status(job_id))
 
 
 def _wait_for(config: Path, job_id: str, condition: Condition, timeout: float = 30) -> bool:
@@ -72,7 +73,7 @@ def _submit(config: Path, disk: Path) -> str:
         await app.upload(job.id)
         return job.id
 
-    return call(config, body)  # type: ignore[no-any-return]
+    return call(config, body)
 
 
 def _finish_and_check(config: Path, job_id: str) -> None:
@@ -80,15 +81,16 @@ def _finish_and_check(config: Path, job_id: str) -> None:
     final.wait(timeout=120)
     assert final.returncode == 0, (config.parent / "worker.log").read_text()
 
-    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def body(
+        app: Imagedist,
+    ) -> tuple[JobStatus, dict[str, tuple[ProvisioningState, int]], list[str]]:
         images = app.ctx.backend.images
+        assert isinstance(images, LocalImageService)
         found = {}
         for target in app.config.fleet_targets():
             name = f"golden.{target.region}"
             image = await images.get_image(target.subscription, target.resource_group, name)
-            count = images.creation_count(  # type: ignore[attr-defined]
-                target.subscription, target.resource_group, name
-            )
+            count = images.creation_count(target.subscription, target.resource_group, name)
             found[target.name] = (image.provisioning_state, count)
         return await app.status(job_id), found, await leftover_blobs(app)
 
@@ -126,10 +128,14 @@ def test_worker_killed_at_random_instants_resumes_to_completion(tmp_path: Path, 
     rng = random.Random(seed)
     config = write_config(tmp_path, lease=1.0, bandwidth=6.0, image_seconds=0.4)
     job_id = _submit(config, make_disk(tmp_path / "disk.vhd"))
+    kills = 0
     for _ in range(4):
         worker = _start_worker(config)
         time.sleep(rng.uniform(0.1, 1.2))
         if worker.poll() is not None:
             break  # it finished before we struck
         _kill(worker)
+        kills += 1
+    # A worker that finished before the first strike would make this a plain run (issue 9).
+    assert kills > 0, "the job finished before any worker was killed"
     _finish_and_check(config, job_id)

@@ -80,7 +80,12 @@ def test_time_stands_still_while_callbacks_run_and_wait_for_respects_virtual_tim
 def test_threads_cost_no_virtual_time() -> None:
     async def main() -> tuple[int, float]:
         loop = asyncio.get_running_loop()
-        result = await asyncio.to_thread(lambda: time.sleep(0.05) or 42)
+
+        def work() -> int:
+            time.sleep(0.05)
+            return 42
+
+        result = await asyncio.to_thread(work)
         return result, loop.time()
 
     assert run_virtual(main()) == (42, 0.0)

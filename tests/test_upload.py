@@ -13,8 +13,8 @@ import pytest
 from imagedist._backends.local.blobs import LocalBlobStore
 from imagedist._domain import BlobRef
 from imagedist._engine._pages import CHUNK, DiskScan
-from imagedist._engine._upload import upload_file
-from imagedist.abc import BlobStore, SystemClock
+from imagedist._engine._upload import UploadResult, upload_file
+from imagedist.abc import BlobProperties, BlobStore, SystemClock
 
 MIB = 1024 * 1024
 
@@ -89,7 +89,7 @@ def test_a_killed_upload_resumes_sending_only_what_is_missing(
     assert first.writes == die_after and first.sent <= die_after * MIB  # 1 MiB per data run
     second = CountingStore(tmp_path / "blobs")
 
-    async def resumed():  # type: ignore[no-untyped-def]
+    async def resumed() -> tuple[UploadResult, BlobProperties, bytes]:
         result = await upload_file(second, ref, tmp_path / "disk.raw", concurrency=3)
         return result, await second.get_properties(ref), await second.read(ref, 0, len(content))
 

@@ -15,8 +15,15 @@ Json = dict[str, Any]
 
 
 class Control:
-    url: str
-    ca_file: str
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        raise NotImplementedError
+
+    @property
+    def ca_file(self) -> str:
+        """The CA certificate a client must trust to talk to the server."""
+        raise NotImplementedError
 
     def _control(self, method: str, path: str, body: Json | None = None) -> Json:
         raise NotImplementedError

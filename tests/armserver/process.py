@@ -61,8 +61,14 @@ class ArmServerProcess(Control):
         self._log: IO[str] | None = None
         self._ssl: ssl.SSLContext | None = None
         self.port = 0
-        self.url = ""
-        self.ca_file = ""
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}" if self.port else ""
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.cert_dir / "ca.pem") if self.port else ""
 
     @property
     def log_file(self) -> Path:
@@ -91,8 +97,6 @@ class ArmServerProcess(Control):
                 + self.log_file.read_text()[-2000:]
             )
         self.port = int(line)
-        self.url = f"https://127.0.0.1:{self.port}"
-        self.ca_file = str(self.cert_dir / "ca.pem")
         self._ssl = ssl.create_default_context(cafile=self.ca_file)
         return self
 

@@ -191,7 +191,7 @@ class ArmState:
             ] = i
         self.operations.update(data.get("operations", {}))
         for entry in data.get("image_creations", []):
-            self.image_creations[tuple(entry["key"])] = entry["count"]  # type: ignore[index]
+            self.image_creations[tuple(entry["key"])] = entry["count"]
         self.requests.update(data.get("requests", {}))
         self.image_faults = data.get("image_faults", [])
         self.throttle.update(data.get("throttle", {}))
@@ -1158,7 +1158,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self, headers: dict[str, str]) -> bytes:
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
@@ -1221,11 +1221,11 @@ class ArmServer(Control):
         assert self._httpd is not None, "server not started"
         return int(self._httpd.server_address[1])
 
-    @property  # type: ignore[override]
+    @property
     def url(self) -> str:
         return f"https://{self._host}:{self.port}"
 
-    @property  # type: ignore[override]
+    @property
     def ca_file(self) -> str:
         assert self.certs is not None, "server not started"
         return str(self.certs.ca_file)

@@ -26,7 +26,12 @@ from azure.core.exceptions import (
 )
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.aio import ComputeManagementClient as AioComputeManagementClient
-from azure.mgmt.compute.models import Image, ImageOSDisk, ImageStorageProfile
+from azure.mgmt.compute.models import (
+    Image,
+    ImageOSDisk,
+    ImageProperties,
+    ImageStorageProfile,
+)
 from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.resource.resources.aio import (
     ResourceManagementClient as AioResourceManagementClient,
@@ -70,10 +75,12 @@ def image_body(blob_uri: str, region: str = "westeurope", **tags: str) -> Image:
     return Image(
         location=region,
         tags=tags or None,
-        storage_profile=ImageStorageProfile(
-            os_disk=ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob_uri)
+        properties=ImageProperties(
+            storage_profile=ImageStorageProfile(
+                os_disk=ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob_uri)
+            ),
+            hyper_v_generation="V2",
         ),
-        hyper_v_generation="V2",
     )
 
 
@@ -95,6 +102,7 @@ def test_resource_group_create_get_exists_list_delete(arm: ArmServerProcess) -> 
             "westeurope",
             {"a": "1"},
         )
+        assert created.properties is not None
         assert created.properties.provisioning_state == "Succeeded"
         assert client.resource_groups.get("RG-ONE").name == "rg-one"  # ARM names ignore case
         assert client.resource_groups.check_existence("rg-one") is True
@@ -116,11 +124,7 @@ def test_storage_account_name_availability_create_get_list_delete(arm: ArmServer
     make_group(arm, "rg-st")
     with storage(arm) as client, storage(arm, OTHER_SUB) as other:
         check = client.storage_accounts.check_name_availability
-        bad = check(
-            StorageAccountCheckNameAvailabilityParameters(
-                name="Bad_Name", type="Microsoft.Storage/storageAccounts"
-            )
-        )
+        bad = check(StorageAccountCheckNameAvailabilityParameters(name="Bad_Name"))
         assert (bad.name_available, bad.reason) == (False, "AccountNameInvalid")
         assert (
             check({"name": "imgdst01", "type": "Microsoft.Storage/storageAccounts"}).name_available
@@ -142,6 +146,7 @@ def test_storage_account_name_availability_create_get_list_delete(arm: ArmServer
         assert (taken.name_available, taken.reason) == (False, "AlreadyExists")
 
         got = client.storage_accounts.get_properties("rg-st", "imgdst01")
+        assert got.sku is not None
         assert (got.location, got.sku.name) == ("westeurope", "Standard_LRS")
         assert [a.name for a in client.storage_accounts.list_by_resource_group("rg-st")] == [
             "imgdst01"
@@ -155,9 +160,10 @@ def test_storage_account_name_availability_create_get_list_delete(arm: ArmServer
             client.storage_accounts.get_properties("rg-st", "nosuchacct")
         assert err.value.error is not None and err.value.error.code == "ResourceNotFound"
         with pytest.raises(HttpResponseError) as missing_location:
-            client.storage_accounts.begin_create(
-                "rg-st", "imgdst02", {"sku": {"name": "Standard_LRS"}, "kind": "StorageV2"}
-            ).result()
+            no_location = StorageAccountCreateParameters(
+                {"sku": {"name": "Standard_LRS"}, "kind": "StorageV2"}
+            )
+            client.storage_accounts.begin_create("rg-st", "imgdst02", no_location).result()
         assert missing_location.value.status_code == 400
 
         client.storage_accounts.delete("rg-st", "imgdst01")
@@ -244,7 +250,7 @@ def test_image_blob_must_be_in_same_subscription_and_region(
         cp.images.begin_create_or_update("rg-img", "golden", image_body(blob, image_region))
     assert err.value.status_code == 400
     assert err.value.error is not None and err.value.error.code == "InvalidParameter"
-    assert "same subscription and region" in err.value.error.message
+    assert "same subscription and region" in (err.value.error.message or "")
     assert arm.total_image_creations() == 0
 
 
@@ -285,9 +291,9 @@ def test_injected_failure_surfaces_code_and_message_through_aio_clients(
             account = await poller.result()
             blob = f"{account.primary_endpoints.blob}vhds/golden.vhd"
 
-            poller = await cpc.images.begin_create_or_update("rg-aio", "golden", image_body(blob))
+            failing = await cpc.images.begin_create_or_update("rg-aio", "golden", image_body(blob))
             with pytest.raises(HttpResponseError) as err:
-                await poller.result()
+                await failing.result()
             assert err.value.error is not None
             assert (err.value.error.code, err.value.error.message) == (
                 "InternalDiskManagementError",
@@ -296,8 +302,8 @@ def test_injected_failure_surfaces_code_and_message_through_aio_clients(
             assert (await cpc.images.get("rg-aio", "golden")).provisioning_state == "Failed"
 
             # a new PUT of a failed image creates it again (the fault was for one creation)
-            poller = await cpc.images.begin_create_or_update("rg-aio", "golden", image_body(blob))
-            assert (await poller.result()).provisioning_state == "Succeeded"
+            again = await cpc.images.begin_create_or_update("rg-aio", "golden", image_body(blob))
+            assert (await again.result()).provisioning_state == "Succeeded"
             assert [i.name async for i in cpc.images.list_by_resource_group("rg-aio")] == ["golden"]
             delete = await rmc.resource_groups.begin_delete("rg-aio")
             await delete.result()

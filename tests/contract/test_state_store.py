@@ -334,10 +334,12 @@ def test_two_instances_racing_on_one_row_exactly_one_wins(state: StateHarness) -
     row_second = target_row(second, job.id, "sub-a/eastus")
 
     async def race() -> list[TargetRow | BaseException]:
-        return await asyncio.gather(
-            first.put_target(row_first.replace(lease_owner="w-1")),
-            second.put_target(row_second.replace(lease_owner="w-2")),
-            return_exceptions=True,
+        return list(
+            await asyncio.gather(
+                first.put_target(row_first.replace(lease_owner="w-1")),
+                second.put_target(row_second.replace(lease_owner="w-2")),
+                return_exceptions=True,
+            )
         )
 
     outcomes = run(race())
