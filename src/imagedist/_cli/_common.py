@@ -24,6 +24,7 @@ __all__ = [
     "echo_json",
     "friendly_errors",
     "json_option",
+    "pass_state",
     "run_with_app",
 ]
 
@@ -37,15 +38,19 @@ R = TypeVar("R")
 class State:
     """The group's options, passed to every command through the click context."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, config: Config | None = None) -> None:
+        """:param config: the config already loaded from ``config_path``, if it was."""
         self.config_path = config_path
-        self._config: Config | None = None
+        self._config = config
 
     @property
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.config_path)
         return self._config
+
+
+pass_state = click.make_pass_decorator(State)
 
 
 def friendly_errors(fn: Callable[P, R]) -> Callable[P, R]:

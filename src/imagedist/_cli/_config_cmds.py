@@ -6,11 +6,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ._common import State, echo_json, friendly_errors, json_option
+from ._common import State, echo_json, friendly_errors, json_option, pass_state
 
 __all__ = ["config"]
-
-pass_state = click.make_pass_decorator(State)
 
 
 @click.group()

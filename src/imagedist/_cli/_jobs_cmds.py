@@ -21,9 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .._api import Imagedist
+from .._api import Imagedist, JobStatus
 from .._domain import FailedPhase, JobState, LogFilter, LogRecord, OsType, SourceRow, SourceState
-from .._engine import JobStatus
 from ._common import (
     EXIT_FAILED,
     State,
@@ -34,11 +33,11 @@ from ._common import (
     run_with_app,
 )
 from ._render import (
+    live_progress,
     log_to_dict,
     print_logs,
     print_status,
     status_to_dict,
-    watch_progress,
 )
 
 __all__ = ["cleanup", "jobs", "logs", "retry", "run", "status", "submit", "worker"]
@@ -155,6 +154,16 @@ async def _final(app: Imagedist, job_id: str) -> tuple[JobStatus, list[LogRecord
     return await app.status(job_id), await app.logs(job_id, LogFilter(level="error"))
 
 
+async def _run_showing_progress(app: Imagedist, job_id: str, *, quiet: bool) -> None:
+    """Work on the job in this process, with a live display unless ``quiet``."""
+    if quiet:
+        await app.run(job_id)
+        return
+
+    with live_progress(console) as show:
+        await app.run(job_id, show)
+
+
 def _report(status: JobStatus, errors: list[LogRecord], as_json: bool) -> None:
     if as_json:
         echo_json(status_to_dict(status, errors))
@@ -183,8 +192,7 @@ def submit(state: State, args: SubmitArgs, wait: bool, as_json: bool) -> None:
         if not wait:
             echo_json({"job": job_id}) if as_json else click.echo(job_id)
             return
-        while (await app.status(job_id)).state is JobState.ACTIVE:
-            await app.ctx.backend.clock.sleep(app.config.concurrency.poll_interval_seconds)
+        await app.wait(job_id)
         _report(*await _final(app, job_id), as_json)
 
     run_with_app(state, body)
@@ -215,10 +223,7 @@ def run(state: State, args: SubmitArgs, as_json: bool) -> None:
 
     async def body(app: Imagedist) -> None:
         job_id = await _submit_and_upload(app, args, as_json)
-        if as_json:
-            await app.work([job_id])
-        else:
-            await watch_progress(console, lambda: app.status(job_id), app.work([job_id]))
+        await _run_showing_progress(app, job_id, quiet=as_json)
         _report(*await _final(app, job_id), as_json)
 
     run_with_app(state, body)
@@ -324,29 +329,31 @@ def retry(
     now enabled start. A worker (or --wait) then does the work.
     """
 
-    async def body(app: Imagedist) -> list[str]:
+    async def body(app: Imagedist) -> tuple[list[str], tuple[JobStatus, list[LogRecord]] | None]:
         reset = await app.retry(
             job_id,
             failed_only=failed_only,
             targets=targets,
             phase=FailedPhase(phase) if phase else None,
         )
-        if wait and reset:
-            await app.work([job_id])
-        return reset
+        if not wait:
+            return reset, None
 
-    reset = run_with_app(state, body)
+        if reset:
+            await app.work([job_id])
+        return reset, await _final(app, job_id)
+
+    reset, final = run_with_app(state, body)
     if as_json:
         echo_json({"job": job_id, "retried": reset})
     else:
         click.echo(
             f"{len(reset)} targets put back to work" + (": " + ", ".join(reset) if reset else "")
         )
-    if wait:
-        status_and_errors = run_with_app(state, lambda app: _final(app, job_id))
+    if final is not None:
         if not as_json:
-            print_status(console, *status_and_errors)
-        _exit_for(status_and_errors[0])
+            print_status(console, *final)
+        _exit_for(final[0])
 
 
 @click.command()

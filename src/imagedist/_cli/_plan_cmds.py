@@ -9,14 +9,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .._api import Imagedist
 from .._exceptions import InvalidInput
-from .._plan import plan_distribution
 from .._vhd import MAX_VIRTUAL_SIZE
-from ._common import State, echo_json, friendly_errors, json_option
+from ._common import State, echo_json, friendly_errors, json_option, pass_state
 
 __all__ = ["plan"]
 
-pass_state = click.make_pass_decorator(State)
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 MIB, GIB = 1024**2, 1024**3
@@ -108,8 +107,7 @@ def plan(
         parse_size(upload_rate, "--upload-rate"), upload_rate, "--upload-rate", 1024,
         MAX_UPLOAD_RATE, "the upload speed per second",
     )  # fmt: skip
-    result = plan_distribution(
-        state.config,
+    result = Imagedist(state.config).plan(
         disk_bytes=size,
         occupied_bytes=data,
         strategy=strategy,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
@@ -13,17 +13,16 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from .._api import JobStatus
 from .._domain import LogRecord, TargetState
-from .._engine import JobStatus
-from .._engine._tasks import task_group
 
 __all__ = [
+    "live_progress",
     "log_to_dict",
     "print_logs",
     "print_status",
     "status_grid",
     "status_to_dict",
-    "watch_progress",
 ]
 
 STATE_STYLE = {
@@ -145,13 +144,9 @@ def print_logs(console: Console, records: list[LogRecord]) -> None:
         console.print(line, highlight=False, soft_wrap=True)
 
 
-async def watch_progress(
-    console: Console,
-    fetch: Callable[[], Awaitable[JobStatus]],
-    work: Awaitable[None],
-    interval: float = 0.25,
-) -> JobStatus:
-    """Run ``work`` while showing the four phase bars and the grid, refreshed from the state store."""
+@contextmanager
+def live_progress(console: Console) -> Iterator[Callable[[JobStatus], None]]:
+    """A live display of the four phase bars and the grid; show a status by calling what it gives."""
     progress = Progress(
         TextColumn("{task.description:<14}"),
         BarColumn(),
@@ -159,19 +154,11 @@ async def watch_progress(
         console=console,
     )
     bars = {attr: progress.add_task(label, total=100) for label, attr in PHASES}
-    async with task_group() as group:
-        worker = group.create_task(_as_coroutine(work))
-        with Live(console=console, refresh_per_second=8, transient=False) as live:
-            while True:
-                status = await fetch()
-                for attr, bar in bars.items():
-                    progress.update(bar, completed=getattr(status, attr))
-                live.update(Group(progress, status_grid(status)))
-                if worker.done():
-                    break
-                await asyncio.wait({worker}, timeout=interval)
-    return status
+    with Live(console=console, refresh_per_second=8, transient=False) as live:
 
+        def show(status: JobStatus) -> None:
+            for attr, bar in bars.items():
+                progress.update(bar, completed=getattr(status, attr))
+            live.update(Group(progress, status_grid(status)))
 
-async def _as_coroutine(work: Awaitable[None]) -> None:
-    await work
+        yield show

@@ -7,14 +7,19 @@ from collections.abc import Callable
 
 import click
 
-from .._api import Imagedist
-from .._engine._setup import Change, apply_changes, plan_setup, plan_teardown, run_checks
+from .._api import Change, Imagedist
 from .._redact import redact
-from ._common import EXIT_FAILED, State, echo_json, friendly_errors, json_option, run_with_app
+from ._common import (
+    EXIT_FAILED,
+    State,
+    echo_json,
+    friendly_errors,
+    json_option,
+    pass_state,
+    run_with_app,
+)
 
 __all__ = ["check", "setup", "teardown"]
-
-pass_state = click.make_pass_decorator(State)
 
 
 def _reporter(as_json: bool) -> Callable[[Change], None]:
@@ -42,13 +47,9 @@ def setup(state: State, dry_run: bool, as_json: bool) -> None:
     subscription or region, edit the config and run setup again.
     """
 
-    async def body(app: Imagedist) -> list[Change]:
-        changes = await plan_setup(app.ctx)
-        if not dry_run and changes:
-            await apply_changes(app.ctx, changes, _reporter(as_json))
-        return changes
-
-    changes = run_with_app(state, body)
+    changes = run_with_app(
+        state, lambda app: app.setup(dry_run=dry_run, on_change=_reporter(as_json))
+    )
     if as_json:
         echo_json({"dry_run": dry_run, "changes": [_as_dict(c) for c in changes]})
     elif not changes:
@@ -70,10 +71,7 @@ def setup(state: State, dry_run: bool, as_json: bool) -> None:
 def teardown(state: State, yes: bool, dry_run: bool, as_json: bool) -> None:
     """Remove what setup made: its storage accounts and resource groups (images included)."""
 
-    async def plan(app: Imagedist) -> list[Change]:
-        return await plan_teardown(app.ctx)
-
-    changes = run_with_app(state, plan)
+    changes = run_with_app(state, lambda app: app.teardown(dry_run=True))
     if not changes:
         if as_json:
             echo_json({"changes": []})
@@ -87,10 +85,7 @@ def teardown(state: State, yes: bool, dry_run: bool, as_json: bool) -> None:
             click.echo("\n".join(f"  would {c.describe()}" for c in changes))
         return
 
-    async def apply(app: Imagedist) -> None:
-        await apply_changes(app.ctx, changes, _reporter(as_json))
-
-    run_with_app(state, apply)
+    run_with_app(state, lambda app: app.teardown(changes=changes, on_change=_reporter(as_json)))
     if as_json:
         echo_json({"dry_run": False, "changes": [_as_dict(c) for c in changes]})
 
@@ -112,7 +107,7 @@ def _confirm(changes: list[Change]) -> bool:
 def check(state: State, as_json: bool) -> None:
     """Pre-flight before any bytes move: credentials, regions, resource groups, accounts,
     containers and the state store; one line per problem. Exits 1 if any."""
-    problems = run_with_app(state, lambda app: run_checks(app.ctx))
+    problems = run_with_app(state, Imagedist.check)
     # A problem may quote the platform's error: redacted here too, as the terminal is an edge.
     found = [{**p.__dict__, "message": redact(p.message)} for p in problems]
     if as_json:

@@ -2,61 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import re
-import tomllib
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from .._config import generated_account_name, parse_config
-from .._domain.regions import REGIONS, unknown_region
+from .._api import Imagedist
 from .._exceptions import InvalidInput
-from .._files import read_regular_file
-from ._common import State, echo_json, friendly_errors, json_option, run_with_app
+from ._common import State, echo_json, friendly_errors, json_option, pass_state, run_with_app
 
 __all__ = ["targets"]
 
-pass_state = click.make_pass_decorator(State)
 REGION_LIST = re.compile(r"^[a-z][a-z0-9]{1,39}(,[a-z][a-z0-9]{1,39})*$")
 
 
 @click.group()
 def targets() -> None:
     """The fleet: every (subscription, region) target."""
-
-
-def _read_subscriptions(path: Path) -> list[str]:
-    try:
-        # A FIFO or a device is refused, not read: the read would block or never end.
-        lines = read_regular_file(path).decode("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        raise InvalidInput(
-            f"Subscriptions file {str(path)!r} cannot be read; give a file with one"
-            " subscription id per line."
-        ) from None
-    subs = [line.split("#")[0].strip() for line in lines]
-    subs = [s for s in subs if s]
-    if not subs:
-        raise InvalidInput(f"Subscriptions file {str(path)!r} lists no subscription.")
-    if len(set(subs)) != len(subs):
-        raise InvalidInput(f"Subscriptions file {str(path)!r} lists a subscription twice.")
-    return subs
-
-
-def _render_fleet(subscriptions: list[str], regions: list[str], prefix: str) -> str:
-    blocks = []
-    for sub in subscriptions:
-        for region in regions:
-            account = generated_account_name(prefix, sub, region)
-            # json.dumps gives a valid TOML basic string for any id, quotes and backslashes included.
-            blocks.append(
-                f"[[targets]]\nsubscription = {json.dumps(sub)}\nregion = {json.dumps(region)}\n"
-                f"account = {json.dumps(account)}\n"
-            )
-    return "\n".join(blocks)
 
 
 @targets.command("generate")
@@ -91,27 +55,12 @@ def generate(state: State, subs_file: Path, regions: str, prefix: str, append: b
             f"Regions {regions!r} must be comma-separated Azure region names such as"
             " 'westeurope,eastus'."
         )
-    region_list = regions.split(",")
-    for region in region_list:
-        if region not in REGIONS:
-            raise InvalidInput(f"In --regions, {unknown_region(region)}.")
-    if len(set(region_list)) != len(region_list):
-        raise InvalidInput(f"Regions {regions!r} list a region twice; give each once.")
-    if not re.fullmatch(r"[a-z0-9]{1,11}", prefix):
-        raise InvalidInput(f"Prefix {prefix!r} must be 1-11 lowercase letters and digits.")
-    text = _render_fleet(_read_subscriptions(subs_file), region_list, prefix)
+    text = Imagedist.generate_targets(subs_file, regions.split(","), prefix)
     if not append:
         click.echo(text, nl=False)
         return
-    path = state.config_path
-    current = path.read_text(encoding="utf-8") if path.exists() else ""
-    merged = current.rstrip("\n") + "\n\n" + text
-    try:
-        parse_config(tomllib.loads(merged), base_dir=path.parent)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"Config {str(path)!r} is not valid TOML: {exc}.") from None
-    path.write_text(merged, encoding="utf-8")
-    click.echo(f"appended {text.count('[[targets]]')} targets to {str(path)!r}")
+    count = Imagedist.append_targets(state.config_path, text)
+    click.echo(f"appended {count} targets to {str(state.config_path)!r}")
 
 
 @targets.command("list")

@@ -6,16 +6,13 @@ from pathlib import Path
 
 import click
 
-from .._exceptions import InvalidInput
-from .._files import check_regular_file, kind_of
-from .._vhd import convert_to_fixed_vhd, inspect_image
-from .._vhd._validate import human
+from .._api import Imagedist
+from .._vhd import human
 from ._common import echo_json, friendly_errors, json_option
 
 __all__ = ["vhd"]
 
 FILE = click.Path(dir_okay=True, path_type=Path)
-DISK_FIX = "give the path of a disk image file"
 
 
 @click.group()
@@ -37,8 +34,7 @@ def inspect_cmd(file: Path, as_json: bool) -> None:
     Exits 0 when FILE could be inspected, ready or not (the verdict says which), and 2 when
     it is unreadable or damaged.
     """
-    check_regular_file(file, DISK_FIX)  # before any open: a FIFO would block it
-    inspection = inspect_image(file)
+    inspection = Imagedist.inspect_disk(file)
     if as_json:
         echo_json(inspection.to_dict())
         return
@@ -56,18 +52,6 @@ def inspect_cmd(file: Path, as_json: bool) -> None:
         click.echo(f"{label:<13} {value}")
 
 
-def _check_output(out: Path) -> None:
-    """OUT may be new or a regular file: writing to a FIFO or a device blocks or goes nowhere."""
-    try:
-        kind = kind_of(out.stat().st_mode)
-    except OSError:
-        return  # does not exist yet (or cannot be looked at: the conversion will say why)
-    if kind is not None:
-        raise InvalidInput(
-            f"{str(out)!r} is {kind}, not a regular file; give a new file's path as OUT."
-        )
-
-
 @vhd.command("convert")
 @click.argument("source", metavar="IN", type=FILE)
 @click.argument("out", metavar="OUT", type=FILE)
@@ -78,9 +62,7 @@ def convert_cmd(source: Path, out: Path, force: bool) -> None:
 
     OUT is sparse: only the data is written. VHDX, qcow2 and VMDK need qemu-img.
     """
-    check_regular_file(source, DISK_FIX)
-    _check_output(out)
-    result = convert_to_fixed_vhd(source, out, force=force)
+    result = Imagedist.convert_disk(source, out, force=force)
     kind = result.source_format + (f" {result.source_disk_type}" if result.source_disk_type else "")
     click.echo(
         f"Wrote {result.output}: fixed VHD of {_size(result.virtual_size)} from {kind}"

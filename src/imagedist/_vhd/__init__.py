@@ -22,7 +22,7 @@ from .._exceptions import InvalidInput
 from ._convert import ConvertResult, check_self_contained, convert_to_fixed_vhd, qemu_img_path
 from ._inspect import Inspection, detect, inspect_image, open_detected, quote
 from ._reader import DiskImage
-from ._validate import MAX_VIRTUAL_SIZE, fixed_footer_problem
+from ._validate import MAX_VIRTUAL_SIZE, fixed_footer_problem, human
 
 __all__ = [
     "MAX_VIRTUAL_SIZE",
@@ -33,6 +33,7 @@ __all__ = [
     "convert_to_fixed_vhd",
     "detect",
     "fixed_footer_problem",
+    "human",
     "inspect_image",
     "open_disk",
     "qemu_img_path",
