@@ -11,7 +11,8 @@ from pathlib import Path
 from ._backends.sim import SimModel, open_sim_backend, preload_tier0, run_virtual, sim_world
 from ._backends.sim.scenario import _sparse_fixed_vhd
 from ._config import Config
-from ._domain import JobState, LogRecord, OsType, TargetRow
+from ._domain import JobState, OsType, TargetRow
+from ._domain.events import EngineEvent, EventKind
 from ._domain.regions import EGRESS_PRICE_PER_GB, zone_of
 from ._engine import EngineContext, Worker, submit_job
 
@@ -83,8 +84,13 @@ async def _simulate(
 ) -> Plan:
     backend = open_sim_backend(config, model=model, seed=seed)
     rng = random.Random(seed)
+    events: list[EngineEvent] = []
     ctx = EngineContext(
-        backend, config, worker_id="w-plan", random_suffix=lambda: f"{rng.getrandbits(16):04x}"
+        backend,
+        config,
+        worker_id="w-plan",
+        random_suffix=lambda: f"{rng.getrandbits(16):04x}",
+        on_event=events.append,
     )
     disk = _sparse_fixed_vhd(folder / "golden.vhd", disk_bytes)  # a hole and a footer: instant
     job = await submit_job(ctx, disk, "golden", OsType.LINUX, "plan")
@@ -92,7 +98,6 @@ async def _simulate(
     await Worker(ctx, [job.id]).run()
     job = await backend.state.get_job(job.id)
     targets = await backend.state.list_targets(job.id)
-    logs = await backend.state.list_logs(job.id)
     upload = occupied / upload_rate
     stats = sim_world(backend).stats
     crossing = _cross_region_sources(config, targets)
@@ -104,7 +109,7 @@ async def _simulate(
         disk_bytes=disk_bytes,
         occupied_bytes=occupied,
         makespan_seconds=upload + ((job.finished_at or job.created_at) - job.created_at),
-        phases={"upload": upload, **_phase_ends(logs, job.created_at, upload)},
+        phases={"upload": upload, **_phase_ends(events, job.created_at, upload)},
         copies=stats.copies_started,
         cross_region_copies=len(crossing),
         cross_region_gb=stats.cross_region_bytes / GB,
@@ -116,16 +121,19 @@ async def _simulate(
     )
 
 
-def _phase_ends(logs: list[LogRecord], start: float, upload: float) -> dict[str, float]:
-    """When the last item of each phase finished, from the job's log (after the upload)."""
-    marks = {
-        "tier-1 copies": ("tier1", " ready"),
-        "target copies": ("copy", "copy verified"),
-        "images": ("image", "image succeeded"),
-    }
+# The event that ends an item of each phase.
+PHASE_ENDS = {
+    "tier-1 copies": EventKind.TIER1_READY,
+    "target copies": EventKind.COPY_VERIFIED,
+    "images": EventKind.IMAGE_SUCCEEDED,
+}
+
+
+def _phase_ends(events: list[EngineEvent], start: float, upload: float) -> dict[str, float]:
+    """When the last item of each phase finished, from the engine's events (after the upload)."""
     ends = {}
-    for phase, (step, text) in marks.items():
-        times = [r.ts for r in logs if r.step == step and text in r.message]
+    for phase, kind in PHASE_ENDS.items():
+        times = [e.ts for e in events if e.kind is kind]
         ends[phase] = upload + (max(times) - start if times else 0.0)
     return ends
 

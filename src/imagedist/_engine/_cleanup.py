@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from .._domain import FailedPhase, Job, SourceRow, SourceState, TargetRow, TargetState
+import dataclasses
+
+from .._domain import (
+    COPY_STATES,
+    IN_FLIGHT_SOURCE_STATES,
+    FailedPhase,
+    Job,
+    SourceRow,
+    TargetRow,
+    TargetState,
+)
+from .._domain.events import LogLevel, Step
 from .._exceptions import PreconditionFailed
 from ._context import EngineContext
 
@@ -13,14 +24,12 @@ __all__ = [
     "sources_needed",
 ]
 
-IN_FLIGHT_SOURCE_STATES = frozenset({SourceState.UPLOADING, SourceState.COPYING})
-
 
 def sources_needed(sources: list[SourceRow], targets: list[TargetRow]) -> bool:
     """Whether the sources must stay: a copy waits or runs, a failed copy may be retried, or a
     source is being made (deleting it under its own copy would fail that copy)."""
     for target in targets:
-        if target.state in (TargetState.PENDING, TargetState.COPYING):
+        if target.state in COPY_STATES:
             return True
         if target.state is TargetState.FAILED and target.failed_phase is FailedPhase.COPY:
             return True
@@ -45,12 +54,12 @@ async def drop_target_blobs(ctx: EngineContext, job: Job, targets: list[TargetRo
         if row.state is TargetState.DONE and not row.blob_deleted:
             await ctx.backend.blobs.delete_blob(row.blob)
             try:
-                await ctx.backend.state.put_target(row.replace(blob_deleted=True))
+                await ctx.backend.state.put_target(dataclasses.replace(row, blob_deleted=True))
             except PreconditionFailed:
                 continue
             dropped += 1
     if dropped:
-        await ctx.log(job.id, "info", "cleanup", f"deleted {dropped} target blobs")
+        await ctx.log(job.id, LogLevel.INFO, Step.CLEANUP, f"deleted {dropped} target blobs")
     return dropped
 
 
@@ -62,9 +71,11 @@ async def drop_sources(ctx: EngineContext, job: Job, sources: list[SourceRow]) -
             continue
         await ctx.backend.blobs.delete_blob(row.blob)
         try:
-            await ctx.backend.state.put_source(row.replace(deleted=True))
+            await ctx.backend.state.put_source(dataclasses.replace(row, deleted=True))
         except PreconditionFailed:
             continue  # another worker cleaned it at the same moment
         dropped += 1
-        await ctx.log(job.id, "info", "cleanup", f"deleted {row.source_id} blob {row.blob}")
+        await ctx.log(
+            job.id, LogLevel.INFO, Step.CLEANUP, f"deleted {row.source_id} blob {row.blob}"
+        )
     return dropped

@@ -1,43 +1,114 @@
-"""What every engine step needs: the ports, the config, who we are, and a way to log."""
+"""What every engine step needs: the ports, the settings, who we are, a way to log and a way to
+report what happened."""
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .._domain import LogRecord
+from .._domain.events import EngineEvent, EventKind, LogLevel, Step
 from .._redact import redact
 
 if TYPE_CHECKING:
     from .._config import Config
     from ..abc import Backend
 
-__all__ = ["EngineContext"]
+__all__ = ["EngineContext", "EngineSettings", "EventSink"]
+
+T = TypeVar("T")
+EventSink = Callable[[EngineEvent], None]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The policy figures the engine runs with, taken from the config once (issue 9: the engine
+    is given settings, not the config's sections, so it never reads an adapter's own)."""
+
+    poll_interval: float  # seconds between two looks at a copy or an image
+    lease_seconds: float
+    copies: int  # copies (tier 1 and targets) one worker starts at most at once
+    images: int  # image creations one worker follows at most at once
+    upload_concurrency: int
+    content_md5: bool
+    fanout_strategy: str
+    max_reads_per_source: int
+    staging_region: str
+    storage_sku: str  # of the accounts `setup` creates
+
+    @classmethod
+    def from_config(cls, config: Config) -> EngineSettings:
+        return cls(
+            poll_interval=config.concurrency.poll_interval_seconds,
+            lease_seconds=config.concurrency.lease_seconds,
+            copies=config.concurrency.copies,
+            images=config.concurrency.images,
+            upload_concurrency=config.upload.concurrency,
+            content_md5=config.upload.content_md5,
+            fanout_strategy=config.fanout.strategy,
+            max_reads_per_source=config.fanout.max_reads_per_source,
+            staging_region=config.staging.region,
+            storage_sku=config.azure.storage_sku,
+        )
 
 
 @dataclass
 class EngineContext:
-    """The ports and the policy one worker (or one CLI command) runs with."""
+    """The ports and the policy one worker (or one CLI command) runs with.
+
+    :param on_event: called with every :class:`EngineEvent` the engine emits (``plan``, progress
+        displays); it must not block.
+    """
 
     backend: Backend
-    config: Config
+    config: Config  # the fleet and the naming of jobs; policy comes from ``settings``
     worker_id: str = field(default_factory=lambda: f"w-{uuid.uuid4().hex[:12]}")
     # A job id's random suffix; the simulator passes a seeded one so its runs repeat exactly.
     random_suffix: Callable[[], str] = field(default=lambda: secrets.token_hex(2))
+    on_event: EventSink | None = None
+    settings: EngineSettings = field(init=False)
 
-    async def log(self, job_id: str, level: str, step: str, message: str, target: str = "") -> None:
+    def __post_init__(self) -> None:
+        self.settings = EngineSettings.from_config(self.config)
+
+    async def log(
+        self, job_id: str, level: LogLevel, step: Step, message: str, target: str = ""
+    ) -> None:
         """Append a line to the job's log, redacted: a message may quote an error from outside."""
-        record = LogRecord(
-            job_id, self.backend.clock.now(), level, step, redact(message), target=target
-        )
+        now = self.backend.clock.now()
+        # str(): a plain string from a caller not yet on the enums reads the same.
+        record = LogRecord(job_id, now, str(level), str(step), redact(message), target=target)
         await self.backend.state.append_log(record)
 
+    def emit(
+        self, job_id: str, kind: EventKind, *, target: str = "", source: str = "", detail: str = ""
+    ) -> None:
+        """Report an event to the sink, if any (the log line beside it stays for people)."""
+        if self.on_event is not None:
+            event = EngineEvent(job_id, self.backend.clock.now(), kind, target, source, detail)
+            self.on_event(event)
+
     def lease_until(self) -> float:
-        return self.backend.clock.now() + self.config.concurrency.lease_seconds
+        return self.backend.clock.now() + self.settings.lease_seconds
 
     def lease_is_free(self, owner: str | None, until: float) -> bool:
         """A lease can be taken when nobody holds it, it ran out, or it is ours."""
         return owner is None or owner == self.worker_id or until < self.backend.clock.now()
+
+    async def pause(self) -> None:
+        """Wait one poll interval."""
+        await self.backend.clock.sleep(self.settings.poll_interval)
+
+    async def poll_while(
+        self, item: T, running: Callable[[T], bool], look: Callable[[T], Awaitable[T]]
+    ) -> T:
+        """The one polling loop (issue 9): while ``item`` is still running, look at it again,
+        pausing between looks; returns it once it settled."""
+        while running(item):
+            item = await look(item)
+            if running(item):
+                await self.pause()
+        return item

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from .._domain import (
+    IN_FLIGHT_SOURCE_STATES,
+    IN_FLIGHT_TARGET_STATES,
+    NEEDS_BLOB_STATES,
     BlobRef,
     FailedPhase,
     Job,
@@ -21,6 +24,8 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
+from .._domain.events import LogLevel, Step
+from .._domain.names import IMAGE_NAME
 from .._exceptions import InvalidInput, NotFound, PreconditionFailed
 from ..abc import CopyStatus
 from ._cleanup import drop_sources
@@ -40,20 +45,10 @@ __all__ = [
     "validate_image_name",
 ]
 
-# Azure managed image names: 1-80 characters; letters, digits, '_', '.', '-'; starts with a letter
-# or digit; ends with a letter, digit or '_'.
-# ASCII only (Azure refuses other letters) and \Z, since "$" also matches before a final newline.
-IMAGE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?\Z")
-
 
 def validate_image_name(name: str) -> str:
     """:raises InvalidInput: if Azure would refuse ``name`` as a managed image name."""
-    if not IMAGE_NAME.match(name):
-        raise InvalidInput(
-            f"Image name {name!r} is invalid: use 1-80 letters, digits, '_', '.' or '-',"
-            " starting with a letter or digit and ending with a letter, digit or '_'."
-        )
-    return name
+    return IMAGE_NAME.check(name)
 
 
 def _new_job_id(ctx: EngineContext, now: float) -> str:
@@ -160,12 +155,12 @@ async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: s
     ]
     await ctx.backend.state.create_job(job, sources, targets)
     if note:
-        await ctx.log(job.id, "info", "submit", note)
+        await ctx.log(job.id, LogLevel.INFO, Step.SUBMIT, note)
     skipped = sum(1 for t in targets if t.state is TargetState.SKIPPED)
     await ctx.log(
         job.id,
-        "info",
-        "submit",
+        LogLevel.INFO,
+        Step.SUBMIT,
         f"job submitted: {job.image_name} ({job.size_bytes} bytes) to"
         f" {len(targets) - skipped} targets"
         + (f", {skipped} disabled and skipped" if skipped else ""),
@@ -220,9 +215,10 @@ async def retry_job(
             continue
         if new_state is TargetState.COPIED and not await _blob_present(ctx, row):
             new_state = TargetState.PENDING
-            row = row.replace(blob_deleted=True)
+            row = dataclasses.replace(row, blob_deleted=True)
         await state.put_target(
-            row.replace(
+            dataclasses.replace(
+                row,
                 state=new_state,
                 failed_phase=None,
                 error="",
@@ -236,7 +232,9 @@ async def retry_job(
         await _revive_failed_sources(ctx, job)
         job.state, job.finished_at = JobState.ACTIVE, None
         await state.update_job(job)
-        await ctx.log(job.id, "info", "job", f"retry: {len(reset)} targets put back to work")
+        await ctx.log(
+            job.id, LogLevel.INFO, Step.JOB, f"retry: {len(reset)} targets put back to work"
+        )
     return reset
 
 
@@ -305,7 +303,7 @@ async def cleanup_job(ctx: EngineContext, job_id: str, *, force: bool = False) -
     _refuse_in_flight(job, sources, targets)
     enabled = await target_enablement(ctx)
     unfinished = [
-        t for t in targets if t.state in UNFINISHED_STATES and enabled.get(t.target, True)
+        t for t in targets if t.state in NEEDS_BLOB_STATES and enabled.get(t.target, True)
     ]
     if unfinished and not force:
         raise InvalidInput(
@@ -321,21 +319,13 @@ async def cleanup_job(ctx: EngineContext, job_id: str, *, force: bool = False) -
         raise InvalidInput(
             f"A worker changed job {job.id!r} while it was being cleaned up; run the cleanup again."
         ) from None
-    await ctx.log(job.id, "info", "cleanup", f"manual cleanup deleted {dropped} blobs")
+    await ctx.log(job.id, LogLevel.INFO, Step.CLEANUP, f"manual cleanup deleted {dropped} blobs")
     return dropped
 
 
-# States in which an enabled target still needs a blob (a failed one, to be retried).
-UNFINISHED_STATES = frozenset({TargetState.PENDING, TargetState.COPIED, TargetState.FAILED})
-
-
 def _refuse_in_flight(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> None:
-    busy = [t.target for t in targets if t.state in (TargetState.COPYING, TargetState.IMAGING)]
-    busy += [
-        s.source_id
-        for s in sources
-        if s.state in (SourceState.UPLOADING, SourceState.COPYING) and not s.deleted
-    ]
+    busy = [t.target for t in targets if t.state in IN_FLIGHT_TARGET_STATES]
+    busy += [s.source_id for s in sources if s.state in IN_FLIGHT_SOURCE_STATES and not s.deleted]
     if busy:
         raise InvalidInput(
             f"Job {job.id!r} has copies or image creations in flight ({', '.join(busy[:5])}"
@@ -357,7 +347,8 @@ async def _fail_for_cleanup(ctx: EngineContext, job: Job, unfinished: list[Targe
         if row.state is TargetState.FAILED:
             continue  # it keeps its own reason; its blob is recorded as gone below
         await ctx.backend.state.put_target(
-            row.replace(
+            dataclasses.replace(
+                row,
                 state=TargetState.FAILED,
                 failed_phase=FailedPhase.COPY,
                 error=reason,
@@ -365,7 +356,7 @@ async def _fail_for_cleanup(ctx: EngineContext, job: Job, unfinished: list[Targe
                 lease_until=0.0,
             )
         )
-        await ctx.log(job.id, "error", "cleanup", reason, target=row.target)
+        await ctx.log(job.id, LogLevel.ERROR, Step.CLEANUP, reason, target=row.target)
 
 
 async def _drop_every_target_blob(ctx: EngineContext, targets: list[TargetRow]) -> int:
@@ -375,7 +366,7 @@ async def _drop_every_target_blob(ctx: EngineContext, targets: list[TargetRow]) 
         if row.blob_deleted:
             continue
         dropped += await ctx.backend.blobs.delete_blob(row.blob)
-        await ctx.backend.state.put_target(row.replace(blob_deleted=True))
+        await ctx.backend.state.put_target(dataclasses.replace(row, blob_deleted=True))
     return dropped
 
 

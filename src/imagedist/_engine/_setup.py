@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._config import Config
+from .._domain.changes import ChangeAction, ChangeKind
 from .._exceptions import AuthFailed, ImagedistError, InvalidInput
 from ..abc import Provisioner
 from ._context import EngineContext
@@ -19,8 +20,8 @@ __all__ = ["Change", "Problem", "apply_changes", "plan_setup", "plan_teardown", 
 class Change:
     """One thing setup or teardown does."""
 
-    action: str  # "create" | "delete"
-    kind: str  # "resource group" | "storage account" | "container" | "state tables"
+    action: ChangeAction
+    kind: ChangeKind
     subscription: str
     name: str
     resource_group: str = ""
@@ -87,14 +88,14 @@ async def plan_setup(ctx: EngineContext) -> list[Change]:
     """
     prov = ctx.backend.provisioner
     changes = [
-        Change("create", "resource group", sub, name, region=region)
+        Change(ChangeAction.CREATE, ChangeKind.RESOURCE_GROUP, sub, name, region=region)
         for (sub, name), region in _groups(ctx.config).items()
         if await prov.get_resource_group(sub, name) is None
     ]
     for account in _accounts(ctx.config):
         changes += await _plan_account(ctx, prov, account)
     if not await ctx.backend.state.is_ready():
-        changes.append(Change("create", "state tables", "", "imagedist state"))
+        changes.append(Change(ChangeAction.CREATE, ChangeKind.STATE_TABLES, "", "imagedist state"))
     return changes
 
 
@@ -103,7 +104,11 @@ async def _plan_account(ctx: EngineContext, prov: Provisioner, account: _Account
         account.subscription, account.resource_group, account.name
     )
     container = Change(
-        "create", "container", account.subscription, account.container, account=account.name
+        ChangeAction.CREATE,
+        ChangeKind.CONTAINER,
+        account.subscription,
+        account.container,
+        account=account.name,
     )
     if found is None:
         available, reason = await prov.account_name_available(account.subscription, account.name)
@@ -113,8 +118,8 @@ async def _plan_account(ctx: EngineContext, prov: Provisioner, account: _Account
                 " another name or fleet.account_prefix in the config."
             )
         create = Change(
-            "create",
-            "storage account",
+            ChangeAction.CREATE,
+            ChangeKind.STORAGE_ACCOUNT,
             account.subscription,
             account.name,
             account.resource_group,
@@ -135,23 +140,23 @@ async def apply_changes(
     ctx: EngineContext, changes: list[Change], on_change: Callable[[Change], None]
 ) -> None:
     """Carry the changes out in order (groups before accounts before containers)."""
-    prov, sku = ctx.backend.provisioner, ctx.config.azure.storage_sku
+    prov, sku = ctx.backend.provisioner, ctx.settings.storage_sku
     for change in changes:
-        if change.action == "create" and change.kind == "resource group":
+        if change.action is ChangeAction.CREATE and change.kind is ChangeKind.RESOURCE_GROUP:
             await prov.create_resource_group(change.subscription, change.name, change.region)
-        elif change.action == "create" and change.kind == "storage account":
+        elif change.action is ChangeAction.CREATE and change.kind is ChangeKind.STORAGE_ACCOUNT:
             await prov.create_storage_account(
                 change.subscription, change.resource_group, change.name, change.region, sku
             )
-        elif change.action == "create" and change.kind == "container":
+        elif change.action is ChangeAction.CREATE and change.kind is ChangeKind.CONTAINER:
             await ctx.backend.blobs.ensure_container(change.account, change.name)
-        elif change.action == "create" and change.kind == "state tables":
+        elif change.action is ChangeAction.CREATE and change.kind is ChangeKind.STATE_TABLES:
             await ctx.backend.state.ensure_ready()
-        elif change.action == "delete" and change.kind == "storage account":
+        elif change.action is ChangeAction.DELETE and change.kind is ChangeKind.STORAGE_ACCOUNT:
             await prov.delete_storage_account(
                 change.subscription, change.resource_group, change.name
             )
-        elif change.action == "delete" and change.kind == "resource group":
+        elif change.action is ChangeAction.DELETE and change.kind is ChangeKind.RESOURCE_GROUP:
             await prov.delete_resource_group(change.subscription, change.name)
         on_change(change)
 
@@ -167,8 +172,8 @@ async def plan_teardown(ctx: EngineContext) -> list[Change]:
         if found is not None and found.managed:
             changes.append(
                 Change(
-                    "delete",
-                    "storage account",
+                    ChangeAction.DELETE,
+                    ChangeKind.STORAGE_ACCOUNT,
                     account.subscription,
                     account.name,
                     account.resource_group,
@@ -177,7 +182,7 @@ async def plan_teardown(ctx: EngineContext) -> list[Change]:
             )
     for (sub, name), _ in _groups(ctx.config).items():
         if await prov.get_resource_group(sub, name) is not None:
-            changes.append(Change("delete", "resource group", sub, name))
+            changes.append(Change(ChangeAction.DELETE, ChangeKind.RESOURCE_GROUP, sub, name))
     return changes
 
 

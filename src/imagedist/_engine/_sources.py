@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from .._domain import (
     HOLDS_COPY_STATES,
+    IN_PRODUCTION_SOURCE_STATES,
     SourceKind,
     SourceRow,
     SourceState,
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 ORIGINAL_CHAIN = 10  # the original copied tier-1 copy i from copy i - 1 up to here
-IN_PRODUCTION = frozenset({SourceState.PENDING, SourceState.UPLOADING, SourceState.COPYING})
 
 
 def target_as_source(row: TargetRow) -> SourceRow:
@@ -116,7 +116,7 @@ class Fanout:
 
     def _staged_in_production(self) -> bool:
         return any(
-            s.state in IN_PRODUCTION and not s.deleted
+            s.state in IN_PRODUCTION_SOURCE_STATES and not s.deleted
             for s in self.sources
             if s.kind is SourceKind.TIER0 or s.state is SourceState.COPYING
         )
@@ -203,7 +203,9 @@ class OriginalFanout(Fanout):
         parent = self._by_id.get(self._designated_parent(row))
         if parent is not None and parent.state is SourceState.READY and not parent.deleted:
             return parent
-        if parent is not None and (parent.state in IN_PRODUCTION and not parent.deleted):
+        if parent is not None and (
+            parent.state in IN_PRODUCTION_SOURCE_STATES and not parent.deleted
+        ):
             return None  # it is on its way
         # The designated parent failed or was deleted: any live staging copy does, so the
         # chain never waits on a source that will not come back.

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from .._domain import (
     ACTIVE_TARGET_STATES,
+    HOLDS_COPY_STATES,
+    UPLOAD_AHEAD_STATES,
     FailedPhase,
     Job,
     JobState,
@@ -18,8 +20,6 @@ from .._domain import (
 )
 
 __all__ = ["JobStatus", "derive_job_state", "summarize"]
-
-COPIED_STATES = frozenset({TargetState.COPIED, TargetState.IMAGING, TargetState.DONE})
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def summarize(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> J
         upload = _pct(progress, job.size_bytes) if job.size_bytes else 0
         upload = min(upload, 99)
     tier1_ready = sum(1 for s in tier1 if s.state is SourceState.READY)
-    copied = sum(1 for t in active if t.state in COPIED_STATES or _failed_after_copy(t))
+    copied = sum(1 for t in active if t.state in HOLDS_COPY_STATES or _failed_after_copy(t))
     done = sum(1 for t in active if t.state is TargetState.DONE)
     failed = sum(1 for t in active if t.state is TargetState.FAILED)
     failed += sum(1 for s in sources if s.state is SourceState.FAILED)
@@ -83,7 +83,7 @@ def derive_job_state(sources: list[SourceRow], targets: list[TargetRow]) -> JobS
     if any(t.state in ACTIVE_TARGET_STATES for t in targets):
         return JobState.ACTIVE
     tier0 = [s for s in sources if s.kind is SourceKind.TIER0]
-    if any(s.state in (SourceState.PENDING, SourceState.UPLOADING) for s in tier0):
+    if any(s.state in UPLOAD_AHEAD_STATES for s in tier0):
         return JobState.ACTIVE
     failed_source = any(s.state is SourceState.FAILED for s in tier0)
     if failed_source or any(t.state is TargetState.FAILED for t in targets):

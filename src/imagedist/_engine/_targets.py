@@ -7,9 +7,11 @@ nor repeats an effect: a pending copy is adopted, an image already being created
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from .._domain import FailedPhase, Job, SourceRow, TargetRow, TargetState
+from .._domain.events import EventKind, LogLevel, Step
 from .._domain.regions import region_name
 from .._exceptions import Conflict, NotFound, OperationFailed
 from ..abc import BlobProperties, CopyStatus, Image, ImageSpec, ProvisioningState
@@ -41,28 +43,33 @@ class TargetDriver:
         self.job = job
         self.disk_md5 = disk_md5  # hex MD5 of the upload, which every copy must carry; "" if none
 
-    async def put(self, row: TargetRow, **changes: object) -> TargetRow:
-        """Persist a change, renewing our lease; raises PreconditionFailed if we lost the row."""
+    async def put(self, row: TargetRow) -> TargetRow:
+        """Persist the row (changed with :func:`dataclasses.replace`, so mypy checks the
+        fields), renewing our lease; raises PreconditionFailed if we lost the row."""
         now = self.ctx.backend.clock.now()
-        new = row.replace(**changes, lease_until=self.ctx.lease_until(), updated_at=now)
+        new = dataclasses.replace(row, lease_until=self.ctx.lease_until(), updated_at=now)
         return await self.ctx.backend.state.put_target(new)
 
     async def keep(self, row: TargetRow) -> TargetRow:
         """Nothing changed: renew the lease only once half of it is gone (fewer writes)."""
         left = row.lease_until - self.ctx.backend.clock.now()
-        if left > self.ctx.config.concurrency.lease_seconds / 2:
+        if left > self.ctx.settings.lease_seconds / 2:
             return row
         return await self.put(row)
 
     async def fail(self, row: TargetRow, phase: FailedPhase, reason: str) -> TargetRow:
-        await self.ctx.log(self.job.id, "error", phase.value, reason, target=row.target)
-        return await self.put(row, state=TargetState.FAILED, failed_phase=phase, error=reason)
+        await self.ctx.log(self.job.id, LogLevel.ERROR, Step(phase.value), reason, row.target)
+        self.ctx.emit(self.job.id, EventKind.FAILED, target=row.target, detail=reason)
+        failed = dataclasses.replace(
+            row, state=TargetState.FAILED, failed_phase=phase, error=reason
+        )
+        return await self.put(failed)
 
     # copy
 
     async def begin_copy(self, row: TargetRow, source: SourceRow) -> TargetRow:
         """PENDING -> COPYING: record the intent and the source, then start the copy."""
-        row = await self.put(
+        intent = dataclasses.replace(
             row,
             state=TargetState.COPYING,
             source_id=source.source_id,
@@ -72,8 +79,16 @@ class TargetDriver:
             failed_phase=None,
             blob_deleted=False,  # the copy makes the blob anew
         )
+        row = await self.put(intent)
         await self.ctx.log(
-            self.job.id, "info", "copy", f"copy started from {source.source_id}", target=row.target
+            self.job.id,
+            LogLevel.INFO,
+            Step.COPY,
+            f"copy started from {source.source_id}",
+            row.target,
+        )
+        self.ctx.emit(
+            self.job.id, EventKind.COPY_STARTED, target=row.target, source=source.source_id
         )
         return await self._start_copy(row, source)
 
@@ -85,7 +100,7 @@ class TargetDriver:
         except Conflict:
             # A copy into this blob is already pending: ours, started just before a crash.
             copy_id = (await blobs.get_properties(row.blob)).copy_id
-        return await self.put(row, copy_id=copy_id)
+        return await self.put(dataclasses.replace(row, copy_id=copy_id))
 
     async def poll_copy(self, row: TargetRow, source: SourceRow | None) -> TargetRow:
         """COPYING: one look at the copy; returns the row, moved on if the copy ended."""
@@ -96,7 +111,7 @@ class TargetDriver:
         if props is None or not self._is_ours(row, props, source):
             return await self._restart_copy(row, source)
         if row.copy_id != props.copy_id:
-            row = await self.put(row, copy_id=props.copy_id)
+            row = await self.put(dataclasses.replace(row, copy_id=props.copy_id))
         if props.copy_status is CopyStatus.PENDING:
             return await self.keep(row)  # still copying
         if props.copy_status is CopyStatus.SUCCESS:
@@ -118,8 +133,9 @@ class TargetDriver:
                 f"the copy from {row.source_id} is not the disk: {problem};"
                 " `imagedist retry` copies it again",
             )
-        await self.ctx.log(self.job.id, "info", "copy", "copy verified", target=row.target)
-        return await self.put(row, state=TargetState.COPIED)
+        await self.ctx.log(self.job.id, LogLevel.INFO, Step.COPY, "copy verified", row.target)
+        self.ctx.emit(self.job.id, EventKind.COPY_VERIFIED, target=row.target)
+        return await self.put(dataclasses.replace(row, state=TargetState.COPIED))
 
     def _is_ours(self, row: TargetRow, props: BlobProperties, source: SourceRow | None) -> bool:
         if row.copy_id:
@@ -134,7 +150,7 @@ class TargetDriver:
     async def _restart_copy(self, row: TargetRow, source: SourceRow | None) -> TargetRow:
         if source is None:
             # Our source is gone (cleaned up or failed): wait for a new one.
-            return await self.put(row, state=TargetState.PENDING, source_id=None, copy_id="")
+            return await self.put(_wait_for_source(row))
         return await self._start_copy(row, source)
 
     # image
@@ -158,8 +174,10 @@ class TargetDriver:
         """
         if row.blob_deleted:
             # Its copy was cleaned up since: an image needs it, so copy again.
-            return await self.put(row, state=TargetState.PENDING, source_id=None, copy_id="")
-        row = await self.put(row, state=TargetState.IMAGING, error="", failed_phase=None)
+            return await self.put(_wait_for_source(row))
+        row = await self.put(
+            dataclasses.replace(row, state=TargetState.IMAGING, error="", failed_phase=None)
+        )
         for name in (row.image_name, staging_name(row.image_name, row.target)):
             stale = await self._get(row, name)
             if (
@@ -251,7 +269,10 @@ class TargetDriver:
             await images.begin_create_image(self.spec(row, name))
         except (OperationFailed, Conflict) as exc:
             return await self.fail(row, FailedPhase.IMAGE, f"image {name!r} refused: {exc}")
-        await self.ctx.log(self.job.id, "info", "image", f"creating image {name}", row.target)
+        await self.ctx.log(
+            self.job.id, LogLevel.INFO, Step.IMAGE, f"creating image {name}", row.target
+        )
+        self.ctx.emit(self.job.id, EventKind.IMAGE_STARTED, target=row.target, detail=name)
         return await self.put(row)
 
     async def _delete(self, row: TargetRow, name: str) -> None:
@@ -270,8 +291,9 @@ class TargetDriver:
         staging = await self._get(row, staging_name(row.image_name, row.target))
         if staging is not None and self._is_own(row, staging):
             await self._delete(row, staging.name)
-        await self.ctx.log(self.job.id, "info", "image", "image succeeded", target=row.target)
-        return await self.put(row, state=TargetState.DONE)
+        await self.ctx.log(self.job.id, LogLevel.INFO, Step.IMAGE, "image succeeded", row.target)
+        self.ctx.emit(self.job.id, EventKind.IMAGE_SUCCEEDED, target=row.target)
+        return await self.put(dataclasses.replace(row, state=TargetState.DONE))
 
     async def _replace(self, row: TargetRow, old: Image) -> TargetRow:
         name = staging_name(row.image_name, row.target)
@@ -279,8 +301,8 @@ class TargetDriver:
         if staging is None:
             await self.ctx.log(
                 self.job.id,
-                "info",
-                "image",
+                LogLevel.INFO,
+                Step.IMAGE,
                 f"{row.image_name} holds job {old.tags.get(JOB_TAG)!r}'s image: building ours"
                 f" as {name} first",
                 row.target,
@@ -301,9 +323,14 @@ class TargetDriver:
         await self._delete(row, old.name)
         await self.ctx.log(
             self.job.id,
-            "info",
-            "image",
+            LogLevel.INFO,
+            Step.IMAGE,
             f"replaced the image of job {old.tags.get(JOB_TAG)!r}",
             row.target,
         )
         return await self._create(row, row.image_name)
+
+
+def _wait_for_source(row: TargetRow) -> TargetRow:
+    """Back to waiting for a source: its own is gone, or its blob was cleaned up."""
+    return dataclasses.replace(row, state=TargetState.PENDING, source_id=None, copy_id="")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 from .._domain import Job, SourceRow, SourceState
+from .._domain.events import EventKind, LogLevel, Step
 from .._exceptions import Conflict, NotFound
 from ..abc import CopyStatus
 from ._context import EngineContext
@@ -21,15 +23,19 @@ async def drive_tier1(
         if parent is None:
             return row
         row = await state.put_source(
-            row.replace(state=SourceState.COPYING, parent_id=parent.source_id)
+            dataclasses.replace(row, state=SourceState.COPYING, parent_id=parent.source_id)
         )
         await _start(ctx, parent, row)
     parent = parent or await _parent_of(ctx, row)
-    while row.state is SourceState.COPYING:
-        row = await _poll(ctx, job, row, parent)
-        if row.state is SourceState.COPYING:
-            await ctx.backend.clock.sleep(ctx.config.concurrency.poll_interval_seconds)
-    return row
+
+    async def look(current: SourceRow) -> SourceRow:
+        return await _poll(ctx, job, current, parent)
+
+    return await ctx.poll_while(row, _copying, look)
+
+
+def _copying(row: SourceRow) -> bool:
+    return row.state is SourceState.COPYING
 
 
 async def _parent_of(ctx: EngineContext, row: SourceRow) -> SourceRow | None:
@@ -55,16 +61,22 @@ async def _poll(
         props = None
     if props is None or (parent and props.copy_source != str(parent.blob)):
         if parent is None:
-            return await state.put_source(row.replace(state=SourceState.PENDING, parent_id=None))
+            orphan = dataclasses.replace(row, state=SourceState.PENDING, parent_id=None)
+            return await state.put_source(orphan)
         await _start(ctx, parent, row)
-        return await state.put_source(row.replace(lease_until=ctx.lease_until()))
+        return await state.put_source(dataclasses.replace(row, lease_until=ctx.lease_until()))
     if props.copy_status is CopyStatus.PENDING:
         return await state.put_source(
-            row.replace(progress_bytes=props.copy_progress, lease_until=ctx.lease_until())
+            dataclasses.replace(
+                row, progress_bytes=props.copy_progress, lease_until=ctx.lease_until()
+            )
         )
     if props.copy_status is CopyStatus.SUCCESS:
-        await ctx.log(job.id, "info", "tier1", f"{row.source_id} ready (from {row.parent_id})")
-        return await state.put_source(row.replace(state=SourceState.READY))
+        message = f"{row.source_id} ready (from {row.parent_id})"
+        await ctx.log(job.id, LogLevel.INFO, Step.TIER1, message)
+        ctx.emit(job.id, EventKind.TIER1_READY, source=row.source_id)
+        return await state.put_source(dataclasses.replace(row, state=SourceState.READY))
     reason = props.copy_error or f"copy ended {props.copy_status.value}"
-    await ctx.log(job.id, "error", "tier1", f"{row.source_id} failed: {reason}")
-    return await state.put_source(row.replace(state=SourceState.FAILED, error=reason))
+    await ctx.log(job.id, LogLevel.ERROR, Step.TIER1, f"{row.source_id} failed: {reason}")
+    ctx.emit(job.id, EventKind.FAILED, source=row.source_id, detail=reason)
+    return await state.put_source(dataclasses.replace(row, state=SourceState.FAILED, error=reason))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._domain import BlobRef, Job, JobState, SourceKind, SourceRow, SourceState
+from .._domain.events import EventKind, LogLevel, Step
 from .._exceptions import InvalidInput, NotFound, OperationFailed
 from .._vhd import fixed_footer_problem
 from ..abc import BlobStore
@@ -250,7 +252,7 @@ async def upload_tier0(
     """
     state, clock = ctx.backend.state, ctx.backend.clock
     await ctx.backend.blobs.ensure_container(row.blob.account, row.blob.container)
-    row = await state.put_source(row.replace(state=SourceState.UPLOADING))
+    row = await state.put_source(dataclasses.replace(row, state=SourceState.UPLOADING))
     holder: dict[str, Any] = {"row": row, "fraction": 0.0}
 
     def progress(done: int, total: int) -> None:
@@ -267,7 +269,8 @@ async def upload_tier0(
                 current = holder["row"]
                 assert isinstance(current, SourceRow)
                 holder["row"] = await state.put_source(
-                    current.replace(
+                    dataclasses.replace(
+                        current,
                         progress_bytes=int(job.size_bytes * float(holder["fraction"])),
                         lease_until=ctx.lease_until(),
                     )
@@ -290,16 +293,19 @@ async def upload_tier0(
     assert isinstance(final, SourceRow)
     md5 = result.md5.hex() if result.md5 else ""
     final = await state.put_source(
-        final.replace(state=SourceState.READY, progress_bytes=job.size_bytes, content_md5=md5)
+        dataclasses.replace(
+            final, state=SourceState.READY, progress_bytes=job.size_bytes, content_md5=md5
+        )
     )
     await ctx.log(
         job.id,
-        "info",
-        "upload",
+        LogLevel.INFO,
+        Step.UPLOAD,
         f"uploaded {job.size_bytes} bytes to {row.blob}: sent {result.sent} bytes of data"
         f" ({result.skipped} were already there), footer and"
         + (f" MD5 {md5} verified" if md5 else " size verified"),
     )
+    ctx.emit(job.id, EventKind.UPLOAD_DONE, source=row.source_id)
     await _drop_converted(ctx, job, path)
     return final
 
@@ -313,10 +319,10 @@ async def _upload_verified(
         ctx.backend.blobs,
         row.blob,
         path,
-        concurrency=ctx.config.upload.concurrency,
+        concurrency=ctx.settings.upload_concurrency,
         on_progress=progress,
         # A re-upload is hashed whatever the setting: it must be the disk uploaded first.
-        content_md5=ctx.config.upload.content_md5 or bool(row.content_md5),
+        content_md5=ctx.settings.content_md5 or bool(row.content_md5),
     )
     # What went up is the file as it was throughout (upload_file checked): judge that.
     problem = fixed_footer_problem(result.footer, job.size_bytes)
@@ -365,7 +371,9 @@ async def _source_file(ctx: EngineContext, job: Job) -> Path:
         prepared = await asyncio.to_thread(prepare_image, original, work_dir)
     except InvalidInput as exc:
         raise SourceUnusable(f"converting it again failed: {str(exc).rstrip('.')}") from exc
-    await ctx.log(job.id, "info", "upload", f"converted {job.input_path!r} again to upload it")
+    await ctx.log(
+        job.id, LogLevel.INFO, Step.UPLOAD, f"converted {job.input_path!r} again to upload it"
+    )
     return prepared.path
 
 
@@ -388,7 +396,9 @@ async def _drop_converted(ctx: EngineContext, job: Job, path: Path) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-        await ctx.log(job.id, "info", "upload", f"deleted the converted copy {str(path)!r}")
+        await ctx.log(
+            job.id, LogLevel.INFO, Step.UPLOAD, f"deleted the converted copy {str(path)!r}"
+        )
 
 
 async def _still_needed(ctx: EngineContext, job: Job, path: Path) -> bool:
@@ -407,5 +417,7 @@ async def _still_needed(ctx: EngineContext, job: Job, path: Path) -> bool:
 
 
 async def _fail(ctx: EngineContext, job: Job, row: SourceRow, reason: str) -> SourceRow:
-    await ctx.log(job.id, "error", "upload", f"upload failed: {reason}")
-    return await ctx.backend.state.put_source(row.replace(state=SourceState.FAILED, error=reason))
+    await ctx.log(job.id, LogLevel.ERROR, Step.UPLOAD, f"upload failed: {reason}")
+    return await ctx.backend.state.put_source(
+        dataclasses.replace(row, state=SourceState.FAILED, error=reason)
+    )

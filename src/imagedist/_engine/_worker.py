@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from .._domain import (
+    COPY_STATES,
+    IMAGE_STATES,
+    TERMINAL_TARGET_STATES,
+    UPLOAD_AHEAD_STATES,
     FailedPhase,
     Job,
     JobState,
@@ -23,10 +28,12 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
+from .._domain.events import EventKind, LogLevel, Step
 from .._exceptions import ImagedistError, PreconditionFailed, TransientError
 from ._cleanup import drop_intermediates_if_unneeded
 from ._context import EngineContext
 from ._disk import copy_from_disk
+from ._limits import Limiter, Slot
 from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
 from ._targets import TargetDriver
@@ -38,9 +45,6 @@ __all__ = ["Worker", "revive_source", "target_enablement"]
 
 logger = logging.getLogger("imagedist.worker")
 
-COPY_STATES = frozenset({TargetState.PENDING, TargetState.COPYING})
-IMAGE_STATES = frozenset({TargetState.COPIED, TargetState.IMAGING})
-TERMINAL_STATES = frozenset({TargetState.DONE, TargetState.FAILED, TargetState.SKIPPED})
 MAX_TRANSIENT_RETRIES = 8
 
 
@@ -54,18 +58,17 @@ class Worker:
         self.ctx = ctx
         self.job_ids = tuple(job_ids)
         self._inflight: set[tuple[str, str]] = set()
-        self._copies = 0
-        self._images = asyncio.Semaphore(ctx.config.concurrency.images)
+        self._copies = Limiter(ctx.settings.copies)
+        self._images = Limiter(ctx.settings.images)
 
     async def run(self, *, forever: bool = False) -> None:
         """Work until no active job is left (or forever)."""
-        clock = self.ctx.backend.clock
         async with task_group() as group:
             while True:
                 active = await self.tick(group)
                 if not active and not self._inflight and not forever:
                     return
-                await clock.sleep(self.ctx.config.concurrency.poll_interval_seconds)
+                await self.ctx.pause()
 
     async def tick(self, group: asyncio.TaskGroup) -> int:
         """One reconcile pass over the jobs; returns how many are still active."""
@@ -99,7 +102,7 @@ class Worker:
         if stuck and await self._find_a_way_forward(job, sources, targets):
             return True
         tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
-        if tier0.state in (SourceState.PENDING, SourceState.UPLOADING):
+        if tier0.state in UPLOAD_AHEAD_STATES:
             await self._spawn_source(job, tier0, None, group)
         self._schedule_tier1(job, sources, fanout, group)
         self._schedule_targets(job, targets, fanout, tier0.content_md5, group)
@@ -110,14 +113,14 @@ class Worker:
         return await self._settle(job, sources, targets)
 
     def _fanout(self, job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> Fanout:
-        config = self.ctx.config
+        settings = self.ctx.settings
         return make_fanout(
-            config.fanout.strategy,
+            settings.fanout_strategy,
             job.id,
             sources,
             targets,
-            staging_region=config.staging.region,
-            max_reads=config.fanout.max_reads_per_source,
+            staging_region=settings.staging_region,
+            max_reads=settings.max_reads_per_source,
         )
 
     def _waiting(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
@@ -147,8 +150,8 @@ class Worker:
         if revived:
             await self.ctx.log(
                 job.id,
-                "warning",
-                "job",
+                LogLevel.WARNING,
+                Step.JOB,
                 "every copy of the disk is gone (cleaned up) while targets still need one:"
                 + (
                     " copying it from the managed disk again"
@@ -167,23 +170,18 @@ class Worker:
             if disabled and self._lease_free(
                 row.lease_owner, row.lease_until, (job.id, row.target)
             ):
-                row = await self._try_put_target(row.replace(state=TargetState.SKIPPED))
-                await self.ctx.log(job.id, "info", "job", "target disabled: skipped", row.target)
+                skipped = dataclasses.replace(row, state=TargetState.SKIPPED)
+                row = await self._try_put_target(skipped)
+                await self.ctx.log(
+                    job.id, LogLevel.INFO, Step.JOB, "target disabled: skipped", row.target
+                )
             result.append(row)
         return result
 
     async def _fail_waiting_targets(self, job: Job, targets: list[TargetRow], why: str) -> None:
         for row in self._waiting(job, targets):
             reason = f"no source to copy from: {why}"
-            await self.ctx.log(job.id, "error", FailedPhase.COPY.value, reason, target=row.target)
-            await self._try_put_target(
-                row.replace(
-                    state=TargetState.FAILED,
-                    failed_phase=FailedPhase.COPY,
-                    error=reason,
-                    lease_owner=None,
-                )
-            )
+            await self._try_put_target_failed(job, row, FailedPhase.COPY, reason)
 
     def _schedule_tier1(
         self, job: Job, sources: list[SourceRow], fanout: Fanout, group: asyncio.TaskGroup
@@ -197,7 +195,7 @@ class Worker:
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
                 continue
             if row.state is SourceState.PENDING:
-                if self._copies >= self.ctx.config.concurrency.copies:
+                if self._copies.full:
                     return
                 parent = fanout.tier1_parent(row)
                 if parent is not None:
@@ -223,7 +221,7 @@ class Worker:
                 continue
             source = by_id.get(row.source_id or "")
             if row.state is TargetState.PENDING:
-                if self._copies >= self.ctx.config.concurrency.copies:
+                if self._copies.full:
                     continue
                 source = fanout.target_source(row)
                 if source is None:
@@ -246,14 +244,15 @@ class Worker:
     ) -> None:
         key = (job.id, row.source_id)
         self._inflight.add(key)
-        if row.kind is SourceKind.TIER1:
-            self._copies += 1
+        slot = self._copies.take() if row.kind is SourceKind.TIER1 else Slot.none()
 
         async def body(retry: bool) -> None:
             # A retry starts from the row as stored: the one we began with is stale by now.
             start = await self._current_source(job, row.source_id) if retry else row
             leased = await self.ctx.backend.state.put_source(
-                start.replace(lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until())
+                dataclasses.replace(
+                    start, lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until()
+                )
             )
             if leased.kind is SourceKind.TIER0 and job.source_disk:
                 leased = await copy_from_disk(self.ctx, job, leased)
@@ -261,12 +260,11 @@ class Worker:
                 leased = await upload_tier0(self.ctx, job, leased)
             else:
                 leased = await drive_tier1(self.ctx, job, leased, parent)
-            await self.ctx.backend.state.put_source(leased.replace(lease_owner=None))
+            await self.ctx.backend.state.put_source(dataclasses.replace(leased, lease_owner=None))
 
         def done() -> None:
             self._inflight.discard(key)
-            if row.kind is SourceKind.TIER1:
-                self._copies -= 1
+            slot.release()
 
         group.create_task(
             self._guard(job, row.source_id, body, done, self._give_up_source(job, row.source_id))
@@ -282,30 +280,26 @@ class Worker:
     ) -> None:
         key = (job.id, row.target)
         self._inflight.add(key)
-        copying = row.state in COPY_STATES
-        self._copies += copying
+        # The copy slot is held from the launch until the copy ended, whatever happens next.
+        copy_slot = self._copies.take() if row.state in COPY_STATES else Slot.none()
         driver = TargetDriver(self.ctx, job, disk_md5=disk_md5)
-        holder = {"copying": copying}
 
         async def body(retry: bool) -> None:
             # A retry starts from the row as stored: the one we began with is stale by now.
             start = await self._current_target(job, row.target) if retry else row
-            current = await driver.put(start, lease_owner=self.ctx.worker_id)
+            current = await driver.put(dataclasses.replace(start, lease_owner=self.ctx.worker_id))
             current = await self._drive_copy(driver, current, source)
             if current.state in COPY_STATES:
                 return
-            if holder["copying"]:
-                holder["copying"] = False
-                self._copies -= 1
+            copy_slot.release()
             if current.state in IMAGE_STATES:
-                async with self._images:
+                async with await self._images.acquire():
                     current = await self._drive_image(driver, current)
-            await self.ctx.backend.state.put_target(current.replace(lease_owner=None))
+            await self.ctx.backend.state.put_target(dataclasses.replace(current, lease_owner=None))
 
         def done() -> None:
             self._inflight.discard(key)
-            if holder["copying"]:
-                self._copies -= 1
+            copy_slot.release()
 
         group.create_task(
             self._guard(job, row.target, body, done, self._give_up_target(job, row.target))
@@ -318,22 +312,18 @@ class Worker:
             if source is None:
                 return row
             row = await driver.begin_copy(row, source)
-        while row.state is TargetState.COPYING:
-            row = await driver.poll_copy(row, source)
-            if row.state is TargetState.COPYING:
-                await self._pause()
-        return row
+
+        async def look(current: TargetRow) -> TargetRow:
+            return await driver.poll_copy(current, source)
+
+        return await self.ctx.poll_while(row, _copying, look)
 
     async def _drive_image(self, driver: TargetDriver, row: TargetRow) -> TargetRow:
         if row.state is TargetState.COPIED:
-            row = await driver.begin_image(row)
-        while row.state is TargetState.IMAGING:
-            await self._pause()
-            row = await driver.poll_image(row)
-        return row
-
-    async def _pause(self) -> None:
-        await self.ctx.backend.clock.sleep(self.ctx.config.concurrency.poll_interval_seconds)
+            row = await driver.begin_image(row)  # which looks once already
+        if _imaging(row):
+            await self.ctx.pause()
+        return await self.ctx.poll_while(row, _imaging, driver.poll_image)
 
     async def _guard(
         self,
@@ -351,7 +341,9 @@ class Worker:
                     return
                 except TransientError as exc:
                     delay = exc.retry_after or min(2.0**attempt, 60.0)
-                    await self.ctx.log(job.id, "warning", "job", f"{item}: {exc}; retrying")
+                    await self.ctx.log(
+                        job.id, LogLevel.WARNING, Step.JOB, f"{item}: {exc}; retrying"
+                    )
                     await self.ctx.backend.clock.sleep(delay)
             await give_up(f"gave up after {MAX_TRANSIENT_RETRIES} transient errors")
         except PreconditionFailed:
@@ -367,7 +359,7 @@ class Worker:
     def _give_up_target(self, job: Job, name: str) -> Callable[[str], Awaitable[None]]:
         async def give_up(reason: str) -> None:
             row = await self._current_target(job, name)
-            if row.lease_owner == self.ctx.worker_id and row.state not in TERMINAL_STATES:
+            if row.lease_owner == self.ctx.worker_id and row.state not in TERMINAL_TARGET_STATES:
                 phase = FailedPhase.IMAGE if row.state in IMAGE_STATES else FailedPhase.COPY
                 await self._try_put_target_failed(job, row, phase, reason)
 
@@ -377,11 +369,14 @@ class Worker:
         async def give_up(reason: str) -> None:
             row = await self._current_source(job, source_id)
             if row.lease_owner == self.ctx.worker_id and row.state is not SourceState.READY:
-                await self.ctx.log(job.id, "error", row.kind.value, f"{source_id} failed: {reason}")
+                step = Step.TIER1 if row.kind is SourceKind.TIER1 else Step.UPLOAD
+                await self.ctx.log(job.id, LogLevel.ERROR, step, f"{source_id} failed: {reason}")
+                self.ctx.emit(job.id, EventKind.FAILED, source=source_id, detail=reason)
+                failed = dataclasses.replace(
+                    row, state=SourceState.FAILED, error=reason, lease_owner=None
+                )
                 with contextlib.suppress(PreconditionFailed):
-                    await self.ctx.backend.state.put_source(
-                        row.replace(state=SourceState.FAILED, error=reason, lease_owner=None)
-                    )
+                    await self.ctx.backend.state.put_source(failed)
 
         return give_up
 
@@ -396,10 +391,11 @@ class Worker:
     async def _try_put_target_failed(
         self, job: Job, row: TargetRow, phase: FailedPhase, reason: str
     ) -> None:
-        await self.ctx.log(job.id, "error", phase.value, reason, target=row.target)
+        await self.ctx.log(job.id, LogLevel.ERROR, Step(phase.value), reason, target=row.target)
+        self.ctx.emit(job.id, EventKind.FAILED, target=row.target, detail=reason)
         await self._try_put_target(
-            row.replace(
-                state=TargetState.FAILED, failed_phase=phase, error=reason, lease_owner=None
+            dataclasses.replace(
+                row, state=TargetState.FAILED, failed_phase=phase, error=reason, lease_owner=None
             )
         )
 
@@ -424,8 +420,9 @@ class Worker:
         await self.ctx.backend.state.update_job(job)
         if await self._revived_meanwhile(job):
             return True
-        level = "info" if outcome is JobState.COMPLETED else "error"
-        await self.ctx.log(job.id, level, "job", f"job {outcome.value}")
+        level = LogLevel.INFO if outcome is JobState.COMPLETED else LogLevel.ERROR
+        await self.ctx.log(job.id, level, Step.JOB, f"job {outcome.value}")
+        self.ctx.emit(job.id, EventKind.JOB_ENDED, detail=outcome.value)
         return False
 
     async def _revived_meanwhile(self, job: Job) -> bool:
@@ -445,7 +442,8 @@ class Worker:
 def revive_source(row: SourceRow) -> SourceRow:
     """A deleted or failed source made to be produced again (its expected MD5 is kept, so a
     re-upload of a changed file is caught)."""
-    return row.replace(
+    return dataclasses.replace(
+        row,
         state=SourceState.PENDING,
         deleted=False,
         progress_bytes=0,
@@ -461,3 +459,11 @@ async def target_enablement(ctx: EngineContext) -> dict[str, bool]:
     enabled = {t.name: t.enabled for t in ctx.config.fleet_targets()}
     enabled.update(await ctx.backend.state.target_switches())
     return enabled
+
+
+def _copying(row: TargetRow) -> bool:
+    return row.state is TargetState.COPYING
+
+
+def _imaging(row: TargetRow) -> bool:
+    return row.state is TargetState.IMAGING

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import tempfile
 import time
@@ -89,7 +90,9 @@ async def preload_tier0(backend: Backend, job: Job, occupied: int) -> None:
     # What the upload leaves besides the data: the footer, which copies are verified by. No
     # MD5: the simulator moves no bytes to hash, and a made-up one would fail a re-upload.
     blob.tail = fixed_footer(job.size_bytes - 512).pack()
-    await state.put_source(tier0.replace(state=SourceState.READY, progress_bytes=job.size_bytes))
+    await state.put_source(
+        dataclasses.replace(tier0, state=SourceState.READY, progress_bytes=job.size_bytes)
+    )
 
 
 def _sparse_fixed_vhd(path: Path, virtual_size: int) -> Path:

@@ -1,0 +1,71 @@
+"""One limiter for the work a worker runs at once: copies and image creations (issue 9)."""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = ["Limiter", "Slot"]
+
+
+class Limiter:
+    """Counts slots held against a capacity.
+
+    New work checks :attr:`full` (copies) or waits for a slot (:meth:`acquire`, images); work
+    resumed from the store takes a slot with :meth:`take` even over the capacity, because it is
+    already running on the platform and must be followed to its end.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.held = 0
+        self._freed = asyncio.Event()
+
+    @property
+    def full(self) -> bool:
+        return self.held >= self.capacity
+
+    def take(self) -> Slot:
+        """A slot now, whatever is held."""
+        self.held += 1
+        return Slot(self)
+
+    async def acquire(self) -> Slot:
+        """A slot once one is free."""
+        while self.full:
+            await self._freed.wait()
+        return self.take()
+
+    def _release(self) -> None:
+        self.held -= 1
+        # Wake every waiter once; the first to run takes the slot, the others wait again.
+        freed, self._freed = self._freed, asyncio.Event()
+        freed.set()
+
+
+class Slot:
+    """One held slot of a :class:`Limiter`; releasing it twice releases it once."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: Limiter | None) -> None:
+        self._limiter = limiter
+
+    @classmethod
+    def none(cls) -> Slot:
+        """A slot of no limiter, for work that counts against none."""
+        return cls(None)
+
+    @property
+    def held(self) -> bool:
+        return self._limiter is not None
+
+    def release(self) -> None:
+        if self._limiter is not None:
+            self._limiter._release()
+            self._limiter = None
+
+    async def __aenter__(self) -> Slot:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
