@@ -31,7 +31,7 @@ from imagedist._backends.local.blobs import LocalBlobStore
 from imagedist._backends.local.images import LocalImageService
 from imagedist._backends.local.provisioner import LocalProvisioner
 from imagedist._domain import BlobRef
-from imagedist.abc import BlobStore, Clock, ImageService, Provisioner
+from imagedist.abc import AccountInfo, BlobStore, Clock, ImageService, Provisioner
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -536,10 +536,25 @@ def _azure_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Provis
     return ProvisionerHarness("azure", own_loop.pin(prov), "sub-a", add_foreign_account)
 
 
+def _sim_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> ProvisionerHarness:
+    """The sim backend's provisioner, empty (no preloaded accounts), in memory."""
+    from imagedist._backends.sim.provisioner import SimProvisioner
+
+    prov = SimProvisioner({})
+
+    def add_foreign_account(subscription: str, resource_group: str, name: str, region: str) -> None:
+        # White-box: how the sim holds the accounts it starts with (made by no one it knows).
+        info = AccountInfo(subscription, resource_group, name, region, managed=False)
+        prov._accounts[name] = info
+
+    return ProvisionerHarness("sim", prov, "sub-a", add_foreign_account)
+
+
 @pytest.fixture(
     params=[
         pytest.param(_local_provisioner, id="local"),
         pytest.param(_azure_provisioner, id="azure"),
+        pytest.param(_sim_provisioner, id="sim"),
     ]
 )
 def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProvisionerHarness]:

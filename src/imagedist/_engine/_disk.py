@@ -3,36 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import re
 
 from .._domain import Job, SourceRow, SourceState
-from .._exceptions import Conflict, InvalidInput, NotFound, OperationFailed
+from .._domain.access import copy_access_lifetime
+from .._domain.names import parse_disk_id
+from .._exceptions import Conflict, NotFound, OperationFailed
 from ..abc import CopyStatus
 from ._context import EngineContext
 
 __all__ = ["VHD_FOOTER", "access_seconds", "check_disk_id", "copy_from_disk"]
 
 VHD_FOOTER = 512  # a disk exported through its access URL is a fixed VHD: the disk plus a footer
-PESSIMISTIC_RATE = 4_000_000  # bytes/s of a cross-account copy at its slowest (PERF-MODEL.md)
-DISK_ID = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/disks/[^/]+\Z",
-    re.IGNORECASE,
-)
 
 
 def check_disk_id(disk_id: str) -> str:
     """:raises InvalidInput: unless ``disk_id`` is a managed disk's resource id."""
-    if not DISK_ID.match(disk_id):
-        raise InvalidInput(
-            f"{disk_id!r} is not a managed disk's resource id; give one like /subscriptions/<id>"
-            "/resourceGroups/<group>/providers/Microsoft.Compute/disks/<name>."
-        )
+    parse_disk_id(disk_id)
     return disk_id
 
 
 def access_seconds(size: int) -> int:
-    """How long the disk's read access must last: the copy at its slowest, plus an hour."""
-    return size // PESSIMISTIC_RATE + 3600
+    """How long the disk's read access must last, by the same rule as a blob's read SAS."""
+    return int(copy_access_lifetime(size).total_seconds())
 
 
 async def copy_from_disk(ctx: EngineContext, job: Job, row: SourceRow) -> SourceRow:
