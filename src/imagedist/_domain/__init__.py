@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 
 from .._exceptions import InvalidInput
+from .changes import ChangeAction, ChangeKind
+from .events import EngineEvent, EventKind, LogLevel, Step
 
 __all__ = [
     "ACTIVE_TARGET_STATES",
@@ -25,16 +27,22 @@ __all__ = [
     "TERMINAL_TARGET_STATES",
     "UPLOAD_AHEAD_STATES",
     "BlobRef",
+    "ChangeAction",
+    "ChangeKind",
+    "EngineEvent",
+    "EventKind",
     "FailedPhase",
     "Job",
     "JobState",
     "LogFilter",
+    "LogLevel",
     "LogRecord",
     "OsType",
     "SecretUrl",
     "SourceKind",
     "SourceRow",
     "SourceState",
+    "Step",
     "Target",
     "TargetRow",
     "TargetState",
@@ -249,7 +257,7 @@ class LogRecord:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-LOG_LEVELS = ("info", "warning", "error")  # in rising order
+LOG_LEVELS = tuple(level.value for level in LogLevel)  # in rising order
 
 
 @dataclass(frozen=True)
