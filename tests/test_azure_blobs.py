@@ -36,10 +36,10 @@ from imagedist._backends.azure.blobs import (
     AccountAccess,
     AzureBlobStore,
     parse_copy_source,
-    sas_lifetime,
 )
 from imagedist._backends.azure.errors import redact, retry_after, translate_errors
 from imagedist._domain import BlobRef
+from imagedist._domain.access import copy_access_lifetime
 from imagedist._exceptions import (
     AuthFailed,
     Conflict,
@@ -55,26 +55,26 @@ SIG = "aemJpX/qCd1bkI6/DjBDBTFS/gNoxLZljr5RLQeUvV0%3D"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-# -- sas_lifetime ---------------------------------------------------------------------------------
+# -- copy_access_lifetime ---------------------------------------------------------------------------------
 
 
-def test_sas_lifetime_is_the_copy_at_4_mb_per_second_plus_an_hour() -> None:
-    assert sas_lifetime(4_000_000 * 3600) == timedelta(hours=2)
-    assert sas_lifetime(30 * 1024**3) == timedelta(seconds=8054) + timedelta(hours=1)
-    assert sas_lifetime(1) == timedelta(hours=1, seconds=1)  # rounded up to the second
+def test_copy_access_lifetime_is_the_copy_at_4_mb_per_second_plus_an_hour() -> None:
+    assert copy_access_lifetime(4_000_000 * 3600) == timedelta(hours=2)
+    assert copy_access_lifetime(30 * 1024**3) == timedelta(seconds=8054) + timedelta(hours=1)
+    assert copy_access_lifetime(1) == timedelta(hours=1, seconds=1)  # rounded up to the second
 
 
-def test_sas_lifetime_is_at_least_an_hour_and_at_most_seven_days() -> None:
-    assert sas_lifetime(0) == timedelta(hours=1)
-    assert sas_lifetime(4_000_000 * 86400 * 7) == timedelta(days=7)
-    assert sas_lifetime(2**60) == timedelta(days=7)
+def test_copy_access_lifetime_is_at_least_an_hour_and_at_most_seven_days() -> None:
+    assert copy_access_lifetime(0) == timedelta(hours=1)
+    assert copy_access_lifetime(4_000_000 * 86400 * 7) == timedelta(days=7)
+    assert copy_access_lifetime(2**60) == timedelta(days=7)
     with pytest.raises(ValueError):
-        sas_lifetime(-1)
+        copy_access_lifetime(-1)
 
 
-def test_sas_lifetime_grows_with_the_data() -> None:
+def test_copy_access_lifetime_grows_with_the_data() -> None:
     sizes = [0, MiB, 10**9, 10**10, 10**11, 10**12, 10**13]
-    lifetimes = [sas_lifetime(size) for size in sizes]
+    lifetimes = [copy_access_lifetime(size) for size in sizes]
     assert lifetimes == sorted(lifetimes)
 
 
@@ -403,7 +403,7 @@ def test_the_sas_reads_one_blob_for_its_lifetime(server: AzuriteServer) -> None:
 
     async def main() -> str:
         src, _ = await two_blobs(store)
-        url = await store._read_sas_url(src, sas_lifetime(MiB))
+        url = await store._read_sas_url(src, copy_access_lifetime(MiB))
         await store.aclose()
         return url
 
@@ -413,7 +413,7 @@ def test_the_sas_reads_one_blob_for_its_lifetime(server: AzuriteServer) -> None:
     query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
     assert (query["sp"], query["sr"]) == ("r", "b")
     expiry = datetime.fromisoformat(query["se"].replace("Z", "+00:00"))
-    assert abs(expiry - (before + sas_lifetime(MiB))) < timedelta(minutes=1)
+    assert abs(expiry - (before + copy_access_lifetime(MiB))) < timedelta(minutes=1)
     assert "spr" not in query  # Azurite speaks http; real endpoints get spr=https
 
 

@@ -24,8 +24,9 @@ import pytest
 from armserver.process import ArmServerProcess
 from azurite import AzuriteServer
 from imagedist._backends.local.blobs import LocalBlobStore
-from imagedist._backends.local.images import LocalImageService, parse_disk_id
+from imagedist._backends.local.images import LocalImageService
 from imagedist._domain import BlobRef, SecretUrl
+from imagedist._domain.names import parse_disk_id
 from imagedist._exceptions import (
     AuthFailed,
     Conflict,

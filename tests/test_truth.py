@@ -25,8 +25,8 @@ from imagedist._backends.sim import (
 from imagedist._backends.sim.scenario import _sparse_fixed_vhd
 from imagedist._config import Config
 from imagedist._domain import BlobRef, OsType, SourceKind, TargetRow
+from imagedist._domain.names import IMAGE_NAME
 from imagedist._engine import EngineContext, Worker, submit_job
-from imagedist._engine._jobs import IMAGE_NAME
 from imagedist._engine._targets import JOB_TAG, staging_name
 from imagedist.abc import ImageSpec
 
@@ -36,7 +36,7 @@ Cli = Callable[..., Result]
 MIB = 1024 * 1024
 LONG_NAME = "g" * 70  # "<70>.eastus" and "<70>.eastus2" share their first 75 characters
 
-image_names = st.from_regex(IMAGE_NAME, fullmatch=True)
+image_names = st.from_regex(IMAGE_NAME.pattern, fullmatch=True)
 target_names = st.from_regex(r"[a-z0-9-]{1,20}/[a-z0-9]{1,20}", fullmatch=True)
 
 
@@ -48,7 +48,7 @@ def test_staging_names_are_valid_and_unique_per_target(
     first: str, second: str, target_a: str, target_b: str
 ) -> None:
     name_a, name_b = staging_name(first, target_a), staging_name(second, target_b)
-    assert IMAGE_NAME.match(name_a) and len(name_a) <= 80
+    assert IMAGE_NAME.matches(name_a) and len(name_a) <= 80
     if target_a != target_b:
         assert name_a != name_b
     if first.lower() != second.lower() and len(first) + 15 <= 80 >= len(second) + 15:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import tempfile
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from ._domain import Target
+from ._domain.names import ACCOUNT_NAME, CONTAINER_NAME, RESOURCE_GROUP_NAME, NameRule
 from ._domain.regions import REGIONS, unknown_region
 from ._exceptions import ConfigError
 from ._files import NotARegularFile, read_regular_file
@@ -40,12 +41,6 @@ __all__ = [
     "load_config",
 ]
 
-# \Z, not $: "$" also matches before a trailing newline.
-ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}\Z")
-# Azure resource group names: 1-90 of letters, digits, '_', '-', '.', '(' and ')', not ending in '.'.
-RESOURCE_GROUP_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]\Z")
-CONTAINER_NAME = re.compile(r"^(?=.{3,63}\Z)[a-z0-9]+(-[a-z0-9]+)*\Z")
-
 
 class _Strict(BaseModel):
     # strict: TOML has types, and `copies = true` or `copies = "8"` is a mistake to name, not a
@@ -53,29 +48,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-def _check_account(value: str) -> str:
-    if not ACCOUNT_NAME.match(value):
-        raise ValueError(
-            f"storage account name {value!r} must be 3-24 lowercase letters and digits"
-        )
-    return value
+def _checker(rule: NameRule) -> Callable[[str], str]:
+    """A field validator of ``rule``: pydantic reports a ValueError under the field's key path."""
+
+    def check(value: str) -> str:
+        if not rule.matches(value):
+            raise ValueError(rule.problem(value))
+        return value
+
+    return check
 
 
-def _check_container(value: str) -> str:
-    if not CONTAINER_NAME.match(value):
-        raise ValueError(
-            f"container name {value!r} must be 3-63 lowercase letters, digits and single hyphens"
-        )
-    return value
-
-
-def _check_resource_group(value: str) -> str:
-    if not RESOURCE_GROUP_NAME.match(value):
-        raise ValueError(
-            f"resource group name {value!r} must be 1-90 letters, digits, '_', '-', '.', '(' or ')'"
-            " and not end with '.'"
-        )
-    return value
+_check_account = _checker(ACCOUNT_NAME)
+_check_container = _checker(CONTAINER_NAME)
+_check_resource_group = _checker(RESOURCE_GROUP_NAME)
 
 
 def _check_region(value: str) -> str:

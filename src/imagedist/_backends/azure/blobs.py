@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import io
 import ipaddress
-import math
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from azure.storage.blob import BlobSasPermissions, BlobType, ContentSettings, ge
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 from ..._domain import BlobRef, SecretUrl
+from ..._domain.access import copy_access_lifetime
 from ..._exceptions import Conflict, NotFound, OperationFailed
 from ...abc import BlobProperties, BlobStore, CopyStatus
 from .errors import redact, translate_errors
@@ -37,17 +37,11 @@ __all__ = [
     "AccountAccess",
     "AzureBlobStore",
     "parse_copy_source",
-    "sas_lifetime",
 ]
 
 PAGE = 512
 #: Azure's limit for one Put Page request.
 MAX_PUT_PAGE = 4 * 1024 * 1024
-#: A pessimistic server-side copy rate, to size the source SAS of a copy.
-SAS_COPY_RATE = 4_000_000  # bytes per second
-SAS_MARGIN = timedelta(hours=1)
-SAS_MIN = timedelta(hours=1)
-SAS_MAX = timedelta(days=7)  # also the longest a user delegation key may live
 #: How far back a SAS starts, for clocks running ahead of the storage service's.
 CLOCK_SKEW = timedelta(minutes=15)
 
@@ -58,18 +52,6 @@ _COPY_STATUS = {status.value: status for status in CopyStatus}
 def _md5_of(props: AzureBlobProperties) -> bytes | None:
     md5 = props.content_settings.content_md5 if props.content_settings else None
     return bytes(md5) if md5 else None
-
-
-def sas_lifetime(occupied_bytes: int) -> timedelta:
-    """How long the read SAS of a copy must live: the copy at a pessimistic rate, plus a margin.
-
-    ``occupied_bytes`` is what the copy moves (a page blob's written ranges). At least one hour, at
-    most seven days (the longest a user delegation key lives).
-    """
-    if occupied_bytes < 0:
-        raise ValueError(f"occupied bytes cannot be negative: {occupied_bytes}")
-    copying = timedelta(seconds=math.ceil(occupied_bytes / SAS_COPY_RATE))
-    return min(SAS_MAX, max(SAS_MIN, copying + SAS_MARGIN))
 
 
 @dataclass(frozen=True)
@@ -324,7 +306,7 @@ class AzureBlobStore(BlobStore):
         if source == dest:
             raise ValueError(f"cannot copy blob '{source}' onto itself")
         occupied = sum(end - start for start, end in await self.page_ranges(source))
-        source_url = await self._read_sas_url(source, sas_lifetime(occupied))
+        source_url = await self._read_sas_url(source, copy_access_lifetime(occupied))
         blob = await self._blob(dest)
         self._sizes.pop(dest, None)  # the copy gives it the source's size
         # The message names blobs, never the URL: it carries the SAS.

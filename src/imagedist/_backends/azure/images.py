@@ -13,9 +13,9 @@ from azure.mgmt.resource.resources import models as resource_models
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
 from ..._domain import BlobRef, OsType, SecretUrl
+from ..._domain.names import parse_disk_id
 from ..._exceptions import NotFound, OperationFailed
 from ...abc import Image, ImageService, ImageSpec, ProvisioningState
-from ..local.images import parse_disk_id
 from .errors import redact, translate_errors
 
 if TYPE_CHECKING:

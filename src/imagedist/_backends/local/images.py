@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import secrets
 import sqlite3
 import threading
@@ -22,11 +21,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..._domain import BlobRef, OsType, SecretUrl
+from ..._domain.names import parse_disk_id
 from ..._domain.regions import check_image_place, region_name
-from ..._exceptions import Conflict, InvalidInput, NotFound
+from ..._exceptions import Conflict, NotFound
 from ...abc import BlobStore, Clock, CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
 
-__all__ = ["DiskAccess", "LocalImageService", "local_disk_url", "parse_disk_id", "parse_local_url"]
+__all__ = ["DiskAccess", "LocalImageService", "local_disk_url", "parse_local_url"]
 
 # What an injected image failure says (``[local] fail_images_in``); tests replace it to plant text,
 # such as a SAS, in the error the way a real platform's message might carry it.
@@ -89,29 +89,8 @@ CREATE TABLE IF NOT EXISTS operations (
 _KEY = "subscription = ? AND resource_group = ? AND name = ?"
 _UNSETTLED = (CopyStatus.PENDING, CopyStatus.FAILED, CopyStatus.ABORTED)
 
-#: ``/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}``, any case.
-_DISK_ID = re.compile(
-    r"/subscriptions/(?P<sub>[-\w.]{1,64})/resourceGroups/(?P<rg>[-\w.()]{1,90})"
-    r"/providers/Microsoft\.Compute/disks/(?P<name>[-\w.]{1,80})/?",
-    re.IGNORECASE | re.ASCII,
-)
 #: The scheme of the access URLs this service hands out and the local blob store copies from.
 LOCAL_SCHEME = "local"
-
-
-def parse_disk_id(disk_id: str) -> tuple[str, str, str]:
-    """``(subscription, resource group, name)`` of a managed disk's ARM resource id.
-
-    :raises InvalidInput: if ``disk_id`` is not
-        ``/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/{name}``.
-    """
-    match = _DISK_ID.fullmatch(disk_id) if isinstance(disk_id, str) else None
-    if match is None:
-        raise InvalidInput(
-            f"{disk_id!r} is not a managed disk's resource id; give it as /subscriptions/<id>"
-            "/resourceGroups/<group>/providers/Microsoft.Compute/disks/<name>."
-        )
-    return match["sub"], match["rg"], match["name"]
 
 
 def local_disk_url(blob: BlobRef, token: str) -> str:

@@ -6,8 +6,9 @@ import random
 from dataclasses import dataclass, replace
 
 from ..._domain import SecretUrl
+from ..._domain.names import parse_disk_id
 from ..._domain.regions import check_image_place, region_name
-from ..._exceptions import Conflict, InvalidInput, NotFound
+from ..._exceptions import Conflict, NotFound
 from ...abc import CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
 from .arm import ArmThrottle
 from .storage import SimStorage
@@ -138,18 +139,18 @@ class SimImageService(ImageService):
         return sorted(found, key=lambda image: image.name.lower())
 
     async def disk_size(self, disk_id: str) -> int:
-        self._arm.call(_disk_subscription(disk_id), write=False, what="disk_size")
+        self._arm.call(parse_disk_id(disk_id)[0], write=False, what="disk_size")
         return self._storage.blob(self._storage.disk(disk_id)).size
 
     async def grant_disk_read(self, disk_id: str, seconds: int) -> SecretUrl:
-        self._arm.call(_disk_subscription(disk_id), write=True, what="grant_disk_read")
+        self._arm.call(parse_disk_id(disk_id)[0], write=True, what="grant_disk_read")
         self._storage.disk(disk_id)
         url = f"https://md-sim.blob.core.windows.net/{disk_id.lower()}/abcd?sig={self._rng.getrandbits(64):016x}"
         self._storage.grants[url] = disk_id
         return SecretUrl(url)
 
     async def revoke_disk_read(self, disk_id: str) -> None:
-        self._arm.call(_disk_subscription(disk_id), write=True, what="revoke_disk_read")
+        self._arm.call(parse_disk_id(disk_id)[0], write=True, what="revoke_disk_read")
         grants = self._storage.grants
         for url in [u for u, d in grants.items() if d.lower() == disk_id.lower()]:
             del grants[url]
@@ -189,15 +190,3 @@ class SimImageService(ImageService):
 
 def _key(subscription: str, resource_group: str, name: str) -> tuple[str, str, str]:
     return subscription.lower(), resource_group.lower(), name.lower()
-
-
-def _disk_subscription(disk_id: str) -> str:
-    """The subscription of a managed disk's resource id.
-
-    :raises InvalidInput: if it is not one (/subscriptions/S/resourceGroups/G/providers/
-        Microsoft.Compute/disks/NAME).
-    """
-    parts = disk_id.strip("/").split("/")
-    if len(parts) != 8 or parts[0].lower() != "subscriptions" or parts[6].lower() != "disks":
-        raise InvalidInput(f"{disk_id!r} is not a managed disk's resource id")
-    return parts[1]
