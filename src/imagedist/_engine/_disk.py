@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 from .._domain import Job, SourceRow, SourceState
 from .._domain.access import copy_access_lifetime
+from .._domain.events import EventKind, LogLevel, Step
 from .._domain.names import parse_disk_id
 from .._exceptions import Conflict, NotFound, OperationFailed
 from ..abc import CopyStatus
@@ -35,19 +37,20 @@ async def copy_from_disk(ctx: EngineContext, job: Job, row: SourceRow) -> Source
     """
     blobs, images, state = ctx.backend.blobs, ctx.backend.images, ctx.backend.state
     await blobs.ensure_container(row.blob.account, row.blob.container)
-    row = await state.put_source(row.replace(state=SourceState.UPLOADING))
+    row = await state.put_source(dataclasses.replace(row, state=SourceState.UPLOADING))
     status = await _copy_status(ctx, row)
     try:
         if status not in (CopyStatus.PENDING, CopyStatus.SUCCESS):
             url = await images.grant_disk_read(job.source_disk, access_seconds(job.size_bytes))
-            await ctx.log(job.id, "info", "upload", "read access to the disk granted")
+            await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, "read access to the disk granted")
             with contextlib.suppress(Conflict):  # pending already: adopt it
                 await blobs.start_copy_from_url(url, row.blob)
         row = await _wait_for_copy(ctx, job, row)
     finally:
         await images.revoke_disk_read(job.source_disk)
-        await ctx.log(job.id, "info", "upload", "read access to the disk revoked")
-    await ctx.log(job.id, "info", "upload", f"copied the disk to {row.blob}")
+        await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, "read access to the disk revoked")
+    await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, f"copied the disk to {row.blob}")
+    ctx.emit(job.id, EventKind.UPLOAD_DONE, source=row.source_id)
     return row
 
 
@@ -59,19 +62,33 @@ async def _copy_status(ctx: EngineContext, row: SourceRow) -> CopyStatus | None:
 
 
 async def _wait_for_copy(ctx: EngineContext, job: Job, row: SourceRow) -> SourceRow:
+    async def look(current: SourceRow) -> SourceRow:
+        return await _look_at_copy(ctx, job, current)
+
+    return await ctx.poll_while(row, _uploading, look)
+
+
+def _uploading(row: SourceRow) -> bool:
+    return row.state is SourceState.UPLOADING
+
+
+async def _look_at_copy(ctx: EngineContext, job: Job, row: SourceRow) -> SourceRow:
+    """One look at the disk's copy: ready once it succeeded, progress (and the lease) renewed
+    while it runs.
+
+    :raises OperationFailed: if the copy ended otherwise.
+    """
     state = ctx.backend.state
-    while True:
-        props = await ctx.backend.blobs.get_properties(row.blob)
-        if props.copy_status is CopyStatus.SUCCESS:
-            return await state.put_source(
-                row.replace(state=SourceState.READY, progress_bytes=job.size_bytes)
-            )
-        if props.copy_status is not CopyStatus.PENDING:
-            raise OperationFailed(
-                f"the copy of the disk failed: {props.copy_error or props.copy_status.value}"
-            )
-        done = props.copy_progress * job.size_bytes // max(props.copy_total, 1)
-        row = await state.put_source(
-            row.replace(progress_bytes=done, lease_until=ctx.lease_until())
+    props = await ctx.backend.blobs.get_properties(row.blob)
+    if props.copy_status is CopyStatus.SUCCESS:
+        return await state.put_source(
+            dataclasses.replace(row, state=SourceState.READY, progress_bytes=job.size_bytes)
         )
-        await ctx.backend.clock.sleep(ctx.config.concurrency.poll_interval_seconds)
+    if props.copy_status is not CopyStatus.PENDING:
+        raise OperationFailed(
+            f"the copy of the disk failed: {props.copy_error or props.copy_status.value}"
+        )
+    done = props.copy_progress * job.size_bytes // max(props.copy_total, 1)
+    return await state.put_source(
+        dataclasses.replace(row, progress_bytes=done, lease_until=ctx.lease_until())
+    )
