@@ -84,6 +84,7 @@ def make_setup(
     arm: ArmServerProcess,
     count: int,
     subscriptions: int = 3,
+    poll_seconds: float = 0.1,
 ) -> AzureSetup:
     per_sub = max(1, count // subscriptions)
     targets = [
@@ -108,7 +109,7 @@ tier1_copies = 2
 max_reads_per_source = 4
 
 [concurrency]
-poll_interval_seconds = 0.1
+poll_interval_seconds = {poll_seconds}
 lease_seconds = 3
 
 [azure]
