@@ -61,7 +61,7 @@ class StateHarness:
 
 def _sqlite(tmp_path: Path) -> StateHarness:
     path = tmp_path / "state" / "state.db"
-    return StateHarness("sqlite", SqliteStateStore(path), lambda: SqliteStateStore(path))
+    return StateHarness("local", SqliteStateStore(path), lambda: SqliteStateStore(path))
 
 
 def _azure(server: AzuriteServer) -> StateHarness:
@@ -79,14 +79,14 @@ def _memory(tmp_path: Path) -> StateHarness:
     from imagedist._backends.sim import MemoryStateStore
 
     store = MemoryStateStore()
-    return StateHarness("memory", store, lambda: MemoryStateStore(store.tables))
+    return StateHarness("sim", store, lambda: MemoryStateStore(store.tables))
 
 
 @pytest.fixture(
     params=[
-        pytest.param(_sqlite, id="sqlite"),
+        pytest.param(_sqlite, id="local"),
         pytest.param(_azure, id="azure"),
-        pytest.param(_memory, id="memory"),
+        pytest.param(_memory, id="sim"),
     ]
 )
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateHarness]:
