@@ -37,6 +37,7 @@ __all__ = [
     "StagingSpec",
     "TargetSpec",
     "UploadPolicy",
+    "account_locations",
     "generated_account_name",
     "load_config",
 ]
@@ -305,6 +306,17 @@ def generated_account_name(prefix: str, subscription: str, region: str) -> str:
     """
     digest = hashlib.sha256(f"{subscription}\0{region}".encode()).hexdigest()
     return f"{prefix}{digest[: 22 - len(prefix)]}t2"
+
+
+def account_locations(config: Config) -> dict[str, tuple[str, str]]:
+    """Every account of the config -> (subscription, region): the staging one and the targets'.
+
+    The local and simulated platforms place an account by it, as Azure would by the account's
+    own location.
+    """
+    locations = {t.account: (t.subscription, t.region) for t in config.fleet_targets()}
+    locations[config.staging.account] = (config.staging.subscription, config.staging.region)
+    return locations
 
 
 def resolve_fleet(config: Config) -> list[Target]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ..._config import account_locations
 from ..._files import check_folder
 from ...abc import Backend, SystemClock
 from .blobs import LocalBlobStore
@@ -42,13 +43,11 @@ def open_backend(config: Config) -> Backend:
         copy_bandwidth=options.copy_bandwidth_mib_s * MIB,
         fail_copies_to_accounts=frozenset(options.fail_copies_to_accounts),
     )
-    locations = {t.account: (t.subscription, t.region) for t in config.fleet_targets()}
-    locations[config.staging.account] = (config.staging.subscription, config.staging.region)
     images = LocalImageService(
         root / "images.db",
         clock,
         blobs,
-        account_locations=locations,
+        account_locations=account_locations(config),
         create_seconds=options.image_create_seconds,
         fail_in=frozenset(_pair(item) for item in options.fail_images_in),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..._config import account_locations
 from ...abc import Backend, Clock
 from .arm import ArmThrottle
 from .blobs import SimBlobStore
@@ -31,13 +32,6 @@ class SimWorld:
     model: SimModel
     faults: SimFaults
     seed: int
-
-
-def account_locations(config: Config) -> dict[str, tuple[str, str]]:
-    """Every account of the config -> (subscription, region): the staging one and the targets'."""
-    locations = {t.account: (t.subscription, t.region) for t in config.fleet_targets()}
-    locations[config.staging.account] = (config.staging.subscription, config.staging.region)
-    return locations
 
 
 def open_sim_backend(
