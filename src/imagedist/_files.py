@@ -14,7 +14,14 @@ from pathlib import Path
 
 from ._exceptions import InvalidInput
 
-__all__ = ["NotARegularFile", "check_folder", "check_regular_file", "kind_of", "read_regular_file"]
+__all__ = [
+    "NotARegularFile",
+    "check_folder",
+    "check_regular_file",
+    "kind_of",
+    "open_regular_file",
+    "read_regular_file",
+]
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -43,18 +50,33 @@ def kind_of(mode: int) -> str | None:
     return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
 
 
+# Not every platform has every flag (Windows has no O_NONBLOCK; only it has O_BINARY).
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS |= getattr(os, "O_BINARY", 0)
+
+
+def open_regular_file(path: Path) -> int:
+    """A read-only descriptor of the regular file ``path``, opened without blocking.
+
+    :raises NotARegularFile: if it is anything else (checked on the open file, so a FIFO put in
+        its place after a check still cannot block a read).
+    :raises OSError: if it cannot be opened (FileNotFoundError when it does not exist).
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    kind = kind_of(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise NotARegularFile(path, kind)
+    return fd
+
+
 def read_regular_file(path: Path) -> bytes:
     """The contents of the regular file ``path``.
 
-    :raises NotARegularFile: if it is anything else (checked on the open file, so a FIFO put in
-        its place after a check still cannot block the read).
+    :raises NotARegularFile: if it is anything else (see :func:`open_regular_file`).
     :raises OSError: if it cannot be opened or read (FileNotFoundError when it does not exist).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        kind = kind_of(os.fstat(fd).st_mode)
-        if kind is not None:
-            raise NotARegularFile(path, kind)
+    with os.fdopen(open_regular_file(path), "rb") as file:
         return file.read()
 
 

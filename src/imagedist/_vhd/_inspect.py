@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._exceptions import InvalidInput
+from .._files import NotARegularFile, open_regular_file
 from ._footer import COOKIE, DISK_DIFFERENCING, DISK_FIXED, FOOTER_SIZE, SECTOR, VERSION, Footer
 from ._foreign import external_reference, read_vhdx_metadata
 from ._reader import DiskImage, DynamicVhd, FixedVhd, RawDisk
@@ -103,18 +103,16 @@ def _open_regular(path: Path) -> int:
     if path.is_dir():
         raise InvalidInput(f"{where} is a directory; give the path of a disk image file.")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        return open_regular_file(path)
+    except NotARegularFile:
+        raise InvalidInput(
+            f"{where} is not a regular file (a pipe, socket or device); copy the disk into an"
+            " image file first and give its path."
+        ) from None
     except OSError as exc:
         raise InvalidInput(
             f"{where} cannot be read ({exc.strerror}); check its permissions."
         ) from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InvalidInput(
-            f"{where} is not a regular file (a pipe, socket or device); copy the disk into an"
-            " image file first and give its path."
-        )
-    return fd
 
 
 def _read_ends(path: Path) -> tuple[int, bytes, bytes]:
