@@ -7,6 +7,7 @@ every item write is a compare-and-set on its version, so none overwrites another
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -79,6 +80,16 @@ JOB_COLUMNS = ", ".join(JOB_FIELDS)
 SOURCE_COLUMNS = ", ".join(SOURCE_FIELDS)
 TARGET_COLUMNS = ", ".join(TARGET_FIELDS)
 LOG_COLUMNS = ", ".join(LOG_FIELDS)
+
+
+def _update_sql(table: str, names: Sequence[str], key: str) -> str:
+    """A compare-and-set of one item: every field, where its key and version are as read."""
+    sets = ", ".join(f"{name} = ?" for name in names)
+    return f"UPDATE {table} SET {sets} WHERE job_id = ? AND {key} = ? AND version = ?"
+
+
+UPDATE_SOURCE = _update_sql("sources", SOURCE_FIELDS, "source_id")
+UPDATE_TARGET = _update_sql("targets", TARGET_FIELDS, "target")
 
 
 class SqliteStateStore(StateStore):
@@ -186,24 +197,20 @@ class SqliteStateStore(StateStore):
         return [target_from(dict(zip(TARGET_FIELDS, row, strict=True))) for row in rows]
 
     async def put_source(self, row: SourceRow) -> SourceRow:
-        new = row.replace(version=row.version + 1, error=redact(row.error))
+        new = dataclasses.replace(row, version=row.version + 1, error=redact(row.error))
         values = _values(source_fields(new), SOURCE_FIELDS)
-        sets = ", ".join(f"{column} = ?" for column in SOURCE_FIELDS)
+        what = f"source {row.source_id!r} of job {row.job_id!r}"
         await self._compare_and_set(
-            f"UPDATE sources SET {sets} WHERE job_id = ? AND source_id = ? AND version = ?",
-            (*values, row.job_id, row.source_id, row.version),
-            f"source {row.source_id!r} of job {row.job_id!r}",
+            UPDATE_SOURCE, (*values, row.job_id, row.source_id, row.version), what
         )
         return new
 
     async def put_target(self, row: TargetRow) -> TargetRow:
-        new = row.replace(version=row.version + 1, error=redact(row.error))
+        new = dataclasses.replace(row, version=row.version + 1, error=redact(row.error))
         values = _values(target_fields(new), TARGET_FIELDS)
-        sets = ", ".join(f"{column} = ?" for column in TARGET_FIELDS)
+        what = f"target {row.target!r} of job {row.job_id!r}"
         await self._compare_and_set(
-            f"UPDATE targets SET {sets} WHERE job_id = ? AND target = ? AND version = ?",
-            (*values, row.job_id, row.target, row.version),
-            f"target {row.target!r} of job {row.job_id!r}",
+            UPDATE_TARGET, (*values, row.job_id, row.target, row.version), what
         )
         return new
 
