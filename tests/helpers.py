@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from imagedist import Config, Imagedist, load_config
+from imagedist.abc import Clock
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -78,10 +79,29 @@ def make_disk(path: Path, size_mib: int = 8, data_mib: tuple[int, ...] = (0, 3, 
 
 
 def run(coro: Awaitable[T]) -> T:
+    """Run one awaitable to its end, in a new event loop (the tests are sync, no pytest-asyncio)."""
+
     async def main() -> T:
         return await coro
 
     return asyncio.run(main())
+
+
+class FakeClock(Clock):
+    """Virtual time: ``now`` is settable and ``sleep`` advances it instead of waiting."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
 
 
 async def with_app(config: Config, body: Callable[[Imagedist], Awaitable[T]]) -> T:

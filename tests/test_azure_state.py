@@ -7,9 +7,10 @@ instances, and that no account key ever reaches an exception message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 from hypothesis import given
@@ -44,10 +45,6 @@ from imagedist._exceptions import (
 T = TypeVar("T")
 PREFIX = "adapter"
 ACCOUNT = "stagingacct"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture
@@ -118,7 +115,7 @@ def test_target_names_with_reserved_characters_round_trip(
     listed = run(other.list_targets(job.id))
     assert [t.target for t in listed] == sorted(names)
     for row in listed:  # point operations (read, conditional replace) work on every key
-        written = run(other.put_target(row.replace(state=TargetState.COPYING)))
+        written = run(other.put_target(dataclasses.replace(row, state=TargetState.COPYING)))
         assert written.version == row.version + 1
     assert {t.target: t.state for t in run(store.list_targets(job.id))} == dict.fromkeys(
         names, TargetState.COPYING
@@ -152,7 +149,7 @@ def test_many_racing_writers_on_two_instances_exactly_one_wins(
     async def race() -> list[TargetRow | BaseException]:
         return await asyncio.gather(
             *(
-                racers[i % 2].put_target(rows[i % 2].replace(lease_owner=f"w-{i}"))
+                racers[i % 2].put_target(dataclasses.replace(rows[i % 2], lease_owner=f"w-{i}"))
                 for i in range(20)
             ),
             return_exceptions=True,
@@ -180,10 +177,12 @@ def test_stale_cached_etag_is_refused_and_a_fresh_read_succeeds(
     job = make_job(new_id())
     run(first.create_job(job, [tier0(job.id)], [make_target(job.id, "sub-a/eastus")]))
     row = run(first.list_targets(job.id))[0]
-    moved = run(second.put_target(row.replace(attempts=1)))
+    moved = run(second.put_target(dataclasses.replace(row, attempts=1)))
     with pytest.raises(PreconditionFailed):
-        run(first.put_target(row.replace(attempts=2)))  # first's cached ETag is stale
-    again = run(first.put_target(moved.replace(attempts=3)))  # the winner's row, read afresh
+        run(first.put_target(dataclasses.replace(row, attempts=2)))  # first's cached ETag is stale
+    again = run(
+        first.put_target(dataclasses.replace(moved, attempts=3))
+    )  # the winner's row, read afresh
     assert again.version == row.version + 2
     assert run(second.list_targets(job.id)) == [again]
 
@@ -236,7 +235,7 @@ def test_oversized_error_and_message_are_truncated_not_refused(
     job = make_job(new_id())
     run(store.create_job(job, [tier0(job.id)], [make_target(job.id, "sub-a/eastus")]))
     row = run(store.list_targets(job.id))[0]
-    written = run(store.put_target(row.replace(error="x" * 200_000)))
+    written = run(store.put_target(dataclasses.replace(row, error="x" * 200_000)))
     stored = run(store.list_targets(job.id))[0]
     assert stored == written
     assert len(stored.error) <= MAX_TEXT
@@ -337,7 +336,7 @@ def test_one_store_serves_several_event_loops_and_one_long_one(
     async def in_one_loop() -> int:
         row = (await store.list_targets(job.id))[0]
         for _ in range(5):
-            row = await store.put_target(row.replace(attempts=row.attempts + 1))
+            row = await store.put_target(dataclasses.replace(row, attempts=row.attempts + 1))
         return row.attempts
 
     assert run(in_one_loop()) == 5

@@ -35,7 +35,7 @@ from imagedist._exceptions import (
     NotFound,
     OperationFailed,
 )
-from imagedist.abc import BlobStore, Clock, CopyStatus, ImageService
+from imagedist.abc import BlobStore, CopyStatus, ImageService
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -55,28 +55,12 @@ UNKNOWN_DISK_ID = (
 SAS_SIGNATURE = re.compile(r"sig=(?!%2A|\*|REDACTED)[A-Za-z0-9%/+=_-]{10,}", re.IGNORECASE)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
 def disk_bytes() -> bytes:
     """2 MiB with data at both ends and a hole between, like a sparse OS disk."""
     data = bytearray(DISK_SIZE)
     data[: 64 * 1024] = uuid.uuid4().bytes * (64 * 1024 // 16)
     data[-4096:] = b"\xa5" * 4096
     return bytes(data)
-
-
-class FakeClock(Clock):
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -193,7 +195,7 @@ def test_unready_tier1_copies_do_not_hold_a_finished_job() -> None:
 
 def test_error_count_counts_failed_targets_not_log_lines() -> None:
     rows = targets(TargetState.FAILED, TargetState.FAILED, TargetState.DONE, TargetState.PENDING)
-    rows[0] = rows[0].replace(error="copy failed", attempts=5)
+    rows[0] = dataclasses.replace(rows[0], error="copy failed", attempts=5)
     status = summarize(job(), [tier0()], rows)
     assert status.error_count == 2
     assert status.counts["failed"] == 2

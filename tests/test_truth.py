@@ -4,6 +4,7 @@ right size but not the disk."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -176,10 +177,14 @@ def test_a_copy_of_the_right_size_that_is_not_the_disk_is_never_done(
         tier0 = next(s for s in await state.list_sources(job_id) if s.kind is SourceKind.TIER0)
         blob = sim_world(ctx.backend).storage.blob(tier0.blob)
         if verify_by == "content-md5":
-            await state.put_source(tier0.replace(content_md5="ab" * 16))  # what was uploaded
+            await state.put_source(
+                dataclasses.replace(tier0, content_md5="ab" * 16)
+            )  # what was uploaded
             blob.content_md5 = bytes(16)  # and what the blob copies carry: something else
         else:
-            await state.put_source(tier0.replace(content_md5=""))  # no MD5: the footer decides
+            await state.put_source(
+                dataclasses.replace(tier0, content_md5="")
+            )  # no MD5: the footer decides
             blob.tail = bytes(512)  # a footer zeroed while it was uploaded
         await Worker(ctx, [job_id]).run()
         return await _rows(ctx, job_id)

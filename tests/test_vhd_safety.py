@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -723,7 +724,9 @@ def test_a_resumed_upload_of_a_changed_file_starts_afresh(tmp_path: Path) -> Non
             with disk.open("r+b") as file:  # the first MiB's data changes in between
                 file.write(b"z" * MiB)
             row = await tier0(app, job)
-            await app.ctx.backend.state.put_source(row.replace(lease_owner=None, lease_until=0.0))
+            await app.ctx.backend.state.put_source(
+                dataclasses.replace(row, lease_owner=None, lease_until=0.0)
+            )
             await app.upload(job.id)
             row = await tier0(app, job)
             return row, await app.ctx.backend.blobs.read(row.blob, 0, disk.stat().st_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -120,10 +121,12 @@ class Imagedist:
         if not self.ctx.lease_is_free(tier0.lease_owner, tier0.lease_until):
             return tier0  # a worker is uploading it right now
         leased = await state.put_source(
-            tier0.replace(lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until())
+            dataclasses.replace(
+                tier0, lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until()
+            )
         )
         done = await upload_tier0(self.ctx, job, leased, on_progress)
-        return await state.put_source(done.replace(lease_owner=None))
+        return await state.put_source(dataclasses.replace(done, lease_owner=None))
 
     async def work(self, job_ids: Sequence[str] = (), *, forever: bool = False) -> None:
         """Run a worker until no active job (of ``job_ids``, if given) is left.

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -33,30 +33,10 @@ from imagedist._backends.local.provisioner import LocalProvisioner
 from imagedist._domain import BlobRef
 from imagedist.abc import AccountInfo, BlobStore, Clock, ImageService, Provisioner
 
+from helpers import FakeClock, run
+
 T = TypeVar("T")
 MiB = 1024 * 1024
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine to its end (the suites are sync tests, no pytest-asyncio)."""
-    return asyncio.run(coro)
-
-
-class FakeClock(Clock):
-    """Virtual time: ``now`` is settable and ``sleep`` advances it instead of waiting."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class WallClock(Clock):
@@ -148,8 +128,6 @@ class BlobHarness:
     reopen: Callable[[], BlobStore]
     #: an adapter on the same storage whose copies advance at this many bytes per clock second
     throttled: Callable[[float], BlobStore] | None
-    #: the local file behind a blob, for local-only checks
-    local_path: Callable[[BlobRef], Path] | None
 
     def ref(self, name: str, account: str | None = None) -> BlobRef:
         return BlobRef(account or self.account, self.container, name)
@@ -168,7 +146,6 @@ def _local_blobs(tmp_path: Path) -> BlobHarness:
         failing_account=failing,
         reopen=lambda: LocalBlobStore(root, clock),
         throttled=lambda bw: LocalBlobStore(root, clock, copy_bandwidth=bw),
-        local_path=lambda ref: root / ref.account / ref.container / ref.name,
     )
 
 
@@ -197,7 +174,6 @@ def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
         failing_account=None,
         reopen=lambda: AzureBlobStore(access, retry_total=2, initial_backoff=1),
         throttled=None,
-        local_path=None,
     )
 
 
@@ -231,7 +207,6 @@ def _sim_blobs(tmp_path: Path) -> BlobHarness:
         failing_account=failing,
         reopen=lambda: SimBlobStore(storage),
         throttled=lambda bw: SimBlobStore(storage, copy_rate=bw),
-        local_path=None,
     )
 
 

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import textwrap
-import time
-from collections.abc import Iterator
 
 import pytest
 
-from imagedist._backends.local import blobs as _local_blobs
 from imagedist._domain import BlobRef
 from imagedist._exceptions import Conflict, NotFound
 from imagedist.abc import BlobProperties, BlobStore, CopyStatus
 
-from .conftest import BlobHarness, MiB, run
+from .conftest import BlobHarness, MiB
+from helpers import run
 
 
 def pattern(length: int, seed: int = 1) -> bytes:
@@ -48,11 +38,6 @@ async def settle(h: BlobHarness, store: BlobStore, ref: BlobRef) -> BlobProperti
 def need_throttled(h: BlobHarness) -> None:
     if h.throttled is None:
         pytest.skip(f"{h.kind} cannot hold a copy pending")
-
-
-def need_local(h: BlobHarness) -> None:
-    if h.local_path is None:
-        pytest.skip(f"{h.kind} has no local files")
 
 
 # -- pages ----------------------------------------------------------------------------------------
@@ -344,109 +329,3 @@ def test_a_copy_outlives_the_adapter_that_started_it(blobs: BlobHarness) -> None
     props = run(settle(blobs, blobs.reopen(), dst))
     assert (props.copy_status, props.copy_id) == (CopyStatus.SUCCESS, copy_id)
     assert run(blobs.store.read(dst, 0, 8 * MiB)) == run(blobs.store.read(src, 0, 8 * MiB))
-
-
-# -- local only -----------------------------------------------------------------------------------
-
-
-def allocated(h: BlobHarness, ref: BlobRef) -> int:
-    assert h.local_path
-    return os.stat(h.local_path(ref)).st_blocks * 512
-
-
-def test_blobs_and_their_copies_stay_sparse_on_disk(blobs: BlobHarness) -> None:
-    need_local(blobs)
-    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
-    run(make_blob(blobs.store, src, 64 * MiB, {32 * MiB: pattern(MiB)}))
-    assert allocated(blobs, src) < 2 * MiB
-
-    run(blobs.store.start_copy(src, dst))
-    assert run(settle(blobs, blobs.store, dst)).copy_status == CopyStatus.SUCCESS
-
-    assert allocated(blobs, dst) < 2 * MiB
-    assert run(blobs.store.read(dst, 32 * MiB, MiB)) == pattern(MiB)
-
-
-@pytest.fixture
-def no_seek_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend the filesystem cannot report holes, to exercise the zero-scanning fallback."""
-
-    def unsupported(fd: int, size: int) -> Iterator[tuple[int, int]]:
-        raise OSError(errno.EINVAL, "SEEK_DATA unsupported")
-
-    monkeypatch.setattr(_local_blobs, "_seek_extents", unsupported)
-
-
-@pytest.mark.usefixtures("no_seek_data")
-def test_without_seek_data_page_ranges_are_the_non_zero_pages(blobs: BlobHarness) -> None:
-    need_local(blobs)
-    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
-    run(make_blob(blobs.store, src, 16 * MiB, {4096: pattern(1024), 8 * MiB: pattern(512)}))
-    run(blobs.store.write_pages(src, 12 * MiB, bytes(MiB)))  # written zeros scan as holes
-
-    expected = [(4096, 5120), (8 * MiB, 8 * MiB + 512)]
-    assert run(blobs.store.page_ranges(src)) == expected
-    run(blobs.store.start_copy(src, dst))
-    props = run(settle(blobs, blobs.store, dst))
-    assert (props.copy_status, props.copy_total) == (CopyStatus.SUCCESS, 1536)
-    assert run(blobs.store.page_ranges(dst)) == expected
-    assert run(blobs.store.read(dst, 0, 16 * MiB)) == run(blobs.store.read(src, 0, 16 * MiB))
-
-
-_POLLER = textwrap.dedent(
-    """
-    import asyncio, json, sys, time
-    from pathlib import Path
-    from imagedist._backends.local.blobs import LocalBlobStore
-    from imagedist._domain import BlobRef
-    from imagedist.abc import Clock
-
-    class RealClock(Clock):
-        def now(self): return time.time()
-        async def sleep(self, s): await asyncio.sleep(s)
-
-    async def main(root, dest):
-        store = LocalBlobStore(Path(root), RealClock(), copy_bandwidth=8 * 1024 * 1024)
-        while True:
-            props = await store.get_properties(BlobRef(*dest))
-            print(props.copy_status.value, props.copy_progress, props.copy_total, flush=True)
-            await asyncio.sleep(0.005)
-
-    asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
-    """
-)
-
-
-def test_a_copy_survives_sigkill_of_the_process_advancing_it(blobs: BlobHarness) -> None:
-    need_local(blobs)
-    src, dst = blobs.ref("golden.vhd"), blobs.ref("dst.vhd", blobs.other_account)
-    run(make_blob(blobs.store, src, 64 * MiB, {0: pattern(16 * MiB), 40 * MiB: pattern(16 * MiB)}))
-    assert blobs.local_path
-    root = blobs.local_path(src).parents[2]
-    # Start at real time: the child polls with a real clock at 8 MiB/s, so it needs ~4 s.
-    blobs.clock.t = time.time()
-    run(blobs.store.start_copy(src, dst))
-    child = subprocess.Popen(
-        [sys.executable, "-c", _POLLER, str(root), json.dumps(dataclasses.astuple(dst))],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    status = ""
-    try:
-        assert child.stdout
-        for line in child.stdout:  # wait until the child is mid-copy
-            status, progress, _ = line.split()
-            if status != "pending" or int(progress) > 0:
-                break
-        assert status == "pending", "the child finished the copy before we could kill it"
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
-        if child.stdout:
-            child.stdout.close()
-
-    props = run(settle(blobs, blobs.reopen(), dst))
-    assert props.copy_status == CopyStatus.SUCCESS
-    assert props.copy_progress == props.copy_total == 32 * MiB
-    assert run(blobs.store.read(dst, 0, 64 * MiB)) == run(blobs.store.read(src, 0, 64 * MiB))

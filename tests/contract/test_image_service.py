@@ -10,7 +10,8 @@ from imagedist._domain import BlobRef, OsType
 from imagedist._exceptions import Conflict, NotFound, OperationFailed
 from imagedist.abc import Image, ImageSpec, ProvisioningState
 
-from .conftest import ImageHarness, MiB, run
+from .conftest import ImageHarness, MiB
+from helpers import run
 
 
 def upload(h: ImageHarness, name: str, account: str | None = None) -> BlobRef:

@@ -6,7 +6,8 @@ import pytest
 
 from imagedist.abc import AccountInfo
 
-from .conftest import ProvisionerHarness, run
+from .conftest import ProvisionerHarness
+from helpers import run
 
 SKU = "Standard_LRS"
 

@@ -8,8 +8,9 @@ a ``pytest.param(factory, id=...)`` to the ``state`` fixture.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,10 +38,6 @@ from imagedist._exceptions import Conflict, InvalidInput, NotFound, Precondition
 from imagedist.abc import StateStore
 
 T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @dataclass
@@ -242,7 +239,7 @@ def test_items_of_one_job_stay_with_it(state: StateHarness) -> None:
     assert {s.job_id for s in run(state.store.list_sources(one.id))} == {one.id}
     assert {t.job_id for t in run(state.store.list_targets(two.id))} == {two.id}
     row = target_row(state.store, one.id, "sub-a/eastus")
-    run(state.store.put_target(row.replace(state=TargetState.DONE)))
+    run(state.store.put_target(dataclasses.replace(row, state=TargetState.DONE)))
     assert target_row(state.store, two.id, "sub-a/eastus").state is TargetState.PENDING
 
 
@@ -252,7 +249,8 @@ def test_items_of_one_job_stay_with_it(state: StateHarness) -> None:
 def test_put_target_bumps_the_version_and_persists_every_field(state: StateHarness) -> None:
     job = create(state.store)
     row = target_row(state.store, job.id, "sub-a/westeurope")
-    changed = row.replace(
+    changed = dataclasses.replace(
+        row,
         state=TargetState.FAILED,
         source_id="tier1-002",
         copy_id="copy-123",
@@ -266,14 +264,15 @@ def test_put_target_bumps_the_version_and_persists_every_field(state: StateHarne
     )
     written = run(state.store.put_target(changed))
     assert written.version == row.version + 1
-    assert written == changed.replace(version=row.version + 1)
+    assert written == dataclasses.replace(changed, version=row.version + 1)
     assert target_row(state.store, job.id, "sub-a/westeurope") == written
 
 
 def test_put_source_bumps_the_version_and_persists_every_field(state: StateHarness) -> None:
     job = create(state.store)
     row = source_row(state.store, job.id, "tier1-001")
-    changed = row.replace(
+    changed = dataclasses.replace(
+        row,
         state=SourceState.COPYING,
         parent_id="tier0",
         progress_bytes=4096,
@@ -284,29 +283,39 @@ def test_put_source_bumps_the_version_and_persists_every_field(state: StateHarne
     )
     written = run(state.store.put_source(changed))
     assert written.version == row.version + 1
-    assert written == changed.replace(version=row.version + 1)
+    assert written == dataclasses.replace(changed, version=row.version + 1)
     assert source_row(state.store, job.id, "tier1-001") == written
-    again = run(state.store.put_source(written.replace(state=SourceState.READY)))
+    again = run(state.store.put_source(dataclasses.replace(written, state=SourceState.READY)))
     assert again.version == row.version + 2
 
 
 def test_stale_target_write_is_refused_and_leaves_the_row(state: StateHarness) -> None:
     job = create(state.store)
     row = target_row(state.store, job.id, "sub-a/eastus")
-    winner = run(state.store.put_target(row.replace(state=TargetState.COPYING, lease_owner="w-1")))
+    winner = run(
+        state.store.put_target(
+            dataclasses.replace(row, state=TargetState.COPYING, lease_owner="w-1")
+        )
+    )
     with pytest.raises(PreconditionFailed):
-        run(state.store.put_target(row.replace(state=TargetState.FAILED, lease_owner="w-2")))
+        run(
+            state.store.put_target(
+                dataclasses.replace(row, state=TargetState.FAILED, lease_owner="w-2")
+            )
+        )
     assert target_row(state.store, job.id, "sub-a/eastus") == winner
 
 
 def test_stale_source_write_is_refused_and_leaves_the_row(state: StateHarness) -> None:
     job = create(state.store)
     row = source_row(state.store, job.id, "tier0")
-    winner = run(state.store.put_source(row.replace(progress_bytes=512)))
+    winner = run(state.store.put_source(dataclasses.replace(row, progress_bytes=512)))
     with pytest.raises(PreconditionFailed):
-        run(state.store.put_source(row.replace(progress_bytes=1024)))
+        run(state.store.put_source(dataclasses.replace(row, progress_bytes=1024)))
     with pytest.raises(PreconditionFailed):
-        run(state.store.put_source(winner.replace(version=winner.version + 5)))  # from the future
+        run(
+            state.store.put_source(dataclasses.replace(winner, version=winner.version + 5))
+        )  # from the future
     assert source_row(state.store, job.id, "tier0") == winner
 
 
@@ -316,11 +325,11 @@ def test_two_instances_see_each_others_writes(state: StateHarness) -> None:
     assert run(second.get_job(job.id)) == job
 
     row_b = target_row(second, job.id, "sub-b/eastus")
-    written = run(second.put_target(row_b.replace(state=TargetState.COPIED)))
+    written = run(second.put_target(dataclasses.replace(row_b, state=TargetState.COPIED)))
     assert target_row(first, job.id, "sub-b/eastus") == written
 
     source = source_row(first, job.id, "tier0")
-    run(first.put_source(source.replace(state=SourceState.READY)))
+    run(first.put_source(dataclasses.replace(source, state=SourceState.READY)))
     assert source_row(second, job.id, "tier0").state is SourceState.READY
 
     run(second.append_log(LogRecord(job.id, 5.0, "info", "job", "from the second")))
@@ -336,8 +345,8 @@ def test_two_instances_racing_on_one_row_exactly_one_wins(state: StateHarness) -
     async def race() -> list[TargetRow | BaseException]:
         return list(
             await asyncio.gather(
-                first.put_target(row_first.replace(lease_owner="w-1")),
-                second.put_target(row_second.replace(lease_owner="w-2")),
+                first.put_target(dataclasses.replace(row_first, lease_owner="w-1")),
+                second.put_target(dataclasses.replace(row_second, lease_owner="w-2")),
                 return_exceptions=True,
             )
         )
@@ -481,8 +490,16 @@ def test_free_text_is_stored_redacted(state: StateHarness) -> None:
         + f" refused (token sig={secret})"
     )
     job = create(state.store)
-    run(state.store.put_target(target_row(state.store, job.id, "sub-a/eastus").replace(error=text)))
-    run(state.store.put_source(source_row(state.store, job.id, "tier0").replace(error=text)))
+    run(
+        state.store.put_target(
+            dataclasses.replace(target_row(state.store, job.id, "sub-a/eastus"), error=text)
+        )
+    )
+    run(
+        state.store.put_source(
+            dataclasses.replace(source_row(state.store, job.id, "tier0"), error=text)
+        )
+    )
     record = LogRecord(job.id, 1.0, "error", "copy", text, extra={"detail": text})
     run(state.store.append_log(record))
 

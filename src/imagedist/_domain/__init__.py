@@ -6,7 +6,6 @@ them at every transition, so a restarted worker resumes where the last one stopp
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass, field
 
@@ -213,9 +212,6 @@ class SourceRow:
     # Hex MD5 of the whole disk as uploaded (tier 0); every copy must carry the same Content-MD5.
     content_md5: str = ""
 
-    def replace(self, **changes: object) -> SourceRow:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
 
 @dataclass
 class TargetRow:
@@ -239,9 +235,6 @@ class TargetRow:
     lease_until: float = 0.0
     version: int = 0
     updated_at: float = 0.0
-
-    def replace(self, **changes: object) -> TargetRow:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import uuid
@@ -422,7 +423,7 @@ class AzureTableStateStore(StateStore):
         return entities
 
     async def put_source(self, row: SourceRow) -> SourceRow:
-        new = row.replace(version=row.version + 1, error=_truncate(redact(row.error)))
+        new = dataclasses.replace(row, version=row.version + 1, error=_truncate(redact(row.error)))
         await self._compare_and_set(
             row.job_id,
             _source_entity(new),
@@ -432,7 +433,7 @@ class AzureTableStateStore(StateStore):
         return new
 
     async def put_target(self, row: TargetRow) -> TargetRow:
-        new = row.replace(version=row.version + 1, error=_truncate(redact(row.error)))
+        new = dataclasses.replace(row, version=row.version + 1, error=_truncate(redact(row.error)))
         await self._compare_and_set(
             row.job_id,
             _target_entity(new),
