@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Iterator
-from typing import TypeVar
 
 import pytest
 from hypothesis import given
@@ -42,7 +41,8 @@ from imagedist._exceptions import (
     PreconditionFailed,
 )
 
-T = TypeVar("T")
+from helpers import run
+
 PREFIX = "adapter"
 ACCOUNT = "stagingacct"
 

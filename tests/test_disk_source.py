@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
@@ -37,7 +37,8 @@ from imagedist._exceptions import (
 )
 from imagedist.abc import BlobStore, CopyStatus, ImageService
 
-T = TypeVar("T")
+from helpers import FakeClock, run
+
 MiB = 1024 * 1024
 DISK_SIZE = 2 * MiB
 SUBSCRIPTION = "sub-disk"

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -37,7 +37,7 @@ from imagedist._domain import (
 from imagedist._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed
 from imagedist.abc import StateStore
 
-T = TypeVar("T")
+from helpers import run
 
 
 @dataclass
