@@ -150,7 +150,10 @@ def test_a_missing_source_blob_fails_the_image(images: ImageHarness) -> None:
     # The port promises only that such a creation does not succeed: the platform may refuse the
     # request (OperationFailed) or accept it and fail the image; either names the blob.
     if not images.checks_source_blob:
-        pytest.skip(f"{images.kind}: the ARM test server does not read blob storage")
+        pytest.skip(
+            f"{images.kind}: the ARM test server does not read blob storage; to run it, the"
+            " server checks the source blob in Azurite before it creates the image"
+        )
     source = BlobRef(images.account, images.container, "never-uploaded.vhd")
     try:
         run(images.service.begin_create_image(spec(images, "img-1", source)))
