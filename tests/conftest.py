@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,72 +15,14 @@ from armserver.plugin import arm, arm_server  # noqa: F401
 from azurite import azurite_server  # noqa: F401
 from imagedist._cli import cli as imagedist_cli
 
+from helpers import config_text
+
 MiB = 1024 * 1024
-
-STAGING_ACCOUNT = "imgdstaging"
-SUBSCRIPTIONS = ["sub-alpha", "sub-bravo"]
-REGIONS = ["westeurope", "eastus", "southeastasia"]
-
-DEFAULT_SECTIONS: dict[str, Any] = {
-    "backend": "local",
-    "staging": {"subscription": "sub-staging", "region": "westeurope", "account": STAGING_ACCOUNT},
-    "fleet": {"subscriptions": SUBSCRIPTIONS, "regions": REGIONS},
-    "fanout": {"tier1_copies": 1, "max_reads_per_source": 4},
-    "concurrency": {"poll_interval_seconds": 0.05, "lease_seconds": 3},
-    "local": {"root": "state", "image_create_seconds": 0.1, "copy_bandwidth_mib_s": 0},
-}
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _table(header: str, body: dict[str, Any]) -> str:
-    return header + "\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in body.items())
-
-
-def config_text(**sections: Any) -> str:
-    """TOML for the default config with ``sections`` merged in.
-
-    A dict updates that table key by key, a list of dicts (``targets``) becomes an array of
-    tables, any other value is a top-level key, and ``None`` drops the section or key.
-    """
-    merged: dict[str, Any] = {
-        k: dict(v) if isinstance(v, dict) else v for k, v in DEFAULT_SECTIONS.items()
-    }
-    for key, value in sections.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key].update(value)
-            merged[key] = {k: v for k, v in merged[key].items() if v is not None}
-        else:
-            merged[key] = value
-    scalars = [
-        f"{k} = {_toml_value(v)}\n"
-        for k, v in merged.items()
-        if not isinstance(v, dict | list) or (isinstance(v, list) and not v)
-    ]
-    blocks = ["".join(scalars)]
-    for key, value in merged.items():
-        if isinstance(value, dict):
-            blocks.append(_table(f"[{key}]", value))
-        elif isinstance(value, list) and value:
-            blocks += [_table(f"[[{key}]]", item) for item in value]
-    return "\n".join(blocks)
 
 
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
-    """``write_config(**sections)`` writes ``imagedist.toml`` (see :func:`config_text`)."""
+    """``write_config(**sections)`` writes ``imagedist.toml`` (see :func:`helpers.config_text`)."""
 
     def write(name: str = "imagedist.toml", **sections: Any) -> Path:
         path = tmp_path / name

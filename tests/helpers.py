@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from imagedist import Config, Imagedist, load_config
 from imagedist.abc import Clock
@@ -14,33 +15,65 @@ from imagedist.abc import Clock
 T = TypeVar("T")
 MIB = 1024 * 1024
 
-BASE_CONFIG = """\
-backend = "local"
+STAGING_ACCOUNT = "imgdstaging"
+SUBSCRIPTIONS = ["sub-alpha", "sub-bravo"]
+REGIONS = ["westeurope", "eastus", "southeastasia"]
 
-[staging]
-subscription = "sub-staging"
-region = "westeurope"
-account = "stagingacct"
+DEFAULT_SECTIONS: dict[str, Any] = {
+    "backend": "local",
+    "staging": {"subscription": "sub-staging", "region": "westeurope", "account": STAGING_ACCOUNT},
+    "fleet": {"subscriptions": SUBSCRIPTIONS, "regions": REGIONS},
+    "fanout": {"tier1_copies": 1, "max_reads_per_source": 4},
+    "concurrency": {"poll_interval_seconds": 0.05, "lease_seconds": 3},
+    "local": {"root": "state", "image_create_seconds": 0.1, "copy_bandwidth_mib_s": 0},
+}
 
-[fleet]
-subscriptions = ["sub-a", "sub-b", "sub-c"]
-regions = ["westeurope", "eastus", "japaneast"]
 
-[fanout]
-tier1_copies = 2
-max_reads_per_source = 3
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
 
-[concurrency]
-poll_interval_seconds = 0.05
-lease_seconds = {lease}
 
-[local]
-root = "state"
-copy_bandwidth_mib_s = {bandwidth}
-image_create_seconds = {image_seconds}
-fail_copies_to_accounts = {fail_copies}
-fail_images_in = {fail_images}
-"""
+def _table(header: str, body: dict[str, Any]) -> str:
+    return header + "\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in body.items())
+
+
+def config_text(**sections: Any) -> str:
+    """TOML for the default config with ``sections`` merged in.
+
+    A dict updates that table key by key, a list of dicts (``targets``) becomes an array of
+    tables, any other value is a top-level key, and ``None`` drops the section or key.
+    """
+    merged: dict[str, Any] = {
+        k: dict(v) if isinstance(v, dict) else v for k, v in DEFAULT_SECTIONS.items()
+    }
+    for key, value in sections.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+            merged[key] = {k: v for k, v in merged[key].items() if v is not None}
+        else:
+            merged[key] = value
+    scalars = [
+        f"{k} = {_toml_value(v)}\n"
+        for k, v in merged.items()
+        if not isinstance(v, dict | list) or (isinstance(v, list) and not v)
+    ]
+    blocks = ["".join(scalars)]
+    for key, value in merged.items():
+        if isinstance(value, dict):
+            blocks.append(_table(f"[{key}]", value))
+        elif isinstance(value, list) and value:
+            blocks += [_table(f"[[{key}]]", item) for item in value]
+    return "\n".join(blocks)
 
 
 def write_config(
@@ -52,20 +85,26 @@ def write_config(
     fail_copies: list[str] | None = None,
     fail_images: list[str] | None = None,
 ) -> Path:
+    """``folder/imagedist.toml``: 3 subscriptions x 3 regions on the local backend, two tier-1
+    copies, and the local backend's knobs (see :func:`config_text`)."""
     path = folder / "imagedist.toml"
-    text = BASE_CONFIG.format(
-        lease=lease,
-        bandwidth=bandwidth,
-        image_seconds=image_seconds,
-        fail_copies=_toml_list(fail_copies or []),
-        fail_images=_toml_list(fail_images or []),
+    text = config_text(
+        staging={"subscription": "sub-staging", "region": "westeurope", "account": "stagingacct"},
+        fleet={
+            "subscriptions": ["sub-a", "sub-b", "sub-c"],
+            "regions": ["westeurope", "eastus", "japaneast"],
+        },
+        fanout={"tier1_copies": 2, "max_reads_per_source": 3},
+        concurrency={"lease_seconds": lease},
+        local={
+            "copy_bandwidth_mib_s": bandwidth,
+            "image_create_seconds": image_seconds,
+            "fail_copies_to_accounts": fail_copies or [],
+            "fail_images_in": fail_images or [],
+        },
     )
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
 
 
 def make_disk(path: Path, size_mib: int = 8, data_mib: tuple[int, ...] = (0, 3, 7)) -> Path:
