@@ -6,10 +6,18 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from imagedist import FailedPhase, Imagedist, JobState, LogFilter, OsType, TargetState
-from imagedist._domain import TargetRow
-from imagedist._engine._status import JobStatus
-from imagedist.abc import ProvisioningState
+from imagedist import (
+    FailedPhase,
+    Imagedist,
+    JobState,
+    JobStatus,
+    LogFilter,
+    OsType,
+    Target,
+    TargetState,
+)
+from imagedist._domain import LogRecord, TargetRow
+from imagedist.abc import Image, ProvisioningState
 
 from helpers import call, leftover_blobs, make_disk, write_config
 
@@ -21,7 +29,10 @@ async def _submit_and_work(app: Imagedist, disk: Path, name: str = "golden") -> 
     return job.id
 
 
-def _work_done(row: TargetRow) -> tuple[TargetState, int, str | None, str | None]:
+WorkDone = tuple[TargetState, int, str | None, str | None]
+
+
+def _work_done(row: TargetRow) -> WorkDone:
     return row.state, row.attempts, row.source_id, row.copy_id
 
 
@@ -33,7 +44,9 @@ def test_distributes_to_every_target_and_cleans_up(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     disk = make_disk(tmp_path / "disk.vhd")
 
-    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def body(
+        app: Imagedist,
+    ) -> tuple[JobStatus, dict[str, Image], list[str]]:
         job_id = await _submit_and_work(app, disk)
         status = await app.status(job_id)
         images = {}
@@ -65,7 +78,7 @@ def test_target_blob_holds_the_disk_data_until_its_image_exists(tmp_path: Path) 
     config = write_config(tmp_path, image_seconds=30)
     disk = make_disk(tmp_path / "disk.vhd")
 
-    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def body(app: Imagedist) -> bytes:
         job = await app.submit(disk, "golden", OsType.WINDOWS)
         await app.upload(job.id)
         task = asyncio.ensure_future(app.work([job.id]))
@@ -92,7 +105,7 @@ def test_disabled_region_is_skipped_then_filled_in_by_retry(tmp_path: Path) -> N
     config = write_config(tmp_path)
     disk = make_disk(tmp_path / "disk.vhd")
 
-    async def first(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def first(app: Imagedist) -> tuple[str, JobStatus]:
         await app.set_enabled(False, regions=["japaneast"])
         job_id = await _submit_and_work(app, disk)
         return job_id, await app.status(job_id)
@@ -103,7 +116,7 @@ def test_disabled_region_is_skipped_then_filled_in_by_retry(tmp_path: Path) -> N
     assert status.completed
     assert (status.copies_pct, status.images_pct) == (100, 100)
 
-    async def second(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def second(app: Imagedist) -> tuple[list[str], JobStatus, list[str]]:
         await app.set_enabled(True, regions=["japaneast"])
         retried = await app.retry(job_id)
         await app.work([job_id])
@@ -119,7 +132,7 @@ def test_disabling_a_region_takes_effect_in_a_running_job(tmp_path: Path) -> Non
     config = write_config(tmp_path)
     disk = make_disk(tmp_path / "disk.vhd")
 
-    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def body(app: Imagedist) -> JobStatus:
         job = await app.submit(disk, "golden", OsType.LINUX)
         await app.set_enabled(False, regions=["eastus"])  # after submit, before any work
         await app.upload(job.id)
@@ -142,7 +155,7 @@ def test_failed_copy_fails_only_its_target_and_retry_completes(tmp_path: Path) -
     victim = next(t for t in call(probe, _fleet) if t.name == "sub-b/eastus")
     config = write_config(folder, fail_copies=[victim.account])
 
-    async def first(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def first(app: Imagedist) -> tuple[str, JobStatus, list[LogRecord]]:
         job_id = await _submit_and_work(app, disk)
         return job_id, await app.status(job_id), await app.logs(job_id, LogFilter(level="error"))
 
@@ -157,7 +170,9 @@ def test_failed_copy_fails_only_its_target_and_retry_completes(tmp_path: Path) -
 
     config = write_config(folder)  # the fault is gone
 
-    async def second(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def second(
+        app: Imagedist,
+    ) -> tuple[dict[str, WorkDone], list[str], JobStatus, list[str]]:
         before = {t.target: _work_done(t) for t in (await app.status(job_id)).targets}
         retried = await app.retry(job_id, failed_only=True)
         await app.work([job_id])
@@ -178,7 +193,7 @@ def test_failed_image_is_retried_without_copying_again(tmp_path: Path) -> None:
     disk = make_disk(tmp_path / "disk.vhd")
     config = write_config(tmp_path, fail_images=["sub-c/westeurope"])
 
-    async def first(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def first(app: Imagedist) -> tuple[str, JobStatus]:
         job_id = await _submit_and_work(app, disk)
         return job_id, await app.status(job_id)
 
@@ -188,7 +203,7 @@ def test_failed_image_is_retried_without_copying_again(tmp_path: Path) -> None:
     assert status.copies_pct == 100 and status.images_pct == 88  # 8 of 9, floored
     config = write_config(tmp_path)
 
-    async def second(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def second(app: Imagedist) -> tuple[JobStatus, list[LogRecord]]:
         await app.retry(job_id, failed_only=True)
         await app.work([job_id])
         return await app.status(job_id), await app.logs(
@@ -202,5 +217,5 @@ def test_failed_image_is_retried_without_copying_again(tmp_path: Path) -> None:
     assert sum("copy started" in r.message for r in logs) == 1
 
 
-async def _fleet(app: Imagedist):  # type: ignore[no-untyped-def]
+async def _fleet(app: Imagedist) -> list[Target]:
     return app.config.fleet_targets()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imagedist import Imagedist, OsType, TargetState
+from imagedist import Imagedist, JobStatus, OsType, TargetState
 from imagedist._domain import BlobRef, SourceKind, SourceRow, SourceState, TargetRow
 from imagedist._engine._sources import BroadcastFanout, OriginalFanout
 
@@ -93,7 +93,7 @@ def test_cross_region_copies_per_strategy(tmp_path: Path, strategy: str, cross_r
     config.write_text(text)
     disk = make_disk(tmp_path / "disk.vhd")
 
-    async def body(app: Imagedist):  # type: ignore[no-untyped-def]
+    async def body(app: Imagedist) -> JobStatus:
         job = await app.submit(disk, "golden", OsType.LINUX)
         await app.upload(job.id)
         await app.work([job.id])
