@@ -7,8 +7,9 @@ from pathlib import Path
 
 from imagedist import Imagedist, OsType, TargetState, load_config
 from imagedist._backends import open_backend
+from imagedist._domain import SecretUrl
 from imagedist._engine._targets import JOB_TAG
-from imagedist.abc import ImageService, ProvisioningState
+from imagedist.abc import Image, ImageService, ImageSpec, ProvisioningState
 
 from helpers import make_disk, write_config
 
@@ -23,13 +24,13 @@ class WatchedImages(ImageService):
     async def ensure_resource_group(self, subscription: str, name: str, region: str) -> None:
         await self.inner.ensure_resource_group(subscription, name, region)
 
-    async def begin_create_image(self, spec):  # type: ignore[no-untyped-def]
+    async def begin_create_image(self, spec: ImageSpec) -> None:
         await self.inner.begin_create_image(spec)
 
-    async def get_image(self, subscription: str, resource_group: str, name: str):  # type: ignore[no-untyped-def]
+    async def get_image(self, subscription: str, resource_group: str, name: str) -> Image:
         return await self.inner.get_image(subscription, resource_group, name)
 
-    async def list_images(self, subscription: str, resource_group: str):  # type: ignore[no-untyped-def]
+    async def list_images(self, subscription: str, resource_group: str) -> list[Image]:
         return await self.inner.list_images(subscription, resource_group)
 
     async def delete_image(self, subscription: str, resource_group: str, name: str) -> bool:
@@ -53,7 +54,7 @@ class WatchedImages(ImageService):
     async def disk_size(self, disk_id: str) -> int:
         return await self.inner.disk_size(disk_id)
 
-    async def grant_disk_read(self, disk_id: str, seconds: int):  # type: ignore[no-untyped-def]
+    async def grant_disk_read(self, disk_id: str, seconds: int) -> SecretUrl:
         return await self.inner.grant_disk_read(disk_id, seconds)
 
     async def revoke_disk_read(self, disk_id: str) -> None:

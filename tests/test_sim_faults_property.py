@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,10 @@ from imagedist._backends.sim import (
 )
 from imagedist._backends.sim.scenario import _sparse_fixed_vhd
 from imagedist._config import Config
-from imagedist._domain import JobState, OsType, TargetState
+from imagedist._domain import JobState, OsType, TargetRow, TargetState
 from imagedist._engine import EngineContext, Worker, retry_job, submit_job
 from imagedist._engine._targets import JOB_TAG
+from imagedist.abc import Backend
 
 GIB = 1024**3
 SEEDS = range(200)
@@ -60,12 +62,14 @@ def _config(rng: random.Random, folder: Path) -> Config:
     return config.model_copy(update={"fanout": fanout, "upload": upload})
 
 
-async def _run_until_settled(ctx_for: object, backend, job_id: str, crashes: list[float]) -> int:  # type: ignore[no-untyped-def]
+async def _run_until_settled(
+    ctx_for: Callable[[int], EngineContext], backend: Backend, job_id: str, crashes: list[float]
+) -> int:
     """Run workers, killing the running one at each crash time; returns how many ran."""
     workers = 0
     for crash_at in [*crashes, None]:
         workers += 1
-        task = asyncio.create_task(Worker(ctx_for(workers), [job_id]).run())  # type: ignore[operator]
+        task = asyncio.create_task(Worker(ctx_for(workers), [job_id]).run())
         if crash_at is None:
             await task
             return workers
@@ -107,7 +111,7 @@ async def _scenario(seed: int, folder: Path) -> None:
     await _check_one_image_each(backend, job.id, targets)
 
 
-def _check_settled(targets, config: Config) -> None:  # type: ignore[no-untyped-def]
+def _check_settled(targets: list[TargetRow], config: Config) -> None:
     assert len(targets) == len(config.fleet_targets())  # none lost
     assert len({t.target for t in targets}) == len(targets)  # none duplicated
     for row in targets:
@@ -116,7 +120,7 @@ def _check_settled(targets, config: Config) -> None:  # type: ignore[no-untyped-
             assert row.error and row.failed_phase is not None, row
 
 
-async def _check_one_image_each(backend, job_id: str, targets) -> None:  # type: ignore[no-untyped-def]
+async def _check_one_image_each(backend: Backend, job_id: str, targets: list[TargetRow]) -> None:
     for row in targets:
         images = await backend.images.list_images(row.subscription, row.resource_group)
         ours = [i for i in images if i.tags.get(JOB_TAG) == job_id and i.region == row.region]
