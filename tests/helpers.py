@@ -1,4 +1,4 @@
-"""Builders shared by the end-to-end tests: configs, disks, and a look at what the backend holds."""
+"""What the tests share: `run`, a FakeClock, the config builder, disks, and a look at what the backend holds."""
 
 from __future__ import annotations
 
