@@ -31,8 +31,9 @@ from _common import GIB, sparse_disk, table, timed
 
 from azurite import generate_key
 from imagedist._backends.azure.blobs import AccountAccess, AzureBlobStore
+from imagedist._disks import open_disk_file
+from imagedist._disks.pages import DiskScan
 from imagedist._domain import BlobRef
-from imagedist._engine._pages import DiskScan
 from imagedist._engine._upload import upload_file
 
 ACCOUNT = "benchacct"
@@ -66,7 +67,8 @@ async def ours(conn: str, disk: Path, md5: bool) -> None:
     store = AzureBlobStore({ACCOUNT: AccountAccess.from_connection_string(conn)})
     ref = BlobRef(ACCOUNT, "bench", f"ours-{md5}.vhd")
     await store.ensure_container(ACCOUNT, "bench")
-    await upload_file(store, ref, disk, concurrency=CONCURRENCY, content_md5=md5)
+    with open_disk_file(disk) as reading:
+        await upload_file(store, ref, reading, concurrency=CONCURRENCY, content_md5=md5)
     await store.aclose()
 
 

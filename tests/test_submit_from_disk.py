@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from imagedist import Imagedist, JobState, LogFilter, OsType, TargetState
 from imagedist._backends.local.images import DiskAccess, LocalImageService
 from imagedist._cli import cli
+from imagedist._disks import open_disk_file
 from imagedist._domain import BlobRef, Job, LogRecord
 from imagedist._engine._status import JobStatus
 from imagedist._engine._upload import upload_file
@@ -26,7 +27,8 @@ async def _register_disk(app: Imagedist, tmp_path: Path) -> int:
     convert_to_fixed_vhd(raw, vhd)
     blobs = app.ctx.backend.blobs
     await blobs.ensure_container(DISK_BLOB.account, DISK_BLOB.container)
-    await upload_file(blobs, DISK_BLOB, vhd)
+    with open_disk_file(vhd) as disk:
+        await upload_file(blobs, DISK_BLOB, disk)
     size = raw.stat().st_size
     _local_images(app).register_disk(DISK_ID, DISK_BLOB, size)
     return size

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from imagedist._backends.local.blobs import LocalBlobStore
+from imagedist._disks import open_disk_file
+from imagedist._disks.pages import CHUNK, DiskScan
 from imagedist._domain import BlobRef
-from imagedist._engine._pages import CHUNK, DiskScan
 from imagedist._engine._upload import UploadResult, upload_file
 from imagedist.abc import BlobProperties, BlobStore, SystemClock
 
@@ -54,6 +55,11 @@ async def _ready(store: BlobStore, ref: BlobRef) -> None:
     await store.ensure_container(ref.account, ref.container)
 
 
+async def _upload(store: BlobStore, ref: BlobRef, path: Path, concurrency: int) -> UploadResult:
+    with open_disk_file(path) as disk:
+        return await upload_file(store, ref, disk, concurrency=concurrency)
+
+
 def test_only_non_zero_pages_are_sent_and_md5_covers_the_disk(tmp_path: Path) -> None:
     content = _disk(tmp_path / "disk.raw", 64, [0, 20, 40, 62])
     store = CountingStore(tmp_path / "blobs")
@@ -61,7 +67,7 @@ def test_only_non_zero_pages_are_sent_and_md5_covers_the_disk(tmp_path: Path) ->
 
     async def main() -> tuple[int, bytes | None, bytes]:
         await _ready(store, ref)
-        result = await upload_file(store, ref, tmp_path / "disk.raw", concurrency=4)
+        result = await _upload(store, ref, tmp_path / "disk.raw", 4)
         props = await store.get_properties(ref)
         assert result.md5 == props.content_md5
         return result.sent, props.content_md5, await store.read(ref, 0, len(content))
@@ -82,7 +88,7 @@ def test_a_killed_upload_resumes_sending_only_what_is_missing(
 
     async def interrupted() -> None:
         await _ready(first, ref)
-        await upload_file(first, ref, tmp_path / "disk.raw", concurrency=3)
+        await _upload(first, ref, tmp_path / "disk.raw", 3)
 
     with pytest.raises(Killed):
         asyncio.run(interrupted())
@@ -90,7 +96,7 @@ def test_a_killed_upload_resumes_sending_only_what_is_missing(
     second = CountingStore(tmp_path / "blobs")
 
     async def resumed() -> tuple[UploadResult, BlobProperties, bytes]:
-        result = await upload_file(second, ref, tmp_path / "disk.raw", concurrency=3)
+        result = await _upload(second, ref, tmp_path / "disk.raw", 3)
         return result, await second.get_properties(ref), await second.read(ref, 0, len(content))
 
     result, props, stored = asyncio.run(resumed())

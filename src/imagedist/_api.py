@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ._backends import open_backend
 from ._config import Config
 from ._demo import Demo, prepare_demo
+from ._disks import disk_sources
 from ._domain import (
     FailedPhase,
     Job,
@@ -28,6 +29,7 @@ from ._engine import (
     JobStatus,
     Worker,
     cleanup_job,
+    fill_tier0,
     get_job,
     job_status,
     retry_job,
@@ -35,7 +37,6 @@ from ._engine import (
     submit_disk_job,
     submit_job,
     target_enablement,
-    upload_tier0,
 )
 from ._engine._setup import Change, Problem, apply_changes, plan_setup, plan_teardown, run_checks
 from ._engine._tasks import task_group
@@ -44,7 +45,7 @@ from ._exceptions import InvalidInput
 from ._files import check_folder, check_regular_file, kind_of
 from ._fleet import append_targets, generate_targets
 from ._vhd import ConvertResult, Inspection, convert_to_fixed_vhd, inspect_image
-from .abc import Backend
+from .abc import Backend, DiskSources
 
 if TYPE_CHECKING:
     from ._plan import Plan
@@ -62,14 +63,23 @@ class Imagedist:
     Use as ``async with Imagedist(config) as app: ...``; the backend opens on entry.
     """
 
-    def __init__(self, config: Config, backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend | None = None,
+        *,
+        disk_sources: DiskSources | None = None,
+    ) -> None:
         self.config = config
         self._backend = backend
+        self._disk_sources = disk_sources
 
     async def __aenter__(self) -> Imagedist:
         if self._backend is None:
             self._backend = open_backend(self.config)
-        self.ctx = EngineContext(self._backend, self.config)
+        # Where tier 0 comes from: the job's file or managed disk, unless given (a test's fake).
+        sources = self._disk_sources or disk_sources(self._backend.images, self.config.work_dir())
+        self.ctx = EngineContext(self._backend, self.config, disk_sources=sources)
         return self
 
     async def __aexit__(
@@ -125,7 +135,7 @@ class Imagedist:
                 tier0, lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until()
             )
         )
-        done = await upload_tier0(self.ctx, job, leased, on_progress)
+        done = await fill_tier0(self.ctx, job, leased, on_progress)
         return await state.put_source(dataclasses.replace(done, lease_owner=None))
 
     async def work(self, job_ids: Sequence[str] = (), *, forever: bool = False) -> None:

@@ -10,6 +10,8 @@ The tree::
     ├── PreconditionFailed    an optimistic-concurrency check (version, ETag) did not hold
     ├── AuthFailed            the credentials were refused
     ├── OperationFailed       the platform ran the operation and it failed (copy failed, image failed)
+    │   ├── SourceUnusable    the job's disk file cannot be uploaded (gone, changed, not a fixed VHD)
+    │   └── SourceChanged     the disk file changed while it was read
     ├── TransientError        worth retrying later (throttled, busy, timeout on the wire)
     └── BackendUnavailable    the backend cannot be loaded (missing extra, unknown name)
 """
@@ -26,6 +28,8 @@ __all__ = [
     "NotFound",
     "OperationFailed",
     "PreconditionFailed",
+    "SourceChanged",
+    "SourceUnusable",
     "TransientError",
 ]
 
@@ -77,6 +81,15 @@ class OperationFailed(ImagedistError):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+class SourceUnusable(OperationFailed):
+    """The job's file cannot be uploaded (gone, changed since submission, not a fixed VHD);
+    found before anything was sent."""
+
+
+class SourceChanged(OperationFailed):
+    """The file changed while it was read: what was read is not one disk."""
 
 
 class TransientError(ImagedistError):

@@ -11,7 +11,7 @@ import asyncio
 import enum
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from ._domain import BlobRef, Job, LogFilter, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
@@ -22,7 +22,12 @@ __all__ = [
     "BlobProperties",
     "BlobStore",
     "Clock",
+    "CopySource",
     "CopyStatus",
+    "DiskReading",
+    "DiskSource",
+    "DiskSources",
+    "FileSource",
     "Image",
     "ImageService",
     "ImageSpec",
@@ -407,6 +412,113 @@ class Provisioner(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and handles."""
+
+
+class DiskReading(ABC):
+    """A disk file held open for one upload: every read is of that one file, even if its path
+    is replaced or removed meanwhile. Use it as a context manager.
+
+    Its methods block (they read the file): the engine calls the long ones from worker threads.
+
+    :ivar name: what messages call the file (its path).
+    :ivar size: its size in bytes, when it was opened.
+    :ivar data_bytes: the bytes that may hold data (an upper bound of what will be sent).
+    """
+
+    name: str
+    size: int
+    data_bytes: int
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Names the file's version: an upload resumes only into a blob begun from the same."""
+
+    @abstractmethod
+    def footer(self) -> bytes:
+        """The file's last 512 bytes (all of it if smaller), read now."""
+
+    @abstractmethod
+    def footer_problem(self, footer: bytes) -> str | None:
+        """Why ``footer`` is not the footer of a fixed VHD of :attr:`size`; ``None`` if it is."""
+
+    @abstractmethod
+    def chunks(self) -> Generator[tuple[int, bytes], None, None]:
+        """``(offset, data)`` of every run holding a non-zero byte, in order.
+
+        :raises SourceChanged: if the file shrank while it was read.
+        """
+
+    @abstractmethod
+    def md5(self) -> bytes:
+        """The MD5 of the whole file, holes included; safe to run beside :meth:`chunks`.
+
+        :raises SourceChanged: if the file shrank while it was read.
+        """
+
+    @abstractmethod
+    def unchanged(self) -> bool:
+        """Whether the file, and whatever its path names now, are as they were when opened
+        (same device, inode, size and times)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let the file go."""
+
+    def __enter__(self) -> DiskReading:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DiskSource(ABC):  # noqa: B024 - a marker: the engine tells its two kinds apart
+    """Where a job's tier-0 disk comes from: a :class:`FileSource` the engine uploads, or a
+    :class:`CopySource` the storage copies from server-side."""
+
+
+class FileSource(DiskSource):
+    """A disk file on this machine, uploaded page by page."""
+
+    @abstractmethod
+    async def open(self) -> DiskReading:
+        """The file, open and scanned for its data (converted again first if the converted copy
+        was deleted after an earlier upload: :attr:`converted_again` then says so).
+
+        :raises SourceUnusable: if it is gone, unreadable, not a regular file, or changed since
+            the job was submitted.
+        """
+
+    @property
+    @abstractmethod
+    def converted_again(self) -> bool:
+        """Whether :meth:`open` had to convert the user's file again."""
+
+    @abstractmethod
+    def converted_copy(self) -> str | None:
+        """The path of the converted copy :meth:`open` read, if it is one this tool made in its
+        work folder (and may delete once uploaded); ``None`` for the user's own file."""
+
+    @abstractmethod
+    def delete_converted_copy(self) -> bool:
+        """Delete :meth:`converted_copy`; whether there was one to delete."""
+
+
+class CopySource(DiskSource):
+    """A managed disk, which storage copies from through a read-access URL."""
+
+    @abstractmethod
+    async def grant_read(self, seconds: int) -> SecretUrl:
+        """A URL that reads the disk for ``seconds``.
+
+        :raises NotFound: if the disk does not exist.
+        """
+
+    @abstractmethod
+    async def revoke(self) -> None:
+        """Revoke the disk's access URLs; revoking when none was granted is not an error."""
+
+
+DiskSources = Callable[[Job], DiskSource]  # the tier-0 source of a job
 
 
 class Clock(ABC):

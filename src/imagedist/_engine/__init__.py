@@ -14,7 +14,7 @@ from ._jobs import (
     validate_image_name,
 )
 from ._status import JobStatus, summarize
-from ._upload import upload_tier0
+from ._tier0 import fill_tier0
 from ._worker import Worker, target_enablement
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "JobStatus",
     "Worker",
     "cleanup_job",
+    "fill_tier0",
     "get_job",
     "job_status",
     "retry_job",
@@ -30,6 +31,5 @@ __all__ = [
     "submit_job",
     "summarize",
     "target_enablement",
-    "upload_tier0",
     "validate_image_name",
 ]

@@ -15,7 +15,8 @@ from .._redact import redact
 
 if TYPE_CHECKING:
     from .._config import Config
-    from ..abc import Backend
+    from .._domain import Job
+    from ..abc import Backend, DiskSource, DiskSources
 
 __all__ = ["EngineContext", "EngineSettings", "EventSink"]
 
@@ -61,6 +62,8 @@ class EngineContext:
 
     :param on_event: called with every :class:`EngineEvent` the engine emits (``plan``, progress
         displays); it must not block.
+    :param disk_sources: gives each job's :class:`~imagedist.abc.DiskSource` (a test passes a
+        fake); by default the job's file or managed disk (:func:`imagedist._disks.disk_sources`).
     """
 
     backend: Backend
@@ -69,10 +72,20 @@ class EngineContext:
     # A job id's random suffix; the simulator passes a seeded one so its runs repeat exactly.
     random_suffix: Callable[[], str] = field(default=lambda: secrets.token_hex(2))
     on_event: EventSink | None = None
+    # Where a job's tier 0 comes from; None: its file on this machine, or its managed disk.
+    disk_sources: DiskSources | None = None
     settings: EngineSettings = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = EngineSettings.from_config(self.config)
+
+    def disk_source(self, job: Job) -> DiskSource:
+        """The job's tier-0 source, from :attr:`disk_sources`."""
+        if self.disk_sources is None:
+            from .._disks import disk_sources  # the default, made when first needed
+
+            self.disk_sources = disk_sources(self.backend.images, self.config.work_dir())
+        return self.disk_sources(job)
 
     async def log(
         self, job_id: str, level: LogLevel, step: Step, message: str, target: str = ""

@@ -10,7 +10,7 @@ from .._domain.access import copy_access_lifetime
 from .._domain.events import EventKind, LogLevel, Step
 from .._domain.names import parse_disk_id
 from .._exceptions import Conflict, NotFound, OperationFailed
-from ..abc import CopyStatus
+from ..abc import CopySource, CopyStatus
 from ._context import EngineContext
 
 __all__ = ["VHD_FOOTER", "access_seconds", "check_disk_id", "copy_from_disk"]
@@ -29,25 +29,28 @@ def access_seconds(size: int) -> int:
     return int(copy_access_lifetime(size).total_seconds())
 
 
-async def copy_from_disk(ctx: EngineContext, job: Job, row: SourceRow) -> SourceRow:
-    """Fill the job's tier-0 blob from its managed disk; ``row`` is leased by this worker.
+async def copy_from_disk(
+    ctx: EngineContext, job: Job, row: SourceRow, source: CopySource
+) -> SourceRow:
+    """Fill the job's tier-0 blob from its managed disk (``source``); ``row`` is leased by this
+    worker.
 
     A copy already pending (a worker died while it ran) is waited for, never started twice; the
     access is revoked once the copy ended, whatever the outcome — the access URL is never logged.
     """
-    blobs, images, state = ctx.backend.blobs, ctx.backend.images, ctx.backend.state
+    blobs, state = ctx.backend.blobs, ctx.backend.state
     await blobs.ensure_container(row.blob.account, row.blob.container)
     row = await state.put_source(dataclasses.replace(row, state=SourceState.UPLOADING))
     status = await _copy_status(ctx, row)
     try:
         if status not in (CopyStatus.PENDING, CopyStatus.SUCCESS):
-            url = await images.grant_disk_read(job.source_disk, access_seconds(job.size_bytes))
+            url = await source.grant_read(access_seconds(job.size_bytes))
             await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, "read access to the disk granted")
             with contextlib.suppress(Conflict):  # pending already: adopt it
                 await blobs.start_copy_from_url(url, row.blob)
         row = await _wait_for_copy(ctx, job, row)
     finally:
-        await images.revoke_disk_read(job.source_disk)
+        await source.revoke()
         await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, "read access to the disk revoked")
     await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, f"copied the disk to {row.blob}")
     ctx.emit(job.id, EventKind.UPLOAD_DONE, source=row.source_id)

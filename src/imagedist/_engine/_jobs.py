@@ -27,11 +27,11 @@ from .._domain import (
 from .._domain.events import LogLevel, Step
 from .._domain.names import IMAGE_NAME
 from .._exceptions import InvalidInput, NotFound, PreconditionFailed
+from .._vhd import prepare_image
 from ..abc import CopyStatus
 from ._cleanup import drop_sources
 from ._context import EngineContext
 from ._disk import VHD_FOOTER, check_disk_id
-from ._prepare import prepare_image
 from ._status import JobStatus, summarize
 from ._worker import revive_source, target_enablement
 

@@ -32,14 +32,13 @@ from .._domain.events import EventKind, LogLevel, Step
 from .._exceptions import ImagedistError, PreconditionFailed, TransientError
 from ._cleanup import drop_intermediates_if_unneeded
 from ._context import EngineContext
-from ._disk import copy_from_disk
 from ._limits import Limiter, Slot
 from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
 from ._targets import TargetDriver
 from ._tasks import task_group
+from ._tier0 import fill_tier0
 from ._tier1 import drive_tier1
-from ._upload import upload_tier0
 
 __all__ = ["Worker", "revive_source", "target_enablement"]
 
@@ -254,10 +253,8 @@ class Worker:
                     start, lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until()
                 )
             )
-            if leased.kind is SourceKind.TIER0 and job.source_disk:
-                leased = await copy_from_disk(self.ctx, job, leased)
-            elif leased.kind is SourceKind.TIER0:
-                leased = await upload_tier0(self.ctx, job, leased)
+            if leased.kind is SourceKind.TIER0:
+                leased = await fill_tier0(self.ctx, job, leased)
             else:
                 leased = await drive_tier1(self.ctx, job, leased, parent)
             await self.ctx.backend.state.put_source(dataclasses.replace(leased, lease_owner=None))

@@ -21,6 +21,7 @@ from pathlib import Path
 from .._exceptions import InvalidInput
 from ._convert import ConvertResult, check_self_contained, convert_to_fixed_vhd, qemu_img_path
 from ._inspect import Inspection, detect, inspect_image, open_detected, quote
+from ._prepare import PreparedImage, converted_path, prepare_image
 from ._reader import DiskImage
 from ._validate import MAX_VIRTUAL_SIZE, fixed_footer_problem, human
 
@@ -29,13 +30,16 @@ __all__ = [
     "ConvertResult",
     "DiskImage",
     "Inspection",
+    "PreparedImage",
     "check_self_contained",
     "convert_to_fixed_vhd",
+    "converted_path",
     "detect",
     "fixed_footer_problem",
     "human",
     "inspect_image",
     "open_disk",
+    "prepare_image",
     "qemu_img_path",
     "validate_for_azure",
 ]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._exceptions import InvalidInput
-from .._vhd import Inspection, check_self_contained, convert_to_fixed_vhd, detect, inspect_image
+from ._convert import check_self_contained, convert_to_fixed_vhd
+from ._inspect import Inspection, detect, inspect_image
 
 __all__ = ["PreparedImage", "converted_path", "prepare_image"]
 

@@ -15,9 +15,9 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._exceptions import OperationFailed
+from .._exceptions import SourceChanged
 
-__all__ = ["CHUNK", "DiskScan", "SourceChanged", "covered", "data_extents"]
+__all__ = ["CHUNK", "DiskScan", "data_extents"]
 
 CHUNK = 4 * 1024 * 1024  # Azure's largest Put Page
 ZEROS = bytes(CHUNK)
@@ -25,10 +25,6 @@ ZEROS = bytes(CHUNK)
 GRAIN = 64 * 1024
 # Extents closer than this are read as one: a few KiB of zeros cost less than another request.
 COALESCE = 64 * 1024
-
-
-class SourceChanged(OperationFailed):
-    """The file changed while it was read: what was read is not one disk."""
 
 
 def _pread_exact(fd: int, length: int, offset: int) -> bytes:
@@ -78,11 +74,6 @@ def _non_zero_runs(offset: int, data: bytes) -> Iterator[tuple[int, bytes]]:
             start = at
     if start is not None:
         yield offset + start, data[start:]
-
-
-def covered(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
-    """Whether ``[start, end)`` lies inside one of the sorted, merged ``ranges``."""
-    return any(lo <= start and end <= hi for lo, hi in ranges)
 
 
 @dataclass
