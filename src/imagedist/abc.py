@@ -296,10 +296,12 @@ class StateStore(ABC):
         """Every job, newest first."""
 
     @abstractmethod
-    async def update_job(self, job: Job) -> None:
-        """Store the job's state and finish time.
+    async def update_job(self, job: Job, *, expected_revision: int | None = None) -> None:
+        """Store the job's state, finish time and revision.
 
+        :param expected_revision: write only if the stored revision is this one (atomically).
         :raises NotFound: if there is no such job.
+        :raises PreconditionFailed: if the stored revision is not ``expected_revision``.
         """
 
     @abstractmethod

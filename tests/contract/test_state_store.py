@@ -233,6 +233,19 @@ def test_update_job_stores_state_and_finish_time(state: StateHarness) -> None:
     assert run(state.store.get_job(job.id)).finished_at is None
 
 
+def test_update_job_with_an_expected_revision_is_a_compare_and_set(state: StateHarness) -> None:
+    job = create(state.store)
+    retried = dataclasses.replace(job, revision=job.revision + 1)
+    run(state.store.update_job(retried, expected_revision=job.revision))  # a retry bumps it
+    ended = dataclasses.replace(job, state=JobState.FAILED, finished_at=1_700_000_500.0)
+    with pytest.raises(PreconditionFailed):  # a worker that read the job before the retry
+        run(state.store.update_job(ended, expected_revision=job.revision))
+    stored = run(state.store.get_job(job.id))
+    assert (stored.state, stored.revision) == (JobState.ACTIVE, job.revision + 1)
+    with pytest.raises(NotFound):
+        run(state.store.update_job(dataclasses.replace(job, id="job-missing"), expected_revision=0))
+
+
 def test_items_of_one_job_stay_with_it(state: StateHarness) -> None:
     one = create(state.store)
     two = create(state.store)

@@ -58,6 +58,7 @@ JOB_FIELDS = [
     "finished_at",
     "source_disk",
     "input_path",
+    "revision",
 ]
 SOURCE_FIELDS = [
     "job_id",
@@ -114,6 +115,7 @@ def job_fields(job: Job) -> Fields:
         "finished_at": _opt_float(job.finished_at),
         "source_disk": job.source_disk,
         "input_path": job.input_path,
+        "revision": job.revision,
     }
 
 
@@ -131,6 +133,7 @@ def job_from(fields: Mapping[str, Any]) -> Job:
         finished_at=_opt_float(fields.get("finished_at")),
         source_disk=str(fields.get("source_disk") or ""),
         input_path=str(fields.get("input_path") or ""),
+        revision=int(fields.get("revision") or 0),
     )
 
 

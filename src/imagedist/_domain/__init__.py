@@ -191,6 +191,9 @@ class Job:
     # The file the user gave, when it was converted into ``source_path`` (a re-upload converts
     # it again if the converted file is gone); "" when the file went up as it was.
     input_path: str = ""
+    # Bumped by every `retry` that puts work back: a worker records an outcome only if the job
+    # is still the revision it looked at, so a retry racing with it is never undone.
+    revision: int = 0
 
 
 @dataclass

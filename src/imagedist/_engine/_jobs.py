@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._domain import (
+    ACTIVE_TARGET_STATES,
     IN_FLIGHT_SOURCE_STATES,
     IN_FLIGHT_TARGET_STATES,
     NEEDS_BLOB_STATES,
@@ -230,12 +231,35 @@ async def retry_job(
         reset.append(row.target)
     if reset:
         await _revive_failed_sources(ctx, job)
-        job.state, job.finished_at = JobState.ACTIVE, None
-        await state.update_job(job)
         await ctx.log(
             job.id, LogLevel.INFO, Step.JOB, f"retry: {len(reset)} targets put back to work"
         )
+    if reset or _work_left(job, await state.list_targets(job.id)):
+        # After the rows, and with a new revision: a worker that saw the rows before this retry
+        # cannot record an outcome over it. A retry killed before this line is healed by the
+        # next one, which finds work left in an ended job.
+        await _reactivate(ctx, job)
     return reset
+
+
+def _work_left(job: Job, rows: list[TargetRow]) -> bool:
+    return job.state is not JobState.ACTIVE and any(
+        row.state in ACTIVE_TARGET_STATES for row in rows
+    )
+
+
+async def _reactivate(ctx: EngineContext, job: Job) -> None:
+    for _attempt in range(3):
+        current = await ctx.backend.state.get_job(job.id)
+        active = dataclasses.replace(
+            current, state=JobState.ACTIVE, finished_at=None, revision=current.revision + 1
+        )
+        try:
+            await ctx.backend.state.update_job(active, expected_revision=current.revision)
+            return
+        except PreconditionFailed:
+            continue  # another retry at the same moment: read the revision again
+    raise PreconditionFailed(f"Job {job.id!r} kept changing; run the retry again.")
 
 
 async def _blob_present(ctx: EngineContext, row: TargetRow) -> bool:

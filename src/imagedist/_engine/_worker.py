@@ -413,27 +413,17 @@ class Worker:
         )
         if pending_cleanup:
             return True
-        job.state, job.finished_at = outcome, self.ctx.backend.clock.now()
-        await self.ctx.backend.state.update_job(job)
-        if await self._revived_meanwhile(job):
+        ended = dataclasses.replace(job, state=outcome, finished_at=self.ctx.backend.clock.now())
+        try:
+            # Only if no `retry` put work back since we read the job (before its rows): a
+            # retry racing with us bumps the revision, and its work is never left unowned.
+            await self.ctx.backend.state.update_job(ended, expected_revision=job.revision)
+        except PreconditionFailed:
             return True
         level = LogLevel.INFO if outcome is JobState.COMPLETED else LogLevel.ERROR
         await self.ctx.log(job.id, level, Step.JOB, f"job {outcome.value}")
         self.ctx.emit(job.id, EventKind.JOB_ENDED, detail=outcome.value)
         return False
-
-    async def _revived_meanwhile(self, job: Job) -> bool:
-        """A `retry` between our look at the rows and our write of the outcome put targets back
-        to work and marked the job active *before* we marked it ended: looking again after our
-        write catches it (a retry after that look writes its "active" after ours), so no job
-        ever ends with work in it that no worker would pick up."""
-        state = self.ctx.backend.state
-        now = derive_job_state(await state.list_sources(job.id), await state.list_targets(job.id))
-        if now is not JobState.ACTIVE:
-            return False
-        job.state, job.finished_at = JobState.ACTIVE, None
-        await state.update_job(job)
-        return True
 
 
 def revive_source(row: SourceRow) -> SourceRow:

@@ -366,8 +366,8 @@ class AzureTableStateStore(StateStore):
         found.sort(key=lambda job: (job.created_at, job.id), reverse=True)
         return found
 
-    async def update_job(self, job: Job) -> None:
-        """Only the state and finish time change, as in the SQLite store.
+    async def update_job(self, job: Job, *, expected_revision: int | None = None) -> None:
+        """Only the state, finish time and revision change, as in the SQLite store.
 
         Read, change, replace if unchanged (ETag): a MERGE could not remove ``finished_at``.
         """
@@ -377,7 +377,10 @@ class AzureTableStateStore(StateStore):
             with translate_errors(f"update job {job.id!r}", not_found):
                 entity = await jobs.get_entity(_JOB_PK, escape_key(job.id))
                 stored = job_from(_plain(entity))
+                if expected_revision is not None and stored.revision != expected_revision:
+                    raise PreconditionFailed(f"Job {job.id!r} was changed by a retry meanwhile.")
                 stored.state, stored.finished_at = job.state, job.finished_at
+                stored.revision = job.revision
                 try:
                     await jobs.update_entity(
                         _job_entity(stored),

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, image_name TEXT NOT NULL, os_type TEXT NOT NULL,
     source_path TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at REAL NOT NULL,
     description TEXT NOT NULL, state TEXT NOT NULL, finished_at REAL,
-    source_disk TEXT NOT NULL DEFAULT '', input_path TEXT NOT NULL DEFAULT ''
+    source_disk TEXT NOT NULL DEFAULT '', input_path TEXT NOT NULL DEFAULT '',
+    revision INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sources (
     job_id TEXT NOT NULL, source_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -165,16 +166,25 @@ class SqliteStateStore(StateStore):
         )
         return [job_from(dict(zip(JOB_FIELDS, row, strict=True))) for row in rows]
 
-    async def update_job(self, job: Job) -> None:
+    async def update_job(self, job: Job, *, expected_revision: int | None = None) -> None:
         def update(db: sqlite3.Connection) -> int:
             cursor = db.execute(
-                "UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?",
-                (job.state.value, job.finished_at, job.id),
+                "UPDATE jobs SET state = ?, finished_at = ?, revision = ?"
+                " WHERE id = ? AND (? IS NULL OR revision = ?)",
+                (
+                    job.state.value,
+                    job.finished_at,
+                    job.revision,
+                    job.id,
+                    expected_revision,
+                    expected_revision,
+                ),
             )
             return cursor.rowcount
 
         if await self._run(update) == 0:
-            raise NotFound(f"Job {job.id!r} does not exist.")
+            await self.get_job(job.id)  # NotFound if there is no such job
+            raise PreconditionFailed(f"Job {job.id!r} was changed by a retry meanwhile.")
 
     # items
 
@@ -259,7 +269,10 @@ class SqliteStateStore(StateStore):
 # Columns added after a release, with their definitions: a state file made by an older version
 # gains them when it is opened (CREATE TABLE IF NOT EXISTS leaves an existing table as it is).
 ADDED_COLUMNS = {
-    "jobs": {"input_path": "TEXT NOT NULL DEFAULT ''"},
+    "jobs": {
+        "input_path": "TEXT NOT NULL DEFAULT ''",
+        "revision": "INTEGER NOT NULL DEFAULT 0",
+    },
     "sources": {"content_md5": "TEXT NOT NULL DEFAULT ''"},
 }
 

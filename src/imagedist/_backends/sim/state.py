@@ -70,11 +70,14 @@ class MemoryStateStore(StateStore):
         jobs = sorted(self.tables.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
         return [_clone(job) for job in jobs]
 
-    async def update_job(self, job: Job) -> None:
+    async def update_job(self, job: Job, *, expected_revision: int | None = None) -> None:
         stored = self.tables.jobs.get(job.id)
         if stored is None:
             raise NotFound(f"Job {job.id!r} does not exist.")
+        if expected_revision is not None and stored.revision != expected_revision:
+            raise PreconditionFailed(f"Job {job.id!r} was changed by a retry meanwhile.")
         stored.state, stored.finished_at = job.state, job.finished_at
+        stored.revision = job.revision
 
     # items
 
