@@ -7,7 +7,6 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from .._exceptions import BackendUnavailable
-from ..abc import Backend  # temporary alias while a test in flight moves over (issue 9)
 
 if TYPE_CHECKING:
     from .._config import Config
