@@ -16,6 +16,9 @@ import pytest
 from click.testing import Result
 
 from imagedist import Imagedist, TargetState, load_config
+from imagedist._domain import BlobRef, FailedPhase
+from imagedist._exceptions import TransientError
+from imagedist.abc import BlobProperties
 
 from helpers import call, leftover_blobs
 
@@ -180,3 +183,35 @@ def test_a_gone_source_file_fails_the_waiting_targets_with_the_fix(
     target = next(t for t in _status(cli, config, job)["targets"] if t["target"] == "sub-b/eastus")
     assert target["state"] == "failed"
     assert "resubmit" in target["error"], target
+
+
+def test_a_retry_stopped_half_way_leaves_the_job_active_for_the_worker(
+    fleet_config: Callable[..., Path], sample_disk: Path, cli: Cli
+) -> None:
+    failing = fleet_config(fail_images_in=["sub-a/eastus", "sub-b/eastus"])
+    result, job = _run(cli, failing, sample_disk)
+    assert result.exit_code == 1
+    healed = fleet_config()
+
+    async def interrupted_retry(app: Imagedist) -> str:
+        blobs = app.ctx.backend.blobs
+        looks = 0
+        real = blobs.get_properties
+
+        async def flaky(ref: BlobRef) -> BlobProperties:
+            nonlocal looks
+            looks += 1
+            if looks == 2:  # the second target's look at its blob: the retry stops there
+                raise TransientError("503 ServerBusy (injected)")
+            return await real(ref)
+
+        blobs.get_properties = flaky  # type: ignore[method-assign]
+        with pytest.raises(TransientError):
+            await app.retry(job, phase=FailedPhase.IMAGE)
+        return (await app.ctx.backend.state.get_job(job)).state.value
+
+    assert call(healed, interrupted_retry) == "active"  # so a worker picks up what it put back
+    _work(cli, healed, job)
+    # The target the retry never reached is still failed; a second retry finishes the job.
+    _ok(cli(healed, "retry", job, "--failed-only", "--wait"))
+    _assert_completed(cli, healed, job)

@@ -207,39 +207,48 @@ async def retry_job(
     rows = await state.list_targets(job.id)
     _check_names(targets, rows)
     enabled = await target_enablement(ctx)
-    reset = []
-    for row in rows:
-        if targets and row.target not in targets:
-            continue
-        new_state = _retry_state(row, failed_only, phase, enabled.get(row.target, True))
-        if new_state is None:
-            continue
-        if new_state is TargetState.COPIED and not await _blob_present(ctx, row):
-            new_state = TargetState.PENDING
-            row = dataclasses.replace(row, blob_deleted=True)
-        await state.put_target(
-            dataclasses.replace(
-                row,
-                state=new_state,
-                failed_phase=None,
-                error="",
-                lease_owner=None,
-                lease_until=0.0,
-                source_id=None if new_state is TargetState.PENDING else row.source_id,
-            )
-        )
-        reset.append(row.target)
-    if reset:
-        await _revive_failed_sources(ctx, job)
-        await ctx.log(
-            job.id, LogLevel.INFO, Step.JOB, f"retry: {len(reset)} targets put back to work"
-        )
-    if reset or _work_left(job, await state.list_targets(job.id)):
-        # After the rows, and with a new revision: a worker that saw the rows before this retry
-        # cannot record an outcome over it. A retry killed before this line is healed by the
-        # next one, which finds work left in an ended job.
+    planned = [
+        (row, new_state)
+        for row in rows
+        if not targets or row.target in targets
+        if (new_state := _retry_state(row, failed_only, phase, enabled.get(row.target, True)))
+    ]
+    if not planned:
+        if _work_left(job, rows):
+            await _reactivate(ctx, job)  # an earlier retry stopped half-way: finish its work
+        return []
+    # Active (with a new revision) before the first row changes and again after the last: a
+    # worker that looked at the rows in between cannot record an outcome over this retry, and
+    # a retry that stops half-way (an error, a kill) leaves an active job, never work unowned.
+    await _reactivate(ctx, job)
+    reset: list[str] = []
+    try:
+        if any(new_state is TargetState.PENDING for _, new_state in planned):
+            await _revive_failed_sources(ctx, job)  # before the targets wait on them
+        for row, new_state in planned:
+            await _put_back(ctx, row, new_state)
+            reset.append(row.target)
+    finally:
         await _reactivate(ctx, job)
+    await ctx.log(job.id, LogLevel.INFO, Step.JOB, f"retry: {len(reset)} targets put back to work")
     return reset
+
+
+async def _put_back(ctx: EngineContext, row: TargetRow, new_state: TargetState) -> None:
+    if new_state is TargetState.COPIED and not await _blob_present(ctx, row):
+        new_state = TargetState.PENDING
+        row = dataclasses.replace(row, blob_deleted=True)
+    await ctx.backend.state.put_target(
+        dataclasses.replace(
+            row,
+            state=new_state,
+            failed_phase=None,
+            error="",
+            lease_owner=None,
+            lease_until=0.0,
+            source_id=None if new_state is TargetState.PENDING else row.source_id,
+        )
+    )
 
 
 def _work_left(job: Job, rows: list[TargetRow]) -> bool:
@@ -296,13 +305,10 @@ def _retry_state(
 
 
 async def _revive_failed_sources(ctx: EngineContext, job: Job) -> None:
-    """Targets that copy again may need the upload: a failed one is tried again (the user
+    """Targets about to copy again may need the upload: a failed one is tried again (the user
     retries after fixing its cause). Deleted ones are the worker's to bring back, only when
     no other copy of the disk is left to copy from."""
     state = ctx.backend.state
-    targets = await state.list_targets(job.id)
-    if not any(t.state is TargetState.PENDING for t in targets):
-        return
     for row in await state.list_sources(job.id):
         if row.state is SourceState.FAILED:
             await state.put_source(revive_source(row))
