@@ -25,6 +25,24 @@ def test_run_reports_progress_and_wait_returns_the_end(tmp_path: Path) -> None:
     assert seen and seen[-1] == ended
 
 
+def test_run_reports_progress_on_the_engines_events_not_a_timer(tmp_path: Path) -> None:
+    # The interval is far longer than the job: every report but the first and last comes from
+    # an event (copies verified, images created) as it happens (issue 9, item 3).
+    config = write_config(tmp_path)
+    disk = make_disk(tmp_path / "disk.vhd")
+    seen: list[JobStatus] = []
+
+    async def body(app: Imagedist) -> JobStatus:
+        job = await app.submit(disk, "golden", OsType.LINUX)
+        await app.upload(job.id)
+        return await app.run(job.id, seen.append, interval=3600)
+
+    ended = call(config, body)
+    assert ended.state is JobState.COMPLETED
+    done_counts = [sum(t.state.value == "done" for t in s.targets) for s in seen]
+    assert len(seen) > 3 and len(set(done_counts)) > 2, done_counts
+
+
 def test_teardown_makes_exactly_the_changes_of_its_dry_run(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     made = call(config, lambda app: app.setup())

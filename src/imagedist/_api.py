@@ -14,6 +14,7 @@ from ._config import Config
 from ._demo import Demo, prepare_demo
 from ._disks import disk_sources
 from ._domain import (
+    EngineEvent,
     FailedPhase,
     Job,
     JobState,
@@ -164,21 +165,39 @@ class Imagedist:
     ) -> JobStatus:
         """Work on the job in this process until no work is left, reporting its progress.
 
-        :param on_status: called with the job's status every ``interval`` seconds while the
-            worker runs, and once more when it has stopped.
+        :param on_status: called with the job's status as soon as the engine reports an event of
+            the job (an upload done, a copy verified, an image created...), at least every
+            ``interval`` seconds while the worker runs (copies progress without events), and
+            once more when it has stopped.
         :return: the job's status at the end.
         """
-        async with task_group() as group:
-            worker = group.create_task(self.work([job_id]))
-            while True:
-                status = await self.status(job_id)
-                if on_status is not None:
-                    on_status(status)
+        changed = asyncio.Event()
+        previous = self.ctx.on_event
 
-                if worker.done():
-                    return status
+        def on_event(event: EngineEvent) -> None:
+            if previous is not None:
+                previous(event)
+            if event.job_id == job_id:
+                changed.set()
 
-                await asyncio.wait({worker}, timeout=interval)
+        self.ctx.on_event = on_event
+        try:
+            async with task_group() as group:
+                worker = group.create_task(self.work([job_id]))
+                while True:
+                    changed.clear()
+                    status = await self.status(job_id)
+                    if on_status is not None:
+                        on_status(status)
+                    if worker.done():
+                        return status
+                    woken = group.create_task(changed.wait())
+                    await asyncio.wait(
+                        {worker, woken}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    woken.cancel()
+        finally:
+            self.ctx.on_event = previous
 
     async def jobs(self) -> list[JobStatus]:
         """Every job with its status, newest first."""
