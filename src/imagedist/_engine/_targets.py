@@ -198,7 +198,7 @@ class TargetDriver:
         """
         final = await self._get(row, row.image_name)
         if final is None:
-            return await self._create(row, row.image_name)
+            return await self._create_unless_superseded(row)
         if final.tags.get(JOB_TAG) == self.job.id:
             if not self._is_own(row, final):
                 return await self._not_ours(row, final)
@@ -206,6 +206,14 @@ class TargetDriver:
         if await self._is_newer(final.tags.get(JOB_TAG, "")):
             return await self._superseded(row, final)
         return await self._replace(row, final)
+
+    async def _create_unless_superseded(self, row: TargetRow) -> TargetRow:
+        """No image under the name: create ours, unless a newer job's replacement is half-way
+        (it deleted the old image and is about to create its own: ours would take its name)."""
+        staging = await self._get(row, staging_name(row.image_name, row.target))
+        if staging is not None and await self._is_newer(staging.tags.get(JOB_TAG, "")):
+            return await self._superseded(row, staging)
+        return await self._create(row, row.image_name)
 
     async def _is_newer(self, other_id: str) -> bool:
         """Whether job ``other_id`` was submitted after ours (an unknown one counts as older:
@@ -230,9 +238,9 @@ class TargetDriver:
         return await self.fail(
             row,
             FailedPhase.IMAGE,
-            f"image {row.image_name!r} already holds the image of job"
-            f" {newer.tags.get(JOB_TAG)!r}, submitted after this one; a job never replaces a"
-            " newer job's image, so there is nothing to retry here",
+            f"job {newer.tags.get(JOB_TAG)!r}, submitted after this one, holds or is replacing"
+            f" image {row.image_name!r}; a job never replaces a newer job's image, so there is"
+            " nothing to retry here",
         )
 
     def _is_own(self, row: TargetRow, image: Image) -> bool:
