@@ -248,6 +248,8 @@ class Worker:
         async def body(retry: bool) -> None:
             # A retry starts from the row as stored: the one we began with is stale by now.
             start = await self._current_source(job, row.source_id) if retry else row
+            if not self.ctx.lease_is_free(start.lease_owner, start.lease_until):
+                return  # our lease ran out while we waited, and another worker took the item
             leased = await self.ctx.backend.state.put_source(
                 dataclasses.replace(
                     start, lease_owner=self.ctx.worker_id, lease_until=self.ctx.lease_until()
@@ -284,6 +286,8 @@ class Worker:
         async def body(retry: bool) -> None:
             # A retry starts from the row as stored: the one we began with is stale by now.
             start = await self._current_target(job, row.target) if retry else row
+            if not self.ctx.lease_is_free(start.lease_owner, start.lease_until):
+                return  # our lease ran out while we waited, and another worker took the item
             current = await driver.put(dataclasses.replace(start, lease_owner=self.ctx.worker_id))
             current = await self._drive_copy(driver, current, source)
             if current.state in COPY_STATES:
