@@ -234,6 +234,10 @@ class TargetDriver:
         if staging is not None and self._is_own(row, staging):
             if staging.provisioning_state is ProvisioningState.CREATING:
                 return await self.keep(row)
+            final = await self._get(row, row.image_name)
+            if final is None or final.provisioning_state is not ProvisioningState.SUCCEEDED:
+                # Ours may be the only usable image there is: it stays until the newer one is.
+                return await self.keep(row)
             await self._delete(row, staging.name)
         return await self.fail(
             row,
