@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from imagedist import Config, Imagedist, load_config
-from imagedist.abc import Clock
+from imagedist._domain import BlobRef
+from imagedist.abc import BlobStore, Clock
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -163,3 +165,14 @@ async def leftover_blobs(app: Imagedist) -> list[str]:
         for name in await app.ctx.backend.blobs.list_blobs(account, container):
             found.append(f"{account}/{container}/{name}")
     return found
+
+
+def pattern(length: int, seed: int = 1) -> bytes:
+    """Random bytes, so a misplaced or missing page is noticed."""
+    return random.Random(seed).randbytes(length)
+
+
+async def make_blob(store: BlobStore, ref: BlobRef, size: int, writes: dict[int, bytes]) -> None:
+    await store.create_page_blob(ref, size)
+    for offset, data in writes.items():
+        await store.write_pages(ref, offset, data)

@@ -11,7 +11,6 @@ import dataclasses
 import errno
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from imagedist._backends.local.blobs import LocalBlobStore
 from imagedist._domain import BlobRef
 from imagedist.abc import BlobProperties, BlobStore, CopyStatus
 
-from helpers import MIB, FakeClock, run
+from helpers import MIB, FakeClock, make_blob, pattern, run
 
 
 @dataclass
@@ -62,17 +61,6 @@ def blobs(tmp_path: Path) -> Iterator[LocalBlobs]:
         run(h.store.ensure_container(account, h.container))
     yield h
     run(h.store.aclose())
-
-
-def pattern(length: int, seed: int = 1) -> bytes:
-    """Random bytes, so a misplaced or missing page is noticed."""
-    return random.Random(seed).randbytes(length)
-
-
-async def make_blob(store: BlobStore, ref: BlobRef, size: int, writes: dict[int, bytes]) -> None:
-    await store.create_page_blob(ref, size)
-    for offset, data in writes.items():
-        await store.write_pages(ref, offset, data)
 
 
 async def settle(h: LocalBlobs, store: BlobStore, ref: BlobRef) -> BlobProperties:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from imagedist._domain import BlobRef
@@ -11,18 +9,7 @@ from imagedist._exceptions import Conflict, NotFound
 from imagedist.abc import BlobProperties, BlobStore, CopyStatus
 
 from .conftest import BlobHarness, MiB
-from helpers import run
-
-
-def pattern(length: int, seed: int = 1) -> bytes:
-    """Random bytes, so a misplaced or missing page is noticed."""
-    return random.Random(seed).randbytes(length)
-
-
-async def make_blob(store: BlobStore, ref: BlobRef, size: int, writes: dict[int, bytes]) -> None:
-    await store.create_page_blob(ref, size)
-    for offset, data in writes.items():
-        await store.write_pages(ref, offset, data)
+from helpers import make_blob, pattern, run
 
 
 async def settle(h: BlobHarness, store: BlobStore, ref: BlobRef) -> BlobProperties:
