@@ -50,6 +50,12 @@ class TargetDriver:
         new = dataclasses.replace(row, lease_until=self.ctx.lease_until(), updated_at=now)
         return await self.ctx.backend.state.put_target(new)
 
+    async def claim(self, row: TargetRow) -> TargetRow:
+        """Right before an effect on the platform: a compare-and-set write that proves we still
+        hold the target (raising PreconditionFailed if another worker took it while we waited
+        for a slot or backed off) and gives us a whole lease to make the effect in."""
+        return await self.put(row)
+
     async def keep(self, row: TargetRow) -> TargetRow:
         """Nothing changed: renew the lease only once half of it is gone (fewer writes)."""
         left = row.lease_until - self.ctx.backend.clock.now()
@@ -151,7 +157,7 @@ class TargetDriver:
         if source is None:
             # Our source is gone (cleaned up or failed): wait for a new one.
             return await self.put(_wait_for_source(row))
-        return await self._start_copy(row, source)
+        return await self._start_copy(await self.claim(row), source)
 
     # image
 
@@ -185,7 +191,7 @@ class TargetDriver:
                 and self._is_own(row, stale)
                 and stale.provisioning_state is ProvisioningState.FAILED
             ):
-                await self._delete(row, name)
+                row = await self._delete(row, name)
         return await self.poll_image(row)
 
     async def poll_image(self, row: TargetRow) -> TargetRow:
@@ -238,7 +244,7 @@ class TargetDriver:
             if final is None or final.provisioning_state is not ProvisioningState.SUCCEEDED:
                 # Ours may be the only usable image there is: it stays until the newer one is.
                 return await self.keep(row)
-            await self._delete(row, staging.name)
+            row = await self._delete(row, staging.name)
         return await self.fail(
             row,
             FailedPhase.IMAGE,
@@ -276,6 +282,7 @@ class TargetDriver:
 
     async def _create(self, row: TargetRow, name: str) -> TargetRow:
         images = self.ctx.backend.images
+        row = await self.claim(row)
         try:
             await images.ensure_resource_group(row.subscription, row.resource_group, row.region)
             await images.begin_create_image(self.spec(row, name))
@@ -285,16 +292,18 @@ class TargetDriver:
             self.job.id, LogLevel.INFO, Step.IMAGE, f"creating image {name}", row.target
         )
         self.ctx.emit(self.job.id, EventKind.IMAGE_STARTED, target=row.target, detail=name)
-        return await self.put(row)
+        return row
 
-    async def _delete(self, row: TargetRow, name: str) -> None:
+    async def _delete(self, row: TargetRow, name: str) -> TargetRow:
+        row = await self.claim(row)
         await self.ctx.backend.images.delete_image(row.subscription, row.resource_group, name)
+        return row
 
     async def _follow_own(self, row: TargetRow, image: Image) -> TargetRow:
         if image.provisioning_state is ProvisioningState.CREATING:
             return await self.keep(row)
         if image.provisioning_state is ProvisioningState.FAILED:
-            await self._delete(row, image.name)  # a failed image of ours replaces nothing
+            row = await self._delete(row, image.name)  # a failed image of ours replaces nothing
             return await self.fail(
                 row,
                 FailedPhase.IMAGE,
@@ -302,7 +311,7 @@ class TargetDriver:
             )
         staging = await self._get(row, staging_name(row.image_name, row.target))
         if staging is not None and self._is_own(row, staging):
-            await self._delete(row, staging.name)
+            row = await self._delete(row, staging.name)
         await self.ctx.log(self.job.id, LogLevel.INFO, Step.IMAGE, "image succeeded", row.target)
         self.ctx.emit(self.job.id, EventKind.IMAGE_SUCCEEDED, target=row.target)
         return await self.put(dataclasses.replace(row, state=TargetState.DONE))
@@ -332,7 +341,7 @@ class TargetDriver:
         if staging.provisioning_state is ProvisioningState.FAILED:
             return await self._follow_own(row, staging)
         # Ours exists and succeeded: only now may the old image go.
-        await self._delete(row, old.name)
+        row = await self._delete(row, old.name)
         await self.ctx.log(
             self.job.id,
             LogLevel.INFO,

@@ -63,8 +63,10 @@ async def _poll(
         if parent is None:
             orphan = dataclasses.replace(row, state=SourceState.PENDING, parent_id=None)
             return await state.put_source(orphan)
+        # Written first: a compare-and-set that proves the row is still ours before we copy.
+        row = await state.put_source(dataclasses.replace(row, lease_until=ctx.lease_until()))
         await _start(ctx, parent, row)
-        return await state.put_source(dataclasses.replace(row, lease_until=ctx.lease_until()))
+        return row
     if props.copy_status is CopyStatus.PENDING:
         return await state.put_source(
             dataclasses.replace(
