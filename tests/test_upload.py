@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
+import time
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ from imagedist._disks import open_disk_file
 from imagedist._disks.pages import CHUNK, DiskScan
 from imagedist._domain import BlobRef
 from imagedist._engine._upload import UploadResult, upload_file
-from imagedist.abc import BlobProperties, BlobStore, SystemClock
+from imagedist.abc import BlobProperties, BlobStore, DiskReading, SystemClock
 
 MIB = 1024 * 1024
 
@@ -119,3 +122,81 @@ def test_scan_without_seek_data_finds_the_same_chunks(
     assert scan.hash_all() == hashlib.md5(content).digest()
     assert {o // CHUNK for o, _ in without} == {o // CHUNK for o, _ in with_holes}
     assert sum(n for _, n in without) <= 2 * CHUNK
+
+
+class SlowDisk(DiskReading):
+    """A disk in memory whose every read takes a while, in the thread it runs in; it counts the
+    reads made (or still running) once it was closed, which a closed descriptor would make."""
+
+    def __init__(self, data: bytes) -> None:
+        self.name = "slow"
+        self.size = self.data_bytes = len(data)
+        self.data = data
+        self.reads = 0
+        self.reads_after_close = 0
+        self.closed = False
+
+    def _read(self, offset: int) -> bytes:
+        self.reads += 1
+        time.sleep(0.02)
+        if self.closed:
+            self.reads_after_close += 1
+        return self.data[offset : offset + MIB]
+
+    def fingerprint(self) -> str:
+        return "slow"
+
+    def footer(self) -> bytes:
+        return self.data[-512:]
+
+    def footer_problem(self, footer: bytes) -> str | None:
+        return None
+
+    def chunks(self) -> Generator[tuple[int, bytes], None, None]:
+        for offset in range(0, self.size, MIB):
+            yield offset, self._read(offset)
+
+    def md5(self, stop: threading.Event | None = None) -> bytes:
+        digest = hashlib.md5()
+        for offset in range(0, self.size, MIB):
+            if stop is not None and stop.is_set():
+                return b""
+            digest.update(self._read(offset))
+        return digest.digest()
+
+    def unchanged(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("content_md5", [True, False])
+def test_a_cancelled_upload_ends_cancelled_and_stops_reading_the_file(
+    tmp_path: Path, content_md5: bool
+) -> None:
+    """A worker stopped half-way through an upload (Ctrl-C, a lost lease) ends with the
+    cancellation itself, not an error about the reads it interrupted, and once it has returned
+    no thread reads the file any more: it is closed next."""
+    disk = SlowDisk(os.urandom(64 * MIB))
+    store = LocalBlobStore(tmp_path / "blobs", SystemClock())
+    ref = BlobRef("acct", "c", "disk.vhd")
+
+    async def main() -> None:
+        await _ready(store, ref)
+        upload = asyncio.create_task(upload_file(store, ref, disk, content_md5=content_md5))
+        while disk.reads < 4:
+            await asyncio.sleep(0.005)
+        upload.cancel()
+        try:
+            await upload
+        finally:
+            disk.close()
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+    reads = disk.reads
+    time.sleep(0.2)  # a thread left reading would make ten more reads meanwhile
+    assert disk.reads == reads
+    assert disk.reads_after_close == 0
+    assert reads < 64  # it stopped, and did not read to the end first

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -451,8 +452,11 @@ class DiskReading(ABC):
         """
 
     @abstractmethod
-    def md5(self) -> bytes:
+    def md5(self, stop: threading.Event | None = None) -> bytes:
         """The MD5 of the whole file, holes included; safe to run beside :meth:`chunks`.
+
+        Meant for a thread of its own: it looks at ``stop`` before every read and returns
+        ``b""`` once it is set (an upload cancelled half-way must not read on).
 
         :raises SourceChanged: if the file shrank while it was read.
         """

@@ -10,6 +10,7 @@ fails the upload and deletes the blob; a managed disk is granted once and revoke
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Generator
 from pathlib import Path
 
@@ -54,8 +55,8 @@ class MemoryDisk(DiskReading):
             if piece.strip(b"\0"):
                 yield offset, piece
 
-    def md5(self) -> bytes:
-        return hashlib.md5(self.data).digest()
+    def md5(self, stop: threading.Event | None = None) -> bytes:
+        return b"" if stop is not None and stop.is_set() else hashlib.md5(self.data).digest()
 
     def unchanged(self) -> bool:
         return not self.changes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,26 +116,36 @@ class DiskScan:
                     if data != ZEROS[: len(data)]:
                         yield from _non_zero_runs(lo, data)
 
-    def hash_all(self) -> bytes:
-        """The MD5 of the whole file: data read from the extents, holes hashed as zeros.
+    def hash_all(self, stop: threading.Event | None = None) -> bytes:
+        """The MD5 of the whole file: data read from the extents, holes hashed as zeros; ``b""``
+        if ``stop`` was set first (it is looked at before every read).
 
         Meant for its own thread, beside :meth:`chunks`: hashing is the slowest part of an
         upload (an 8 GiB disk is 8 GiB to hash whatever it holds), so it must not hold back
         the data on its way out. The second read of the data comes from the page cache.
         """
+        stop = stop or threading.Event()
         hashed = 0
         with self._reading() as fd:
             for start, end in self._extents:
-                self._hash_zeros(start - hashed)
+                if not self._hash_zeros(start - hashed, stop):
+                    return b""
                 for offset in range(start, end, CHUNK):
+                    if stop.is_set():
+                        return b""
                     self.md5.update(_pread_exact(fd, min(CHUNK, end - offset), offset))
                 hashed = end
-        self._hash_zeros(self.size - hashed)
+        if not self._hash_zeros(self.size - hashed, stop):
+            return b""
         return self.md5.digest()
 
-    def _hash_zeros(self, length: int) -> None:
+    def _hash_zeros(self, length: int, stop: threading.Event) -> bool:
+        """Hash ``length`` zero bytes; False if stopped first."""
         view = memoryview(ZEROS)
         while length > 0:
+            if stop.is_set():
+                return False
             step = min(length, CHUNK)
             self.md5.update(view[:step])
             length -= step
+        return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import threading
 from collections.abc import Generator
 from pathlib import Path
 
@@ -158,8 +159,8 @@ class LocalDiskReading(DiskReading):
     def chunks(self) -> Generator[tuple[int, bytes], None, None]:
         return self._scan.chunks()
 
-    def md5(self) -> bytes:
-        return self._scan.hash_all()
+    def md5(self, stop: threading.Event | None = None) -> bytes:
+        return self._scan.hash_all(stop)
 
     def unchanged(self) -> bool:
         return _identity(self._path, self._fd) == self._opened_as

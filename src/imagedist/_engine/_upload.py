@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,21 +125,54 @@ async def _send(
             if on_progress:
                 on_progress(sent + skipped, disk.data_bytes)
 
-    async with task_group() as group:
-        hashing = group.create_task(asyncio.to_thread(disk.md5)) if content_md5 else None
-        writers = [group.create_task(write()) for _ in range(concurrency)]
-        chunks = disk.chunks()
-        try:
-            while (item := await asyncio.to_thread(_next, chunks)) is not None:
+    reads = _Reads(disk)
+    try:
+        async with task_group() as group:
+            hashing = group.create_task(asyncio.to_thread(reads.md5)) if content_md5 else None
+            writers = [group.create_task(write()) for _ in range(concurrency)]
+            while (item := await asyncio.to_thread(reads.next_chunk)) is not None:
                 if covered(present, item[0], item[0] + len(item[1])):
                     skipped += len(item[1])
                 else:
                     await queue.put(item)  # a failed writer cancels us, so this cannot hang
-        finally:
-            chunks.close()
-        for _ in writers:
-            await queue.put(None)
+            for _ in writers:
+                await queue.put(None)
+    finally:
+        reads.stop()
     return sent, skipped, hashing.result() if hashing is not None else None
+
+
+class _Reads:
+    """The reads of one upload that run in threads: its chunks, and its hash beside them.
+
+    Cancelling the task that awaits a thread does not stop the thread, and the file is closed
+    right after the upload ends: :meth:`stop` makes both reads stop and waits for the one read
+    that may be running, so that no thread reads a closed descriptor (whose number the next
+    file opened would get) and the generator is not closed while it runs.
+    """
+
+    def __init__(self, disk: DiskReading) -> None:
+        self._disk = disk
+        self._chunks = disk.chunks()
+        self._stop = threading.Event()
+        self._chunk_lock = threading.Lock()
+        self._hash_lock = threading.Lock()
+
+    def next_chunk(self) -> Chunk | None:
+        with self._chunk_lock:
+            return None if self._stop.is_set() else next(self._chunks, None)
+
+    def md5(self) -> bytes:
+        with self._hash_lock:
+            return self._disk.md5(self._stop)
+
+    def stop(self) -> None:
+        """Blocks for one read at most (a few milliseconds): called as the upload ends."""
+        self._stop.set()
+        with self._chunk_lock:
+            self._chunks.close()
+        with self._hash_lock:
+            pass
 
 
 async def _verify_blob(
@@ -160,10 +194,6 @@ async def _verify_blob(
             f"{ref} reads back as {props.size} bytes with Content-MD5 {stored}, not the"
             f" {size} bytes with MD5 {md5.hex()} sent; {RETRY_AFRESH}"
         )
-
-
-def _next(chunks: Iterator[Chunk]) -> Chunk | None:
-    return next(chunks, None)
 
 
 async def _present_ranges(
