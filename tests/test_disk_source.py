@@ -94,7 +94,7 @@ def _local_world(request: pytest.FixtureRequest, tmp_path: Path) -> DiskWorld:
     def open_local(**_: Any) -> tuple[ImageService, BlobStore]:
         blobs = LocalBlobStore(tmp_path / "blobs", clock)
         images = LocalImageService(tmp_path / "images.db", clock, blobs, account_locations={})
-        blobs.set_url_verifier(images.disk_url_granted)  # the wiring of _local.py
+        blobs.set_grant_check(images.disk_grant_live)  # the wiring of _local.py
         return images, blobs
 
     images, blobs = open_local()
@@ -337,7 +337,7 @@ def test_a_copy_into_a_pending_destination_conflicts(world: DiskWorld) -> None:
         assert isinstance(images, LocalImageService) and isinstance(blobs, LocalBlobStore)
         # The same storage, with copies that advance one byte per second: one stays pending.
         slow = LocalBlobStore(blobs._root, FakeClock(), copy_bandwidth=1.0)
-        slow.set_url_verifier(images.disk_url_granted)
+        slow.set_grant_check(images.disk_grant_live)
         await slow.ensure_container(world.dest.account, world.dest.container)
         url = await images.grant_disk_read(DISK_ID, 3600)
         await slow.start_copy_from_url(url, world.dest)

@@ -13,7 +13,9 @@ from imagedist._disks import open_disk_file
 from imagedist._domain import BlobRef, Job, LogRecord
 from imagedist._engine._status import JobStatus
 from imagedist._engine._upload import upload_file
+from imagedist._exceptions import TransientError
 from imagedist._vhd import convert_to_fixed_vhd
+from imagedist.abc import BlobProperties, CopyStatus
 
 from helpers import call, make_disk, write_config
 
@@ -119,3 +121,37 @@ def test_bad_disk_ids_are_bad_input(tmp_path: Path) -> None:
         ],
     )
     assert both.exit_code == 2 and "either FILE or --from-disk" in both.output
+
+
+def test_a_transient_error_while_the_disk_copies_leaves_its_access_alone(tmp_path: Path) -> None:
+    """Revoking a disk's access aborts a copy from it: a transient error while the copy runs
+    must neither revoke the access nor start the copy again; the copy is followed to its end,
+    then the access goes."""
+    config = write_config(tmp_path, bandwidth=4.0, lease=30.0)  # the disk takes seconds to copy
+
+    async def body(app: Imagedist) -> tuple[JobStatus, DiskAccess, list[LogRecord]]:
+        await _register_disk(app, tmp_path)
+        blobs = app.ctx.backend.blobs
+        real = blobs.get_properties
+        staging = app.config.staging.account
+        failures = 0
+
+        async def flaky(ref: BlobRef) -> BlobProperties:
+            nonlocal failures
+            props = await real(ref)
+            if ref.account == staging and props.copy_status is CopyStatus.PENDING and not failures:
+                failures += 1
+                raise TransientError("503 ServerBusy: the service is busy", retry_after=0.1)
+            return props
+
+        blobs.get_properties = flaky  # type: ignore[method-assign]
+        job = await app.submit_disk(DISK_ID, "golden", OsType.LINUX)
+        await app.work([job.id])
+        assert failures == 1  # the error did happen while the copy ran
+        access = _local_images(app).disk_access(DISK_ID)
+        return await app.status(job.id), access, await app.logs(job.id)
+
+    status, access, logs = call(config, body)
+    assert status.completed and {t.state for t in status.targets} == {TargetState.DONE}
+    assert (access.grants, access.revokes, access.granted) == (1, 1, False)
+    assert sum("revoked" in r.message for r in logs) == 1

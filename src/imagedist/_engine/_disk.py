@@ -13,7 +13,7 @@ from .._exceptions import Conflict, NotFound, OperationFailed
 from ..abc import CopySource, CopyStatus
 from ._context import EngineContext
 
-__all__ = ["VHD_FOOTER", "access_seconds", "check_disk_id", "copy_from_disk"]
+__all__ = ["VHD_FOOTER", "access_seconds", "check_disk_id", "copy_from_disk", "give_up_disk"]
 
 VHD_FOOTER = 512  # a disk exported through its access URL is a fixed VHD: the disk plus a footer
 
@@ -35,26 +35,40 @@ async def copy_from_disk(
     """Fill the job's tier-0 blob from its managed disk (``source``); ``row`` is leased by this
     worker.
 
-    A copy already pending (a worker died while it ran) is waited for, never started twice; the
-    access is revoked once the copy ended, whatever the outcome — the access URL is never logged.
+    A copy already pending (a worker died while it ran) is waited for, never started twice. The
+    access is revoked once the copy ended, whatever the outcome, and only then: revoking it
+    while the copy runs would abort the copy. So an interruption that leaves the copy running
+    (a transient error, a lost lease, a stopped worker) leaves the access to whoever resumes
+    it; a copy that failed, or that the worker gives up, has it revoked by the worker's
+    give-up (:func:`give_up_disk`). The access URL is never logged.
     """
     blobs, state = ctx.backend.blobs, ctx.backend.state
     await blobs.ensure_container(row.blob.account, row.blob.container)
     row = await state.put_source(dataclasses.replace(row, state=SourceState.UPLOADING))
     status = await _copy_status(ctx, row)
-    try:
-        if status not in (CopyStatus.PENDING, CopyStatus.SUCCESS):
-            url = await source.grant_read(access_seconds(job.size_bytes))
-            await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, "read access to the disk granted")
-            with contextlib.suppress(Conflict):  # pending already: adopt it
-                await blobs.start_copy_from_url(url, row.blob)
-        row = await _wait_for_copy(ctx, job, row)
-    finally:
-        await source.revoke()
-        await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, "read access to the disk revoked")
+    if status not in (CopyStatus.PENDING, CopyStatus.SUCCESS):
+        url = await source.grant_read(access_seconds(job.size_bytes))
+        await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, "read access to the disk granted")
+        with contextlib.suppress(Conflict):  # pending already: adopt it
+            await blobs.start_copy_from_url(url, row.blob)
+    row = await _wait_for_copy(ctx, job, row)
+    await _revoke(ctx, job, source)
     await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, f"copied the disk to {row.blob}")
     ctx.emit(job.id, EventKind.UPLOAD_DONE, source=row.source_id)
     return row
+
+
+async def give_up_disk(ctx: EngineContext, job: Job) -> None:
+    """The disk copy failed, or the worker gave it up (too many transient errors, say): the
+    disk's read access goes, if the job copies from a disk."""
+    source = ctx.disk_source(job)
+    if isinstance(source, CopySource):
+        await _revoke(ctx, job, source)
+
+
+async def _revoke(ctx: EngineContext, job: Job, source: CopySource) -> None:
+    await source.revoke()
+    await ctx.log(job.id, LogLevel.INFO, Step.UPLOAD, "read access to the disk revoked")
 
 
 async def _copy_status(ctx: EngineContext, row: SourceRow) -> CopyStatus | None:

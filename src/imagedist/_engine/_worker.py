@@ -32,6 +32,7 @@ from .._domain.events import EventKind, LogLevel, Step
 from .._exceptions import ImagedistError, PreconditionFailed, TransientError
 from ._cleanup import drop_intermediates_if_unneeded
 from ._context import EngineContext
+from ._disk import give_up_disk
 from ._limits import Limiter, Slot
 from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
@@ -378,6 +379,10 @@ class Worker:
                 )
                 with contextlib.suppress(PreconditionFailed):
                     await self.ctx.backend.state.put_source(failed)
+                if row.kind is SourceKind.TIER0 and row.state is SourceState.UPLOADING:
+                    # The disk copy failed or is abandoned: its access goes (or expires).
+                    with contextlib.suppress(ImagedistError):
+                        await give_up_disk(self.ctx, job)
 
         return give_up
 

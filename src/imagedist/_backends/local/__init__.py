@@ -52,7 +52,7 @@ def open_backend(config: Config) -> Backend:
         fail_in=frozenset(_pair(item) for item in options.fail_images_in),
     )
     # A local disk's access URL opens a copy only while the image service says it is granted.
-    blobs.set_url_verifier(images.disk_url_granted)
+    blobs.set_grant_check(images.disk_grant_live)
     return Backend(
         blobs=blobs,
         images=images,

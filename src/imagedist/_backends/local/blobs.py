@@ -11,7 +11,7 @@ next, in any process, advances it under the lock, so a copy outlives the process
 
 A copy may also start from a URL, the way Azure copies a managed disk from its access SAS: the local
 image service hands out ``local://<account>/<container>/<blob>?sig=<token>`` for a disk whose bytes
-live in that blob, and ``verify_url`` (wired to the image service) says whether a token is granted.
+live in that blob, and ``grant_live`` (wired to the image service) says whether a token is granted.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 from ..._domain import BlobRef, SecretUrl
 from ..._exceptions import AuthFailed, Conflict, NotFound, OperationFailed
 from ...abc import BlobProperties, BlobStore, Clock, CopyStatus
-from .images import parse_local_url
+from .images import parse_local_url, token_digest
 
 __all__ = ["LocalBlobStore"]
 
@@ -53,9 +53,11 @@ class LocalBlobStore(BlobStore):
     :param clock: the time source; copy bandwidth is measured in its seconds.
     :param copy_bandwidth: bytes per clock second a copy advances; ``0`` finishes it on one poll.
     :param fail_copies_to_accounts: copies into these accounts fail on their first poll.
-    :param verify_url: whether a ``local://`` access URL is currently granted (the local image
-        service's ``disk_url_granted``); None accepts any ``local://`` URL that carries a ``sig``.
-        It is checked when a copy from a URL starts, as Azure checks the SAS of a copy source.
+    :param grant_live: whether the access whose token has a given SHA-256 is granted now to
+        the disk held in a blob (the local image service's ``disk_grant_live``); None accepts
+        any ``local://`` URL that carries a ``sig``. Asked when a copy from a URL starts, as
+        Azure checks the SAS of a copy source, and each time the copy advances: like Azure's,
+        a copy whose disk access is revoked while it runs fails.
     """
 
     def __init__(
@@ -65,18 +67,18 @@ class LocalBlobStore(BlobStore):
         *,
         copy_bandwidth: float = 0.0,
         fail_copies_to_accounts: frozenset[str] = frozenset(),
-        verify_url: Callable[[str], bool] | None = None,
+        grant_live: Callable[[BlobRef, str], bool] | None = None,
     ) -> None:
         self._root = Path(root)
         self._clock = clock
         self._bandwidth = copy_bandwidth
         self._fail_accounts = fail_copies_to_accounts
-        self._verify_url = verify_url
+        self._grant_live = grant_live
 
-    def set_url_verifier(self, verify_url: Callable[[str], bool] | None) -> None:
-        """Set the ``verify_url`` hook after construction (the image service is built after the
+    def set_grant_check(self, grant_live: Callable[[BlobRef, str], bool] | None) -> None:
+        """Set the ``grant_live`` hook after construction (the image service is built after the
         blob store, from it)."""
-        self._verify_url = verify_url
+        self._grant_live = grant_live
 
     # -- the port ---------------------------------------------------------------------------------
 
@@ -200,8 +202,9 @@ class LocalBlobStore(BlobStore):
                 "access URL with a sig",
                 code="CannotVerifyCopySource",
             )
-        blob, _ = parsed
-        if self._verify_url is not None and not self._verify_url(url):
+        blob, token = parsed
+        grant = token_digest(token)
+        if self._grant_live is not None and not self._grant_live(blob, grant):
             raise AuthFailed(
                 f"start a copy into blob '{dest}' failed: the copy source's access was not "
                 "granted, has expired or was revoked (CannotVerifyCopySource)"
@@ -212,9 +215,9 @@ class LocalBlobStore(BlobStore):
             raise NotFound(
                 f"start a copy into blob '{dest}' failed: the copy source does not exist"
             ) from None
-        return self._start_copy(blob, dest)
+        return self._start_copy(blob, dest, grant)
 
-    def _start_copy(self, source: BlobRef, dest: BlobRef) -> str:
+    def _start_copy(self, source: BlobRef, dest: BlobRef, grant: str = "") -> str:
         if source == dest:
             raise ValueError(f"cannot copy blob '{source}' onto itself")
         src_size = self._size(source)
@@ -237,6 +240,7 @@ class LocalBlobStore(BlobStore):
                 "error": "",
                 "started_at": now,
                 "advanced_at": now,
+                "grant": grant,  # the SHA-256 of the access token it copies with, if any
             }
             # Like Azure, the destination takes the source's metadata.
             # Like Azure's Copy Blob, the copy carries the source's metadata and Content-MD5.
@@ -256,6 +260,11 @@ class LocalBlobStore(BlobStore):
         if dest.account in self._fail_accounts:
             return _fail(copy, INJECTED_COPY_FAILURE.format(account=dest.account))
         source = BlobRef(*copy["source"])
+        grant = copy.get("grant", "")
+        if grant and self._grant_live is not None and not self._grant_live(source, grant):
+            return _fail(
+                copy, "the copy source's access was revoked or expired (CannotVerifyCopySource)"
+            )
         now = self._clock.now()
         budget = None
         if self._bandwidth > 0:

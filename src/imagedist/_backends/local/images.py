@@ -110,7 +110,8 @@ def parse_local_url(url: str) -> tuple[BlobRef, str] | None:
     return BlobRef(parts.netloc, unquote(container), unquote(name)), token
 
 
-def _digest(token: str) -> str:
+def token_digest(token: str) -> str:
+    """What is kept of an access token: its SHA-256, never the token."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -200,19 +201,21 @@ class LocalImageService(ImageService):
         return DiskAccess(int(row["grants"]), int(row["revokes"]), active is not None)
 
     def disk_url_granted(self, url: str) -> bool:
-        """Whether ``url`` is a live access URL of a registered disk (blocking; the local blob
-        store's ``verify_url`` hook)."""
+        """Whether ``url`` is a live access URL of a registered disk (blocking)."""
         parsed = parse_local_url(url)
-        if parsed is None:
-            return False
-        blob, token = parsed
+        return parsed is not None and self.disk_grant_live(parsed[0], token_digest(parsed[1]))
+
+    def disk_grant_live(self, blob: BlobRef, token_sha256: str) -> bool:
+        """Whether the access whose token has this digest is granted now, to the disk held in
+        ``blob`` (blocking; the local blob store's ``grant_live`` hook, asked when a copy
+        from an access URL starts and each time it advances: a revoked access stops it)."""
         with closing(self._connect()) as db:
             rows = db.execute(
                 "SELECT d.blob_account, d.blob_container, d.blob_name "
                 "FROM disk_grants g JOIN disks d ON g.subscription = d.subscription "
                 "AND g.resource_group = d.resource_group AND g.name = d.name "
                 "WHERE g.token_sha256 = ? AND g.expires_at > ?",
-                (_digest(token), self._clock.now()),
+                (token_sha256, self._clock.now()),
             ).fetchall()
         # The token is looked up by its digest, so comparing it takes no secret-dependent time.
         return any(BlobRef(r[0], r[1], r[2]) == blob for r in rows)
@@ -371,7 +374,8 @@ class LocalImageService(ImageService):
                 )
             db.execute(f"UPDATE disks SET grants = grants + 1 WHERE {_KEY}", key)
             db.execute(
-                "INSERT INTO disk_grants VALUES (?, ?, ?, ?, ?)", (*key, _digest(token), expires_at)
+                "INSERT INTO disk_grants VALUES (?, ?, ?, ?, ?)",
+                (*key, token_digest(token), expires_at),
             )
         return BlobRef(row["blob_account"], row["blob_container"], row["blob_name"])
 
