@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from ._api import Imagedist
 from ._config import Config, load_config
-from ._domain import BlobRef, FailedPhase, Job, JobState, LogFilter, OsType, Target, TargetState
+from ._domain import (
+    BlobRef,
+    FailedPhase,
+    HyperVGeneration,
+    Job,
+    JobState,
+    LogFilter,
+    OsType,
+    Target,
+    TargetState,
+)
 from ._engine import JobStatus, Worker
 from ._exceptions import (
     AuthFailed,
@@ -27,6 +37,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "FailedPhase",
+    "HyperVGeneration",
     "Imagedist",
     "ImagedistError",
     "InvalidInput",

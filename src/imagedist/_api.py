@@ -16,6 +16,7 @@ from ._disks import disk_sources
 from ._domain import (
     EngineEvent,
     FailedPhase,
+    HyperVGeneration,
     Job,
     JobState,
     LogFilter,
@@ -101,6 +102,7 @@ class Imagedist:
         description: str = "",
         *,
         convert: bool = True,
+        hyper_v_generation: HyperVGeneration | None = None,
     ) -> Job:
         """Validate (and convert) the image and register a job; call :meth:`upload` next.
 
@@ -111,14 +113,35 @@ class Imagedist:
         """
         check_regular_file(path, "give the path of a disk image file")
         check_folder(self.config.work_dir(), "[upload] work_dir")
-        return await submit_job(self.ctx, path, image_name, os_type, description, convert=convert)
+        return await submit_job(
+            self.ctx,
+            path,
+            image_name,
+            os_type,
+            description,
+            convert=convert,
+            hyper_v_generation=hyper_v_generation,
+        )
 
     async def submit_disk(
-        self, disk_id: str, image_name: str, os_type: OsType, description: str = ""
+        self,
+        disk_id: str,
+        image_name: str,
+        os_type: OsType,
+        description: str = "",
+        *,
+        hyper_v_generation: HyperVGeneration | None = None,
     ) -> Job:
         """Register a job whose image is an Azure managed disk; a worker copies it server-side,
         granting read access for the copy and revoking it afterwards."""
-        return await submit_disk_job(self.ctx, disk_id, image_name, os_type, description)
+        return await submit_disk_job(
+            self.ctx,
+            disk_id,
+            image_name,
+            os_type,
+            description,
+            hyper_v_generation=hyper_v_generation,
+        )
 
     async def upload(self, job_id: str, on_progress: ProgressCallback | None = None) -> SourceRow:
         """Upload the job's file to its tier-0 blob (resuming), holding the tier-0 lease.

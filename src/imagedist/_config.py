@@ -235,7 +235,9 @@ class AzureBackendOptions(_Strict):
     state_account: str | None = None  # holds the state tables; default: the staging account
     table_prefix: str = Field(default="imagedist", pattern=r"^[A-Za-z][A-Za-z0-9]{0,54}$")
     storage_sku: str = "Standard_LRS"
-    hyper_v_generation: Literal["V1", "V2"] = "V1"
+    # The default of `submit --hyper-v-generation`; None: V2 for a disk that boots only with
+    # UEFI, V1 otherwise.
+    hyper_v_generation: Literal["V1", "V2"] | None = None
 
     @field_validator("blob_endpoint", "table_endpoint")
     @classmethod

@@ -213,6 +213,7 @@ class Image:
     error_code: str = ""
     error_message: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    hyper_v_generation: str = "V1"
 
 
 class ImageService(ABC):

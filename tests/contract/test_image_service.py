@@ -80,6 +80,18 @@ def test_an_image_is_creating_then_succeeds(images: ImageHarness) -> None:
     assert count(images, "img-1") == 1
 
 
+@pytest.mark.parametrize("generation", ["V1", "V2"])
+def test_an_image_is_made_as_the_generation_asked(images: ImageHarness, generation: str) -> None:
+    """The spec's Hyper-V generation reaches the platform (a Gen2 disk made V1 boots no VM)."""
+    source = upload(images, "golden.vhd")
+    run(
+        images.service.begin_create_image(
+            spec(images, "img-1", source, hyper_v_generation=generation)
+        )
+    )
+    assert settled(images, "img-1").hyper_v_generation == generation
+
+
 def test_creating_again_with_the_same_source_is_a_no_op(images: ImageHarness) -> None:
     source = upload(images, "golden.vhd")
     run(images.service.begin_create_image(spec(images, "img-1", source)))

@@ -16,6 +16,7 @@ from typing import Any
 from .._domain import (
     BlobRef,
     FailedPhase,
+    HyperVGeneration,
     Job,
     JobState,
     LogRecord,
@@ -59,6 +60,7 @@ JOB_FIELDS = [
     "source_disk",
     "input_path",
     "revision",
+    "hyper_v_generation",
 ]
 SOURCE_FIELDS = [
     "job_id",
@@ -116,6 +118,7 @@ def job_fields(job: Job) -> Fields:
         "source_disk": job.source_disk,
         "input_path": job.input_path,
         "revision": job.revision,
+        "hyper_v_generation": job.hyper_v_generation.value,
     }
 
 
@@ -134,6 +137,7 @@ def job_from(fields: Mapping[str, Any]) -> Job:
         source_disk=str(fields.get("source_disk") or ""),
         input_path=str(fields.get("input_path") or ""),
         revision=int(fields.get("revision") or 0),
+        hyper_v_generation=HyperVGeneration(fields.get("hyper_v_generation") or "V1"),
     )
 
 

@@ -22,7 +22,16 @@ from rich.progress import (
 from rich.table import Table
 
 from .._api import Imagedist, JobStatus
-from .._domain import FailedPhase, JobState, LogFilter, LogRecord, OsType, SourceRow, SourceState
+from .._domain import (
+    FailedPhase,
+    HyperVGeneration,
+    JobState,
+    LogFilter,
+    LogRecord,
+    OsType,
+    SourceRow,
+    SourceState,
+)
 from ._common import (
     EXIT_FAILED,
     State,
@@ -67,6 +76,7 @@ class SubmitArgs:
     description: str
     convert: bool
     disk: str | None = None
+    hyper_v_generation: str | None = None
 
 
 def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,13 +91,28 @@ def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         description: str,
         no_convert: bool,
         from_disk: str | None,
+        hyper_v_generation: str | None,
         **kw: Any,
     ) -> Any:
         if (file is None) == (from_disk is None):
             raise click.UsageError("Give either FILE or --from-disk, not both and not neither.")
-        args = SubmitArgs(file, image_name, os_type, description, not no_convert, from_disk)
+        args = SubmitArgs(
+            file,
+            image_name,
+            os_type,
+            description,
+            not no_convert,
+            from_disk,
+            hyper_v_generation,
+        )
         return fn(*a, args=args, **kw)
 
+    gather = click.option(
+        "--hyper-v-generation",
+        type=click.Choice([g.value for g in HyperVGeneration]),
+        help="The VM generation the images boot as (V2: UEFI). Default: [azure]"
+        " hyper_v_generation, else V2 for a disk that boots only with UEFI, else V1.",
+    )(gather)
     gather = click.option(
         "--from-disk",
         metavar="DISK_ID",
@@ -115,17 +140,30 @@ def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("file", type=click.Path(path_type=Path), required=False)(gather)
 
 
+def _generation(args: SubmitArgs) -> HyperVGeneration | None:
+    return HyperVGeneration(args.hyper_v_generation) if args.hyper_v_generation else None
+
+
 async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> str:
     if args.disk is not None:
         job = await app.submit_disk(
-            args.disk, args.image_name, OsType(args.os_type), args.description
+            args.disk,
+            args.image_name,
+            OsType(args.os_type),
+            args.description,
+            hyper_v_generation=_generation(args),
         )
         if not quiet:
             click.echo(f"job {job.id} submitted; a worker copies the disk server-side", err=True)
         return job.id
     assert args.file is not None
     job = await app.submit(
-        args.file, args.image_name, OsType(args.os_type), args.description, convert=args.convert
+        args.file,
+        args.image_name,
+        OsType(args.os_type),
+        args.description,
+        convert=args.convert,
+        hyper_v_generation=_generation(args),
     )
     if quiet:
         _exit_if_failed(await app.upload(job.id))

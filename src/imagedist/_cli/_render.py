@@ -54,6 +54,7 @@ def status_to_dict(status: JobStatus, errors: list[LogRecord] | None = None) -> 
         "job": job.id,
         "image_name": job.image_name,
         "os_type": job.os_type.value,
+        "hyper_v_generation": job.hyper_v_generation.value,
         "description": job.description,
         "size_bytes": job.size_bytes,
         "created_at": _when(job.created_at),
@@ -118,7 +119,9 @@ def status_grid(status: JobStatus) -> Table:
 def _summary(status: JobStatus) -> Table:
     table = Table.grid(padding=(0, 2))
     job = status.job
-    table.add_row("job", f"{job.id}  ({job.image_name}, {job.os_type.value})")
+    table.add_row(
+        "job", f"{job.id}  ({job.image_name}, {job.os_type.value}, {job.hyper_v_generation.value})"
+    )
     for label, attr in PHASES:
         table.add_row(label, f"{getattr(status, attr)} %")
     table.add_row("errors", str(status.error_count))

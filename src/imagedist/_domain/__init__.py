@@ -31,6 +31,7 @@ __all__ = [
     "EngineEvent",
     "EventKind",
     "FailedPhase",
+    "HyperVGeneration",
     "Job",
     "JobState",
     "LogFilter",
@@ -53,6 +54,13 @@ class OsType(enum.StrEnum):
 
     LINUX = "linux"
     WINDOWS = "windows"
+
+
+class HyperVGeneration(enum.StrEnum):
+    """The VM generation an image boots as: V1 with BIOS, V2 with UEFI (Azure's names)."""
+
+    V1 = "V1"
+    V2 = "V2"
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,8 @@ class Job:
     # Bumped by every `retry` that puts work back: a worker records an outcome only if the job
     # is still the revision it looked at, so a retry racing with it is never undone.
     revision: int = 0
+    # The generation its images are made as: a Gen2-only disk made V1 boots no VM.
+    hyper_v_generation: HyperVGeneration = HyperVGeneration.V1
 
 
 @dataclass

@@ -15,6 +15,7 @@ from .._domain import (
     NEEDS_BLOB_STATES,
     BlobRef,
     FailedPhase,
+    HyperVGeneration,
     Job,
     JobState,
     OsType,
@@ -28,7 +29,7 @@ from .._domain import (
 from .._domain.events import LogLevel, Step
 from .._domain.names import IMAGE_NAME
 from .._exceptions import InvalidInput, NotFound, PreconditionFailed
-from .._vhd import prepare_image
+from .._vhd import Firmware, converted_path, disk_firmware, prepare_image
 from ..abc import CopyStatus
 from ._cleanup import drop_sources
 from ._context import EngineContext
@@ -71,15 +72,36 @@ async def submit_job(
     description: str = "",
     *,
     convert: bool = True,
+    hyper_v_generation: HyperVGeneration | None = None,
 ) -> Job:
     """Validate the input, convert the image if needed, and register the job with all its items;
     nothing is uploaded yet.
 
-    :raises InvalidInput: if the file, the image name or a derived image name is invalid, or the
-        image needs converting and ``convert`` is false; no job is registered then.
+    The images' Hyper-V generation is ``hyper_v_generation``, else ``[azure]
+    hyper_v_generation``, else what the disk's partition table calls for (V2 for a disk that
+    boots only with UEFI, V1 otherwise).
+
+    :raises InvalidInput: if the file, the image name or a derived image name is invalid, the
+        image needs converting and ``convert`` is false, or V1 is asked for a disk that boots
+        only with UEFI; no job is registered then.
     """
     names = _image_names(ctx, image_name)
-    prepared = await asyncio.to_thread(prepare_image, path, ctx.config.work_dir(), convert=convert)
+    # Checked before anything is written where we read the format ourselves; a format read
+    # only once converted is checked on its conversion, which goes if it is refused.
+    firmware = await asyncio.to_thread(disk_firmware, path)
+    if firmware is not None:
+        generation = _generation(ctx, hyper_v_generation, firmware)
+    work_dir = ctx.config.work_dir()
+    conversion_existed = converted_path(path, work_dir).exists()
+    prepared = await asyncio.to_thread(prepare_image, path, work_dir, convert=convert)
+    if firmware is None:
+        try:
+            converted = await asyncio.to_thread(disk_firmware, prepared.path)
+            generation = _generation(ctx, hyper_v_generation, converted or Firmware.UNKNOWN)
+        except InvalidInput:
+            if prepared.converted_from is not None and not conversion_existed:
+                prepared.path.unlink(missing_ok=True)
+            raise
     now = ctx.backend.clock.now()
     job = Job(
         _new_job_id(ctx, now),
@@ -90,6 +112,7 @@ async def submit_job(
         now,
         description,
         input_path=str(path.resolve()) if prepared.converted_from is not None else "",
+        hyper_v_generation=generation,
     )
     note = None
     if prepared.converted_from is not None:
@@ -99,10 +122,33 @@ async def submit_job(
     return await _register(ctx, job, names, note)
 
 
+def _generation(
+    ctx: EngineContext, asked: HyperVGeneration | None, firmware: Firmware
+) -> HyperVGeneration:
+    default = ctx.config.azure.hyper_v_generation
+    chosen = asked or (HyperVGeneration(default) if default else None)
+    if chosen is None:
+        return HyperVGeneration.V2 if firmware is Firmware.UEFI else HyperVGeneration.V1
+    if firmware.refuses(chosen):
+        raise InvalidInput(
+            "The disk boots only with UEFI (a GPT disk with an EFI system partition and no BIOS"
+            " boot partition), so no VM would boot from a V1 image of it; submit it with"
+            ' --hyper-v-generation V2 (or set [azure] hyper_v_generation = "V2").'
+        )
+    return chosen
+
+
 async def submit_disk_job(
-    ctx: EngineContext, disk_id: str, image_name: str, os_type: OsType, description: str = ""
+    ctx: EngineContext,
+    disk_id: str,
+    image_name: str,
+    os_type: OsType,
+    description: str = "",
+    *,
+    hyper_v_generation: HyperVGeneration | None = None,
 ) -> Job:
-    """Register a job whose golden image is an Azure managed disk; a worker copies it.
+    """Register a job whose golden image is an Azure managed disk; a worker copies it. Its
+    images are made as ``hyper_v_generation``, else ``[azure] hyper_v_generation``, else V1.
 
     :raises InvalidInput: if the disk id or an image name is invalid, or there is no such disk.
     """
@@ -113,8 +159,17 @@ async def submit_disk_job(
     except NotFound as exc:
         raise InvalidInput(f"{exc} Check the disk's resource id and your access to it.") from None
     now = ctx.backend.clock.now()
+    default = ctx.config.azure.hyper_v_generation
     job = Job(
-        _new_job_id(ctx, now), image_name, os_type, "", size, now, description, source_disk=disk_id
+        _new_job_id(ctx, now),
+        image_name,
+        os_type,
+        "",
+        size,
+        now,
+        description,
+        source_disk=disk_id,
+        hyper_v_generation=hyper_v_generation or HyperVGeneration(default or "V1"),
     )
     return await _register(ctx, job, names, f"the image comes from managed disk {disk_id}")
 

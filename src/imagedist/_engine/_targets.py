@@ -169,6 +169,7 @@ class TargetDriver:
             region=row.region,
             source_blob=row.blob,
             os_type=self.job.os_type,
+            hyper_v_generation=self.job.hyper_v_generation.value,
             tags={JOB_TAG: self.job.id},
         )
 

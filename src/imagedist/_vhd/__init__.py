@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .._exceptions import InvalidInput
 from ._convert import ConvertResult, check_self_contained, convert_to_fixed_vhd, qemu_img_path
+from ._firmware import Firmware, boot_firmware
 from ._inspect import Inspection, detect, inspect_image, open_detected, quote
 from ._prepare import PreparedImage, converted_path, prepare_image
 from ._reader import DiskImage
@@ -29,12 +30,15 @@ __all__ = [
     "MAX_VIRTUAL_SIZE",
     "ConvertResult",
     "DiskImage",
+    "Firmware",
     "Inspection",
     "PreparedImage",
+    "boot_firmware",
     "check_self_contained",
     "convert_to_fixed_vhd",
     "converted_path",
     "detect",
+    "disk_firmware",
     "fixed_footer_problem",
     "human",
     "inspect_image",
@@ -60,3 +64,15 @@ def validate_for_azure(path: str | Path) -> Inspection:
         reasons = "; ".join(p[0].lower() + p[1:].rstrip(".") for p in inspection.problems)
         raise InvalidInput(f"{quote(Path(path))} is not ready for Azure: {reasons}.")
     return inspection
+
+
+def disk_firmware(path: str | Path) -> Firmware | None:
+    """The firmware the disk at ``path`` boots with, from its partition table; ``None`` for a
+    format read only once converted (VHDX, qcow2, VMDK) or a file that cannot be read (its
+    validation says why). Blocking."""
+    try:
+        disk = open_disk(path)
+    except InvalidInput:
+        return None
+    with disk:
+        return boot_firmware(disk.read, disk.virtual_size)

@@ -118,7 +118,6 @@ def open_backend(config: Config) -> Backend:
             credential,
             arm_endpoint=options.arm_endpoint,
             blob_url=blob_url,
-            hyper_v_generation=options.hyper_v_generation,
             client_kwargs=arm,
         ),
         state=state,

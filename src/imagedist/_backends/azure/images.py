@@ -41,13 +41,11 @@ class AzureImageService(ImageService):
         *,
         arm_endpoint: str,
         blob_url: Callable[[BlobRef], str],
-        hyper_v_generation: str = "V1",
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self._credential = credential
         self._endpoint = arm_endpoint.rstrip("/")
         self._blob_url = blob_url
-        self._generation = hyper_v_generation
         # azure-core's retry policy handles 429/503 and Retry-After; these only tune it.
         self._client_kwargs = {
             "retry_total": 6,
@@ -105,7 +103,7 @@ class AzureImageService(ImageService):
             location=spec.region,
             tags=spec.tags,
             properties=models.ImageProperties(
-                hyper_v_generation=spec.hyper_v_generation or self._generation,
+                hyper_v_generation=spec.hyper_v_generation,
                 storage_profile=models.ImageStorageProfile(
                     os_disk=models.ImageOSDisk(
                         os_type="Windows" if spec.os_type is OsType.WINDOWS else "Linux",
@@ -159,6 +157,7 @@ class AzureImageService(ImageService):
             error_code=code,
             error_message=message,
             tags=dict(image.tags or {}),
+            hyper_v_generation=_generation(properties.hyper_v_generation),
         )
 
     async def _failure_of(self, key: tuple[str, str, str]) -> tuple[str, str] | None:
@@ -275,3 +274,8 @@ def _blob_ref(uri: str) -> BlobRef:
     else:
         account = scheme_host.split(".")[0]
     return BlobRef(account, parts[0] if parts else "", unquote("/".join(parts[1:])))
+
+
+def _generation(value: Any) -> str:
+    """The SDK gives an enum member or, for a value it does not know, a string."""
+    return str(getattr(value, "value", value) or "V1")

@@ -455,4 +455,5 @@ def _image(row: sqlite3.Row) -> Image:
         error_code=row["error_code"],
         error_message=row["error_message"],
         tags=json.loads(row["tags"]),
+        hyper_v_generation=row["hyper_v_generation"],
     )

@@ -112,6 +112,7 @@ class SimImageService(ImageService):
             os_type=spec.os_type,
             provisioning_state=ProvisioningState.CREATING,
             tags=dict(spec.tags),
+            hyper_v_generation=spec.hyper_v_generation,
         )
         self._images[key] = _Creation(image, now + storage.model.draw_image_seconds(rng), fail)
         self._creations[key] = self._creations.get(key, 0) + 1
