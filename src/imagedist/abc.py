@@ -16,6 +16,13 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from ._domain import BlobRef, Job, LogFilter, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
+from ._domain.gallery import (
+    DefinitionSpec,
+    GalleryRef,
+    ImageVersion,
+    TargetRegion,
+    VersionSpec,
+)
 
 __all__ = [
     "AccountInfo",
@@ -528,6 +535,86 @@ class CopySource(DiskSource):
 DiskSources = Callable[[Job], DiskSource]  # the tier-0 source of a job
 
 
+class GalleryService(ABC):
+    """Azure Compute Gallery (``Microsoft.Compute/galleries``): galleries, image definitions and
+    image versions, whose creation and replication are long-running (issue 11).
+
+    Every method is safe to call again after a crash: creating what exists with the same
+    properties is a no-op, with other (immutable) properties a :class:`Conflict`.
+    """
+
+    @abstractmethod
+    async def ensure_gallery(self, gallery: GalleryRef, region: str) -> None:
+        """Create the gallery (and its resource group) if it does not exist."""
+
+    @abstractmethod
+    async def ensure_definition(self, spec: DefinitionSpec) -> None:
+        """Create the image definition if it does not exist.
+
+        :raises Conflict: if it exists with other immutable properties (naming them; Azure
+            cannot change them: the fix is another definition name).
+        :raises NotFound: if the gallery does not exist.
+        """
+
+    @abstractmethod
+    async def get_definition(self, gallery: GalleryRef, name: str) -> DefinitionSpec:
+        """:raises NotFound: if the gallery or the definition does not exist."""
+
+    @abstractmethod
+    async def begin_create_version(self, spec: VersionSpec) -> None:
+        """Start creating the version (returns once the platform accepted it).
+
+        Creating it again from the same source is a no-op.
+
+        :raises Conflict: if the version exists from another source.
+        :raises NotFound: if the gallery or the definition does not exist.
+        :raises OperationFailed: if the platform refuses the source (a blob it cannot read,
+            in another subscription or region than the rules allow) or a target region.
+        """
+
+    @abstractmethod
+    async def get_version(self, gallery: GalleryRef, definition: str, name: str) -> ImageVersion:
+        """The version with its replication status per target region.
+
+        :raises NotFound: if it does not exist.
+        """
+
+    @abstractmethod
+    async def list_versions(self, gallery: GalleryRef, definition: str) -> list[ImageVersion]:
+        """Every version of the definition (with their replication status), in no order."""
+
+    @abstractmethod
+    async def update_version(
+        self,
+        gallery: GalleryRef,
+        definition: str,
+        name: str,
+        *,
+        target_regions: tuple[TargetRegion, ...] | None = None,
+        exclude_from_latest: bool | None = None,
+        end_of_life: str | None = None,
+    ) -> None:
+        """Change what may change (a PATCH): the target regions (replicating the new ones and
+        retrying failed ones), exclude-from-latest, end-of-life.
+
+        :raises NotFound: if the version does not exist.
+        """
+
+    @abstractmethod
+    async def delete_version(self, gallery: GalleryRef, definition: str, name: str) -> bool:
+        """Delete the version; False if it did not exist."""
+
+    @abstractmethod
+    async def share(
+        self, gallery: GalleryRef, subscriptions: list[str], tenants: list[str]
+    ) -> None:
+        """Direct shared gallery: add the subscriptions and tenants to the gallery's sharing
+        profile (those already there stay)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
 class Clock(ABC):
     """Time, so the engine can run in real or virtual time."""
 
@@ -560,11 +647,14 @@ class Backend:
     clock: Clock
     provisioner: Provisioner
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # credentials...
+    gallery: GalleryService | None = None  # None: this backend publishes no gallery versions
 
     async def aclose(self) -> None:
         await self.blobs.aclose()
         await self.images.aclose()
         await self.state.aclose()
         await self.provisioner.aclose()
+        if self.gallery is not None:
+            await self.gallery.aclose()
         for close in self.closers:
             await close()
