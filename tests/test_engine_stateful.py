@@ -100,6 +100,7 @@ from imagedist._domain import (
     TargetRow,
     TargetState,
 )
+from imagedist._domain.gallery import PublicationRow
 from imagedist._domain.regions import region_name
 from imagedist._engine import EngineContext, Worker, cleanup_job, retry_job, submit_job
 from imagedist._engine._targets import JOB_TAG
@@ -442,9 +443,13 @@ class ObservedState(MemoryStateStore):
         self.observer = observer
 
     async def create_job(
-        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+        self,
+        job: Job,
+        sources: Sequence[SourceRow],
+        targets: Sequence[TargetRow],
+        publications: Sequence[PublicationRow] = (),
     ) -> None:
-        await super().create_job(job, sources, targets)
+        await super().create_job(job, sources, targets, publications)
         self.observer.registered(await self.list_targets(job.id))
 
     async def put_target(self, row: TargetRow) -> TargetRow:

@@ -15,6 +15,7 @@ import re
 from urllib.parse import unquote
 
 from ._domain import LogRecord
+from ._domain.gallery import PublicationRow
 
 __all__ = ["REDACTED", "redact", "redact_record"]
 
@@ -144,3 +145,13 @@ def redact_record(record: LogRecord) -> LogRecord:
     if message == record.message and extra == record.extra:
         return record
     return dataclasses.replace(record, message=message, extra=extra)
+
+
+def redact_publication(row: PublicationRow) -> PublicationRow:
+    """The gallery version's row with its error and every region's error redacted (a region's
+    error quotes the platform's message, which may carry a SAS)."""
+    regions = {
+        name: dataclasses.replace(status, error=redact(status.error))
+        for name, status in row.regions.items()
+    }
+    return dataclasses.replace(row, error=redact(row.error), regions=regions)

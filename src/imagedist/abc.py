@@ -20,6 +20,7 @@ from ._domain.gallery import (
     DefinitionSpec,
     GalleryRef,
     ImageVersion,
+    PublicationRow,
     TargetRegion,
     VersionSpec,
 )
@@ -289,7 +290,11 @@ class StateStore(ABC):
 
     @abstractmethod
     async def create_job(
-        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+        self,
+        job: Job,
+        sources: Sequence[SourceRow],
+        targets: Sequence[TargetRow],
+        publications: Sequence[PublicationRow] = (),
     ) -> None:
         """Register a job and all its items at once.
 
@@ -320,6 +325,17 @@ class StateStore(ABC):
     @abstractmethod
     async def list_targets(self, job_id: str) -> list[TargetRow]:
         """The job's targets, sorted by target name."""
+
+    @abstractmethod
+    async def list_publications(self, job_id: str) -> list[PublicationRow]:
+        """The job's gallery versions, sorted by key."""
+
+    @abstractmethod
+    async def put_publication(self, row: PublicationRow) -> PublicationRow:
+        """Write the row if its version is current; return it with the new version.
+
+        :raises PreconditionFailed: if another writer changed it since it was read.
+        """
 
     @abstractmethod
     async def put_source(self, row: SourceRow) -> SourceRow:

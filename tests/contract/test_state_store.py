@@ -34,6 +34,7 @@ from imagedist._domain import (
     TargetRow,
     TargetState,
 )
+from imagedist._domain.gallery import GalleryRef, PublicationRow, PublicationState, RegionStatus
 from imagedist._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed
 from imagedist.abc import StateStore
 
@@ -524,3 +525,86 @@ def test_free_text_is_stored_redacted(state: StateHarness) -> None:
     ]
     assert all("copy from https" in text for text in stored), stored
     assert not any("SecretSigMarker" in text for text in stored), stored
+
+
+# gallery versions (issue 11)
+
+
+def make_publications(job_id: str) -> list[PublicationRow]:
+    central = GalleryRef("sub-g", "imagedist-gallery", "golden_gallery")
+    return [
+        PublicationRow(
+            job_id=job_id,
+            key=key,
+            gallery=GalleryRef(key, "imagedist-gallery", "golden_local")
+            if key != "central"
+            else central,
+            definition="golden",
+            version_name="1.0.3",
+            region="westeurope",
+            regions={"westeurope": RegionStatus(), "eastus": RegionStatus()},
+            source_id="tier0" if key == "central" else "central",
+            updated_at=1.0,
+        )
+        for key in ("sub-b", "central", "sub-a")
+    ]
+
+
+def test_publications_are_created_with_the_job_and_listed_by_key(state: StateHarness) -> None:
+    job = make_job(new_id())
+    publications = make_publications(job.id)
+    run(state.store.create_job(job, make_sources(job.id), make_targets(job.id), publications))
+
+    listed = run(state.store.list_publications(job.id))
+    assert [p.key for p in listed] == ["central", "sub-a", "sub-b"]
+    assert listed == sorted(publications, key=lambda p: p.key)
+    assert run(state.store.list_publications(new_id())) == []  # another job has none
+
+
+def test_put_publication_is_a_compare_and_set_of_every_field(state: StateHarness) -> None:
+    job = make_job(new_id())
+    run(
+        state.store.create_job(
+            job, make_sources(job.id), make_targets(job.id), make_publications(job.id)
+        )
+    )
+    row = run(state.store.list_publications(job.id))[0]
+    changed = dataclasses.replace(
+        row,
+        state=PublicationState.REPLICATING,
+        regions={
+            "westeurope": RegionStatus("completed", 100),
+            "eastus": RegionStatus("failed", 40, "ReplicationFailed: disk unavailable"),
+        },
+        error="eastus failed",
+        attempts=2,
+        lease_owner="w-1",
+        lease_until=1_700_000_060.5,
+        updated_at=42.25,
+    )
+    written = run(state.store.put_publication(changed))
+    assert written == dataclasses.replace(changed, version=row.version + 1)
+    assert run(state.store.list_publications(job.id))[0] == written
+    with pytest.raises(PreconditionFailed):  # the row as first read is stale now
+        run(state.store.put_publication(dataclasses.replace(row, lease_owner="w-2")))
+    assert run(state.store.list_publications(job.id))[0] == written
+
+
+def test_a_gallery_versions_errors_are_stored_redacted(state: StateHarness) -> None:
+    """The version's error and each region's (both quote the platform) lose their SAS."""
+    secret = "SecretSigMarker0123+/abc="
+    text = f"replication from https://a.blob.core.windows.net/c/b.vhd?sv=2024-08-04&sig={secret}"
+    job = make_job(new_id())
+    run(
+        state.store.create_job(
+            job, make_sources(job.id), make_targets(job.id), make_publications(job.id)
+        )
+    )
+    row = run(state.store.list_publications(job.id))[0]
+    regions = {"eastus": RegionStatus("failed", 10, text)}
+    run(state.store.put_publication(dataclasses.replace(row, error=text, regions=regions)))
+
+    stored = run(state.other().list_publications(job.id))[0]
+    texts = [stored.error, stored.regions["eastus"].error]
+    assert all("replication from https" in t for t in texts), texts
+    assert not any("SecretSigMarker" in t for t in texts), texts

@@ -27,10 +27,12 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
+from .._domain.gallery import GalleryRef, PublicationRow, PublicationState, RegionStatus
 
 __all__ = [
     "JOB_FIELDS",
     "LOG_FIELDS",
+    "PUBLICATION_FIELDS",
     "SOURCE_FIELDS",
     "TARGET_FIELDS",
     "Fields",
@@ -38,6 +40,8 @@ __all__ = [
     "job_from",
     "log_fields",
     "log_from",
+    "publication_fields",
+    "publication_from",
     "source_fields",
     "source_from",
     "target_fields",
@@ -96,6 +100,25 @@ TARGET_FIELDS = [
     "error",
     "attempts",
     "blob_deleted",
+    "lease_owner",
+    "lease_until",
+    "version",
+    "updated_at",
+]
+PUBLICATION_FIELDS = [
+    "job_id",
+    "key",
+    "gallery_subscription",
+    "gallery_resource_group",
+    "gallery",
+    "definition",
+    "version_name",
+    "region",
+    "regions",
+    "state",
+    "source_id",
+    "error",
+    "attempts",
     "lease_owner",
     "lease_until",
     "version",
@@ -217,6 +240,60 @@ def target_from(fields: Mapping[str, Any]) -> TargetRow:
         error=str(fields.get("error") or ""),
         attempts=int(fields["attempts"]),
         blob_deleted=bool(fields["blob_deleted"]),
+        lease_owner=_opt_str(fields.get("lease_owner")),
+        lease_until=float(fields["lease_until"]),
+        version=int(fields["version"]),
+        updated_at=float(fields["updated_at"]),
+    )
+
+
+def publication_fields(row: PublicationRow) -> Fields:
+    regions = {
+        name: {"state": r.state, "progress": r.progress, "error": r.error}
+        for name, r in sorted(row.regions.items())
+    }
+    return {
+        "job_id": row.job_id,
+        "key": row.key,
+        "gallery_subscription": row.gallery.subscription,
+        "gallery_resource_group": row.gallery.resource_group,
+        "gallery": row.gallery.name,
+        "definition": row.definition,
+        "version_name": row.version_name,
+        "region": row.region,
+        "regions": json.dumps(regions, separators=(",", ":")),
+        "state": row.state.value,
+        "source_id": row.source_id,
+        "error": row.error,
+        "attempts": row.attempts,
+        "lease_owner": row.lease_owner,
+        "lease_until": float(row.lease_until),
+        "version": row.version,
+        "updated_at": float(row.updated_at),
+    }
+
+
+def publication_from(fields: Mapping[str, Any]) -> PublicationRow:
+    regions = json.loads(str(fields.get("regions") or "{}"))
+    return PublicationRow(
+        job_id=str(fields["job_id"]),
+        key=str(fields["key"]),
+        gallery=GalleryRef(
+            str(fields["gallery_subscription"]),
+            str(fields["gallery_resource_group"]),
+            str(fields["gallery"]),
+        ),
+        definition=str(fields["definition"]),
+        version_name=str(fields["version_name"]),
+        region=str(fields["region"]),
+        regions={
+            str(name): RegionStatus(str(r["state"]), int(r["progress"]), str(r["error"]))
+            for name, r in regions.items()
+        },
+        state=PublicationState(fields["state"]),
+        source_id=str(fields.get("source_id") or ""),
+        error=str(fields.get("error") or ""),
+        attempts=int(fields["attempts"]),
         lease_owner=_opt_str(fields.get("lease_owner")),
         lease_until=float(fields["lease_until"]),
         version=int(fields["version"]),

@@ -43,8 +43,9 @@ from ..._domain import (
     SourceRow,
     TargetRow,
 )
+from ..._domain.gallery import PublicationRow
 from ..._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
-from ..._redact import redact, redact_record
+from ..._redact import redact, redact_publication, redact_record
 from ...abc import StateStore
 from ..codec import (
     Fields,
@@ -52,6 +53,8 @@ from ..codec import (
     job_from,
     log_fields,
     log_from,
+    publication_fields,
+    publication_from,
     source_fields,
     source_from,
     target_fields,
@@ -85,6 +88,7 @@ _JOB_PK = "job"
 _SWITCH_PK = "switch"
 _SOURCE_PREFIX = "s:"
 _TARGET_PREFIX = "t:"
+_PUBLICATION_PREFIX = "p:"
 
 #: Characters kept as they are in keys; everything else is escaped as ``!XX`` per UTF-8 byte.
 _KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:@+=,")
@@ -289,7 +293,11 @@ class AzureTableStateStore(StateStore):
     # jobs
 
     async def create_job(
-        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+        self,
+        job: Job,
+        sources: Sequence[SourceRow],
+        targets: Sequence[TargetRow],
+        publications: Sequence[PublicationRow] = (),
     ) -> None:
         jobs = await self._table("jobs")
         conflict: Override = {409: lambda _: Conflict(f"Job {job.id!r} already exists.")}
@@ -297,9 +305,9 @@ class AzureTableStateStore(StateStore):
             await jobs.get_entity(_JOB_PK, escape_key(job.id))
             raise Conflict(f"Job {job.id!r} already exists.")
         pk = escape_key(job.id)
-        entities = [_source_entity(row) for row in sources] + [
-            _target_entity(row) for row in targets
-        ]
+        entities = [_source_entity(row) for row in sources]
+        entities += [_target_entity(row) for row in targets]
+        entities += [_publication_entity(row) for row in publications]
         # Items first, the job entity last: the job becomes visible to workers only once all its
         # items exist, so a process killed half-way leaves no half-made job behind.
         try:
@@ -406,6 +414,23 @@ class AzureTableStateStore(StateStore):
         rows = [target_from(_plain(entity)) for entity in entities]
         rows.sort(key=lambda row: row.target)
         return rows
+
+    async def list_publications(self, job_id: str) -> list[PublicationRow]:
+        entities = await self._list_items(job_id, _PUBLICATION_PREFIX)
+        rows = [publication_from(_plain(entity)) for entity in entities]
+        rows.sort(key=lambda row: row.key)
+        return rows
+
+    async def put_publication(self, row: PublicationRow) -> PublicationRow:
+        new = redact_publication(dataclasses.replace(row, version=row.version + 1))
+        new = dataclasses.replace(new, error=_truncate(new.error))
+        await self._compare_and_set(
+            row.job_id,
+            _publication_entity(new),
+            row.version,
+            f"gallery version {row.key!r} of job {row.job_id!r}",
+        )
+        return new
 
     async def _list_items(self, job_id: str, prefix: str) -> list[TableEntity]:
         items = await self._read_table("items")
@@ -634,3 +659,8 @@ def _source_entity(row: SourceRow) -> dict[str, Any]:
 def _target_entity(row: TargetRow) -> dict[str, Any]:
     rk = _TARGET_PREFIX + escape_key(row.target)
     return _entity(escape_key(row.job_id), rk, target_fields(row))
+
+
+def _publication_entity(row: PublicationRow) -> dict[str, Any]:
+    rk = _PUBLICATION_PREFIX + escape_key(row.key)
+    return _entity(escape_key(row.job_id), rk, publication_fields(row))

@@ -21,18 +21,22 @@ from ..._domain import (
     SourceRow,
     TargetRow,
 )
+from ..._domain.gallery import PublicationRow
 from ..._exceptions import Conflict, NotFound, PreconditionFailed
-from ..._redact import redact, redact_record
+from ..._redact import redact, redact_publication, redact_record
 from ...abc import StateStore
 from ..codec import (
     JOB_FIELDS,
     LOG_FIELDS,
+    PUBLICATION_FIELDS,
     SOURCE_FIELDS,
     TARGET_FIELDS,
     job_fields,
     job_from,
     log_fields,
     log_from,
+    publication_fields,
+    publication_from,
     source_fields,
     source_from,
     target_fields,
@@ -67,6 +71,14 @@ CREATE TABLE IF NOT EXISTS targets (
     lease_owner TEXT, lease_until REAL NOT NULL, version INTEGER NOT NULL, updated_at REAL NOT NULL,
     PRIMARY KEY (job_id, target)
 );
+CREATE TABLE IF NOT EXISTS publications (
+    job_id TEXT NOT NULL, key TEXT NOT NULL, gallery_subscription TEXT NOT NULL,
+    gallery_resource_group TEXT NOT NULL, gallery TEXT NOT NULL, definition TEXT NOT NULL,
+    version_name TEXT NOT NULL, region TEXT NOT NULL, regions TEXT NOT NULL, state TEXT NOT NULL,
+    source_id TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, lease_owner TEXT,
+    lease_until REAL NOT NULL, version INTEGER NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (job_id, key)
+);
 CREATE TABLE IF NOT EXISTS logs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, ts REAL NOT NULL,
     level TEXT NOT NULL, step TEXT NOT NULL, target TEXT NOT NULL, message TEXT NOT NULL,
@@ -80,6 +92,7 @@ CREATE TABLE IF NOT EXISTS target_switches (name TEXT PRIMARY KEY, enabled INTEG
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
 SOURCE_COLUMNS = ", ".join(SOURCE_FIELDS)
 TARGET_COLUMNS = ", ".join(TARGET_FIELDS)
+PUBLICATION_COLUMNS = ", ".join(PUBLICATION_FIELDS)
 LOG_COLUMNS = ", ".join(LOG_FIELDS)
 
 
@@ -91,6 +104,7 @@ def _update_sql(table: str, names: Sequence[str], key: str) -> str:
 
 UPDATE_SOURCE = _update_sql("sources", SOURCE_FIELDS, "source_id")
 UPDATE_TARGET = _update_sql("targets", TARGET_FIELDS, "target")
+UPDATE_PUBLICATION = _update_sql("publications", PUBLICATION_FIELDS, "key")
 
 
 class SqliteStateStore(StateStore):
@@ -120,7 +134,11 @@ class SqliteStateStore(StateStore):
     # jobs
 
     async def create_job(
-        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+        self,
+        job: Job,
+        sources: Sequence[SourceRow],
+        targets: Sequence[TargetRow],
+        publications: Sequence[PublicationRow] = (),
     ) -> None:
         def create(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
@@ -140,6 +158,12 @@ class SqliteStateStore(StateStore):
                     db.execute(
                         f"INSERT INTO targets ({TARGET_COLUMNS}) VALUES ({_marks(len(TARGET_FIELDS))})",
                         _values(target_fields(target), TARGET_FIELDS),
+                    )
+                for publication in publications:
+                    db.execute(
+                        f"INSERT INTO publications ({PUBLICATION_COLUMNS})"
+                        f" VALUES ({_marks(len(PUBLICATION_FIELDS))})",
+                        _values(publication_fields(publication), PUBLICATION_FIELDS),
                     )
             except BaseException:
                 db.execute("ROLLBACK")
@@ -205,6 +229,24 @@ class SqliteStateStore(StateStore):
             ).fetchall()
         )
         return [target_from(dict(zip(TARGET_FIELDS, row, strict=True))) for row in rows]
+
+    async def list_publications(self, job_id: str) -> list[PublicationRow]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {PUBLICATION_COLUMNS} FROM publications WHERE job_id = ? ORDER BY key",
+                (job_id,),
+            ).fetchall()
+        )
+        return [publication_from(dict(zip(PUBLICATION_FIELDS, row, strict=True))) for row in rows]
+
+    async def put_publication(self, row: PublicationRow) -> PublicationRow:
+        new = redact_publication(dataclasses.replace(row, version=row.version + 1))
+        values = _values(publication_fields(new), PUBLICATION_FIELDS)
+        what = f"gallery version {row.key!r} of job {row.job_id!r}"
+        await self._compare_and_set(
+            UPDATE_PUBLICATION, (*values, row.job_id, row.key, row.version), what
+        )
+        return new
 
     async def put_source(self, row: SourceRow) -> SourceRow:
         new = dataclasses.replace(row, version=row.version + 1, error=redact(row.error))

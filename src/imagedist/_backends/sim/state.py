@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..._domain import Job, LogFilter, LogRecord, SourceRow, TargetRow
+from ..._domain.gallery import PublicationRow
 from ..._exceptions import Conflict, NotFound, PreconditionFailed
-from ..._redact import redact, redact_record
+from ..._redact import redact, redact_publication, redact_record
 from ...abc import StateStore
 
 __all__ = ["MemoryStateStore", "MemoryTables"]
 
-R = TypeVar("R", Job, SourceRow, TargetRow)
+R = TypeVar("R", Job, SourceRow, TargetRow, PublicationRow)
 
 
 def _clone(row: R) -> R:
@@ -29,6 +30,10 @@ def _clone(row: R) -> R:
     return new
 
 
+def _by_key(row: PublicationRow) -> str:
+    return row.key
+
+
 @dataclass
 class MemoryTables:
     """The data: what a database file would hold."""
@@ -36,6 +41,7 @@ class MemoryTables:
     jobs: dict[str, Job] = field(default_factory=dict)
     sources: dict[str, tuple[list[SourceRow], dict[str, int]]] = field(default_factory=dict)
     targets: dict[str, tuple[list[TargetRow], dict[str, int]]] = field(default_factory=dict)
+    publications: dict[str, dict[str, PublicationRow]] = field(default_factory=dict)
     logs: dict[str, list[LogRecord]] = field(default_factory=dict)
     switches: dict[str, bool] = field(default_factory=dict)
 
@@ -49,7 +55,11 @@ class MemoryStateStore(StateStore):
     # jobs
 
     async def create_job(
-        self, job: Job, sources: Sequence[SourceRow], targets: Sequence[TargetRow]
+        self,
+        job: Job,
+        sources: Sequence[SourceRow],
+        targets: Sequence[TargetRow],
+        publications: Sequence[PublicationRow] = (),
     ) -> None:
         t = self.tables
         if job.id in t.jobs:
@@ -59,6 +69,7 @@ class MemoryStateStore(StateStore):
         t.jobs[job.id] = _clone(job)
         t.sources[job.id] = (source_rows, {s.source_id: i for i, s in enumerate(source_rows)})
         t.targets[job.id] = (target_rows, {r.target: i for i, r in enumerate(target_rows)})
+        t.publications[job.id] = {p.key: _clone(p) for p in sorted(publications, key=_by_key)}
 
     async def get_job(self, job_id: str) -> Job:
         job = self.tables.jobs.get(job_id)
@@ -88,6 +99,23 @@ class MemoryStateStore(StateStore):
     async def list_targets(self, job_id: str) -> list[TargetRow]:
         rows, _ = self.tables.targets.get(job_id, ([], {}))
         return [_clone(row) for row in rows]
+
+    async def list_publications(self, job_id: str) -> list[PublicationRow]:
+        rows = self.tables.publications.get(job_id, {})
+        return [_clone(row) for row in sorted(rows.values(), key=_by_key)]
+
+    async def put_publication(self, row: PublicationRow) -> PublicationRow:
+        rows = self.tables.publications.get(row.job_id, {})
+        stored = rows.get(row.key)
+        if stored is None or stored.version != row.version:
+            raise PreconditionFailed(
+                f"The gallery version {row.key!r} of job {row.job_id!r} was changed by another"
+                " worker."
+            )
+        new = redact_publication(_clone(row))
+        new.version = row.version + 1
+        rows[row.key] = _clone(new)
+        return new
 
     async def put_source(self, row: SourceRow) -> SourceRow:
         rows, index = self.tables.sources.get(row.job_id, ([], {}))
