@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._config_gallery import GallerySpec, PublishPolicy
 from ._domain import Target
 from ._domain.names import ACCOUNT_NAME, CONTAINER_NAME, RESOURCE_GROUP_NAME, NameRule
 from ._domain.regions import REGIONS, unknown_region
@@ -265,6 +266,8 @@ class Config(_Strict):
     upload: UploadPolicy = Field(default_factory=UploadPolicy)
     local: LocalBackendOptions = Field(default_factory=LocalBackendOptions)
     azure: AzureBackendOptions = Field(default_factory=AzureBackendOptions)
+    publish: PublishPolicy = Field(default_factory=PublishPolicy)
+    gallery: GallerySpec | None = None
     base_dir: str = Field(default=".", exclude=True)
     _fleet: list[Target] | None = PrivateAttr(default=None)
 
@@ -279,6 +282,7 @@ class Config(_Strict):
                 key_path="fleet",
             )
         _check_image_names_unique(fleet, self.naming.image_template)
+        _check_gallery(self)
         return self
 
     def fleet_targets(self) -> list[Target]:
@@ -298,6 +302,24 @@ class Config(_Strict):
     def local_root(self) -> Path:
         """The local backend's folder, relative paths taken from the config file's folder."""
         return (Path(self.base_dir) / self.local.root).resolve()
+
+
+def _check_gallery(config: Config) -> None:
+    gallery = config.gallery
+    if "gallery" in config.publish.to and gallery is None:
+        raise ConfigError(
+            'Invalid config: [publish] to includes "gallery" but there is no [gallery] table;'
+            " add one with at least a name.",
+            key_path="publish.to",
+        )
+    if gallery is not None and gallery.region_or(config.staging.region) != config.staging.region:
+        # A version is made from a VHD in a storage account of the gallery's region: the upload.
+        raise ConfigError(
+            f"Invalid config: the gallery's region {gallery.region!r} is not the staging"
+            f" region {config.staging.region!r}, where the upload it is made from lives; leave"
+            " [gallery] region out (or set it to the staging region).",
+            key_path="gallery.region",
+        )
 
 
 def generated_account_name(prefix: str, subscription: str, region: str) -> str:

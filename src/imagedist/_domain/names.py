@@ -12,6 +12,8 @@ __all__ = [
     "ACCOUNT_NAME",
     "ACCOUNT_PREFIX",
     "CONTAINER_NAME",
+    "DEFINITION_NAME",
+    "GALLERY_NAME",
     "IMAGE_NAME",
     "RESOURCE_GROUP_NAME",
     "NameRule",
@@ -60,6 +62,16 @@ RESOURCE_GROUP_NAME = NameRule(
     "resource group name",
     re.compile(r"[-\w.()]{0,89}[-\w()]"),
     "must be 1-90 letters, digits, '_', '-', '.', '(' or ')' and not end with '.'",
+)
+GALLERY_NAME = NameRule(
+    "gallery name",
+    re.compile(r"(?=.{1,80}\Z)[A-Za-z0-9]+([._][A-Za-z0-9]+)*"),
+    "is invalid: use 1-80 letters and digits, with single '_' or '.' between them (no '-')",
+)
+DEFINITION_NAME = NameRule(
+    "image definition name",
+    re.compile(r"(?=.{1,80}\Z)[A-Za-z0-9]+([-._][A-Za-z0-9]+)*"),
+    "is invalid: use 1-80 letters and digits, with single '_', '-' or '.' between them",
 )
 # ASCII only: Azure refuses other letters in an image name.
 IMAGE_NAME = NameRule(
