@@ -26,6 +26,7 @@ from ._domain import (
     SourceRow,
     Target,
 )
+from ._domain.gallery import ImageVersion
 from ._engine import (
     EngineContext,
     JobStatus,
@@ -43,6 +44,7 @@ from ._engine import (
 from ._engine._setup import Change, Problem, apply_changes, plan_setup, plan_teardown, run_checks
 from ._engine._tasks import task_group
 from ._engine._upload import ProgressCallback
+from ._engine._versions import RetireResult, list_image_versions, retire_versions, roll_back
 from ._exceptions import InvalidInput
 from ._files import check_folder, check_regular_file, kind_of
 from ._fleet import append_targets, generate_targets
@@ -103,6 +105,8 @@ class Imagedist:
         *,
         convert: bool = True,
         hyper_v_generation: HyperVGeneration | None = None,
+        publish: Sequence[str] | None = None,
+        version: str | None = None,
     ) -> Job:
         """Validate (and convert) the image and register a job; call :meth:`upload` next.
 
@@ -121,6 +125,8 @@ class Imagedist:
             description,
             convert=convert,
             hyper_v_generation=hyper_v_generation,
+            publish=publish,
+            version=version,
         )
 
     async def submit_disk(
@@ -131,6 +137,8 @@ class Imagedist:
         description: str = "",
         *,
         hyper_v_generation: HyperVGeneration | None = None,
+        publish: Sequence[str] | None = None,
+        version: str | None = None,
     ) -> Job:
         """Register a job whose image is an Azure managed disk; a worker copies it server-side,
         granting read access for the copy and revoking it afterwards."""
@@ -141,6 +149,8 @@ class Imagedist:
             os_type,
             description,
             hyper_v_generation=hyper_v_generation,
+            publish=publish,
+            version=version,
         )
 
     async def upload(self, job_id: str, on_progress: ProgressCallback | None = None) -> SourceRow:
@@ -250,6 +260,22 @@ class Imagedist:
 
     async def cleanup(self, job_id: str, *, force: bool = False) -> int:
         return await cleanup_job(self.ctx, job_id, force=force)
+
+    # gallery versions (issue 11)
+
+    async def versions(self, image: str) -> list[ImageVersion]:
+        """The image's versions in the central gallery, newest first."""
+        return await list_image_versions(self.ctx, image)
+
+    async def retire_versions(self, image: str, keep: int) -> RetireResult:
+        """Retire every version but the ``keep`` newest (end of life now, out of "latest");
+        delete those retired for ``[gallery.versions] retire_grace_days``, unless one is the
+        only version complete in a region."""
+        return await retire_versions(self.ctx, image, keep)
+
+    async def roll_back(self, image: str) -> tuple[ImageVersion, ImageVersion]:
+        """Exclude the newest version from "latest"; returns (it, the version now latest)."""
+        return await roll_back(self.ctx, image)
 
     # targets
 

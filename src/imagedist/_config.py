@@ -312,6 +312,17 @@ def _check_gallery(config: Config) -> None:
             " add one with at least a name.",
             key_path="publish.to",
         )
+    staging = config.staging
+    if (
+        gallery is not None
+        and gallery.subscription_or(staging.subscription) != staging.subscription
+    ):
+        raise ConfigError(
+            f"Invalid config: the gallery's subscription {gallery.subscription!r} is not the"
+            f" staging subscription {staging.subscription!r}, where the upload it is made from"
+            " lives; leave [gallery] subscription out (or set it to the staging subscription).",
+            key_path="gallery.subscription",
+        )
     if gallery is not None and gallery.region_or(config.staging.region) != config.staging.region:
         # A version is made from a VHD in a storage account of the gallery's region: the upload.
         raise ConfigError(

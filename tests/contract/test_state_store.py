@@ -551,9 +551,11 @@ def make_publications(job_id: str) -> list[PublicationRow]:
 
 
 def test_publications_are_created_with_the_job_and_listed_by_key(state: StateHarness) -> None:
-    job = make_job(new_id())
+    job = make_job(new_id(), publish=("images", "gallery"), gallery_version="1.0.3")
     publications = make_publications(job.id)
     run(state.store.create_job(job, make_sources(job.id), make_targets(job.id), publications))
+
+    assert run(state.other().get_job(job.id)) == job  # where it goes, and its version
 
     listed = run(state.store.list_publications(job.id))
     assert [p.key for p in listed] == ["central", "sub-a", "sub-b"]

@@ -65,6 +65,8 @@ JOB_FIELDS = [
     "input_path",
     "revision",
     "hyper_v_generation",
+    "publish",
+    "gallery_version",
 ]
 SOURCE_FIELDS = [
     "job_id",
@@ -142,6 +144,8 @@ def job_fields(job: Job) -> Fields:
         "input_path": job.input_path,
         "revision": job.revision,
         "hyper_v_generation": job.hyper_v_generation.value,
+        "publish": ",".join(job.publish),
+        "gallery_version": job.gallery_version,
     }
 
 
@@ -161,6 +165,8 @@ def job_from(fields: Mapping[str, Any]) -> Job:
         input_path=str(fields.get("input_path") or ""),
         revision=int(fields.get("revision") or 0),
         hyper_v_generation=HyperVGeneration(fields.get("hyper_v_generation") or "V1"),
+        publish=tuple(str(fields.get("publish") or "images").split(",")),
+        gallery_version=str(fields.get("gallery_version") or ""),
     )
 
 

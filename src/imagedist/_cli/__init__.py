@@ -17,6 +17,7 @@ from ._jobs_cmds import cleanup, jobs, logs, retry, run, status, submit, worker
 from ._plan_cmds import plan
 from ._setup_cmds import check, setup, teardown
 from ._targets_cmds import targets
+from ._versions_cmds import versions
 from ._vhd_cmds import vhd
 
 __all__ = ["cli", "main"]
@@ -103,6 +104,7 @@ for command in (
     logs,
     retry,
     cleanup,
+    versions,
     vhd,
     demo,
 ):

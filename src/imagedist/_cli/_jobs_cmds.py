@@ -77,6 +77,8 @@ class SubmitArgs:
     convert: bool
     disk: str | None = None
     hyper_v_generation: str | None = None
+    publish: tuple[str, ...] = ()
+    version: str | None = None
 
 
 def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,6 +94,8 @@ def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         no_convert: bool,
         from_disk: str | None,
         hyper_v_generation: str | None,
+        publish: tuple[str, ...],
+        version: str | None,
         **kw: Any,
     ) -> Any:
         if (file is None) == (from_disk is None):
@@ -104,9 +108,24 @@ def _submit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             not no_convert,
             from_disk,
             hyper_v_generation,
+            publish,
+            version,
         )
         return fn(*a, args=args, **kw)
 
+    gather = click.option(
+        "--version",
+        metavar="MAJOR.MINOR.PATCH",
+        help="The gallery version to publish (default: the next patch after the highest).",
+    )(gather)
+    gather = click.option(
+        "--target",
+        "publish",
+        multiple=True,
+        type=click.Choice(["images", "gallery"]),
+        help="Where the image goes: managed images, a Compute Gallery version, or both"
+        " (repeat the option). Default: [publish] to.",
+    )(gather)
     gather = click.option(
         "--hyper-v-generation",
         type=click.Choice([g.value for g in HyperVGeneration]),
@@ -152,6 +171,8 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
             OsType(args.os_type),
             args.description,
             hyper_v_generation=_generation(args),
+            publish=args.publish or None,
+            version=args.version,
         )
         if not quiet:
             click.echo(f"job {job.id} submitted; a worker copies the disk server-side", err=True)
@@ -164,6 +185,8 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
         args.description,
         convert=args.convert,
         hyper_v_generation=_generation(args),
+        publish=args.publish or None,
+        version=args.version,
     )
     if quiet:
         _exit_if_failed(await app.upload(job.id))

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from .._api import JobStatus
 from .._domain import LogRecord, TargetState
+from .._domain.gallery import PublicationRow
 
 __all__ = [
     "live_progress",
@@ -83,9 +84,53 @@ def status_to_dict(status: JobStatus, errors: list[LogRecord] | None = None) -> 
             for t in status.targets
         ],
     }
+    if status.gallery_pct is not None:
+        data["publish"] = list(job.publish)
+        data["phases"]["gallery"] = status.gallery_pct
+        data["gallery"] = [_publication_to_dict(p) for p in status.publications]
     if errors is not None:
         data["error_log"] = [log_to_dict(r) for r in errors]
     return data
+
+
+def _publication_to_dict(row: PublicationRow) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "gallery": row.gallery.name,
+        "subscription": row.gallery.subscription,
+        "resource_group": row.gallery.resource_group,
+        "definition": row.definition,
+        "version": row.version_name,
+        "state": row.state.value,
+        "error": row.error,
+        "regions": {
+            name: {"state": r.state, "progress": r.progress, "error": r.error}
+            for name, r in sorted(row.regions.items())
+        },
+    }
+
+
+def gallery_grid(status: JobStatus) -> Table:
+    """Gallery versions down (the central one, then one per subscription in per-subscription
+    mode), target regions across, each cell the region's replication state and percent."""
+    regions = sorted({name for p in status.publications for name in p.regions})
+    grid = Table(title="gallery versions", show_lines=False)
+    grid.add_column("gallery")
+    for region in regions:
+        grid.add_column(region, justify="center")
+    for row in status.publications:
+        cells = []
+        for region in regions:
+            seen = row.regions.get(region)
+            cells.append("" if seen is None else _replication_cell(seen.state, seen.progress))
+        grid.add_row(f"{row.key}: {row.gallery.name} {row.version_name}", *cells)
+    return grid
+
+
+def _replication_cell(state: str, progress: int) -> str:
+    style = {"completed": "green", "failed": "bold red", "replicating": "cyan"}.get(state, "dim")
+    shown = f"{state} {progress}%" if state == "replicating" else state
+    return f"[{style}]{shown}[/]"
 
 
 def log_to_dict(record: LogRecord) -> dict[str, Any]:
@@ -124,6 +169,8 @@ def _summary(status: JobStatus) -> Table:
     )
     for label, attr in PHASES:
         table.add_row(label, f"{getattr(status, attr)} %")
+    if status.gallery_pct is not None:
+        table.add_row("gallery replication", f"{status.gallery_pct} %")
     table.add_row("errors", str(status.error_count))
     completed = "[green]yes[/]" if status.completed else f"no ({status.state.value})"
     table.add_row("completed", completed)
@@ -132,7 +179,10 @@ def _summary(status: JobStatus) -> Table:
 
 def print_status(console: Console, status: JobStatus, errors: list[LogRecord]) -> None:
     console.print(_summary(status))
-    console.print(status_grid(status))
+    if status.targets:
+        console.print(status_grid(status))
+    if status.publications:
+        console.print(gallery_grid(status))
     if errors:
         console.print("[bold]error log[/]")
         print_logs(console, errors)

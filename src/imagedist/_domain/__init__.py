@@ -204,6 +204,10 @@ class Job:
     revision: int = 0
     # The generation its images are made as: a Gen2-only disk made V1 boots no VM.
     hyper_v_generation: HyperVGeneration = HyperVGeneration.V1
+    # Where its image goes: "images" (a managed image per target), "gallery" (a version in the
+    # Compute Gallery, named ``gallery_version``), or both.
+    publish: tuple[str, ...] = ("images",)
+    gallery_version: str = ""
 
 
 @dataclass

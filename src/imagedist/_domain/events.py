@@ -25,6 +25,7 @@ class Step(enum.StrEnum):
     TIER1 = "tier1"  # the extra copies in the staging account
     COPY = "copy"  # a target's copy
     IMAGE = "image"  # a target's image
+    GALLERY = "gallery"  # a gallery version: its creation and replication
     CLEANUP = "cleanup"  # intermediate blobs deleted
     JOB = "job"  # the job as a whole
 

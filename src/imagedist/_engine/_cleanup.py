@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from .._domain import (
     COPY_STATES,
@@ -14,8 +15,10 @@ from .._domain import (
     TargetState,
 )
 from .._domain.events import LogLevel, Step
+from .._domain.gallery import PublicationRow
 from .._exceptions import PreconditionFailed
 from ._context import EngineContext
+from ._gallery import needs_upload
 
 __all__ = [
     "drop_intermediates_if_unneeded",
@@ -25,9 +28,16 @@ __all__ = [
 ]
 
 
-def sources_needed(sources: list[SourceRow], targets: list[TargetRow]) -> bool:
-    """Whether the sources must stay: a copy waits or runs, a failed copy may be retried, or a
-    source is being made (deleting it under its own copy would fail that copy)."""
+def sources_needed(
+    sources: list[SourceRow],
+    targets: list[TargetRow],
+    publications: Sequence[PublicationRow] = (),
+) -> bool:
+    """Whether the sources must stay: a copy waits or runs, a failed copy may be retried, a
+    gallery version is still to be made from the upload, or a source is being made (deleting it
+    under its own copy would fail that copy)."""
+    if any(needs_upload(row) for row in publications):
+        return True
     for target in targets:
         if target.state in COPY_STATES:
             return True
@@ -37,12 +47,16 @@ def sources_needed(sources: list[SourceRow], targets: list[TargetRow]) -> bool:
 
 
 async def drop_intermediates_if_unneeded(
-    ctx: EngineContext, job: Job, sources: list[SourceRow], targets: list[TargetRow]
+    ctx: EngineContext,
+    job: Job,
+    sources: list[SourceRow],
+    targets: list[TargetRow],
+    publications: Sequence[PublicationRow] = (),
 ) -> int:
     """Once no copy runs or waits, delete the tier-0 and tier-1 blobs, and the blob of every
     target whose image exists (finished copies serve as sources until then); returns how many
     blobs went. Every deletion is recorded on its row, so the engine knows it is gone."""
-    if sources_needed(sources, targets):
+    if sources_needed(sources, targets, publications):
         return 0
     return await drop_sources(ctx, job, sources) + await drop_target_blobs(ctx, job, targets)
 

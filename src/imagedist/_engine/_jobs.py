@@ -27,6 +27,7 @@ from .._domain import (
     TargetState,
 )
 from .._domain.events import LogLevel, Step
+from .._domain.gallery import PublicationRow, PublicationState
 from .._domain.names import IMAGE_NAME
 from .._exceptions import InvalidInput, NotFound, PreconditionFailed
 from .._vhd import Firmware, converted_path, disk_firmware, prepare_image
@@ -34,7 +35,13 @@ from ..abc import CopyStatus
 from ._cleanup import drop_sources
 from ._context import EngineContext
 from ._disk import VHD_FOOTER, check_disk_id
-from ._status import JobStatus, summarize
+from ._publish import (
+    plan_publications,
+    resolve_destinations,
+    retried_publication,
+    wanted_regions,
+)
+from ._status import PUBLICATION_ACTIVE_STATES, JobStatus, summarize
 from ._worker import revive_source, target_enablement
 
 __all__ = [
@@ -73,9 +80,14 @@ async def submit_job(
     *,
     convert: bool = True,
     hyper_v_generation: HyperVGeneration | None = None,
+    publish: Sequence[str] | None = None,
+    version: str | None = None,
 ) -> Job:
     """Validate the input, convert the image if needed, and register the job with all its items;
     nothing is uploaded yet.
+
+    The job publishes to ``publish`` ("images", "gallery"; default ``[publish] to``); a gallery
+    version is named ``version``, else the next patch after the highest existing.
 
     The images' Hyper-V generation is ``hyper_v_generation``, else ``[azure]
     hyper_v_generation``, else what the disk's partition table calls for (V2 for a disk that
@@ -102,6 +114,14 @@ async def submit_job(
             if prepared.converted_from is not None and not conversion_existed:
                 prepared.path.unlink(missing_ok=True)
             raise
+    try:
+        where = await resolve_destinations(
+            ctx, image_name, os_type, generation.value, publish, version
+        )
+    except InvalidInput:
+        if prepared.converted_from is not None and not conversion_existed:
+            prepared.path.unlink(missing_ok=True)
+        raise
     now = ctx.backend.clock.now()
     job = Job(
         _new_job_id(ctx, now),
@@ -113,6 +133,8 @@ async def submit_job(
         description,
         input_path=str(path.resolve()) if prepared.converted_from is not None else "",
         hyper_v_generation=generation,
+        publish=where.publish,
+        gallery_version=where.gallery_version,
     )
     note = None
     if prepared.converted_from is not None:
@@ -146,9 +168,12 @@ async def submit_disk_job(
     description: str = "",
     *,
     hyper_v_generation: HyperVGeneration | None = None,
+    publish: Sequence[str] | None = None,
+    version: str | None = None,
 ) -> Job:
     """Register a job whose golden image is an Azure managed disk; a worker copies it. Its
-    images are made as ``hyper_v_generation``, else ``[azure] hyper_v_generation``, else V1.
+    images are made as ``hyper_v_generation``, else ``[azure] hyper_v_generation``, else V1;
+    ``publish`` and ``version`` as for :func:`submit_job`.
 
     :raises InvalidInput: if the disk id or an image name is invalid, or there is no such disk.
     """
@@ -158,8 +183,10 @@ async def submit_disk_job(
         size = await ctx.backend.images.disk_size(disk_id) + VHD_FOOTER
     except NotFound as exc:
         raise InvalidInput(f"{exc} Check the disk's resource id and your access to it.") from None
-    now = ctx.backend.clock.now()
     default = ctx.config.azure.hyper_v_generation
+    generation = hyper_v_generation or HyperVGeneration(default or "V1")
+    where = await resolve_destinations(ctx, image_name, os_type, generation.value, publish, version)
+    now = ctx.backend.clock.now()
     job = Job(
         _new_job_id(ctx, now),
         image_name,
@@ -169,7 +196,9 @@ async def submit_disk_job(
         now,
         description,
         source_disk=disk_id,
-        hyper_v_generation=hyper_v_generation or HyperVGeneration(default or "V1"),
+        hyper_v_generation=generation,
+        publish=where.publish,
+        gallery_version=where.gallery_version,
     )
     return await _register(ctx, job, names, f"the image comes from managed disk {disk_id}")
 
@@ -190,10 +219,12 @@ async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: s
     def staged(name: str) -> BlobRef:
         return BlobRef(staging.account, staging.container, f"{prefix}/{name}.vhd")
 
+    images = "images" in job.publish
     sources = [SourceRow(job.id, "tier0", SourceKind.TIER0, staged(job.image_name))]
+    tier1 = ctx.config.fanout.tier1_count(len({t.region for t in fleet})) if images else 0
     sources += [
         SourceRow(job.id, f"tier1-{i:03d}", SourceKind.TIER1, staged(f"tier1-{i:03d}"))
-        for i in range(1, ctx.config.fanout.tier1_count(len({t.region for t in fleet})) + 1)
+        for i in range(1, tier1 + 1)
     ]
     targets = [
         TargetRow(
@@ -208,17 +239,25 @@ async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: s
             updated_at=job.created_at,
         )
         for t in fleet
+        if images
     ]
-    await ctx.backend.state.create_job(job, sources, targets)
+    regions: dict[str, list[str]] = {}
+    for t in fleet:
+        if enabled.get(t.name, True):
+            regions.setdefault(t.subscription, []).append(t.region)
+    publications = plan_publications(ctx.config, job, regions)
+    await ctx.backend.state.create_job(job, sources, targets, publications)
     if note:
         await ctx.log(job.id, LogLevel.INFO, Step.SUBMIT, note)
     skipped = sum(1 for t in targets if t.state is TargetState.SKIPPED)
+    gallery = f"version {job.gallery_version} in gallery" if publications else ""
+    where = f"{len(targets) - skipped} targets" if images else ""
     await ctx.log(
         job.id,
         LogLevel.INFO,
         Step.SUBMIT,
         f"job submitted: {job.image_name} ({job.size_bytes} bytes) to"
-        f" {len(targets) - skipped} targets"
+        f" {' and '.join(w for w in (where, gallery) if w)}"
         + (f", {skipped} disabled and skipped" if skipped else ""),
     )
     return job
@@ -228,7 +267,10 @@ async def job_status(ctx: EngineContext, job_id: str) -> JobStatus:
     """:raises InvalidInput: if there is no such job."""
     job = await get_job(ctx, job_id)
     state = ctx.backend.state
-    return summarize(job, await state.list_sources(job.id), await state.list_targets(job.id))
+    publications = await state.list_publications(job.id) if "gallery" in job.publish else []
+    return summarize(
+        job, await state.list_sources(job.id), await state.list_targets(job.id), publications
+    )
 
 
 async def get_job(ctx: EngineContext, job_id: str) -> Job:
@@ -268,8 +310,10 @@ async def retry_job(
         if not targets or row.target in targets
         if (new_state := _retry_state(row, failed_only, phase, enabled.get(row.target, True)))
     ]
-    if not planned:
-        if _work_left(job, rows):
+    versions = await _retried_publications(ctx, job, enabled, failed_only, targets, phase)
+    if not planned and not versions:
+        publications = await state.list_publications(job.id) if "gallery" in job.publish else []
+        if _work_left(job, rows, publications):
             await _reactivate(ctx, job)  # an earlier retry stopped half-way: finish its work
         return []
     # Active (with a new revision) before the first row changes and again after the last: a
@@ -283,6 +327,11 @@ async def retry_job(
         for row, new_state in planned:
             await _put_back(ctx, row, new_state)
             reset.append(row.target)
+        if any(v.state is PublicationState.PENDING for v in versions):
+            await _revive_failed_sources(ctx, job)  # a version to make needs the upload
+        for version in versions:
+            await state.put_publication(version)
+            reset.append(f"gallery/{version.key}")
     finally:
         await _reactivate(ctx, job)
     await ctx.log(job.id, LogLevel.INFO, Step.JOB, f"retry: {len(reset)} targets put back to work")
@@ -306,10 +355,33 @@ async def _put_back(ctx: EngineContext, row: TargetRow, new_state: TargetState) 
     )
 
 
-def _work_left(job: Job, rows: list[TargetRow]) -> bool:
-    return job.state is not JobState.ACTIVE and any(
-        row.state in ACTIVE_TARGET_STATES for row in rows
+def _work_left(
+    job: Job, rows: list[TargetRow], publications: Sequence[PublicationRow] = ()
+) -> bool:
+    return job.state is not JobState.ACTIVE and (
+        any(row.state in ACTIVE_TARGET_STATES for row in rows)
+        or any(p.state in PUBLICATION_ACTIVE_STATES for p in publications)
     )
+
+
+async def _retried_publications(
+    ctx: EngineContext,
+    job: Job,
+    enabled: dict[str, bool],
+    failed_only: bool,
+    targets: Sequence[str],
+    phase: FailedPhase | None,
+) -> list[PublicationRow]:
+    """The job's gallery versions a retry puts back (none when it names targets or a phase:
+    those are the managed images')."""
+    if "gallery" not in job.publish or targets or phase is not None:
+        return []
+    rows = await ctx.backend.state.list_publications(job.id)
+    retried = [
+        retried_publication(row, wanted_regions(ctx.config, row, enabled), failed_only=failed_only)
+        for row in rows
+    ]
+    return [row for row in retried if row is not None]
 
 
 async def _reactivate(ctx: EngineContext, job: Job) -> None:

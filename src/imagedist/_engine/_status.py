@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .._domain import (
@@ -18,8 +19,13 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
+from .._domain.gallery import PublicationRow, PublicationState
 
-__all__ = ["JobStatus", "derive_job_state", "summarize"]
+__all__ = ["PUBLICATION_ACTIVE_STATES", "JobStatus", "derive_job_state", "summarize"]
+
+PUBLICATION_ACTIVE_STATES = frozenset(
+    {PublicationState.PENDING, PublicationState.CREATING, PublicationState.REPLICATING}
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class JobStatus:
     state: JobState
     counts: dict[str, int] = field(default_factory=dict)
     targets: list[TargetRow] = field(default_factory=list)
+    # Gallery versions (issue 11): their rows, and replication done over every target region.
+    publications: list[PublicationRow] = field(default_factory=list)
+    gallery_pct: int | None = None  # None: the job publishes no gallery version
 
 
 def _pct(done: int, total: int) -> int:
@@ -47,7 +56,12 @@ def _failed_after_copy(row: TargetRow) -> bool:
     return row.state is TargetState.FAILED and row.failed_phase is FailedPhase.IMAGE
 
 
-def summarize(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> JobStatus:
+def summarize(
+    job: Job,
+    sources: list[SourceRow],
+    targets: list[TargetRow],
+    publications: Sequence[PublicationRow] = (),
+) -> JobStatus:
     """Compute the status; disabled (skipped) targets count in no denominator."""
     tier0 = [s for s in sources if s.kind is SourceKind.TIER0]
     tier1 = [s for s in sources if s.kind is SourceKind.TIER1]
@@ -63,7 +77,8 @@ def summarize(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> J
     done = sum(1 for t in active if t.state is TargetState.DONE)
     failed = sum(1 for t in active if t.state is TargetState.FAILED)
     failed += sum(1 for s in sources if s.state is SourceState.FAILED)
-    state = derive_job_state(sources, targets)
+    failed += sum(1 for p in publications if p.state is PublicationState.FAILED)
+    state = derive_job_state(sources, targets, publications)
     return JobStatus(
         job=job,
         upload_pct=upload,
@@ -75,17 +90,37 @@ def summarize(job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> J
         state=state,
         counts=dict(Counter(t.state.value for t in targets)),
         targets=targets,
+        publications=list(publications),
+        gallery_pct=_replication_pct(publications) if "gallery" in job.publish else None,
     )
 
 
-def derive_job_state(sources: list[SourceRow], targets: list[TargetRow]) -> JobState:
-    """Active while any item can progress; completed when every enabled target is done."""
+def _replication_pct(publications: Sequence[PublicationRow]) -> int:
+    """Percent of every gallery version's target regions replicated (floored)."""
+    regions = [r for p in publications for r in p.regions.values()]
+    if not regions:
+        return 100 if all(p.state is PublicationState.DONE for p in publications) else 0
+    done = sum(100 if r.state == "completed" else min(r.progress, 99) for r in regions)
+    return done // len(regions)
+
+
+def derive_job_state(
+    sources: list[SourceRow],
+    targets: list[TargetRow],
+    publications: Sequence[PublicationRow] = (),
+) -> JobState:
+    """Active while any item can progress; completed when every enabled target is done and
+    every gallery version replicated."""
     if any(t.state in ACTIVE_TARGET_STATES for t in targets):
+        return JobState.ACTIVE
+    if any(p.state in PUBLICATION_ACTIVE_STATES for p in publications):
         return JobState.ACTIVE
     tier0 = [s for s in sources if s.kind is SourceKind.TIER0]
     if any(s.state in UPLOAD_AHEAD_STATES for s in tier0):
         return JobState.ACTIVE
     failed_source = any(s.state is SourceState.FAILED for s in tier0)
     if failed_source or any(t.state is TargetState.FAILED for t in targets):
+        return JobState.FAILED
+    if any(p.state is PublicationState.FAILED for p in publications):
         return JobState.FAILED
     return JobState.COMPLETED

@@ -29,11 +29,13 @@ from .._domain import (
     TargetState,
 )
 from .._domain.events import EventKind, LogLevel, Step
+from .._domain.gallery import PublicationRow
 from .._exceptions import ImagedistError, PreconditionFailed, TransientError
 from ._cleanup import drop_intermediates_if_unneeded
 from ._context import EngineContext
 from ._disk import give_up_disk
 from ._limits import Limiter, Slot
+from ._publications import GalleryScheduler
 from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
 from ._targets import TargetDriver
@@ -60,6 +62,7 @@ class Worker:
         self._inflight: set[tuple[str, str]] = set()
         self._copies = Limiter(ctx.settings.copies)
         self._images = Limiter(ctx.settings.images)
+        self._gallery = GalleryScheduler(self)
 
     async def run(self, *, forever: bool = False) -> None:
         """Work until no active job is left (or forever)."""
@@ -95,22 +98,25 @@ class Worker:
         state = self.ctx.backend.state
         sources = await state.list_sources(job.id)
         targets = await self._apply_switches(job, await state.list_targets(job.id))
+        publications = await state.list_publications(job.id) if "gallery" in job.publish else []
         fanout = self._fanout(job, sources, targets)
         # Nothing the waiting targets may copy from exists or is on its way: make it anew, and
         # act on the revived rows in the next pass.
         stuck = self._waiting(job, targets) and fanout.exhausted()
-        if stuck and await self._find_a_way_forward(job, sources, targets):
+        stuck = stuck or self._gallery.stuck(job, sources, publications)
+        if stuck and await self._find_a_way_forward(job, sources, targets, publications):
             return True
         tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
         if tier0.state in UPLOAD_AHEAD_STATES:
             await self._spawn_source(job, tier0, None, group)
         self._schedule_tier1(job, sources, fanout, group)
         self._schedule_targets(job, targets, fanout, tier0.content_md5, group)
+        await self._gallery.schedule(job, tier0, publications, group)
         if any(key[0] == job.id for key in self._inflight):
             return True
-        if await drop_intermediates_if_unneeded(self.ctx, job, sources, targets):
+        if await drop_intermediates_if_unneeded(self.ctx, job, sources, targets, publications):
             return True  # settle on the next pass, from the rows as they are now
-        return await self._settle(job, sources, targets)
+        return await self._settle(job, sources, targets, publications)
 
     def _fanout(self, job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> Fanout:
         settings = self.ctx.settings
@@ -131,13 +137,19 @@ class Worker:
         ]
 
     async def _find_a_way_forward(
-        self, job: Job, sources: list[SourceRow], targets: list[TargetRow]
+        self,
+        job: Job,
+        sources: list[SourceRow],
+        targets: list[TargetRow],
+        publications: list[PublicationRow],
     ) -> bool:
         """Every copy source is gone: upload (or copy from the disk) again, or, when the upload
-        itself failed, fail the waiting targets with its reason. Returns whether rows changed."""
+        itself failed, fail the waiting targets (and gallery versions) with its reason. Returns
+        whether rows changed."""
         tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
         if tier0.state is SourceState.FAILED:
             await self._fail_waiting_targets(job, targets, tier0.error)
+            await self._gallery.fail_waiting(job, publications, tier0.error)
             return False
         revived = 0
         for row in sources:
@@ -411,9 +423,15 @@ class Worker:
         except PreconditionFailed:
             return row
 
-    async def _settle(self, job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> bool:
+    async def _settle(
+        self,
+        job: Job,
+        sources: list[SourceRow],
+        targets: list[TargetRow],
+        publications: list[PublicationRow],
+    ) -> bool:
         """Record the job's outcome once nothing can move; returns whether it is still active."""
-        outcome = derive_job_state(sources, targets)
+        outcome = derive_job_state(sources, targets, publications)
         if outcome is JobState.ACTIVE:
             return True
         pending_cleanup = outcome is JobState.COMPLETED and (

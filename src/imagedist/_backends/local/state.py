@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     source_path TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at REAL NOT NULL,
     description TEXT NOT NULL, state TEXT NOT NULL, finished_at REAL,
     source_disk TEXT NOT NULL DEFAULT '', input_path TEXT NOT NULL DEFAULT '',
-    revision INTEGER NOT NULL DEFAULT 0, hyper_v_generation TEXT NOT NULL DEFAULT 'V1'
+    revision INTEGER NOT NULL DEFAULT 0, hyper_v_generation TEXT NOT NULL DEFAULT 'V1',
+    publish TEXT NOT NULL DEFAULT 'images', gallery_version TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS sources (
     job_id TEXT NOT NULL, source_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -315,6 +316,8 @@ ADDED_COLUMNS = {
         "input_path": "TEXT NOT NULL DEFAULT ''",
         "revision": "INTEGER NOT NULL DEFAULT 0",
         "hyper_v_generation": "TEXT NOT NULL DEFAULT 'V1'",
+        "publish": "TEXT NOT NULL DEFAULT 'images'",
+        "gallery_version": "TEXT NOT NULL DEFAULT ''",
     },
     "sources": {"content_md5": "TEXT NOT NULL DEFAULT ''"},
 }
