@@ -236,6 +236,10 @@ class AzureBackendOptions(_Strict):
     table_prefix: str = Field(default="imagedist", pattern=r"^[A-Za-z][A-Za-z0-9]{0,54}$")
     storage_sku: str = "Standard_LRS"
     hyper_v_generation: Literal["V1", "V2"] = "V1"
+    # the object id setup grants the data roles to; default: the signed-in identity's (its token's oid)
+    principal_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
+    )
 
     @field_validator("blob_endpoint", "table_endpoint")
     @classmethod
