@@ -9,6 +9,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from imagedist._backends import open_backend
 from imagedist._config import Config, load_config
 from imagedist._domain import BlobRef
@@ -203,15 +205,21 @@ def test_check_names_the_missing_data_role_and_its_scope(tmp_path: Path) -> None
     assert PRINCIPAL in problems[0].message
 
 
-def test_check_leaves_no_probe_blob_behind(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path))
+@pytest.mark.parametrize(
+    "bandwidth", [pytest.param(0.0, id="copy-at-once"), pytest.param(1e-5, id="copy-held-pending")]
+)
+def test_check_leaves_no_probe_blob_behind(tmp_path: Path, bandwidth: float) -> None:
+    """The probe's copy is waited for, or aborted if it stays pending, before it is deleted."""
+    config = load_config(write_config(tmp_path, bandwidth=bandwidth))
     ctx = _context(config)
     run(apply_changes(ctx, run(plan_setup(ctx)), lambda change: None))
 
-    run(run_checks(ctx))
+    assert run(run_checks(ctx)) == []
 
-    staging = config.staging
-    assert run(ctx.backend.blobs.list_blobs(staging.account, staging.container)) == []
+    places = [(config.staging.account, config.staging.container)]
+    places += [(t.account, t.container) for t in config.fleet_targets()]
+    for account, container in places:
+        assert run(ctx.backend.blobs.list_blobs(account, container)) == []
 
 
 def test_check_reports_an_unregistered_provider_with_the_fix(tmp_path: Path) -> None:

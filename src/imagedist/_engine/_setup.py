@@ -21,7 +21,7 @@ from .._config import Config
 from .._domain import BlobRef
 from .._domain.changes import ChangeAction, ChangeKind, DataRole, ResourceProvider
 from .._exceptions import AuthFailed, ImagedistError, InvalidInput
-from ..abc import AccountInfo, Clock, GroupInfo, Provisioner
+from ..abc import AccountInfo, Clock, CopyStatus, GroupInfo, Provisioner
 from ._context import EngineContext
 
 __all__ = [
@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 #: Where `check` writes its probe blobs (deleted again at once).
 PROBE_PREFIX = "imagedist-check/"
+#: Looks at the probe's copy before giving up on it (one poll interval apart).
+PROBE_COPY_POLLS = 20
 
 
 @dataclass(frozen=True)
@@ -602,7 +604,8 @@ async def _probe_blobs(
         await blobs.write_pages(first, 0, b"\x01" * 512)
         await blobs.read(first, 0, 512)
         made.append(second)
-        await blobs.start_copy(first, second)
+        copy_id = await blobs.start_copy(first, second)
+        await _settle_probe_copy(ctx, second, copy_id)
     except AuthFailed as exc:
         return [_denied(subject, account, principal, DataRole.BLOB_DATA_CONTRIBUTOR, exc)]
     except ImagedistError as exc:
@@ -613,6 +616,17 @@ async def _probe_blobs(
             with contextlib.suppress(ImagedistError):
                 await blobs.delete_blob(ref)
     return []
+
+
+async def _settle_probe_copy(ctx: EngineContext, copy: BlobRef, copy_id: str) -> None:
+    """Wait a little for the probe's copy (one page: Azure finishes it at once) and abort it if
+    it is still pending, so that deleting the blob never races a copy in flight."""
+    blobs = ctx.backend.blobs
+    for _ in range(PROBE_COPY_POLLS):
+        if (await blobs.get_properties(copy)).copy_status is not CopyStatus.PENDING:
+            return
+        await ctx.pause()
+    await blobs.abort_copy(copy, copy_id)
 
 
 def _denied(
