@@ -200,3 +200,23 @@ def test_teardown_keeps_the_images_groups_when_asked(
     assert "--keep-images" in changes[1].describe()
     assert run(h.prov.get_resource_group(h.subscription, target.resource_group)) is not None
     assert run(h.prov.get_resource_group(h.subscription, config.staging.resource_group)) is None
+
+
+def test_teardown_keeps_a_group_that_holds_an_account_setup_did_not_make(
+    provisioner: ProvisionerHarness, tmp_path: Path
+) -> None:
+    h = provisioner
+    if h.add_foreign_account is None:
+        pytest.skip(f"{h.kind} cannot hold an account made by someone else")
+    config = _config(tmp_path, h.subscription)
+    group = config.staging.resource_group
+    run(h.prov.create_resource_group(h.subscription, group, "westeurope"))
+    h.add_foreign_account(h.subscription, group, "stagingacct", "westeurope")  # the config's name
+    ctx = _context(h, config)
+
+    changes = run(plan_teardown(ctx))
+    run(apply_changes(ctx, changes, lambda change: None))
+
+    assert {c.action for c in changes} == {ChangeAction.KEEP}
+    assert "it holds storage account stagingacct" in changes[-1].describe()
+    assert run(h.prov.get_storage_account(h.subscription, group, "stagingacct")) is not None

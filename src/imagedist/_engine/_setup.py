@@ -420,60 +420,55 @@ async def _apply(ctx: EngineContext, change: Change) -> None:
 
 NOT_OURS = "not made by setup (no imagedist-managed tag), so not imagedist's to delete"
 KEPT_IMAGES = "holds the images, kept by --keep-images"
-IN_KEPT_GROUP = "its resource group is kept"
 
 
 async def plan_teardown(ctx: EngineContext, *, keep_images: bool = False) -> list[Change]:
     """What teardown deletes, and what it leaves and why: it deletes only the resource groups and
     accounts setup made (tagged ``imagedist-managed=true``), and with ``keep_images`` not the
-    images resource groups. Accounts come first (those in groups it keeps included), then groups.
+    images resource groups. Accounts come first, then groups.
     """
     prov, config = ctx.backend.provisioner, ctx.config
-    groups = list(_groups(config).items())
+    groups = await _teardown_groups(prov, config, keep_images)
+    accounts = await _teardown_accounts(prov, config)
+    for account in accounts:
+        if account.action is ChangeAction.KEEP:
+            # Deleting a group takes every account in it: keeping the account keeps its group.
+            groups = [_kept_for_account(group, account) for group in groups]
+    return accounts + groups
 
-    def look_group(key: tuple[str, str]) -> Callable[[], Awaitable[GroupInfo | None]]:
+
+async def _teardown_groups(prov: Provisioner, config: Config, keep_images: bool) -> list[Change]:
+    keys = list(_groups(config))
+
+    def look(key: tuple[str, str]) -> Callable[[], Awaitable[GroupInfo | None]]:
         return lambda: prov.get_resource_group(*key)
 
-    found_groups = await _gather_limited((look_group(k) for k, _ in groups), READ_CONCURRENCY)
-    deleted_groups: set[tuple[str, str]] = set()
-    group_changes = []
-    for ((sub, name), _), info in zip(groups, found_groups, strict=True):
+    found = await _gather_limited(map(look, keys), READ_CONCURRENCY)
+    changes = []
+    for (sub, name), info in zip(keys, found, strict=True):
         if info is None:
             continue
         keep = _keep_reason(info.managed, (sub, name), config, keep_images)
-        if keep:
-            group_changes.append(
-                Change(ChangeAction.KEEP, ChangeKind.RESOURCE_GROUP, sub, name, reason=keep)
-            )
-        else:
-            deleted_groups.add((sub, name))
-            group_changes.append(Change(ChangeAction.DELETE, ChangeKind.RESOURCE_GROUP, sub, name))
+        action = ChangeAction.KEEP if keep else ChangeAction.DELETE
+        changes.append(Change(action, ChangeKind.RESOURCE_GROUP, sub, name, reason=keep))
+    return changes
 
-    def look_account(account: _Account) -> Callable[[], Awaitable[AccountInfo | None]]:
+
+async def _teardown_accounts(prov: Provisioner, config: Config) -> list[Change]:
+    accounts = _accounts(config)
+
+    def look(account: _Account) -> Callable[[], Awaitable[AccountInfo | None]]:
         return lambda: prov.get_storage_account(
             account.subscription, account.resource_group, account.name
         )
 
-    accounts = _accounts(config)
-    found_accounts = await _gather_limited(map(look_account, accounts), READ_CONCURRENCY)
-    account_changes = []
-    for account, account_info in zip(accounts, found_accounts, strict=True):
-        if account_info is None:
+    found = await _gather_limited(map(look, accounts), READ_CONCURRENCY)
+    changes = []
+    for account, info in zip(accounts, found, strict=True):
+        if info is None:
             continue
-        if account_info.managed:
-            action, reason = ChangeAction.DELETE, ""
-        else:
-            action, reason = ChangeAction.KEEP, NOT_OURS
-        if action is ChangeAction.KEEP and (
-            (account.subscription, account.resource_group) in deleted_groups
-        ):
-            # Deleting the group takes every account in it: keeping this one means keeping it.
-            deleted_groups.discard((account.subscription, account.resource_group))
-            group_changes = [
-                _kept_for_account(c, account) if c.name == account.resource_group else c
-                for c in group_changes
-            ]
-        account_changes.append(
+        action = ChangeAction.DELETE if info.managed else ChangeAction.KEEP
+        changes.append(
             Change(
                 action,
                 ChangeKind.STORAGE_ACCOUNT,
@@ -481,17 +476,18 @@ async def plan_teardown(ctx: EngineContext, *, keep_images: bool = False) -> lis
                 account.name,
                 account.resource_group,
                 account.region,
-                reason=reason,
+                reason="" if info.managed else NOT_OURS,
             )
         )
-    return account_changes + group_changes
+    return changes
 
 
-def _kept_for_account(change: Change, account: _Account) -> Change:
-    if change.subscription != account.subscription or change.action is not ChangeAction.DELETE:
-        return change
+def _kept_for_account(group: Change, account: Change) -> Change:
+    holds = (group.subscription, group.name) == (account.subscription, account.resource_group)
+    if not holds or group.action is not ChangeAction.DELETE:
+        return group
     reason = f"it holds storage account {account.name}, which setup did not make"
-    return Change(ChangeAction.KEEP, change.kind, change.subscription, change.name, reason=reason)
+    return Change(ChangeAction.KEEP, group.kind, group.subscription, group.name, reason=reason)
 
 
 def _keep_reason(managed: bool, group: tuple[str, str], config: Config, keep_images: bool) -> str:
