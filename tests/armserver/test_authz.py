@@ -16,7 +16,7 @@ from armserver import ArmServerProcess, StaticTokenCredential
 from armserver.authz import assign, dump, enforce, principal_token, unregister
 from imagedist._backends.azure.provisioner import AzureProvisioner
 from imagedist._domain.changes import DataRole
-from imagedist._exceptions import AuthFailed, Conflict
+from imagedist._exceptions import AuthFailed, Conflict, InvalidInput
 from imagedist.abc import AccountInfo
 
 from helpers import run
@@ -140,3 +140,21 @@ def test_an_unregistered_provider_refuses_until_registered(arm: ArmServerProcess
         return await _account(prov)
 
     assert _with_provisioner(arm, registered).name == "imgdweu01"
+
+
+def test_the_principal_comes_from_the_config_or_the_tokens_oid(arm: ArmServerProcess) -> None:
+    from armserver.credentials import AsyncStaticTokenCredential
+
+    async def principal(token: str, configured: str | None) -> str | None:
+        prov = AzureProvisioner(
+            AsyncStaticTokenCredential(token), arm_endpoint=arm.url, principal_id=configured
+        )
+        try:
+            return await prov.principal_id()
+        finally:
+            await prov.aclose()
+
+    assert run(principal(principal_token(ME), None)) == ME
+    assert run(principal("opaque-token", ME)) == ME
+    with pytest.raises(InvalidInput, match=r"set \[azure\] principal_id"):
+        run(principal("opaque-token", None))
