@@ -80,3 +80,60 @@ def test_setup_refuses_an_account_name_taken_elsewhere(tmp_path: Path) -> None:
     clash.write_text(text.replace('root = "state"', f'root = "{tmp_path / "state"}"'))
     code, out = _run(clash, "setup")
     assert code == 2 and "'stagingacct' is not available" in out
+
+
+def _hand_made_group(config: Path, subscription: str, name: str) -> None:
+    """A resource group someone made by hand, as the local backend records one (no tag)."""
+    file = config.parent / "state" / "provisioning.json"
+    data = json.loads(file.read_text(encoding="utf-8"))
+    data["groups"][f"{subscription}/{name}"] = {"region": "westeurope"}
+    file.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _groups(config: Path) -> dict[str, dict[str, object]]:
+    file = config.parent / "state" / "provisioning.json"
+    groups: dict[str, dict[str, object]] = json.loads(file.read_text(encoding="utf-8"))["groups"]
+    return groups
+
+
+def test_teardown_leaves_a_hand_made_group_and_says_why(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _run(config, "setup")
+    _hand_made_group(config, "sub-a", "imagedist-images")  # same name as setup's, not setup's
+
+    code, out = _run(config, "teardown", "--dry-run", "--json")
+    planned = json.loads(out)["changes"]
+    kept = [c for c in planned if c["action"] == "keep"]
+    assert code == 0
+    assert [(c["subscription"], c["name"]) for c in kept] == [("sub-a", "imagedist-images")]
+    assert "no imagedist-managed tag" in kept[0]["description"]
+
+    code, out = _run(config, "teardown", "--yes")
+    assert code == 0 and out.count("done: delete") == 16  # 10 accounts, 6 groups
+    assert "keep resource group imagedist-images in sub-a: not made by setup" in out
+    assert list(_groups(config)) == ["sub-a/imagedist-images"]
+
+
+def test_teardown_keep_images_keeps_the_images_groups(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _run(config, "setup")
+
+    code, out = _run(config, "teardown", "--yes", "--keep-images")
+
+    assert code == 0 and out.count("done: delete") == 14  # 10 accounts, 4 groups
+    assert out.count("holds the images, kept by --keep-images") == 3
+    assert sorted(_groups(config)) == [f"sub-{s}/imagedist-images" for s in "abc"]
+
+
+def test_setup_shows_progress_on_stderr_and_json_stays_clean(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = CliRunner().invoke(cli, ["-c", str(config), "setup"])
+    assert result.exit_code == 0
+    assert "[27/27] " in result.stderr and "[1/27] " in result.stderr
+    assert "[1/27]" not in result.stdout
+
+    other = tmp_path / "other"
+    other.mkdir()
+    result = CliRunner().invoke(cli, ["-c", str(write_config(other)), "setup", "--json"])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert len(json.loads(result.stdout)["changes"]) == 27

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["Change", "Demo", "Imagedist", "JobStatus", "Problem"]
 
 ChangeCallback = Callable[[Change], None]
+SetupProgress = Callable[[int, int, Change], None]  # (done, total, the change just made)
 StatusCallback = Callable[[JobStatus], None]
 DISK_FIX = "give the path of a disk image file"
 
@@ -302,18 +303,25 @@ class Imagedist:
     # provisioning
 
     async def setup(
-        self, *, dry_run: bool = False, on_change: ChangeCallback | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        on_change: ChangeCallback | None = None,
+        on_progress: SetupProgress | None = None,
     ) -> list[Change]:
-        """Make everything the config declares exist; idempotent.
+        """Make everything the config declares exist; idempotent. Registers missing resource
+        providers, creates resource groups, accounts and containers, and grants the data roles;
+        changes run concurrently within Resource Manager's write budget per subscription.
 
         :param dry_run: only plan: change nothing.
         :param on_change: called after each change is made.
+        :param on_progress: called after each change with (done, total, change).
         :return: the changes planned (and, unless ``dry_run``, made); empty if none were needed.
         :raises InvalidInput: if a storage account name is taken by someone else (nothing changed).
         """
         changes = await plan_setup(self.ctx)
         if not dry_run and changes:
-            await apply_changes(self.ctx, changes, on_change or _ignore)
+            await apply_changes(self.ctx, changes, on_change or _ignore, on_progress=on_progress)
 
         return changes
 
@@ -323,23 +331,34 @@ class Imagedist:
         dry_run: bool = False,
         changes: Sequence[Change] | None = None,
         on_change: ChangeCallback | None = None,
+        on_progress: SetupProgress | None = None,
+        keep_images: bool = False,
     ) -> list[Change]:
-        """Remove what setup made: its storage accounts and resource groups (images included).
+        """Remove what setup made: the storage accounts and resource groups tagged by it (images
+        included, unless ``keep_images``). Anything else it finds is listed as kept, with why.
 
         :param dry_run: only plan: change nothing.
         :param changes: make exactly these (from an earlier dry run, once confirmed) instead of
             planning again.
         :param on_change: called after each change is made.
-        :return: the changes planned (and, unless ``dry_run``, made).
+        :param on_progress: called after each change with (done, total, change).
+        :param keep_images: keep the images resource groups (and the images in them).
+        :return: the changes planned (and, unless ``dry_run``, made), kept resources included.
         """
-        planned = list(changes) if changes is not None else await plan_teardown(self.ctx)
+        planned = (
+            list(changes)
+            if changes is not None
+            else await plan_teardown(self.ctx, keep_images=keep_images)
+        )
         if not dry_run and planned:
-            await apply_changes(self.ctx, planned, on_change or _ignore)
+            await apply_changes(self.ctx, planned, on_change or _ignore, on_progress=on_progress)
 
         return planned
 
     async def check(self) -> list[Problem]:
-        """Pre-flight: credentials, regions, resource groups, accounts, containers, state store.
+        """Pre-flight: credentials, resource providers, regions, resource groups, accounts,
+        containers, data access (a probe blob written, read, copied and deleted in every account;
+        a role named when one is missing) and the state store.
 
         :return: one problem per thing wrong, with what to do about it; empty if all is well.
         """

@@ -239,6 +239,10 @@ class AzureBackendOptions(_Strict):
     # The default of `submit --hyper-v-generation`; None: V2 for a disk that boots only with
     # UEFI, V1 otherwise.
     hyper_v_generation: Literal["V1", "V2"] | None = None
+    # the object id setup grants the data roles to; default: the signed-in identity's (its token's oid)
+    principal_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
+    )
 
     @field_validator("blob_endpoint", "table_endpoint")
     @classmethod

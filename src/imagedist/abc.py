@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from ._domain import BlobRef, Job, LogFilter, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
+from ._domain.changes import DataRole
 from ._domain.gallery import (
     DefinitionSpec,
     GalleryRef,
@@ -37,6 +38,7 @@ __all__ = [
     "DiskSource",
     "DiskSources",
     "FileSource",
+    "GroupInfo",
     "Image",
     "ImageService",
     "ImageSpec",
@@ -389,16 +391,27 @@ class AccountInfo:
     managed: bool  # made by `imagedist setup` (tagged), so `teardown` may remove it
 
 
+@dataclass(frozen=True)
+class GroupInfo:
+    """A resource group as the provisioner sees it."""
+
+    subscription: str
+    name: str
+    region: str
+    managed: bool  # made by `imagedist setup` (tagged), so `teardown` may remove it
+
+
 class Provisioner(ABC):
-    """Resource groups and storage accounts: what `setup`, `teardown` and `check` manage.
+    """Resource groups, storage accounts, data-plane roles and resource providers: what `setup`,
+    `teardown` and `check` manage.
 
     Everything it creates carries the tag ``imagedist-managed=true``; teardown removes only
-    tagged resources.
+    tagged resources. Every write it makes is one Resource Manager write (the engine budgets them).
     """
 
     @abstractmethod
-    async def get_resource_group(self, subscription: str, name: str) -> str | None:
-        """The resource group's region, or None if it does not exist.
+    async def get_resource_group(self, subscription: str, name: str) -> GroupInfo | None:
+        """The resource group, or None if it does not exist.
 
         :raises AuthFailed: if the credentials are refused for the subscription.
         """
@@ -436,6 +449,27 @@ class Provisioner(ABC):
     @abstractmethod
     async def list_regions(self, subscription: str) -> list[str]:
         """The region names the subscription can use."""
+
+    @abstractmethod
+    async def principal_id(self) -> str | None:
+        """The object id of the identity that reads and writes the accounts' data, or None when
+        data access does not go by roles (account keys, the local backend)."""
+
+    @abstractmethod
+    async def has_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> bool:
+        """Whether the principal holds the role on the account (assigned there or above it)."""
+
+    @abstractmethod
+    async def grant_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> None:
+        """Assign the role on the account to the principal; an assignment that exists is fine."""
+
+    @abstractmethod
+    async def provider_registered(self, subscription: str, namespace: str) -> bool:
+        """Whether the subscription has registered the resource provider (``Microsoft.Storage``)."""
+
+    @abstractmethod
+    async def register_provider(self, subscription: str, namespace: str) -> None:
+        """Register the resource provider in the subscription; waits until it is registered."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and handles."""

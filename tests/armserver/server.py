@@ -23,6 +23,9 @@ it behind a threaded HTTPS server. Test-only endpoints live under ``/_test/`` an
   ``{"kind": "disk_grant_failure", "code"?, "message"?, "count"?, "status"?}``
 * ``DELETE /_test/faults``  clear all faults
 
+Role assignments, role enforcement and resource provider registration: :mod:`armserver.authz`
+(its test endpoints under ``/_test/authz``).
+
 ``GET /_test/counters`` also lists every disk with its ``grants``, ``revokes`` and whether access is
 ``granted`` now. The access URL of a disk is never in a response of ``/_test/state``.
 """
@@ -49,6 +52,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from imagedist._domain.regions import REGIONS
 
+from .authz import Authz
 from .certs import CertPaths, ensure_certs
 from .control import Control
 
@@ -159,6 +163,7 @@ class ArmState:
         self.throttle: Json = {"remaining": 0, "retry_after": 1, "include_reads": False}
         self.disks: dict[tuple[str, str, str], Json] = {}
         self.disk_faults: list[Json] = []
+        self.authz = Authz(Response, ArmError)
 
     def _snapshot(self) -> Json:
         return {
@@ -229,7 +234,7 @@ class ArmState:
                 throttled = self._maybe_throttle(req.method)
                 if throttled is not None:
                     return throttled
-                response = self._route(req, segs, low)
+                response = self.authz.intercept(req, segs, low) or self._route(req, segs, low)
                 if req.method in WRITE_METHODS:
                     self._save()
                 return response
@@ -253,6 +258,8 @@ class ArmState:
     def _control_request(self, req: Request, rest: list[str]) -> Response:
         what = "/".join(rest)
         m = req.method
+        if rest[:1] == ["authz"]:
+            return self.authz.control(m, rest[1:], req.json())
         if (m, what) == ("GET", "counters"):
             return Response(200, self._counters())
         if (m, what) == ("GET", "state"):

@@ -471,6 +471,17 @@ class ProvisionerHarness:
     #: put an account that imagedist did not make (no managed tag) into an existing resource group:
     #: (subscription, resource group, name, region); None if the implementation cannot hold one
     add_foreign_account: Callable[[str, str, str, str], None] | None
+    #: make a resource group by hand (no managed tag): (subscription, name, region)
+    add_foreign_group: Callable[[str, str, str], None] | None = None
+    #: make the subscription one that never registered a resource provider: (subscription,
+    #: namespace); None if the implementation has no providers to register
+    unregister_provider: Callable[[str, str], None] | None = None
+    #: what ``principal_id()`` answers: the identity data roles go to, None where none apply
+    principal: str | None = None
+
+
+#: The object id of the identity the contract suites' Azure and sim provisioners act as.
+CONTRACT_PRINCIPAL = "6f1c2d3e-4a5b-4c6d-8e7f-901234567890"
 
 
 def _local_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> ProvisionerHarness:
@@ -490,7 +501,16 @@ def _local_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Provis
         }
         file.write_text(json.dumps(data), encoding="utf-8")
 
-    return ProvisionerHarness("local", LocalProvisioner(root), "sub-a", add_foreign_account)
+    def add_foreign_group(subscription: str, name: str, region: str) -> None:
+        file = root / "provisioning.json"
+        data = json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
+        data.setdefault("groups", {})[f"{subscription}/{name}"] = {"region": region}
+        data.setdefault("accounts", {})
+        file.write_text(json.dumps(data), encoding="utf-8")
+
+    return ProvisionerHarness(
+        "local", LocalProvisioner(root), "sub-a", add_foreign_account, add_foreign_group
+    )
 
 
 def _azure_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> ProvisionerHarness:
@@ -499,30 +519,61 @@ def _azure_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Provis
     arm_ctl: ArmServerProcess = request.getfixturevalue("arm")  # reset for this test
     own_loop = _OwnLoop()
     request.addfinalizer(own_loop.close)  # runs after the fixture's aclose
+    from armserver.authz import principal_token, unregister
+    from armserver.credentials import AsyncStaticTokenCredential
+
+    # A token that names its identity (oid), as Entra ID's do: the provisioner reads it from there.
+    credential = AsyncStaticTokenCredential(principal_token(CONTRACT_PRINCIPAL))
     prov = AzureProvisioner(
-        _arm_credential(),
-        arm_endpoint=arm_ctl.url,
-        client_kwargs=_arm_client_kwargs(arm_ctl),
+        credential, arm_endpoint=arm_ctl.url, client_kwargs=_arm_client_kwargs(arm_ctl)
     )
 
     def add_foreign_account(subscription: str, resource_group: str, name: str, region: str) -> None:
         arm_ctl.register_account(name, subscription, region, resource_group=resource_group)
 
-    return ProvisionerHarness("azure", own_loop.pin(prov), "sub-a", add_foreign_account)
+    def add_foreign_group(subscription: str, name: str, region: str) -> None:
+        from azure.mgmt.resource.resources import ResourceManagementClient
+
+        from armserver.credentials import StaticTokenCredential
+
+        kwargs = arm_ctl.client_kwargs()
+        with ResourceManagementClient(StaticTokenCredential(), subscription, **kwargs) as client:
+            client.resource_groups.create_or_update(name, {"location": region})  # no tags
+
+    return ProvisionerHarness(
+        "azure",
+        own_loop.pin(prov),
+        "sub-a",
+        add_foreign_account,
+        add_foreign_group,
+        lambda sub, namespace: unregister(arm_ctl, sub, namespace),
+        CONTRACT_PRINCIPAL,
+    )
 
 
 def _sim_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> ProvisionerHarness:
     """The sim backend's provisioner, empty (no preloaded accounts), in memory."""
     from imagedist._backends.sim.provisioner import SimProvisioner
 
-    prov = SimProvisioner({})
+    prov = SimProvisioner({}, principal=CONTRACT_PRINCIPAL)
 
     def add_foreign_account(subscription: str, resource_group: str, name: str, region: str) -> None:
         # White-box: how the sim holds the accounts it starts with (made by no one it knows).
         info = AccountInfo(subscription, resource_group, name, region, managed=False)
         prov._accounts[name] = info
 
-    return ProvisionerHarness("sim", prov, "sub-a", add_foreign_account)
+    def unregister_provider(subscription: str, namespace: str) -> None:
+        prov.unregistered.add((subscription, namespace.lower()))
+
+    return ProvisionerHarness(
+        "sim",
+        prov,
+        "sub-a",
+        add_foreign_account,
+        prov.add_foreign_group,
+        unregister_provider,
+        CONTRACT_PRINCIPAL,
+    )
 
 
 @pytest.fixture(

@@ -28,7 +28,8 @@ def account(h: ProvisionerHarness, name: str, group: str = "rg-setup") -> Accoun
 
 
 def group_region(h: ProvisionerHarness, name: str = "rg-setup") -> str | None:
-    return run(h.prov.get_resource_group(h.subscription, name))
+    group = run(h.prov.get_resource_group(h.subscription, name))
+    return None if group is None else group.region
 
 
 # resource groups

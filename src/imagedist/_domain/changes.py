@@ -4,20 +4,51 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ChangeAction", "ChangeKind"]
+__all__ = ["ChangeAction", "ChangeKind", "DataRole", "ResourceProvider"]
 
 
 class ChangeAction(enum.StrEnum):
-    """Whether a change makes or removes a resource."""
+    """Whether a change makes, removes or (teardown only) deliberately leaves a resource."""
 
     CREATE = "create"
     DELETE = "delete"
+    GRANT = "grant"
+    REGISTER = "register"
+    KEEP = "keep"
 
 
 class ChangeKind(enum.StrEnum):
     """The kind of resource a change is about (its value reads in a sentence)."""
 
+    PROVIDER = "resource provider"
     RESOURCE_GROUP = "resource group"
     STORAGE_ACCOUNT = "storage account"
     CONTAINER = "container"
+    ROLE_ASSIGNMENT = "role"
     STATE_TABLES = "state tables"
+
+
+class DataRole(enum.StrEnum):
+    """The built-in Azure roles that let an Entra ID identity read and write data: Owner and
+    Contributor manage accounts but cannot touch their blobs or tables."""
+
+    BLOB_DATA_CONTRIBUTOR = "Storage Blob Data Contributor"
+    TABLE_DATA_CONTRIBUTOR = "Storage Table Data Contributor"
+
+    @property
+    def definition_id(self) -> str:
+        """The role definition's id, the same in every tenant."""
+        return _DEFINITION_IDS[self]
+
+
+_DEFINITION_IDS = {
+    DataRole.BLOB_DATA_CONTRIBUTOR: "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    DataRole.TABLE_DATA_CONTRIBUTOR: "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+}
+
+
+class ResourceProvider(enum.StrEnum):
+    """The resource providers a subscription must have registered before imagedist uses it."""
+
+    STORAGE = "Microsoft.Storage"
+    COMPUTE = "Microsoft.Compute"

@@ -123,7 +123,11 @@ def open_backend(config: Config) -> Backend:
         state=state,
         clock=SystemClock(),
         provisioner=AzureProvisioner(
-            credential, arm_endpoint=options.arm_endpoint, client_kwargs=arm
+            credential,
+            arm_endpoint=options.arm_endpoint,
+            client_kwargs=arm,
+            principal_id=options.principal_id,
+            data_roles=not by_key,  # account keys bypass Entra ID roles
         ),
         closers=[credential.close],
     )

@@ -1,17 +1,27 @@
-"""Resource groups and storage accounts through azure-mgmt-resource and azure-mgmt-storage."""
+"""Resource groups, storage accounts, resource providers and data-plane role assignments through
+azure-mgmt-resource, azure-mgmt-storage and azure-mgmt-authorization."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import json
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
+from azure.mgmt.authorization.aio import AuthorizationManagementClient
+from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
 from azure.mgmt.resource.resources import models as resource_models
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 from azure.mgmt.storage import models
 from azure.mgmt.storage.aio import StorageManagementClient
 
+from ..._domain.changes import DataRole
 from ..._domain.regions import region_name
-from ..._exceptions import NotFound
-from ...abc import AccountInfo, Provisioner
+from ..._exceptions import Conflict, InvalidInput, NotFound, OperationFailed
+from ...abc import AccountInfo, GroupInfo, Provisioner
 from .errors import translate_errors
 from .images import ARM_SCOPE
 
@@ -21,6 +31,41 @@ if TYPE_CHECKING:
 __all__ = ["AzureProvisioner"]
 
 MANAGED_TAG = {"imagedist-managed": "true"}
+#: How long a resource provider may take to register before setup gives up on it.
+REGISTRATION_TIMEOUT_SECONDS = 900.0
+#: A namespace that distinguishes imagedist's role assignment names from anyone else's.
+_ASSIGNMENT_NAMESPACE = uuid.UUID("5c1f3f0e-7d8a-4a43-9d0e-6b1f0b7e2a10")
+
+
+def account_scope(account: AccountInfo) -> str:
+    """The account's Resource Manager id: the scope its role assignments are made at."""
+    return (
+        f"/subscriptions/{account.subscription}/resourceGroups/{account.resource_group}"
+        f"/providers/Microsoft.Storage/storageAccounts/{account.name}"
+    )
+
+
+def assignment_name(scope: str, principal_id: str, role: DataRole) -> str:
+    """A role assignment's name (a GUID) that is the same on every run: setup is idempotent."""
+    key = f"{scope.lower()}|{principal_id.lower()}|{role.definition_id}"
+    return str(uuid.uuid5(_ASSIGNMENT_NAMESPACE, key))
+
+
+def token_object_id(token: str) -> str | None:
+    """The ``oid`` claim of an Entra ID access token (a JWT): the signed-in identity's object id.
+
+    Only read, never verified: the token is our own, and ARM checks it on every request.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (binascii.Error, ValueError):
+        return None
+    oid = claims.get("oid") if isinstance(claims, dict) else None
+    return oid if isinstance(oid, str) and oid else None
 
 
 class AzureProvisioner(Provisioner):
@@ -32,11 +77,20 @@ class AzureProvisioner(Provisioner):
         *,
         arm_endpoint: str,
         client_kwargs: dict[str, Any] | None = None,
+        principal_id: str | None = None,
+        data_roles: bool = True,
     ) -> None:
+        """:param principal_id: the object id to grant data roles to; default: the signed-in
+            identity's, read from its ARM access token.
+        :param data_roles: whether data access goes by Entra ID roles (False with account keys).
+        """
         self._credential = credential
         self._endpoint = arm_endpoint.rstrip("/")
         self._kwargs = {"retry_total": 6, "retry_backoff_factor": 1.0, **(client_kwargs or {})}
         self._clients: dict[tuple[str, str], Any] = {}
+        self._principal = principal_id
+        self._data_roles = data_roles
+        self._poll_seconds = float(self._kwargs.get("polling_interval", 5.0))
 
     def _client(self, kind: str, subscription: str) -> Any:
         key = (kind, subscription)
@@ -44,6 +98,10 @@ class AzureProvisioner(Provisioner):
             options = {"base_url": self._endpoint, "credential_scopes": [ARM_SCOPE], **self._kwargs}
             if kind == "resource":
                 self._clients[key] = ResourceManagementClient(
+                    self._credential, subscription, **options
+                )
+            elif kind == "authorization":
+                self._clients[key] = AuthorizationManagementClient(
                     self._credential, subscription, **options
                 )
             else:
@@ -56,14 +114,15 @@ class AzureProvisioner(Provisioner):
         for client in self._clients.values():
             await client.close()
 
-    async def get_resource_group(self, subscription: str, name: str) -> str | None:
+    async def get_resource_group(self, subscription: str, name: str) -> GroupInfo | None:
         client = self._client("resource", subscription)
         try:
             with translate_errors(f"read resource group {name!r}"):
                 group = await client.resource_groups.get(name)
         except NotFound:
             return None
-        return str(group.location)
+        managed = (group.tags or {}).get("imagedist-managed") == "true"
+        return GroupInfo(subscription, name, str(group.location), managed)
 
     async def create_resource_group(self, subscription: str, name: str, region: str) -> None:
         client = self._client("resource", subscription)
@@ -142,3 +201,68 @@ class AzureProvisioner(Provisioner):
                 # ARM lists display names ("West Europe"); configs use names ("westeurope").
                 regions |= {region_name(loc) for loc in resource_type.locations or []}
         return sorted(regions)
+
+    async def principal_id(self) -> str | None:
+        if not self._data_roles:
+            return None
+        if self._principal is None:
+            token = await self._credential.get_token(ARM_SCOPE)
+            self._principal = token_object_id(token.token)
+        if self._principal is None:
+            raise InvalidInput(
+                "The access token does not say which identity is signed in (no oid claim); set"
+                " [azure] principal_id in the config to the identity's object id."
+            )
+        return self._principal
+
+    async def has_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> bool:
+        client = self._client("authorization", account.subscription)
+        scope = account_scope(account)
+        wanted = f"/roledefinitions/{role.definition_id}"
+        with translate_errors(f"list the role assignments of account {account.name!r}"):
+            async for assignment in client.role_assignments.list_for_scope(
+                scope, filter=f"principalId eq '{principal_id}'"
+            ):
+                if str(assignment.role_definition_id or "").lower().endswith(wanted):
+                    return True
+        return False
+
+    async def grant_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> None:
+        client = self._client("authorization", account.subscription)
+        scope = account_scope(account)
+        body = RoleAssignmentCreateParameters(
+            role_definition_id=(
+                f"/subscriptions/{account.subscription}/providers/Microsoft.Authorization"
+                f"/roleDefinitions/{role.definition_id}"
+            ),
+            principal_id=principal_id,
+        )
+        try:
+            with translate_errors(f"grant {role} on account {account.name!r}"):
+                await client.role_assignments.create(
+                    scope, assignment_name(scope, principal_id, role), body
+                )
+        except Conflict as exc:
+            if "RoleAssignmentExists" not in str(exc):  # the same grant, made before: fine
+                raise
+
+    async def provider_registered(self, subscription: str, namespace: str) -> bool:
+        client = self._client("resource", subscription)
+        with translate_errors(f"read resource provider {namespace}"):
+            provider = await client.providers.get(namespace)
+        return str(provider.registration_state or "").lower() == "registered"
+
+    async def register_provider(self, subscription: str, namespace: str) -> None:
+        client = self._client("resource", subscription)
+        with translate_errors(f"register resource provider {namespace}"):
+            await client.providers.register(namespace)
+        # Registration runs on in the background (Registering, then Registered): wait for it.
+        deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
+        while not await self.provider_registered(subscription, namespace):
+            if time.monotonic() > deadline:
+                raise OperationFailed(
+                    f"resource provider {namespace} is still not registered in subscription"
+                    f" {subscription!r} after {REGISTRATION_TIMEOUT_SECONDS:.0f} s; run setup"
+                    " again later"
+                )
+            await asyncio.sleep(self._poll_seconds)

@@ -1,5 +1,6 @@
-"""Provisioning on the embedded backend: resource groups and accounts recorded in a JSON file,
-accounts as folders of the local blob store."""
+"""Provisioning on the embedded backend: resource groups, accounts and role assignments recorded
+in a JSON file, accounts as folders of the local blob store. Its data access is not by role (no
+identities on a folder), and every resource provider counts as registered."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..._domain.changes import DataRole
 from ..._domain.regions import REGIONS, RESTRICTED_REGIONS
-from ...abc import AccountInfo, Provisioner
+from ...abc import AccountInfo, GroupInfo, Provisioner
 
 __all__ = ["LocalProvisioner"]
 
@@ -26,9 +28,9 @@ class LocalProvisioner(Provisioner):
         self._lock = threading.Lock()
 
     def _load(self) -> dict[str, dict[str, Any]]:
-        if not self._file.exists():
-            return {"groups": {}, "accounts": {}}
-        data: dict[str, dict[str, Any]] = json.loads(self._file.read_text(encoding="utf-8"))
+        data: dict[str, dict[str, Any]] = {"groups": {}, "accounts": {}, "roles": {}}
+        if self._file.exists():
+            data.update(json.loads(self._file.read_text(encoding="utf-8")))
         return data
 
     def _save(self, data: dict[str, dict[str, Any]]) -> None:
@@ -56,13 +58,18 @@ class LocalProvisioner(Provisioner):
 
         return await asyncio.to_thread(locked)
 
-    async def get_resource_group(self, subscription: str, name: str) -> str | None:
+    async def get_resource_group(self, subscription: str, name: str) -> GroupInfo | None:
         group = (await self._read())["groups"].get(f"{subscription}/{name}")
-        return None if group is None else str(group["region"])
+        if group is None:
+            return None
+        # A group recorded before the tag was kept counts as not ours: teardown leaves it.
+        return GroupInfo(subscription, name, str(group["region"]), bool(group.get("managed")))
 
     async def create_resource_group(self, subscription: str, name: str, region: str) -> None:
         def create(data: dict[str, dict[str, Any]]) -> None:
-            data["groups"][f"{subscription}/{name}"] = {"region": region, "managed": True}
+            key = f"{subscription}/{name}"
+            # Create or update, as ARM's PUT does: an existing group keeps its region, gets the tag.
+            data["groups"].setdefault(key, {"region": region})["managed"] = True
 
         await self._edit(create)
 
@@ -120,3 +127,26 @@ class LocalProvisioner(Provisioner):
     async def list_regions(self, subscription: str) -> list[str]:
         # As for a subscription that was never granted access to a restricted region.
         return sorted(set(REGIONS) - RESTRICTED_REGIONS)
+
+    async def principal_id(self) -> str | None:
+        return None
+
+    async def has_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> bool:
+        key = _role_key(account, principal_id, role)
+        return key in (await self._read())["roles"]
+
+    async def grant_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> None:
+        def grant(data: dict[str, dict[str, Any]]) -> None:
+            data["roles"][_role_key(account, principal_id, role)] = True
+
+        await self._edit(grant)
+
+    async def provider_registered(self, subscription: str, namespace: str) -> bool:
+        return True
+
+    async def register_provider(self, subscription: str, namespace: str) -> None:
+        return None
+
+
+def _role_key(account: AccountInfo, principal_id: str, role: DataRole) -> str:
+    return f"{account.subscription}/{account.resource_group}/{account.name}/{principal_id}/{role}"

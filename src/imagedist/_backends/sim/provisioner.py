@@ -1,36 +1,53 @@
-"""The provisioner in the simulator: resource groups, accounts and regions, in memory."""
+"""The provisioner in the simulator: resource groups, accounts, role assignments, resource
+providers and regions, in memory."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..._domain.changes import DataRole
 from ..._domain.regions import REGIONS
-from ...abc import AccountInfo, Provisioner
+from ...abc import AccountInfo, GroupInfo, Provisioner
 
 __all__ = ["SimProvisioner"]
 
 
 class SimProvisioner(Provisioner):
-    """Resource groups and storage accounts in memory; the sim's accounts exist from the start."""
+    """Resource groups and storage accounts in memory; the sim's accounts exist from the start.
 
-    def __init__(self, account_locations: Mapping[str, tuple[str, str]]) -> None:
-        self._groups: dict[tuple[str, str], str] = {}
+    :param principal: the identity whose data access goes by roles, or None (no roles apply).
+    """
+
+    def __init__(
+        self, account_locations: Mapping[str, tuple[str, str]], *, principal: str | None = None
+    ) -> None:
+        self._groups: dict[tuple[str, str], GroupInfo] = {}
         self._accounts: dict[str, AccountInfo] = {
             name: AccountInfo(sub, "imagedist-storage", name, region, managed=False)
             for name, (sub, region) in account_locations.items()
         }
+        self._principal = principal
+        self.roles: set[tuple[str, str, str, DataRole]] = set()  # (sub, account, principal, role)
+        #: (subscription, namespace) pairs not registered; a test adds to it
+        self.unregistered: set[tuple[str, str]] = set()
 
-    async def get_resource_group(self, subscription: str, name: str) -> str | None:
+    async def get_resource_group(self, subscription: str, name: str) -> GroupInfo | None:
         return self._groups.get((subscription, name))
 
     async def create_resource_group(self, subscription: str, name: str, region: str) -> None:
-        self._groups[(subscription, name)] = region
+        found = self._groups.get((subscription, name))
+        region = found.region if found is not None else region  # ARM keeps a group's region
+        self._groups[(subscription, name)] = GroupInfo(subscription, name, region, managed=True)
 
     async def delete_resource_group(self, subscription: str, name: str) -> None:
         self._groups.pop((subscription, name), None)
         for key, info in list(self._accounts.items()):
             if (info.subscription, info.resource_group) == (subscription, name):
                 del self._accounts[key]
+
+    def add_foreign_group(self, subscription: str, name: str, region: str) -> None:
+        """A resource group someone else made (no managed tag): the sim's stand-in for one."""
+        self._groups[(subscription, name)] = GroupInfo(subscription, name, region, managed=False)
 
     async def get_storage_account(
         self, subscription: str, resource_group: str, name: str
@@ -58,3 +75,18 @@ class SimProvisioner(Provisioner):
 
     async def list_regions(self, subscription: str) -> list[str]:
         return sorted(REGIONS)
+
+    async def principal_id(self) -> str | None:
+        return self._principal
+
+    async def has_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> bool:
+        return (account.subscription, account.name, principal_id, role) in self.roles
+
+    async def grant_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> None:
+        self.roles.add((account.subscription, account.name, principal_id, role))
+
+    async def provider_registered(self, subscription: str, namespace: str) -> bool:
+        return (subscription, namespace.lower()) not in self.unregistered
+
+    async def register_provider(self, subscription: str, namespace: str) -> None:
+        self.unregistered.discard((subscription, namespace.lower()))
