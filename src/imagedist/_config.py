@@ -219,6 +219,10 @@ class LocalBackendOptions(_Strict):
     image_create_seconds: float = Field(default=1.0, ge=0, le=86_400)
     fail_copies_to_accounts: list[str] = Field(default_factory=list)
     fail_images_in: list[str] = Field(default_factory=list)  # "subscription/region"
+    # Compute Gallery: how long each target region's replication of a version takes, and the
+    # regions where every replication fails (until a later one starts without them).
+    gallery_replication_seconds: float = Field(default=2.0, ge=0, le=86_400)
+    fail_gallery_regions: list[str] = Field(default_factory=list)
 
 
 class AzureBackendOptions(_Strict):

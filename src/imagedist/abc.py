@@ -20,6 +20,7 @@ from ._domain.changes import DataRole
 from ._domain.gallery import (
     DefinitionSpec,
     GalleryRef,
+    GallerySharing,
     ImageVersion,
     PublicationRow,
     TargetRegion,
@@ -659,7 +660,17 @@ class GalleryService(ABC):
         self, gallery: GalleryRef, subscriptions: list[str], tenants: list[str]
     ) -> None:
         """Direct shared gallery: add the subscriptions and tenants to the gallery's sharing
-        profile (those already there stay)."""
+        profile (those already there stay).
+
+        :raises NotFound: if the gallery does not exist.
+        """
+
+    @abstractmethod
+    async def get_sharing(self, gallery: GalleryRef) -> GallerySharing:
+        """The gallery's sharing profile: who it is shared to directly.
+
+        :raises NotFound: if the gallery does not exist.
+        """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

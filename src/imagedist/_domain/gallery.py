@@ -19,6 +19,7 @@ __all__ = [
     "VERSION_NAME",
     "DefinitionSpec",
     "GalleryRef",
+    "GallerySharing",
     "ImageVersion",
     "PublicationRow",
     "PublicationState",
@@ -71,6 +72,14 @@ class GalleryRef:
 
     def __str__(self) -> str:
         return f"{self.subscription}/{self.resource_group}/{self.name}"
+
+
+@dataclass(frozen=True)
+class GallerySharing:
+    """Who a gallery is shared to directly (its sharing profile), sorted, lower case."""
+
+    subscriptions: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from ..._config import account_locations
 from ..._files import check_folder
 from ...abc import Backend, SystemClock
 from .blobs import LocalBlobStore
+from .gallery import LocalGalleryService
 from .images import LocalImageService
 from .provisioner import LocalProvisioner
 from .state import SqliteStateStore
@@ -53,12 +54,21 @@ def open_backend(config: Config) -> Backend:
     )
     # A local disk's access URL opens a copy only while the image service says it is granted.
     blobs.set_grant_check(images.disk_grant_live)
+    gallery = LocalGalleryService(
+        root / "gallery.db",
+        clock,
+        blobs,
+        account_locations=account_locations(config),
+        replication_seconds=options.gallery_replication_seconds,
+        fail_regions=frozenset(options.fail_gallery_regions),
+    )
     return Backend(
         blobs=blobs,
         images=images,
         state=_StateMadeOnFirstWrite(root / "state.db"),
         clock=clock,
         provisioner=LocalProvisioner(root),
+        gallery=gallery,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .arm import ArmThrottle, TokenBucket
 from .backend import SimWorld, account_locations, heal, open_sim_backend, sim_world
 from .blobs import SimBlobStore
+from .gallery import SimGalleryService
 from .images import SimImageService
 from .loop import DEFAULT_EPOCH, VirtualClock, VirtualTimeLoop, run_virtual
 from .model import MB, MIB, SimFaults, SimModel, SimStats
@@ -28,6 +29,7 @@ __all__ = [
     "ScenarioResult",
     "SimBlobStore",
     "SimFaults",
+    "SimGalleryService",
     "SimImageService",
     "SimModel",
     "SimProvisioner",

@@ -9,6 +9,7 @@ from ..._config import account_locations
 from ...abc import Backend, Clock
 from .arm import ArmThrottle
 from .blobs import SimBlobStore
+from .gallery import SimGalleryService
 from .images import SimImageService
 from .loop import VirtualClock
 from .model import SimFaults, SimModel, SimStats
@@ -61,6 +62,7 @@ def open_sim_backend(
         state=MemoryStateStore(),
         clock=clock,
         provisioner=SimProvisioner(locations),
+        gallery=SimGalleryService(storage, arm, seed=seed),
     )
 
 

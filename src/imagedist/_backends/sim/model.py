@@ -34,6 +34,11 @@ class SimModel:
     #: a managed image is created in image_create_seconds × (1 ± jitter), uniformly
     image_create_seconds: float = 60.0
     image_create_jitter: float = 0.25
+    #: one region's Compute Gallery replication of a version, drawn log-uniformly in [min, max]:
+    #: "a few hours" per Azure's docs, observed from 15 min to over a day (PERF-MODEL.md); the
+    #: median of this range is about 2.7 h
+    gallery_replication_seconds_min: float = 15 * 60.0
+    gallery_replication_seconds_max: float = 30 * 3600.0
     #: ARM token buckets per subscription: capacity and refill per second
     arm_write_bucket: float = 200.0
     arm_write_refill: float = 10.0
@@ -50,6 +55,11 @@ class SimModel:
 
     def draw_clone_seconds(self, rng: random.Random) -> float:
         return rng.uniform(self.clone_seconds_min, self.clone_seconds_max)
+
+    def draw_gallery_replication_seconds(self, rng: random.Random) -> float:
+        low = math.log(self.gallery_replication_seconds_min)
+        high = math.log(self.gallery_replication_seconds_max)
+        return math.exp(rng.uniform(low, high))
 
     def draw_image_seconds(self, rng: random.Random) -> float:
         jitter = self.image_create_jitter
@@ -76,6 +86,10 @@ class SimFaults:
     fail_copies_to_accounts: frozenset[str] = frozenset()
     #: every image creation in these (subscription, region) pairs fails
     fail_images_in: frozenset[tuple[str, str]] = frozenset()
+    #: a region's replication of a gallery image version fails
+    gallery_replication_failure: float = 0.0
+    #: every gallery replication to these regions fails
+    fail_gallery_regions: frozenset[str] = frozenset()
 
 
 @dataclass
