@@ -302,17 +302,19 @@ def jobs(state: State, as_json: bool) -> None:
             [{k: v for k, v in status_to_dict(s).items() if k != "targets"} for s in statuses]
         )
         return
-    table = Table("job", "image", "os", "state", "upload", "tier-1", "copies", "images", "errors")
+    columns = ["job", "image", "os", "state", "upload", "tier-1", "copies", "images"]
+    galleries = any(s.gallery_pct is not None for s in statuses)
+    table = Table(*columns, *(["gallery"] if galleries else []), "errors")
     for s in statuses:
+        images = "images" in s.job.publish  # a gallery-only job has no target to count
         table.add_row(
             s.job.id,
             s.job.image_name,
             s.job.os_type.value,
             s.state.value,
             f"{s.upload_pct}%",
-            f"{s.tier1_pct}%",
-            f"{s.copies_pct}%",
-            f"{s.images_pct}%",
+            *(f"{pct}%" if images else "-" for pct in (s.tier1_pct, s.copies_pct, s.images_pct)),
+            *([f"{s.gallery_pct}%" if s.gallery_pct is not None else "-"] if galleries else []),
             str(s.error_count),
         )
     console.print(table)

@@ -168,6 +168,8 @@ def _summary(status: JobStatus) -> Table:
         "job", f"{job.id}  ({job.image_name}, {job.os_type.value}, {job.hyper_v_generation.value})"
     )
     for label, attr in PHASES:
+        if label != "upload" and "images" not in job.publish:
+            continue  # a gallery-only job has no target: those phases say nothing
         table.add_row(label, f"{getattr(status, attr)} %")
     if status.gallery_pct is not None:
         table.add_row("gallery replication", f"{status.gallery_pct} %")

@@ -121,7 +121,8 @@ class PublicationDriver:
                 " --version",
             )
         state = version.provisioning_state.lower()
-        if state == "failed":
+        if state == "failed" and not _made(version, row.region):
+            # Never made (its source refused): a retry makes it again from the source.
             return await self.fail(
                 row,
                 f"version {row.version_name} failed: {version.error_code}: {version.error_message}",
@@ -225,6 +226,13 @@ class PublicationDriver:
             )
             for name in sorted(row.regions)
         )
+
+
+def _made(version: ImageVersion, region: str) -> bool:
+    """Whether the version was made: it reached its own region (where Azure puts it first), so
+    a failure is of replication elsewhere, which is retried region by region."""
+    own = version.replication_of(region)
+    return own is not None and own.state is ReplicationState.COMPLETED
 
 
 def _end_of_life(created_at: float, days: int) -> str:

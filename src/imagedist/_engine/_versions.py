@@ -48,9 +48,17 @@ async def retire_versions(
     grace = datetime.timedelta(days=_grace_days(ctx))
     result = RetireResult(kept=[v.name for v in versions[:keep]])
     remaining = list(versions)
-    for version in versions[keep:]:
+    in_latest = {v.name for v in versions if not v.exclude_from_latest}
+    # Oldest first: when the kept versions are all out of "latest", the newest older one is
+    # the one that stays in it.
+    for version in reversed(versions[keep:]):
         retired_on = _date(version.end_of_life)
+        if in_latest == {version.name}:
+            # "latest" would resolve to nothing: VMs made from it would fail to deploy.
+            result.spared[version.name] = "the only version in 'latest'"
+            continue
         if retired_on is None or retired_on > today:
+            in_latest.discard(version.name)
             await service.update_version(
                 gallery,
                 image,
@@ -71,6 +79,9 @@ async def retire_versions(
         await service.delete_version(gallery, image, version.name)
         remaining.remove(version)
         result.deleted.append(version.name)
+    newest_first = {v.name: i for i, v in enumerate(versions)}
+    result.retired.sort(key=newest_first.__getitem__)
+    result.deleted.sort(key=newest_first.__getitem__)
     return result
 
 

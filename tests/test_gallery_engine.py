@@ -1,0 +1,286 @@
+"""Publishing to a Compute Gallery (issue 11), end to end on the local backend: through the CLI
+and the library, a version per job replicated to every enabled region, retried region by region,
+resumed after a kill without a second version, and the lifecycle commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+
+from imagedist import Imagedist, OsType
+from imagedist._backends.local.gallery import LocalGalleryService
+from imagedist._config import load_config
+from imagedist._domain.gallery import GalleryRef, ImageVersion, ReplicationState
+
+from helpers import call, config_text, make_disk
+
+Cli = Callable[..., Result]
+GALLERY = GalleryRef("sub-staging", "imagedist-gallery", "golden_gallery")
+DEFINITION = {"publisher": "contoso", "offer": "ubuntu", "sku": "22_04"}
+RUN = ("--image-name", "gold", "--os-type", "linux", "--json")
+
+
+def write(
+    folder: Path,
+    *,
+    to: list[str] | None = None,
+    share: str = "rbac",
+    regions: list[str] | None = None,
+    fail_regions: list[str] | None = None,
+    sku: str = "22_04",
+) -> Path:
+    path = folder / "imagedist.toml"
+    text = config_text(
+        fleet={"subscriptions": ["sub-a", "sub-b"], "regions": regions or ["eastus", "japaneast"]},
+        concurrency={"poll_interval_seconds": 0.05, "lease_seconds": 5.0},
+        local={
+            "image_create_seconds": 0.0,
+            "gallery_replication_seconds": 0.2,
+            "fail_gallery_regions": fail_regions or [],
+        },
+        publish={"to": to or ["gallery"]},
+        gallery={
+            "name": GALLERY.name,
+            "share": share,
+            "definitions": {"gold": {**DEFINITION, "sku": sku}},
+        },
+    )
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def ran(result: Result, code: int = 0) -> dict[str, Any]:
+    assert result.exit_code == code, (result.output, result.exception)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def versions(config: Path, gallery: GalleryRef = GALLERY) -> list[ImageVersion]:
+    async def body(app: Imagedist) -> list[ImageVersion]:
+        assert app.ctx.backend.gallery is not None
+        return await app.ctx.backend.gallery.list_versions(gallery, "gold")
+
+    return sorted(call(config, body), key=lambda v: v.name)
+
+
+def creations(config: Path, name: str, gallery: GalleryRef = GALLERY) -> int:
+    async def body(app: Imagedist) -> int:
+        service = app.ctx.backend.gallery
+        assert isinstance(service, LocalGalleryService)
+        return service.creation_count(gallery, "gold", name)
+
+    return call(config, body)
+
+
+def completed_in(version: ImageVersion) -> set[str]:
+    return {r.region for r in version.replication if r.state is ReplicationState.COMPLETED}
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Path:
+    return make_disk(tmp_path / "disk.raw")
+
+
+def test_a_job_publishes_one_version_replicated_to_every_region(
+    tmp_path: Path, cli: Cli, disk: Path
+) -> None:
+    config = write(tmp_path)
+    status = ran(cli(config, "run", str(disk), *RUN))
+
+    assert status["state"] == "completed" and status["phases"]["gallery"] == 100
+    assert status["targets"] == []  # gallery only: no managed image anywhere
+    [version] = versions(config)
+    assert version.name == "1.0.0" and version.provisioning_state == "Succeeded"
+    # The fleet's regions, and the gallery's own (where Azure replicates first).
+    assert completed_in(version) == {"eastus", "japaneast", "westeurope"}
+    assert version.tags["imagedist-job"] == status["job"]
+    assert creations(config, "1.0.0") == 1
+
+
+def test_images_and_gallery_at_once(tmp_path: Path, cli: Cli, disk: Path) -> None:
+    config = write(tmp_path, to=["images", "gallery"])
+    status = ran(cli(config, "run", str(disk), *RUN))
+
+    assert status["state"] == "completed"
+    assert {t["state"] for t in status["targets"]} == {"done"} and len(status["targets"]) == 4
+    assert [v.name for v in versions(config)] == ["1.0.0"]
+
+
+def test_each_job_takes_the_next_patch_or_the_version_given(
+    tmp_path: Path, cli: Cli, disk: Path
+) -> None:
+    config = write(tmp_path)
+    ran(cli(config, "run", str(disk), *RUN))
+    ran(cli(config, "run", str(disk), *RUN))
+    ran(cli(config, "run", str(disk), *RUN, "--version", "2.0.0"))
+    ran(cli(config, "run", str(disk), *RUN))
+
+    assert [v.name for v in versions(config)] == ["1.0.0", "1.0.1", "2.0.0", "2.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--version", "1.0.0"), "exists already"),
+        (("--version", "1.2"), "MAJOR.MINOR.PATCH"),
+        (("--version", "1.0.99999999999"), "MAJOR.MINOR.PATCH"),
+        (("--image-name", "silver"), "[gallery.definitions.silver]"),
+    ],
+)
+def test_a_bad_gallery_submission_is_refused_and_changes_nothing(
+    tmp_path: Path, cli: Cli, disk: Path, args: tuple[str, ...], needle: str
+) -> None:
+    config = write(tmp_path)
+    ran(cli(config, "run", str(disk), *RUN))  # version 1.0.0 exists
+    jobs_before = ran(cli(config, "jobs", "--json"))
+
+    base = ["--image-name", "gold", "--os-type", "linux"]
+    if "--image-name" in args:
+        base = ["--os-type", "linux"]
+    result = cli(config, "submit", str(disk), *base, *args)
+
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.splitlines()) == 1 and needle in result.stderr, result.stderr
+    assert ran(cli(config, "jobs", "--json")) == jobs_before
+
+
+def test_a_definition_the_gallery_holds_otherwise_is_refused(
+    tmp_path: Path, cli: Cli, disk: Path
+) -> None:
+    config = write(tmp_path)
+    ran(cli(config, "run", str(disk), *RUN))
+    config = write(tmp_path, sku="24_04")
+
+    result = cli(config, "submit", str(disk), "--image-name", "gold", "--os-type", "linux")
+
+    assert result.exit_code == 2
+    assert "sku" in result.stderr and "cannot change" in result.stderr, result.stderr
+
+
+def test_a_failed_region_is_retried_alone_without_a_new_version(
+    tmp_path: Path, cli: Cli, disk: Path
+) -> None:
+    config = write(tmp_path, fail_regions=["japaneast"])
+    status = ran(cli(config, "run", str(disk), *RUN), code=1)
+    regions = status["gallery"][0]["regions"]
+    assert status["state"] == "failed"
+    assert regions["japaneast"]["state"] == "failed" and regions["japaneast"]["error"]
+    assert regions["eastus"]["state"] == "completed"
+
+    config = write(tmp_path)  # the region heals
+    retried = ran(cli(config, "retry", status["job"], "--failed-only", "--wait", "--json"))
+
+    assert retried["retried"] == ["gallery/central"]
+    assert ran(cli(config, "status", status["job"], "--json"))["state"] == "completed"
+    [version] = versions(config)
+    assert completed_in(version) == {"eastus", "japaneast", "westeurope"}
+    assert creations(config, "1.0.0") == 1  # replicated again, never made again
+
+
+def test_a_region_added_to_the_fleet_later_is_added_to_the_version(
+    tmp_path: Path, cli: Cli, disk: Path
+) -> None:
+    config = write(tmp_path)
+    job = ran(cli(config, "run", str(disk), *RUN))["job"]
+    config = write(tmp_path, regions=["eastus", "japaneast", "brazilsouth"])
+
+    ran(cli(config, "retry", job, "--wait", "--json"))
+
+    [version] = versions(config)
+    assert completed_in(version) == {"eastus", "japaneast", "westeurope", "brazilsouth"}
+    assert creations(config, "1.0.0") == 1
+
+
+def test_a_disabled_target_region_is_left_out(tmp_path: Path, cli: Cli, disk: Path) -> None:
+    config = write(tmp_path)
+    for subscription in ("sub-a", "sub-b"):
+        result = cli(config, "targets", "disable", "--name", f"{subscription}/japaneast")
+        assert result.exit_code == 0, result.output
+    ran(cli(config, "run", str(disk), *RUN))
+
+    [version] = versions(config)
+    assert completed_in(version) == {"eastus", "westeurope"}
+
+
+def test_per_subscription_galleries_copy_the_central_version(
+    tmp_path: Path, cli: Cli, disk: Path
+) -> None:
+    config = write(tmp_path, share="per-subscription")
+    status = ran(cli(config, "run", str(disk), *RUN))
+
+    assert status["state"] == "completed"
+    assert [g["key"] for g in status["gallery"]] == ["central", "sub-a", "sub-b"]
+    [central] = versions(config)
+    assert completed_in(central) == {"westeurope"}
+    for subscription in ("sub-a", "sub-b"):
+        [local] = versions(config, GalleryRef(subscription, GALLERY.resource_group, GALLERY.name))
+        assert local.source.version_id == central.id
+        assert completed_in(local) == {"eastus", "japaneast", "westeurope"}
+
+
+def test_a_worker_stopped_at_any_point_resumes_without_a_second_version(
+    tmp_path: Path, disk: Path
+) -> None:
+    """Workers cancelled after 0.05 s, again and again, until the job is done: the version is
+    made once, and every region ends replicated."""
+    config_path = write(tmp_path, share="per-subscription")
+    config = load_config(config_path)
+
+    async def submit(app: Imagedist) -> str:
+        return (await app.submit(disk, "gold", OsType.LINUX)).id
+
+    job_id = call(config_path, submit)
+
+    async def stop_after(app: Imagedist, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(app.work([job_id]), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def until_done() -> int:
+        for attempt in range(400):
+            async with Imagedist(config) as app:
+                if await stop_after(app, 0.05 + (attempt % 7) * 0.03):
+                    return attempt
+        raise AssertionError("the job never finished")
+
+    assert asyncio.run(until_done()) > 0  # it was stopped at least once
+    assert [v.name for v in versions(config_path)] == ["1.0.0"]
+    assert creations(config_path, "1.0.0") == 1
+    for subscription in ("sub-a", "sub-b"):
+        gallery = GalleryRef(subscription, GALLERY.resource_group, GALLERY.name)
+        assert creations(config_path, "1.0.0", gallery) == 1
+
+
+def test_versions_list_rollback_and_retire(tmp_path: Path, cli: Cli, disk: Path) -> None:
+    config = write(tmp_path)
+    for _ in range(3):
+        ran(cli(config, "run", str(disk), *RUN))
+
+    listed = json.loads(cli(config, "versions", "list", "gold", "--json").stdout)
+    assert [v["version"] for v in listed] == ["1.0.2", "1.0.1", "1.0.0"]
+
+    rolled = json.loads(cli(config, "versions", "rollback", "gold", "--json").stdout)
+    assert rolled == {"excluded": "1.0.2", "latest": "1.0.1"}
+
+    retired = json.loads(cli(config, "versions", "retire", "gold", "--keep", "1", "--json").stdout)
+    # 1.0.2 is kept; 1.0.1, the only version left in "latest", is spared; 1.0.0 retires.
+    assert retired["kept"] == ["1.0.2"] and retired["retired"] == ["1.0.0"]
+    assert "latest" in retired["spared"]["1.0.1"]
+    by_name = {v.name: v for v in versions(config)}
+    assert by_name["1.0.0"].exclude_from_latest and by_name["1.0.0"].end_of_life
+    assert not by_name["1.0.1"].exclude_from_latest
+
+
+def test_rollback_needs_a_previous_version(tmp_path: Path, cli: Cli, disk: Path) -> None:
+    config = write(tmp_path)
+    ran(cli(config, "run", str(disk), *RUN))
+    result = cli(config, "versions", "rollback", "gold")
+    assert result.exit_code == 2 and "previous" in result.stderr, result.output
