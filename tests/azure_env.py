@@ -1,5 +1,10 @@
 """An Azure world on loopback for end-to-end tests: Azurite for storage and the ARM test server,
-with a config, an environment for worker subprocesses, and ways to look at what happened."""
+with a config, an environment for worker subprocesses, and ways to look at what happened.
+
+Two ways in: connection strings (``azure_world``: Azurite over http, a pre-issued ARM token), or
+Entra ID (``entra_world``: Azurite over HTTPS in OAuth mode, every token from a fake managed
+identity through the production ``DefaultAzureCredential``, copies by user-delegation SAS).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from armserver.certs import ensure_certs
 from armserver.process import ArmServerProcess
 from azurite import AzuriteNotInstalled, AzuriteServer, start_azurite
+from entra import ARM_AUDIENCE, FakeManagedIdentity, entra_environment, mint_token
 
 STAGING = "stagingacct"
 TARGET_ACCOUNTS = [f"t2acct{i:02d}" for i in range(30)]
@@ -45,6 +52,31 @@ def azure_world() -> Iterator[AzuriteServer]:
 
 
 @dataclass
+class EntraWorld:
+    """Azurite in OAuth mode (HTTPS, certificate of the ARM server's test CA) and the identity."""
+
+    azurite: AzuriteServer
+    identity: FakeManagedIdentity
+    ca_file: Path
+
+
+@pytest.fixture(scope="session")
+def entra_world(arm_server: ArmServerProcess) -> Iterator[EntraWorld]:
+    """Azurite accepting bearer tokens, with the staging and 30 target accounts, and a fake
+    managed identity that hands out tokens per audience."""
+    certs = ensure_certs(arm_server.cert_dir)  # the same CA as the ARM server: one bundle
+    try:
+        server = start_azurite(
+            [STAGING, *TARGET_ACCOUNTS], tls=(certs.cert_file, certs.key_file, certs.ca_file)
+        )
+    except AzuriteNotInstalled as exc:
+        print(exc)
+        pytest.skip(str(exc))
+    with server, FakeManagedIdentity() as identity:
+        yield EntraWorld(server, identity, certs.ca_file)
+
+
+@dataclass
 class AzureSetup:
     """One test's config and the environment every imagedist process of the test runs with."""
 
@@ -53,6 +85,8 @@ class AzureSetup:
     azurite: AzuriteServer
     arm: ArmServerProcess
     targets: list[tuple[str, str, str]]  # (subscription, region, account)
+    tokens: list[str] = field(default_factory=list)  # a pre-issued ARM token
+    identity: FakeManagedIdentity | None = None  # hands out the tokens on the Entra ID path
 
     def imagedist(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -75,7 +109,9 @@ class AzureSetup:
 
     @property
     def secrets(self) -> list[str]:
-        return self.azurite.keys
+        """Every account key and bearer token: none may show in a log, the state or output."""
+        issued = self.identity.tokens if self.identity is not None else []
+        return [*self.azurite.keys, *self.tokens, *issued]
 
 
 def make_setup(
@@ -85,7 +121,15 @@ def make_setup(
     count: int,
     subscriptions: int = 3,
     poll_seconds: float = 0.1,
+    *,
+    identity: FakeManagedIdentity | None = None,
+    ca_file: Path | None = None,
 ) -> AzureSetup:
+    """A config of ``count`` targets and the environment of its processes.
+
+    With ``identity`` (and Azurite in OAuth mode), the Entra ID path: ``auth = "default"``, no
+    connection string nor pre-issued token in the environment, the CA given as ``ca_bundle``.
+    """
     per_sub = max(1, count // subscriptions)
     targets = [
         (f"sub-{i // per_sub}", REGIONS[i % per_sub], TARGET_ACCOUNTS[i]) for i in range(count)
@@ -113,16 +157,27 @@ poll_interval_seconds = {poll_seconds}
 lease_seconds = 3
 
 [azure]
-auth = "connection-strings"
+{_auth_lines(identity, ca_file)}
 arm_endpoint = "{arm.url}"
-blob_endpoint = "http://127.0.0.1:{azurite.blob_port}/{{account}}"
-table_endpoint = "http://127.0.0.1:{azurite.table_port}/{{account}}"
+blob_endpoint = "{azurite.blob_endpoint(STAGING).replace(STAGING, "{account}")}"
+table_endpoint = "{azurite.table_endpoint(STAGING).replace(STAGING, "{account}")}"
 table_prefix = "{prefix}"
 
 {blocks}""",
         encoding="utf-8",
     )
-    env = {**os.environ, **arm.client_env(), "IMAGEDIST_ARM_ACCESS_TOKEN": "test-token"}
+    if identity is not None:
+        env = entra_environment(os.environ, identity)
+        return AzureSetup(config, env, azurite, arm, targets, identity=identity)
+    token = mint_token(ARM_AUDIENCE)
+    env = {**os.environ, **arm.client_env(), "IMAGEDIST_ARM_ACCESS_TOKEN": token}
     for account in [STAGING, *TARGET_ACCOUNTS]:
         env[f"IMAGEDIST_CONNECTION_STRING_{account.upper()}"] = azurite.connection_string(account)
-    return AzureSetup(config, env, azurite, arm, targets)
+    return AzureSetup(config, env, azurite, arm, targets, tokens=[token])
+
+
+def _auth_lines(identity: FakeManagedIdentity | None, ca_file: Path | None) -> str:
+    if identity is None:
+        return 'auth = "connection-strings"'
+    assert ca_file is not None, "the Entra ID path runs over HTTPS: give the CA"
+    return f'auth = "default"\nca_bundle = "{ca_file}"'

@@ -9,6 +9,10 @@ The fixture skips the test, with a hint, when the ``azurite`` command is not ins
 
 Azurite runs in memory on free ports of 127.0.0.1 and knows only the accounts given to it through
 ``AZURITE_ACCOUNTS``; each gets a freshly generated key, so tests can grep logs for the keys.
+
+Given a certificate (``tls=``), it speaks HTTPS and accepts Entra ID bearer tokens
+(``--oauth basic``): it checks their issuer, audience and lifetime, not their signature, and
+issues user delegation keys, so the SDKs' token-credential path runs against it.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ import pytest
 __all__ = [
     "DEFAULT_ACCOUNTS",
     "INSTALL_HINT",
+    "OAUTH_MIN_VERSION",
     "AzuriteNotInstalled",
     "AzuriteServer",
     "azurite_server",
+    "azurite_version",
     "start_azurite",
 ]
 
@@ -49,8 +55,31 @@ INSTALL_HINT = (
 _START_TIMEOUT = 30.0
 
 
+#: The first Azurite that checks user-delegation SAS of service version 2026-04-06 and later,
+#: which the installed storage SDK signs (Azurite issue 2649); older ones refuse every such copy.
+OAUTH_MIN_VERSION = (3, 37, 0)
+
+
 class AzuriteNotInstalled(RuntimeError):
-    """The ``azurite`` command is not on PATH."""
+    """The ``azurite`` command is not on PATH, or is too old for what the test asks."""
+
+
+def _executable() -> str:
+    exe = shutil.which("azurite") or shutil.which(str(LOCAL_AZURITE))
+    if exe is None:
+        raise AzuriteNotInstalled(INSTALL_HINT)
+    return exe
+
+
+def azurite_version() -> tuple[int, ...]:
+    """The installed Azurite's version, as numbers.
+
+    :raises AzuriteNotInstalled: if the ``azurite`` command is not on PATH.
+    """
+    out = subprocess.run(
+        [_executable(), "--version"], capture_output=True, text=True, timeout=60, check=True
+    )
+    return tuple(int(part) for part in out.stdout.strip().split(".")[:3])
 
 
 @dataclass
@@ -63,20 +92,26 @@ class AzuriteServer:
     table_port: int
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     workdir: Path | None = field(default=None, repr=False)
+    scheme: str = "http"  # "https" with OAuth
+
+    @property
+    def oauth(self) -> bool:
+        """Whether it accepts bearer tokens (it then speaks HTTPS only)."""
+        return self.scheme == "https"
 
     # -- endpoints ----------------------------------------------------------------------------------
 
     def blob_endpoint(self, account: str) -> str:
         self._check(account)
-        return f"http://{HOST}:{self.blob_port}/{account}"
+        return f"{self.scheme}://{HOST}:{self.blob_port}/{account}"
 
     def queue_endpoint(self, account: str) -> str:
         self._check(account)
-        return f"http://{HOST}:{self.queue_port}/{account}"
+        return f"{self.scheme}://{HOST}:{self.queue_port}/{account}"
 
     def table_endpoint(self, account: str) -> str:
         self._check(account)
-        return f"http://{HOST}:{self.table_port}/{account}"
+        return f"{self.scheme}://{HOST}:{self.table_port}/{account}"
 
     def key(self, account: str) -> str:
         self._check(account)
@@ -90,7 +125,7 @@ class AzuriteServer:
     def connection_string(self, account: str) -> str:
         """An account-key connection string with blob, queue and table endpoints."""
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={self.key(account)};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={account};AccountKey={self.key(account)};"
             f"BlobEndpoint={self.blob_endpoint(account)};"
             f"QueueEndpoint={self.queue_endpoint(account)};"
             f"TableEndpoint={self.table_endpoint(account)};"
@@ -147,29 +182,44 @@ def _accepts(port: int) -> bool:
 
 
 def start_azurite(
-    accounts: Sequence[str] = DEFAULT_ACCOUNTS, *, timeout: float = _START_TIMEOUT
+    accounts: Sequence[str] = DEFAULT_ACCOUNTS,
+    *,
+    tls: tuple[Path, Path, Path] | None = None,
+    timeout: float = _START_TIMEOUT,
 ) -> AzuriteServer:
     """Start Azurite with ``accounts`` and wait until every service accepts connections.
 
-    :raises AzuriteNotInstalled: if the ``azurite`` command is not on PATH.
+    :param tls: a PEM certificate, its key and the CA that signed it: serve HTTPS and accept
+        bearer tokens (``--oauth basic``). Clients must trust the CA; so does Azurite itself,
+        which reads a copy's source URL to check its SAS before copying.
+
+    :raises AzuriteNotInstalled: if the ``azurite`` command is not on PATH, or is older than
+        :data:`OAUTH_MIN_VERSION` when ``tls`` is given.
     :raises RuntimeError: if it exits or does not listen within ``timeout`` seconds.
     """
-    exe = shutil.which("azurite") or shutil.which(str(LOCAL_AZURITE))
-    if exe is None:
-        raise AzuriteNotInstalled(INSTALL_HINT)
+    exe = _executable()
+    if tls is not None and (version := azurite_version()) < OAUTH_MIN_VERSION:
+        wanted = ".".join(map(str, OAUTH_MIN_VERSION))
+        raise AzuriteNotInstalled(
+            f"Azurite {'.'.join(map(str, version))} is too old for the Entra ID tests: it refuses"
+            f" the user-delegation SAS the storage SDK signs; install azurite@{wanted} or later"
+            " (`npm install -g azurite@3`), then rerun the tests."
+        )
     if not accounts:
         raise ValueError("give Azurite at least one account")
     keys = {name: generate_key() for name in accounts}
     last_error = ""
     for _attempt in range(3):  # a free port may be taken between probing and binding
-        server = _launch(exe, keys, timeout)
+        server = _launch(exe, keys, tls, timeout)
         if isinstance(server, AzuriteServer):
             return server
         last_error = server
     raise RuntimeError(f"Azurite did not start: {last_error}")
 
 
-def _launch(exe: str, keys: dict[str, str], timeout: float) -> AzuriteServer | str:
+def _launch(
+    exe: str, keys: dict[str, str], tls: tuple[Path, Path, Path] | None, timeout: float
+) -> AzuriteServer | str:
     ports = _free_port(), _free_port(), _free_port()
     if len(set(ports)) < 3:
         return "port clash"
@@ -186,8 +236,12 @@ def _launch(exe: str, keys: dict[str, str], timeout: float) -> AzuriteServer | s
         "--queueHost", HOST, "--queuePort", str(queue),
         "--tableHost", HOST, "--tablePort", str(table),
     ]  # fmt: skip
+    if tls is not None:
+        cmd += ["--oauth", "basic", "--cert", str(tls[0]), "--key", str(tls[1])]
     env = dict(os.environ)
     env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{key}" for name, key in keys.items())
+    if tls is not None:
+        env["NODE_EXTRA_CA_CERTS"] = str(tls[2])  # in addition to Node's CAs, this process only
     log = workdir / "azurite.log"  # a file, not a pipe nobody drains
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -198,7 +252,15 @@ def _launch(exe: str, keys: dict[str, str], timeout: float) -> AzuriteServer | s
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = AzuriteServer(dict(keys), blob, queue, table, process=proc, workdir=workdir)
+    server = AzuriteServer(
+        dict(keys),
+        blob,
+        queue,
+        table,
+        process=proc,
+        workdir=workdir,
+        scheme="http" if tls is None else "https",
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -6,8 +6,10 @@ import hashlib
 import tempfile
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -28,7 +30,10 @@ from ._exceptions import ConfigError
 from ._files import NotARegularFile, read_regular_file
 
 __all__ = [
+    "CLOUDS",
     "AzureBackendOptions",
+    "AzureCloud",
+    "AzureEndpoints",
     "ConcurrencyPolicy",
     "Config",
     "FanoutPolicy",
@@ -39,6 +44,7 @@ __all__ = [
     "TargetSpec",
     "UploadPolicy",
     "account_locations",
+    "cloud_of_url",
     "generated_account_name",
     "load_config",
 ]
@@ -225,18 +231,85 @@ class LocalBackendOptions(_Strict):
     fail_gallery_regions: list[str] = Field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class AzureCloud:
+    """One Azure cloud: sovereign clouds have their own ARM, storage and sign-in hosts."""
+
+    name: str
+    arm_endpoint: str  # also the ARM token audience
+    storage_suffix: str  # <account>.blob.<suffix>, <account>.table.<suffix>
+    authority: str  # the Entra ID host that signs tokens for this cloud
+    domains: tuple[str, ...]  # hosts under these belong to this cloud
+
+
+#: The clouds ``[azure] cloud`` names; Azure's own settings for each (``az cloud show``).
+CLOUDS: dict[str, AzureCloud] = {
+    "public": AzureCloud(
+        "public",
+        "https://management.azure.com",
+        "core.windows.net",
+        "login.microsoftonline.com",
+        ("azure.com", "windows.net"),
+    ),
+    "usgov": AzureCloud(
+        "usgov",
+        "https://management.usgovcloudapi.net",
+        "core.usgovcloudapi.net",
+        "login.microsoftonline.us",
+        ("usgovcloudapi.net",),
+    ),
+    "china": AzureCloud(
+        "china",
+        "https://management.chinacloudapi.cn",
+        "core.chinacloudapi.cn",
+        "login.chinacloudapi.cn",
+        ("chinacloudapi.cn",),
+    ),
+}
+
+
+def cloud_of_url(url: str) -> str | None:
+    """The cloud whose hosts include the URL's host, or ``None`` (a test server on loopback)."""
+    host = (urlsplit(url).hostname or "").lower()
+    for cloud in CLOUDS.values():
+        if any(host == domain or host.endswith(f".{domain}") for domain in cloud.domains):
+            return cloud.name
+    return None
+
+
+@dataclass(frozen=True)
+class AzureEndpoints:
+    """Where the Azure backend sends requests, and for which token audience, all of one cloud."""
+
+    cloud: str
+    arm: str  # ARM's base URL
+    arm_scope: str  # the token scope ARM clients ask for: "<audience>/.default"
+    authority: str  # the Entra ID host DefaultAzureCredential signs in with
+    blob: str  # the blob service URL, with {account}
+    table: str  # the table service URL, with {account}
+
+
 class AzureBackendOptions(_Strict):
     """Real Azure (or Azurite plus an ARM-protocol server, in tests).
 
     Storage is reached with Entra ID (``auth = "default"``: DefaultAzureCredential) or, for
     Azurite, with connection strings taken from the environment variable
     ``IMAGEDIST_CONNECTION_STRING_<ACCOUNT>`` (never from this file, so no key is ever in it).
+
+    ``cloud`` sets the ARM endpoint, the ARM token audience, the storage endpoints and the
+    sign-in authority together; the ``*_endpoint`` keys override one endpoint each (test
+    servers), and an endpoint of a known cloud decides the cloud when ``cloud`` is not given.
     """
 
     auth: Literal["default", "connection-strings"] = "default"
-    arm_endpoint: str = Field(default="https://management.azure.com", pattern=r"^https://")
-    blob_endpoint: str = "https://{account}.blob.core.windows.net"
-    table_endpoint: str = "https://{account}.table.core.windows.net"
+    cloud: Literal["public", "usgov", "china"] = "public"
+    arm_endpoint: str | None = Field(default=None, pattern=r"^https://")  # default: the cloud's
+    arm_audience: str | None = Field(default=None, pattern=r"^https://")  # default: the cloud's
+    blob_endpoint: str | None = None  # default: https://{account}.blob.<the cloud's suffix>
+    table_endpoint: str | None = None  # default: https://{account}.table.<the cloud's suffix>
+    # PEM file of the CAs to trust instead of the system's (a TLS-inspecting proxy, a test
+    # server); relative to the config file.
+    ca_bundle: str | None = None
     state_account: str | None = None  # holds the state tables; default: the staging account
     table_prefix: str = Field(default="imagedist", pattern=r"^[A-Za-z][A-Za-z0-9]{0,54}$")
     storage_sku: str = "Standard_LRS"
@@ -250,15 +323,54 @@ class AzureBackendOptions(_Strict):
 
     @field_validator("blob_endpoint", "table_endpoint")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        if "{account}" not in value or not value.startswith(
-            ("https://", "http://127.", "http://localhost")
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and (
+            "{account}" not in value
+            or not value.startswith(("https://", "http://127.", "http://localhost"))
         ):
             raise ValueError(
                 f"endpoint {value!r} must be an https:// URL (http only on loopback) containing"
                 " {account}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_cloud(self) -> AzureBackendOptions:
+        # A token for one cloud is refused by another: endpoints of two clouds cannot both work.
+        claims: list[tuple[str, str]] = []  # (cloud, how the config names it)
+        if "cloud" in self.model_fields_set:
+            claims.append((self.cloud, f"cloud = {self.cloud!r}"))
+        for key in ("arm_endpoint", "blob_endpoint", "table_endpoint"):
+            url = getattr(self, key)
+            cloud = cloud_of_url(url) if url else None
+            if cloud is not None:
+                claims.append((cloud, f"{key} {url!r} is in the {cloud!r} cloud"))
+        for cloud, said in claims[1:]:
+            if cloud != claims[0][0]:
+                raise ValueError(f"{claims[0][1]} but {said}; make them name the same cloud")
+        return self
+
+    def effective_cloud(self) -> AzureCloud:
+        """``cloud`` if given, else the cloud of the first endpoint of a known cloud, else public."""
+        if "cloud" not in self.model_fields_set:
+            for url in (self.arm_endpoint, self.blob_endpoint, self.table_endpoint):
+                name = cloud_of_url(url) if url else None
+                if name is not None:
+                    return CLOUDS[name]
+        return CLOUDS[self.cloud]
+
+    def endpoints(self) -> AzureEndpoints:
+        """Every endpoint and the ARM token scope, resolved from ``cloud`` and the overrides."""
+        cloud = self.effective_cloud()
+        audience = self.arm_audience or cloud.arm_endpoint
+        return AzureEndpoints(
+            cloud=cloud.name,
+            arm=(self.arm_endpoint or cloud.arm_endpoint).rstrip("/"),
+            arm_scope=f"{audience.rstrip('/')}/.default",
+            authority=cloud.authority,
+            blob=self.blob_endpoint or f"https://{{account}}.blob.{cloud.storage_suffix}",
+            table=self.table_endpoint or f"https://{{account}}.table.{cloud.storage_suffix}",
+        )
 
 
 class Config(_Strict):

@@ -403,6 +403,7 @@ class AzureBlobStore(BlobStore):
                 "connection_timeout": 20,
                 "read_timeout": 60,
                 "connection_data_block_size": 256 * 1024,
+                "connection_verify": True,  # or a CA bundle's path: the transport owns TLS
             }
             for name in config:
                 config[name] = options.pop(name, config[name])

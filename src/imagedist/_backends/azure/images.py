@@ -33,18 +33,22 @@ STATES = {
 
 
 class AzureImageService(ImageService):
-    """:param blob_url: the URL of a blob *without* any SAS, as Azure wants it in ``blobUri``."""
+    """:param arm_scope: the token scope of the ARM endpoint's cloud.
+    :param blob_url: the URL of a blob *without* any SAS, as Azure wants it in ``blobUri``.
+    """
 
     def __init__(
         self,
         credential: AsyncTokenCredential,
         *,
         arm_endpoint: str,
+        arm_scope: str = ARM_SCOPE,
         blob_url: Callable[[BlobRef], str],
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self._credential = credential
         self._endpoint = arm_endpoint.rstrip("/")
+        self._scope = arm_scope  # the endpoint's cloud's ARM audience (issue 10)
         self._blob_url = blob_url
         # azure-core's retry policy handles 429/503 and Retry-After; these only tune it.
         self._client_kwargs = {
@@ -64,7 +68,7 @@ class AzureImageService(ImageService):
                 self._credential,
                 subscription,
                 base_url=self._endpoint,
-                credential_scopes=[ARM_SCOPE],
+                credential_scopes=[self._scope],
                 **self._client_kwargs,
             )
         return self._compute[subscription]
@@ -75,7 +79,7 @@ class AzureImageService(ImageService):
                 self._credential,
                 subscription,
                 base_url=self._endpoint,
-                credential_scopes=[ARM_SCOPE],
+                credential_scopes=[self._scope],
                 **self._client_kwargs,
             )
         return self._resources[subscription]

@@ -69,13 +69,15 @@ def token_object_id(token: str) -> str | None:
 
 
 class AzureProvisioner(Provisioner):
-    """:param client_kwargs: azure-core options (retry policy, TLS verification) for every client."""
+    """:param arm_scope: the token scope of the ARM endpoint's cloud.
+    :param client_kwargs: azure-core options (retry policy, TLS verification) for every client."""
 
     def __init__(
         self,
         credential: AsyncTokenCredential,
         *,
         arm_endpoint: str,
+        arm_scope: str = ARM_SCOPE,
         client_kwargs: dict[str, Any] | None = None,
         principal_id: str | None = None,
         data_roles: bool = True,
@@ -86,6 +88,7 @@ class AzureProvisioner(Provisioner):
         """
         self._credential = credential
         self._endpoint = arm_endpoint.rstrip("/")
+        self._scope = arm_scope  # the endpoint's cloud's ARM audience (issue 10)
         self._kwargs = {"retry_total": 6, "retry_backoff_factor": 1.0, **(client_kwargs or {})}
         self._clients: dict[tuple[str, str], Any] = {}
         self._principal = principal_id
@@ -95,7 +98,11 @@ class AzureProvisioner(Provisioner):
     def _client(self, kind: str, subscription: str) -> Any:
         key = (kind, subscription)
         if key not in self._clients:
-            options = {"base_url": self._endpoint, "credential_scopes": [ARM_SCOPE], **self._kwargs}
+            options = {
+                "base_url": self._endpoint,
+                "credential_scopes": [self._scope],
+                **self._kwargs,
+            }
             if kind == "resource":
                 self._clients[key] = ResourceManagementClient(
                     self._credential, subscription, **options
