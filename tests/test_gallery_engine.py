@@ -284,3 +284,67 @@ def test_rollback_needs_a_previous_version(tmp_path: Path, cli: Cli, disk: Path)
     ran(cli(config, "run", str(disk), *RUN))
     result = cli(config, "versions", "rollback", "gold")
     assert result.exit_code == 2 and "previous" in result.stderr, result.output
+
+
+def write_full(folder: Path, *, share: str = "direct", sku: str = "22_04") -> Path:
+    """A config whose definition is stated in full (OS type and generation): setup makes it."""
+    path = folder / "imagedist.toml"
+    definition = {**DEFINITION, "sku": sku, "os_type": "linux", "hyper_v_generation": "V1"}
+    text = config_text(
+        fleet={"subscriptions": ["sub-a", "sub-b"], "regions": ["eastus"]},
+        publish={"to": ["gallery"]},
+        gallery={
+            "name": GALLERY.name,
+            "share": share,
+            "tenants": ["72f988bf-86f1-41af-91ab-2d7cd011db47"],
+            "definitions": {"gold": definition},
+        },
+    )
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_setup_makes_the_gallery_its_definitions_and_sharing_then_check_passes(
+    tmp_path: Path, cli: Cli
+) -> None:
+    config = write_full(tmp_path)
+    planned = ran(cli(config, "setup", "--dry-run", "--json"))["changes"]
+    gallery_changes = {(c["action"], c["kind"], c["name"]) for c in planned}
+    assert {
+        ("create", "gallery", GALLERY.name),
+        ("create", "image definition", "gold"),
+        ("share", "gallery", GALLERY.name),
+    } <= gallery_changes
+
+    assert cli(config, "setup").exit_code == 0
+    assert cli(config, "check").exit_code == 0, cli(config, "check").output
+    again = ran(cli(config, "setup", "--dry-run", "--json"))["changes"]
+    assert again == []  # idempotent
+
+    async def sharing(app: Imagedist) -> tuple[set[str], str]:
+        assert app.ctx.backend.gallery is not None
+        shared = await app.ctx.backend.gallery.get_sharing(GALLERY)
+        definition = await app.ctx.backend.gallery.get_definition(GALLERY, "gold")
+        return {*shared.subscriptions, *shared.tenants}, definition.sku
+
+    shared, sku = call(config, sharing)
+    assert shared == {"sub-a", "sub-b", "72f988bf-86f1-41af-91ab-2d7cd011db47"} and sku == "22_04"
+
+
+def test_check_reports_a_definition_azure_cannot_change(tmp_path: Path, cli: Cli) -> None:
+    assert cli(write_full(tmp_path), "setup").exit_code == 0
+    result = cli(write_full(tmp_path, sku="24_04"), "check")
+
+    assert result.exit_code == 1
+    [line] = [line for line in result.output.splitlines() if "definition gold" in line]
+    assert "sku: 24_04 != 22_04" in line and "cannot change" in line
+
+
+def test_setup_makes_a_gallery_in_each_subscription_per_subscription(
+    tmp_path: Path, cli: Cli
+) -> None:
+    config = write_full(tmp_path, share="per-subscription")
+    planned = ran(cli(config, "setup", "--dry-run", "--json"))["changes"]
+    galleries = {c["subscription"] for c in planned if c["kind"] == "gallery"}
+    assert galleries == {"sub-staging", "sub-a", "sub-b"}
+    assert not any(c["action"] == "share" for c in planned)

@@ -86,7 +86,9 @@ class GalleryDefinitionSpec(_Strict):
     offer: str = Field(min_length=1, max_length=64)
     sku: str = Field(min_length=1, max_length=64)
     os_state: Literal["Generalized", "Specialized"] = "Generalized"
-    # None: the generation of the job that first publishes it (submit --hyper-v-generation).
+    # None: the OS type and generation of the job that first publishes it (submit --os-type and
+    # --hyper-v-generation); with both set, `setup` makes the definition.
+    os_type: Literal["linux", "windows"] | None = None
     hyper_v_generation: Literal["V1", "V2"] | None = None
     security_type: SecurityType = "Standard"
     architecture: Literal["x64", "Arm64"] = "x64"

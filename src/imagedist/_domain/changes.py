@@ -14,6 +14,7 @@ class ChangeAction(enum.StrEnum):
     DELETE = "delete"
     GRANT = "grant"
     REGISTER = "register"
+    SHARE = "share"
     KEEP = "keep"
 
 
@@ -26,6 +27,8 @@ class ChangeKind(enum.StrEnum):
     CONTAINER = "container"
     ROLE_ASSIGNMENT = "role"
     STATE_TABLES = "state tables"
+    GALLERY = "gallery"
+    IMAGE_DEFINITION = "image definition"
 
 
 class DataRole(enum.StrEnum):

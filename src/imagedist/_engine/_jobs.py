@@ -102,14 +102,15 @@ async def submit_job(
     # only once converted is checked on its conversion, which goes if it is refused.
     firmware = await asyncio.to_thread(disk_firmware, path)
     if firmware is not None:
-        generation = _generation(ctx, hyper_v_generation, firmware)
+        generation = _generation(ctx, hyper_v_generation, firmware, image_name, publish)
     work_dir = ctx.config.work_dir()
     conversion_existed = converted_path(path, work_dir).exists()
     prepared = await asyncio.to_thread(prepare_image, path, work_dir, convert=convert)
     if firmware is None:
         try:
             converted = await asyncio.to_thread(disk_firmware, prepared.path)
-            generation = _generation(ctx, hyper_v_generation, converted or Firmware.UNKNOWN)
+            firmware = converted or Firmware.UNKNOWN
+            generation = _generation(ctx, hyper_v_generation, firmware, image_name, publish)
         except InvalidInput:
             if prepared.converted_from is not None and not conversion_existed:
                 prepared.path.unlink(missing_ok=True)
@@ -145,9 +146,17 @@ async def submit_job(
 
 
 def _generation(
-    ctx: EngineContext, asked: HyperVGeneration | None, firmware: Firmware
+    ctx: EngineContext,
+    asked: HyperVGeneration | None,
+    firmware: Firmware,
+    image_name: str,
+    publish: Sequence[str] | None,
 ) -> HyperVGeneration:
-    default = ctx.config.azure.hyper_v_generation
+    """The job's generation: asked, else the config's, else its gallery definition's (when it
+    publishes to one), else what the disk's firmware calls for."""
+    default = ctx.config.azure.hyper_v_generation or _definition_generation(
+        ctx, image_name, publish
+    )
     chosen = asked or (HyperVGeneration(default) if default else None)
     if chosen is None:
         return HyperVGeneration.V2 if firmware is Firmware.UEFI else HyperVGeneration.V1
@@ -158,6 +167,16 @@ def _generation(
             ' --hyper-v-generation V2 (or set [azure] hyper_v_generation = "V2").'
         )
     return chosen
+
+
+def _definition_generation(
+    ctx: EngineContext, image_name: str, publish: Sequence[str] | None
+) -> str | None:
+    gallery = ctx.config.gallery
+    if gallery is None or "gallery" not in (publish or ctx.config.publish.to):
+        return None
+    definition = gallery.definitions.get(image_name)
+    return definition.hyper_v_generation if definition is not None else None
 
 
 async def submit_disk_job(
@@ -183,7 +202,9 @@ async def submit_disk_job(
         size = await ctx.backend.images.disk_size(disk_id) + VHD_FOOTER
     except NotFound as exc:
         raise InvalidInput(f"{exc} Check the disk's resource id and your access to it.") from None
-    default = ctx.config.azure.hyper_v_generation
+    default = ctx.config.azure.hyper_v_generation or _definition_generation(
+        ctx, image_name, publish
+    )
     generation = hyper_v_generation or HyperVGeneration(default or "V1")
     where = await resolve_destinations(ctx, image_name, os_type, generation.value, publish, version)
     now = ctx.backend.clock.now()

@@ -82,7 +82,7 @@ def definition_spec(
         gallery=central_gallery(config),
         name=image_name,
         region=gallery.region_or(config.staging.region),
-        os_type=os_type,
+        os_type=OsType(spec.os_type) if spec.os_type else os_type,
         publisher=spec.publisher,
         offer=spec.offer,
         sku=spec.sku,
@@ -123,6 +123,7 @@ async def resolve_destinations(
     service = _service(ctx)
     DEFINITION_NAME.check(image_name)  # the image name names the definition
     expected = definition_spec(ctx.config, image_name, os_type, hyper_v_generation)
+    _check_job_fits(expected, os_type, hyper_v_generation)
     await _check_definition(service, expected)
     existing = await _version_names(service, expected)
     if version:
@@ -182,6 +183,21 @@ def _row(
     )
 
 
+def _check_job_fits(definition: DefinitionSpec, os_type: OsType, hyper_v_generation: str) -> None:
+    """A version boots as its definition says: the job must be of the same OS and generation."""
+    if definition.os_type is not os_type:
+        raise InvalidInput(
+            f"Image definition {definition.name!r} is for {definition.os_type.value}, and this"
+            f" job is {os_type.value}; submit it with --os-type {definition.os_type.value}."
+        )
+    if definition.hyper_v_generation != hyper_v_generation:
+        raise InvalidInput(
+            f"Image definition {definition.name!r} is Hyper-V generation"
+            f" {definition.hyper_v_generation}, and this job is {hyper_v_generation}; submit it"
+            f" with --hyper-v-generation {definition.hyper_v_generation}."
+        )
+
+
 async def _check_definition(service: GalleryService, expected: DefinitionSpec) -> None:
     """Definition properties are immutable in Azure: a mismatch is the user's to resolve."""
     try:
@@ -218,7 +234,8 @@ def _gallery(config: Config) -> GallerySpec:
 def _service(ctx: EngineContext) -> GalleryService:
     if ctx.backend.gallery is None:
         raise InvalidInput(
-            "This backend cannot publish to a Compute Gallery; use the local or azure backend."
+            f"The {ctx.config.backend} backend cannot publish to a Compute Gallery yet; publish"
+            " with --target images, or try the gallery on the local backend."
         )
     return ctx.backend.gallery
 

@@ -22,7 +22,9 @@ from .._domain import BlobRef
 from .._domain.changes import ChangeAction, ChangeKind, DataRole, ResourceProvider
 from .._exceptions import AuthFailed, ImagedistError, InvalidInput
 from ..abc import AccountInfo, Clock, CopyStatus, GroupInfo, Provisioner
+from ._changes import Change, Problem
 from ._context import EngineContext
+from ._gallery_setup import apply_gallery_change, check_galleries, plan_galleries
 
 __all__ = [
     "Change",
@@ -48,50 +50,6 @@ T = TypeVar("T")
 PROBE_PREFIX = "imagedist-check/"
 #: Looks at the probe's copy before giving up on it (one poll interval apart).
 PROBE_COPY_POLLS = 20
-
-
-@dataclass(frozen=True)
-class Change:
-    """One thing setup or teardown does (or, for teardown, leaves alone on purpose)."""
-
-    action: ChangeAction
-    kind: ChangeKind
-    subscription: str
-    name: str
-    resource_group: str = ""
-    region: str = ""
-    account: str = ""
-    principal: str = ""  # whom a role is granted to
-    reason: str = ""  # why teardown keeps it
-
-    def describe(self) -> str:
-        if self.kind is ChangeKind.ROLE_ASSIGNMENT:
-            return (
-                f"{self.action} role {self.name} on storage account {self.account} in"
-                f" {self.subscription}/{self.resource_group} to principal {self.principal}"
-            )
-        where = f" in {self.subscription}/{self.resource_group}" if self.resource_group else ""
-        where = where or (f" in {self.subscription}" if self.subscription else "")
-        region = f" ({self.region})" if self.region else ""
-        of = f" of account {self.account}" if self.account else ""
-        why = f": {self.reason}" if self.reason else ""
-        return f"{self.action} {self.kind} {self.name}{of}{where}{region}{why}"
-
-    @property
-    def writes(self) -> bool:
-        """Whether it is a Resource Manager write (containers and tables are the data plane's)."""
-        return self.action is not ChangeAction.KEEP and self.kind not in (
-            ChangeKind.CONTAINER,
-            ChangeKind.STATE_TABLES,
-        )
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing `check` found wrong, with what to do about it."""
-
-    subject: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -197,6 +155,7 @@ async def plan_setup(ctx: EngineContext) -> list[Change]:
         changes += planned
     if not await ctx.backend.state.is_ready():
         changes.append(Change(ChangeAction.CREATE, ChangeKind.STATE_TABLES, "", "imagedist state"))
+    changes += await plan_galleries(ctx)
     return changes
 
 
@@ -338,12 +297,15 @@ _WAVES: list[set[tuple[ChangeAction, ChangeKind]]] = [
     {
         (ChangeAction.CREATE, ChangeKind.STORAGE_ACCOUNT),
         (ChangeAction.DELETE, ChangeKind.STORAGE_ACCOUNT),
+        (ChangeAction.CREATE, ChangeKind.GALLERY),  # with its resource group
     },
     {
         (ChangeAction.CREATE, ChangeKind.CONTAINER),
         (ChangeAction.GRANT, ChangeKind.ROLE_ASSIGNMENT),
         (ChangeAction.CREATE, ChangeKind.STATE_TABLES),
         (ChangeAction.DELETE, ChangeKind.RESOURCE_GROUP),
+        (ChangeAction.CREATE, ChangeKind.IMAGE_DEFINITION),
+        (ChangeAction.SHARE, ChangeKind.GALLERY),
     },
 ]
 
@@ -414,6 +376,8 @@ async def _apply(ctx: EngineContext, change: Change) -> None:
         await prov.delete_storage_account(change.subscription, change.resource_group, change.name)
     elif (action, kind) == (ChangeAction.DELETE, ChangeKind.RESOURCE_GROUP):
         await prov.delete_resource_group(change.subscription, change.name)
+    else:
+        await apply_gallery_change(ctx, action, kind, change.subscription, change.name)
 
 
 # teardown
@@ -550,6 +514,7 @@ async def run_checks(ctx: EngineContext) -> list[Problem]:
     for found in await _gather_limited(map(check, checked), READ_CONCURRENCY):
         problems += found
     problems += await _check_state(ctx, principal)
+    problems += [Problem(subject, message) for subject, message in await check_galleries(ctx)]
     return problems
 
 
