@@ -34,11 +34,14 @@ def write(
     regions: list[str] | None = None,
     fail_regions: list[str] | None = None,
     sku: str = "22_04",
+    fast: bool = True,
 ) -> Path:
     path = folder / "imagedist.toml"
     text = config_text(
         fleet={"subscriptions": ["sub-a", "sub-b"], "regions": regions or ["eastus", "japaneast"]},
-        concurrency={"poll_interval_seconds": 0.05, "lease_seconds": 5.0},
+        concurrency={"poll_interval_seconds": 0.05, "lease_seconds": 5.0}
+        if fast
+        else {"poll_interval_seconds": 2.0, "lease_seconds": 60.0},
         local={
             "image_create_seconds": 0.0,
             "gallery_replication_seconds": 0.2,
@@ -348,3 +351,24 @@ def test_setup_makes_a_gallery_in_each_subscription_per_subscription(
     galleries = {c["subscription"] for c in planned if c["kind"] == "gallery"}
     assert galleries == {"sub-staging", "sub-a", "sub-b"}
     assert not any(c["action"] == "share" for c in planned)
+
+
+def test_plan_prices_gallery_mode_beside_managed_images(tmp_path: Path, cli: Cli) -> None:
+    """The same fleet planned both ways: the gallery's replication time and egress (each
+    region but the gallery's own receives the disk once) next to the broadcast fan-out's."""
+    # The default poll and lease (a plan follows hours of virtual replication: seconds of CPU).
+    config = write(tmp_path, to=["images", "gallery"], regions=["eastus", "japaneast"], fast=False)
+    args = ("plan", "--disk-size", "8GiB", "--occupied", "4GiB", "--json")
+
+    both = ran(cli(config, *args))
+    gallery = ran(cli(config, *args, "--target", "gallery"))
+    images = ran(cli(config, *args, "--target", "images"))
+
+    assert both["publish"] == ["images", "gallery"] and gallery["publish"] == ["gallery"]
+    assert gallery["gallery_seconds"] > gallery["phases"]["upload"]
+    assert images["gallery_seconds"] is None
+    occupied_gb = 4 * 1024**3 / 1e9
+    # eastus and japaneast get the version from westeurope (the staging region): $0.02/GB.
+    assert gallery["gallery_cross_region_gb"] == pytest.approx(2 * occupied_gb)
+    assert gallery["gallery_egress_cost"] == pytest.approx(2 * occupied_gb * 0.02)
+    assert gallery["outcome"] == "completed" and images["outcome"] == "completed"

@@ -372,6 +372,7 @@ class Imagedist:
         strategy: str | None = None,
         upload_rate: float = 60 * 1024 * 1024,
         seed: int = 0,
+        publish: Sequence[str] | None = None,
     ) -> Plan:
         """Predict a distribution over the config's fleet by simulating it in virtual time.
 
@@ -389,6 +390,7 @@ class Imagedist:
             strategy=strategy,
             upload_rate=upload_rate,
             seed=seed,
+            publish=publish,
         )
 
     # no config needed

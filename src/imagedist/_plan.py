@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._backends.sim import SimModel, open_sim_backend, preload_tier0, run_virtual, sim_world
 from ._backends.sim.scenario import _sparse_fixed_vhd
 from ._config import Config
+from ._config_gallery import GalleryDefinitionSpec, GallerySpec
 from ._domain import JobState, OsType, TargetRow
 from ._domain.events import EngineEvent, EventKind
+from ._domain.gallery import PublicationRow
 from ._domain.regions import EGRESS_PRICE_PER_GB, zone_of
 from ._engine import EngineContext, Worker, submit_job
 
@@ -40,6 +43,12 @@ class Plan:
     arm_reads: int  # polls of image creations, mostly: `concurrency.poll_interval_seconds`
     arm_throttled: int
     outcome: str
+    # Gallery mode (issue 11): what the job publishes to; when the gallery's replication ends
+    # (from the job's start), its cross-region bytes and their egress cost.
+    publish: tuple[str, ...] = ("images",)
+    gallery_seconds: float | None = None
+    gallery_cross_region_gb: float = 0.0
+    gallery_egress_cost: float = 0.0
 
 
 def plan_distribution(
@@ -51,11 +60,19 @@ def plan_distribution(
     upload_rate: float = 60 * 1024 * 1024,
     model: SimModel | None = None,
     seed: int = 0,
+    publish: Sequence[str] | None = None,
 ) -> Plan:
-    """Simulate one job over the config's fleet; ``upload_rate`` (bytes/s) prices the upload."""
+    """Simulate one job over the config's fleet; ``upload_rate`` (bytes/s) prices the upload.
+
+    ``publish`` ("images", "gallery"; default ``[publish] to``) says where the job goes; a
+    config without a gallery plans one with the defaults, in the staging subscription and region.
+    """
     if strategy is not None:
         fanout = config.fanout.model_copy(update={"strategy": strategy})
         config = config.model_copy(update={"fanout": fanout})
+    publish = tuple(publish or config.publish.to)
+    if "gallery" in publish:
+        config = _with_plan_gallery(config)
     with tempfile.TemporaryDirectory(prefix="imagedist-plan-") as folder:
         work = config.model_copy(
             update={"upload": config.upload.model_copy(update={"work_dir": folder})}
@@ -69,8 +86,19 @@ def plan_distribution(
                 model or SimModel(),
                 seed,
                 Path(folder),
+                publish,
             )
         )
+
+
+def _with_plan_gallery(config: Config) -> Config:
+    """The config with a gallery holding a definition for the planned image ("golden")."""
+    definition = GalleryDefinitionSpec(publisher="plan", offer="plan", sku="plan")
+    gallery = config.gallery or GallerySpec(name="imagedist_plan")
+    definitions = {**gallery.definitions, "golden": definition}
+    return config.model_copy(
+        update={"gallery": gallery.model_copy(update={"definitions": definitions})}
+    )
 
 
 async def _simulate(
@@ -81,6 +109,7 @@ async def _simulate(
     model: SimModel,
     seed: int,
     folder: Path,
+    publish: tuple[str, ...],
 ) -> Plan:
     backend = open_sim_backend(config, model=model, seed=seed)
     rng = random.Random(seed)
@@ -93,7 +122,7 @@ async def _simulate(
         on_event=events.append,
     )
     disk = _sparse_fixed_vhd(folder / "golden.vhd", disk_bytes)  # a hole and a footer: instant
-    job = await submit_job(ctx, disk, "golden", OsType.LINUX, "plan")
+    job = await submit_job(ctx, disk, "golden", OsType.LINUX, "plan", publish=publish)
     await preload_tier0(backend, job, occupied)
     await Worker(ctx, [job.id]).run()
     job = await backend.state.get_job(job.id)
@@ -102,6 +131,17 @@ async def _simulate(
     stats = sim_world(backend).stats
     crossing = _cross_region_sources(config, targets)
     occupied_gb = occupied / GB
+    publications = await backend.state.list_publications(job.id)
+    gallery_gb = occupied_gb * sum(len(_replicated_away(p)) for p in publications)
+    gallery_cost = sum(
+        occupied_gb * EGRESS_PRICE_PER_GB[zone_of(p.region)] * len(_replicated_away(p))
+        for p in publications
+    )
+    gallery_end = [
+        e.ts
+        for e in events
+        if e.kind is EventKind.IMAGE_SUCCEEDED and e.target.startswith("gallery/")
+    ]
     return Plan(
         strategy=config.fanout.strategy,
         targets=len(targets),
@@ -118,7 +158,17 @@ async def _simulate(
         arm_reads=stats.arm_reads,
         arm_throttled=stats.throttled,
         outcome=job.state.value if job.state is not JobState.ACTIVE else "unfinished",
+        publish=publish,
+        gallery_seconds=upload + max(gallery_end) - job.created_at if gallery_end else None,
+        gallery_cross_region_gb=gallery_gb,
+        gallery_egress_cost=gallery_cost,
     )
+
+
+def _replicated_away(row: PublicationRow) -> list[str]:
+    """The regions a version is replicated to from its own (each gets the disk's bytes once;
+    replicas within a region are copies inside it, which cost no egress)."""
+    return [name for name in row.regions if name != row.region]
 
 
 # The event that ends an item of each phase.
@@ -133,7 +183,8 @@ def _phase_ends(events: list[EngineEvent], start: float, upload: float) -> dict[
     """When the last item of each phase finished, from the engine's events (after the upload)."""
     ends = {}
     for phase, kind in PHASE_ENDS.items():
-        times = [e.ts for e in events if e.kind is kind]
+        # A gallery version's events name it "gallery/...": not a target's image.
+        times = [e.ts for e in events if e.kind is kind and not e.target.startswith("gallery/")]
         ends[phase] = upload + (max(times) - start if times else 0.0)
     return ends
 

@@ -74,6 +74,13 @@ def _hours(seconds: float) -> str:
     show_default=True,
     help="Upload speed per second, to price the upload.",
 )
+@click.option(
+    "--target",
+    "publish",
+    multiple=True,
+    type=click.Choice(["images", "gallery"]),
+    help="Plan managed images, a gallery version, or both (repeat). Default: [publish] to.",
+)
 @click.option("--seed", default=0, show_default=True, help="The simulation's random seed.")
 @json_option
 @pass_state
@@ -84,6 +91,7 @@ def plan(
     occupied: str | None,
     strategy: str | None,
     upload_rate: str,
+    publish: tuple[str, ...],
     seed: int,
     as_json: bool,
 ) -> None:
@@ -113,22 +121,37 @@ def plan(
         strategy=strategy,
         upload_rate=rate,
         seed=seed,
+        publish=publish or None,
     )
     if as_json:
         echo_json(result.__dict__)
         return
     table = Table.grid(padding=(0, 2))
-    table.add_row(
-        "strategy",
-        f"{result.strategy} ({result.targets} targets in"
-        f" {result.regions} regions; outcome {result.outcome})",
-    )
+    if "images" in result.publish:
+        table.add_row(
+            "strategy",
+            f"{result.strategy} ({result.targets} targets in"
+            f" {result.regions} regions; outcome {result.outcome})",
+        )
+    else:
+        table.add_row("gallery", f"one version, replicated by Azure (outcome {result.outcome})")
     table.add_row("makespan", _hours(result.makespan_seconds))
+    images = "images" in result.publish
     for phase, end in result.phases.items():
-        table.add_row(f"  {phase} done at", _hours(end))
-    table.add_row("copies", f"{result.copies} ({result.cross_region_copies} cross-region)")
-    table.add_row("cross-region data", f"{result.cross_region_gb:,.1f} GB")
-    table.add_row("egress cost", f"${result.egress_cost:,.2f} at list prices")
+        if images or phase == "upload":
+            table.add_row(f"  {phase} done at", _hours(end))
+    if result.gallery_seconds is not None:
+        table.add_row("  gallery replicated at", _hours(result.gallery_seconds))
+    if images:
+        table.add_row("copies", f"{result.copies} ({result.cross_region_copies} cross-region)")
+        table.add_row("cross-region data", f"{result.cross_region_gb:,.1f} GB")
+        table.add_row("egress cost", f"${result.egress_cost:,.2f} at list prices")
+    if "gallery" in result.publish:
+        table.add_row(
+            "gallery replication",
+            f"{result.gallery_cross_region_gb:,.1f} GB cross-region,"
+            f" ${result.gallery_egress_cost:,.2f} egress at list prices",
+        )
     table.add_row(
         "ARM calls",
         f"{result.arm_writes:,} writes, {result.arm_reads:,} reads"

@@ -20,7 +20,10 @@ from ._status import PUBLICATION_ACTIVE_STATES
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["GalleryScheduler"]
+__all__ = ["GALLERY_POLL_MAX_SECONDS", "GalleryScheduler"]
+
+#: The longest pause between two looks at a replicating version.
+GALLERY_POLL_MAX_SECONDS = 60.0
 
 
 def _busy(row: PublicationRow) -> bool:
@@ -106,10 +109,7 @@ class GalleryScheduler:
                     return
                 current = await driver.begin(current, source)
 
-            async def look(now: PublicationRow) -> PublicationRow:
-                return await driver.poll(now, source)
-
-            current = await self.ctx.poll_while(current, _busy, look)
+            current = await self._follow(driver, current, source)
             await self.ctx.backend.state.put_publication(
                 dataclasses.replace(current, lease_owner=None)
             )
@@ -118,6 +118,24 @@ class GalleryScheduler:
             self.worker._inflight.discard(key)
 
         group.create_task(self.worker._guard(job, _item(row), body, done, self._give_up(job, row)))
+
+    async def _follow(
+        self, driver: PublicationDriver, row: PublicationRow, source: VersionSource | None
+    ) -> PublicationRow:
+        """Poll the version until it settles, less often while nothing changes: replication
+        takes minutes to hours, and every look is a Resource Manager read (25 a second per
+        subscription). The pause doubles up to a third of the lease, so it is renewed in time."""
+        shortest = self.ctx.settings.poll_interval
+        longest = max(shortest, min(GALLERY_POLL_MAX_SECONDS, self.ctx.settings.lease_seconds / 3))
+        pause = shortest
+        while _busy(row):
+            seen = await driver.poll(row, source)
+            changed = _states(seen) != _states(row)  # progress alone is no news
+            pause = shortest if changed else min(pause * 2, longest)
+            row = seen
+            if _busy(row):
+                await self.ctx.backend.clock.sleep(pause)
+        return row
 
     async def _source(
         self, job: Job, row: PublicationRow, tier0: SourceRow
@@ -158,6 +176,10 @@ class GalleryScheduler:
         except PreconditionFailed:
             return
         await self.ctx.log(job.id, LogLevel.ERROR, Step.GALLERY, reason, _item(row))
+
+
+def _states(row: PublicationRow) -> tuple[PublicationState, dict[str, str]]:
+    return row.state, {name: status.state for name, status in row.regions.items()}
 
 
 def _item(row: PublicationRow) -> str:
