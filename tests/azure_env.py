@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from armserver.process import ArmServerProcess
+from armserver.tokens import mint_token
 from azurite import AzuriteNotInstalled, AzuriteServer, start_azurite
 
 STAGING = "stagingacct"
@@ -122,7 +123,12 @@ table_prefix = "{prefix}"
 {blocks}""",
         encoding="utf-8",
     )
-    env = {**os.environ, **arm.client_env(), "IMAGEDIST_ARM_ACCESS_TOKEN": "test-token"}
-    for account in [STAGING, *TARGET_ACCOUNTS]:
+    # A token the ARM test server accepts (its audience and tenant), for the whole test.
+    token = mint_token(lifetime_seconds=6 * 3600)
+    env = {**os.environ, **arm.client_env(), "IMAGEDIST_ARM_ACCESS_TOKEN": token}
+    accounts = [STAGING, *TARGET_ACCOUNTS]
+    for account in accounts:
         env[f"IMAGEDIST_CONNECTION_STRING_{account.upper()}"] = azurite.connection_string(account)
+    # As Azure does, the server reads each image's source VHD before making the image.
+    arm.check_source_blobs({account: azurite.key(account) for account in accounts})
     return AzureSetup(config, env, azurite, arm, targets)

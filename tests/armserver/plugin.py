@@ -12,11 +12,16 @@ import pytest
 
 from .process import ArmServerProcess
 
+TEST_PAGE_SIZE = 2
+
 
 @pytest.fixture(scope="session")
 def arm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArmServerProcess]:
-    """The shared test ARM server (a subprocess); ``.url``, ``.ca_file``, counters, faults."""
-    with ArmServerProcess(tmp_path_factory.mktemp("armserver")) as server:
+    """The shared test ARM server (a subprocess); ``.url``, ``.ca_file``, counters, faults.
+
+    Lists answer in pages of 2, so every client that lists must follow ``nextLink``.
+    """
+    with ArmServerProcess(tmp_path_factory.mktemp("armserver"), page_size=TEST_PAGE_SIZE) as server:
         yield server
 
 
