@@ -31,7 +31,14 @@ from imagedist._backends.local.blobs import LocalBlobStore
 from imagedist._backends.local.images import LocalImageService
 from imagedist._backends.local.provisioner import LocalProvisioner
 from imagedist._domain import BlobRef
-from imagedist.abc import AccountInfo, BlobStore, Clock, ImageService, Provisioner
+from imagedist.abc import (
+    AccountInfo,
+    BlobStore,
+    Clock,
+    ImageService,
+    Provisioner,
+    ProvisioningState,
+)
 
 from helpers import FakeClock, run
 
@@ -261,6 +268,9 @@ class ImageHarness:
     fail_next_creation: Callable[[], None] | None
     #: another adapter instance on the same platform, as another process would build it
     reopen: Callable[[], ImageService]
+    #: put an existing image (by name, in ``resource_group``) in a provisioning state given as
+    #: the platform spells it, as someone else's update, delete or cancel would; None if it can't
+    set_state: Callable[[str, str], None] | None = None
 
 
 def _local_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarness:
@@ -303,6 +313,9 @@ def _local_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
         checks_source_blob=True,
         fail_next_creation=None,
         reopen=open_service,
+        set_state=lambda name, state: service.set_state(
+            "sub-a", "rg-images", name, ProvisioningState.parse(state)
+        ),
     )
 
 
@@ -332,6 +345,7 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
     for name, (subscription, region) in locations.items():
         arm_ctl.register_account(name, subscription, region, server.blob_endpoint(name) + "/")
     arm_ctl.configure(image_delay=ARM_IMAGE_SECONDS)
+    arm_ctl.check_source_blobs({name: server.key(name) for name in locations})
     arm_ctl.fail_image_creation(
         "sub-f",
         "eastus",
@@ -380,9 +394,12 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
         poll_seconds=0.02,
         failing=("sub-f", "eastus", "target3acct"),
         creation_count=arm_ctl.image_creations,
-        checks_source_blob=False,
+        checks_source_blob=True,  # the server reads the source VHD in Azurite, as Azure does
         fail_next_creation=fail_next_creation,
         reopen=open_service,
+        set_state=lambda name, state: arm_ctl.set_image_state(
+            "sub-a", "rg-images", name, state
+        ).clear(),
     )
 
 
@@ -430,6 +447,9 @@ def _sim_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarness:
         checks_source_blob=True,
         fail_next_creation=lambda: service.fail_next_creation("sub-a", "westeurope"),
         reopen=service.reopen,
+        set_state=lambda name, state: service.set_state(
+            "sub-a", "rg-images", name, ProvisioningState.parse(state)
+        ),
     )
 
 
