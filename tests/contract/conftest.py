@@ -366,6 +366,9 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
     def fail_next_creation() -> None:
         arm_ctl.fail_image_creation("sub-a", "westeurope", code="InjectedFailure", count=1)
 
+    def set_state(name: str, state: str) -> None:
+        arm_ctl.set_image_state("sub-a", "rg-images", name, state)
+
     own_loop = _OwnLoop()
     request.addfinalizer(own_loop.close)  # runs after the fixture's aclose
 
@@ -397,9 +400,7 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
         checks_source_blob=True,  # the server reads the source VHD in Azurite, as Azure does
         fail_next_creation=fail_next_creation,
         reopen=open_service,
-        set_state=lambda name, state: arm_ctl.set_image_state(
-            "sub-a", "rg-images", name, state
-        ).clear(),
+        set_state=set_state,
     )
 
 
