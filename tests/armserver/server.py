@@ -23,7 +23,8 @@ shapes, and refuses what ARM refuses, with ARM's status, error code and message:
   ``Location`` (the image is ``Deleting`` for ``lro_delay`` s, then gone); resource group DELETE,
   storage account create and disk access 202 + ``Location`` (``lro_delay`` s); ``Retry-After`` on
   each when ``lro_retry_after`` is set (clients wait that long: keep it 0 or unset in tests);
-* a PUT onto an image being deleted: 409 ``OperationNotAllowed``; throttling (429) on demand.
+* a PUT onto an image being deleted, a DELETE of one being updated: 409 ``OperationNotAllowed``;
+  throttling (429) on demand.
 
 ``ArmState`` holds everything and answers requests as plain data (no sockets); ``ArmServer`` puts
 it behind a threaded HTTPS server. Extra routes (role assignments, provider registration...) plug
@@ -1079,6 +1080,13 @@ class ArmState:
         image = self.images.get(key)
         if image is None:
             return Response(204)
+        if self._image_state(image) == "Updating":
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"The image '{image['name']}' is being updated; it cannot be deleted until that"
+                " operation has completed.",
+            )
         delay = float(self.config["lro_delay"])
         if delay > 0:
             image["forced"] = {"state": "Deleting", "until": time.time() + delay, "then": "gone"}

@@ -705,6 +705,9 @@ def test_an_image_can_be_put_in_every_provisioning_state(arm: ArmServerProcess) 
     arm.set_image_state(SUB, "rg-s", "stopped", "Canceled")
     arm.set_image_state(SUB, "rg-s", "odd", "Migrating")  # a state Azure may add
     with compute(arm) as cp:
+        with pytest.raises(HttpResponseError) as busy:
+            cp.images.begin_delete("rg-s", "busy").result()
+        assert (busy.value.status_code, busy.value.error.code) == (409, "OperationNotAllowed")  # type: ignore[union-attr]
         states = {i.name: i.provisioning_state for i in cp.images.list_by_resource_group("rg-s")}
         assert states == {
             "seeded": "Deleting",

@@ -301,11 +301,14 @@ class TargetDriver:
         if now - since <= self.ctx.settings.image_settle_seconds:
             return await self.keep(row)
         self._forget_waits(row, image.name)
-        shown = image.error_message if state is ProvisioningState.UNKNOWN else state.value
+        # An unknown state: the adapter passes on the platform's own word for it.
+        unknown = state is ProvisioningState.UNKNOWN and image.error_message
+        shown = image.error_message if unknown else state.value
         return await self.fail(
             row,
             FailedPhase.IMAGE,
-            f"image {image.name!r} in resource group {row.resource_group!r} stayed {shown} for"
+            f"image {image.name!r} in resource group {row.resource_group!r} stayed in state"
+            f" {shown!r} for"
             f" {now - since:.0f} s; imagedist never touches an image another operation is"
             " changing: once it has settled or is gone, `imagedist retry` the job",
         )

@@ -144,7 +144,7 @@ class AzureImageService(ImageService):
             code, message = await self._failure_of(key) or ("Canceled", "image creation canceled")
         elif state is ProvisioningState.UNKNOWN:
             # Say what Azure said: the engine's reason for giving up on it quotes this.
-            code, message = "UnknownState", f"provisioning state {properties.provisioning_state!r}"
+            code, message = "UnknownState", str(properties.provisioning_state or "")
         os_disk = properties.storage_profile.os_disk
         return Image(
             subscription=subscription,
