@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -43,7 +44,7 @@ from azure.mgmt.storage.models import (
     StorageAccountCheckNameAvailabilityParameters,
     StorageAccountCreateParameters,
 )
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, BlobType
 
 from armserver import (
     ARM_SCOPE,
@@ -53,6 +54,7 @@ from armserver import (
     AsyncStaticTokenCredential,
     CertPaths,
     StaticTokenCredential,
+    sourceblob,
 )
 from armserver.apiversions import installed_api_versions
 from armserver.certs import _generate_with_openssl
@@ -792,3 +794,30 @@ def test_image_creation_reads_its_source_blob_as_azure_does(
         image = cp.images.begin_create_or_update("rg-src", "good", image_body(good)).result()
         assert image.provisioning_state == "Succeeded"
     service.close()
+
+
+class _PendingCopyBlob:
+    """A page blob a copy is still being written into (Azurite ends every copy at once)."""
+
+    url = f"{AZURITE}/stagingacct/vhds/g.vhd"
+
+    @classmethod
+    def from_blob_url(cls, url: str, **options: Any) -> _PendingCopyBlob:
+        return cls()
+
+    def __enter__(self) -> _PendingCopyBlob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get_blob_properties(self) -> Any:
+        copy = SimpleNamespace(status="pending")
+        return SimpleNamespace(blob_type=BlobType.PAGEBLOB, size=2 * MiB + 512, copy=copy)
+
+
+def test_a_source_blob_with_a_copy_pending_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sourceblob, "BlobClient", _PendingCopyBlob)
+    problem = sourceblob.source_blob_problem(_PendingCopyBlob.url, "stagingacct", "key")
+    assert problem is not None
+    assert problem[0] == "InvalidParameter" and "pending copy" in problem[1]
