@@ -912,7 +912,8 @@ class ArmState:
                 req,
                 sub,
                 "location",
-                f"providers/Microsoft.Storage/locations/{norm_region(location)}/asyncoperations",
+                # as Storage answers a create: /providers/Microsoft.Storage/operations/<id>?monitor=true
+                "providers/Microsoft.Storage/operations",
                 self.config["lro_delay"],
                 final="storage_account",
                 account=name,
