@@ -166,12 +166,16 @@ table_prefix = "{prefix}"
 {blocks}""",
         encoding="utf-8",
     )
+    # As Azure does, the server reads each image's source VHD before making the image.
+    accounts = [STAGING, *TARGET_ACCOUNTS]
+    arm.check_source_blobs({account: azurite.key(account) for account in accounts})
     if identity is not None:
         env = entra_environment(os.environ, identity)
         return AzureSetup(config, env, azurite, arm, targets, identity=identity)
-    token = mint_token(ARM_AUDIENCE)
+    # A token the ARM test server accepts (its audience and tenant), for the whole test.
+    token = mint_token(ARM_AUDIENCE, lifetime_seconds=6 * 3600)
     env = {**os.environ, **arm.client_env(), "IMAGEDIST_ARM_ACCESS_TOKEN": token}
-    for account in [STAGING, *TARGET_ACCOUNTS]:
+    for account in accounts:
         env[f"IMAGEDIST_CONNECTION_STRING_{account.upper()}"] = azurite.connection_string(account)
     return AzureSetup(config, env, azurite, arm, targets, tokens=[token])
 

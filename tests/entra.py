@@ -22,6 +22,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from armserver.tokens import DEFAULT_TENANT
+
 __all__ = [
     "ARM_AUDIENCE",
     "ISSUER_PREFIX",
@@ -36,7 +38,7 @@ __all__ = [
 
 ARM_AUDIENCE = "https://management.azure.com"
 STORAGE_AUDIENCE = "https://storage.azure.com"
-TENANT_ID = "72f988bf-0000-4000-8000-00000000a11d"
+TENANT_ID = DEFAULT_TENANT  # the one the ARM test server trusts
 OBJECT_ID = "0b1ec7a1-0000-4000-8000-0000000000d1"
 #: Azure's issuer for tokens of the public cloud; Azurite accepts only Entra issuers.
 ISSUER_PREFIX = "https://sts.windows.net/"

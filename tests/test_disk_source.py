@@ -493,6 +493,7 @@ def test_a_secret_url_is_never_pickled() -> None:
 
 def test_the_arm_test_server_reports_the_disk_state() -> None:
     from armserver.server import ArmState, Request
+    from armserver.tokens import mint_token
 
     state = ArmState()
     state.control(
@@ -507,12 +508,13 @@ def test_the_arm_test_server_reports_the_disk_state() -> None:
         },
     )
     path = "/subscriptions/s/resourceGroups/RG/providers/Microsoft.Compute/disks/D"
-    auth = {"authorization": "Bearer t"}
+    auth = {"authorization": f"Bearer {mint_token()}"}
+    versions = state.api_versions.allowed(path)  # what the installed SDK sends for disks
+    assert versions
+    query = f"api-version={max(versions)}"
 
     def call(method: str, suffix: str = "", body: bytes = b"") -> Any:
-        return state.handle(
-            Request(method, path + suffix, "api-version=1", auth, body, "https://h")
-        )
+        return state.handle(Request(method, path + suffix, query, auth, body, "https://h"))
 
     def disk_state() -> str:
         return str(call("GET").body["properties"]["diskState"])
@@ -522,9 +524,8 @@ def test_the_arm_test_server_reports_the_disk_state() -> None:
     granted = call("POST", "/beginGetAccess", b'{"access": "Read", "durationInSeconds": 60}')
     assert granted.status == 202
     assert disk_state() == "ActiveSAS"
-    result = state.handle(
-        Request("GET", urlsplit(granted.headers["Location"]).path, "", auth, b"", "https://h")
-    )
+    location = urlsplit(granted.headers["Location"])
+    result = state.handle(Request("GET", location.path, location.query, auth, b"", "https://h"))
     assert result.body == {"accessSAS": "http://127.0.0.1:1/acct/c/d?sv=x&sig=secretsecretsecret"}
     assert "secretsecret" not in repr(state.control("GET", "state"))
     assert call("POST", "/beginGetAccess", b'{"access": "Read"}').status == 400
@@ -533,6 +534,6 @@ def test_the_arm_test_server_reports_the_disk_state() -> None:
     disks = state.control("GET", "counters")[1]["disks"]
     assert [(d["grants"], d["revokes"], d["granted"]) for d in disks] == [(1, 1, False)]
     missing = state.handle(
-        Request("GET", path[: -len("/D")] + "/none", "api-version=1", auth, b"", "https://h")
+        Request("GET", path[: -len("/D")] + "/none", query, auth, b"", "https://h")
     )
     assert (missing.status, missing.body["error"]["code"]) == (404, "ResourceNotFound")

@@ -189,11 +189,45 @@ class BlobStore(ABC):
 
 
 class ProvisioningState(enum.StrEnum):
-    """Provisioning state of a managed image, as Azure reports it."""
+    """Provisioning state of a managed image, as Azure reports it.
+
+    Besides a creation's ``Creating`` → ``Succeeded``/``Failed``, Azure reports ``Updating`` (a
+    PUT or PATCH onto an existing image is running), ``Deleting`` (someone deletes it) and
+    ``Canceled`` (its creation was cancelled: as unusable as a failed one). Anything else reads
+    as ``UNKNOWN`` (see :meth:`parse`), never as ``Creating``.
+    """
 
     CREATING = "Creating"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    UPDATING = "Updating"
+    DELETING = "Deleting"
+    CANCELED = "Canceled"
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def parse(cls, value: str | None) -> ProvisioningState:
+        """The state a platform reports as ``value`` (case ignored); ``UNKNOWN`` for anything
+        this version does not know, so a new state on the platform cannot crash a reader."""
+        for state in cls:
+            if state.value.lower() == (value or "").strip().lower():
+                return state
+        return cls.UNKNOWN
+
+    @property
+    def unusable(self) -> bool:
+        """Ended, and not in a way an image can be used: to delete and create again."""
+        return self in (ProvisioningState.FAILED, ProvisioningState.CANCELED)
+
+    @property
+    def changing(self) -> bool:
+        """Someone else's operation is under way on it (or a state we cannot read): wait, and
+        never delete it meanwhile."""
+        return self in (
+            ProvisioningState.UPDATING,
+            ProvisioningState.DELETING,
+            ProvisioningState.UNKNOWN,
+        )
 
 
 @dataclass(frozen=True)

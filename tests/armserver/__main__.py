@@ -12,7 +12,13 @@ import sys
 import threading
 from typing import Any
 
-from .server import DEFAULT_BLOB_ENDPOINT_TEMPLATE, DEFAULT_IMAGE_DELAY, ArmServer
+from .server import (
+    DEFAULT_BLOB_ENDPOINT_TEMPLATE,
+    DEFAULT_IMAGE_DELAY,
+    DEFAULT_PAGE_SIZE,
+    ArmServer,
+)
+from .tokens import DEFAULT_TENANT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +58,23 @@ def main(argv: list[str] | None = None) -> int:
         help="primaryEndpoints.blob of created accounts (default %(default)s)",
     )
     parser.add_argument(
+        "--page-size",
+        type=int,
+        default=DEFAULT_PAGE_SIZE,
+        help="items per page of a list, more behind nextLink; 0: one page (default %(default)s)",
+    )
+    parser.add_argument(
+        "--audience",
+        action="append",
+        help="a token audience to accept (repeatable; default: public ARM's four)",
+    )
+    parser.add_argument("--tenant", default=DEFAULT_TENANT, help="the tenant tokens must be from")
+    parser.add_argument(
+        "--validate-source-blobs",
+        action="store_true",
+        help="read an image's source blob (keys via /_test/config storage_keys) before making it",
+    )
+    parser.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",
         help="stop when stdin closes (the parent that started us died)",
@@ -69,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         lro_retry_after=args.lro_retry_after,
         blob_endpoint_template=args.blob_endpoint_template,
         state_file=args.state_file,
+        page_size=args.page_size,
+        audiences=args.audience,
+        tenant=args.tenant,
+        validate_source_blobs=args.validate_source_blobs,
     )
     stop = threading.Event()
 

@@ -84,8 +84,44 @@ class Control:
         self._control("POST", "reset")
 
     def configure(self, **options: Any) -> Json:
-        """``image_delay``, ``lro_delay``, ``lro_retry_after``, ``blob_endpoint_template``."""
+        """``image_delay``, ``lro_delay``, ``lro_retry_after``, ``blob_endpoint_template``,
+        ``page_size``, ``audiences``, ``tenant``, ``validate_source_blobs``, ``storage_keys``."""
         return self._control("POST", "config", options)
+
+    def check_source_blobs(self, storage_keys: dict[str, str]) -> Json:
+        """Read every image's source blob (in Azurite) before making the image, as Azure does:
+        ``storage_keys`` maps each storage account name to its key."""
+        keys = {name.lower(): key for name, key in storage_keys.items()}
+        return self.configure(validate_source_blobs=True, storage_keys=keys)
+
+    def set_image_state(
+        self,
+        subscription: str,
+        resource_group: str,
+        name: str,
+        state: str,
+        *,
+        seconds: float | None = None,
+        then: str | None = None,
+        **seed: Any,
+    ) -> Json:
+        """Put an image in provisioning ``state`` (any string: ``Deleting``, ``Updating``,
+        ``Canceled``, or one Azure may add) for ``seconds`` (``None``: until changed), then
+        ``then``: a state, ``"gone"`` (deleted) or ``None`` (back to its creation's outcome).
+
+        An image that does not exist is made first from ``seed`` (``region``, ``blob_uri``,
+        ``tags``, ``os_type``), as if someone had made it outside imagedist.
+        """
+        body: Json = {
+            "subscription": subscription,
+            "resource_group": resource_group,
+            "name": name,
+            "state": state,
+            "seconds": seconds,
+            "then": then,
+            **seed,
+        }
+        return self._control("POST", "images", body)
 
     def register_account(
         self,
@@ -117,8 +153,11 @@ class Control:
         message: str = "An internal execution error occurred. Please retry later.",
         count: int | None = None,
         status: int | None = None,
+        state: str = "Failed",
     ) -> Json:
         """Image creations in (subscription, region) fail with ``code``/``message``.
+
+        ``state="Canceled"`` ends the operation and the image ``Canceled`` instead of ``Failed``.
 
         By default the PUT is accepted and the async operation ends ``Failed`` (the image's
         provisioningState too); with ``status`` the PUT itself is refused with that HTTP status.
@@ -132,6 +171,7 @@ class Control:
             "message": message,
             "count": count,
             "status": status,
+            "state": state,
         }
         return self._control("POST", "faults", body)
 

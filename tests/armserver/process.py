@@ -35,6 +35,7 @@ class ArmServerProcess(Control):
         lro_delay: float | None = None,
         blob_endpoint_template: str | None = None,
         state_file: str | os.PathLike[str] | None = None,
+        page_size: int | None = None,
         verbose: bool = False,
         start_timeout: float = 30.0,
     ) -> None:
@@ -54,6 +55,8 @@ class ArmServerProcess(Control):
             self._args += ["--blob-endpoint-template", blob_endpoint_template]
         if state_file is not None:
             self._args += ["--state-file", str(state_file)]
+        if page_size is not None:
+            self._args += ["--page-size", str(page_size)]
         if verbose:
             self._args.append("--verbose")
         self._start_timeout = start_timeout

@@ -2,25 +2,54 @@
 and managed disks (read, grant and revoke read access).
 
 It answers only what imagedist calls through the real ``azure-mgmt-*`` clients, in ARM's wire
-shapes (long-running operations, error bodies, throttling), and enforces the one Azure rule that
-matters for image distribution: an image's source blob must live in a storage account of the same
-subscription and region as the image.
+shapes, and refuses what ARM refuses, with ARM's status, error code and message:
+
+* **a bearer token** (an unsigned JWT, :mod:`armserver.tokens`) for one of the configured
+  ``audiences`` (public ARM's by default), from the configured ``tenant``, not expired: 401
+  ``AuthenticationFailed``, ``InvalidAuthenticationToken``, ``InvalidAuthenticationTokenAudience``,
+  ``InvalidAuthenticationTokenTenant`` or ``ExpiredAuthenticationToken`` otherwise, with a
+  ``WWW-Authenticate`` challenge. The token's ``oid`` is ``request.principal.oid`` for handlers;
+* **an api-version** the installed SDK sends for the path's resource type (read from the SDK's
+  request builders, :mod:`armserver.apiversions`): 400 ``MissingApiVersionParameter`` or
+  ``InvalidApiVersionParameter``;
+* **an image's source blob** in a storage account of the image's subscription and region (400
+  ``InvalidParameter``); with ``validate_source_blobs``, the blob is read from the blob store
+  (Azurite, with ``storage_keys``) as Azure reads it: it must exist, be a page blob with no copy
+  pending, a whole number of MiB plus 512 bytes, ending in a valid fixed-VHD footer; the image
+  fails (``InvalidParameter`` / ``InvalidVhd``) otherwise;
+* **paging**: every list answers ``page_size`` items and a ``nextLink`` to the rest;
+* **long-running operations** as ARM runs them: image PUT 201 + ``Azure-AsyncOperation`` (the
+  image is ``Creating`` for ``image_delay`` s); image DELETE 202 + ``Azure-AsyncOperation`` +
+  ``Location`` (the image is ``Deleting`` for ``lro_delay`` s, then gone); resource group DELETE,
+  storage account create and disk access 202 + ``Location`` (``lro_delay`` s); ``Retry-After`` on
+  each when ``lro_retry_after`` is set (clients wait that long: keep it 0 or unset in tests);
+* a PUT onto an image being deleted, a DELETE of one being updated: 409 ``OperationNotAllowed``;
+  throttling (429) on demand.
 
 ``ArmState`` holds everything and answers requests as plain data (no sockets); ``ArmServer`` puts
-it behind a threaded HTTPS server. Test-only endpoints live under ``/_test/`` and need no token:
+it behind a threaded HTTPS server. Extra routes (role assignments, provider registration...) plug
+in as ``route_handlers`` (see :data:`RouteHandler`). Test-only endpoints live under ``/_test/``
+and need no token:
 
 * ``GET  /_test/counters``  image creations per (subscription, resource group, name) and request counts
-* ``GET  /_test/state``     a dump of groups, accounts and images
+* ``GET  /_test/state``     a dump of groups, accounts and images (storage keys redacted)
 * ``POST /_test/reset``     forget everything (config back to the start-up values)
 * ``POST /_test/config``    ``{"image_delay": s, "lro_delay": s, "lro_retry_after": s|null,
-  "blob_endpoint_template": "https://{name}.blob.core.windows.net/"}``
+  "blob_endpoint_template": "https://{name}.blob.core.windows.net/", "page_size": n,
+  "audiences": [...], "tenant": "...", "validate_source_blobs": bool,
+  "storage_keys": {"<account>": "<key>"}}``
 * ``POST /_test/accounts``  ``{"name", "subscription", "region", "blob_endpoint"?, "resource_group"?}``
 * ``POST /_test/disks``     ``{"subscription", "resource_group", "name", "size_bytes", "access_url",
   "region"?}``: a managed disk whose ``beginGetAccess`` hands out ``access_url`` (in tests, an
   Azurite SAS URL of the page blob that holds the disk's bytes)
+* ``POST /_test/images``    ``{"subscription", "resource_group", "name", "state", "seconds"?,
+  "then"?, "region"?, "blob_uri"?, "tags"?}``: the image (made if absent) reads ``state`` (any
+  string: ``Deleting``, ``Updating``, ``Canceled``, or one Azure may add) for ``seconds``
+  (``null``: until changed), then ``then`` (a state, ``"gone"``, or ``null``: its creation's outcome)
 * ``POST /_test/faults``    ``{"kind": "image_failure", "subscription", "region", "code"?, "message"?,
-  "count"?, "status"?}``, ``{"kind": "throttle", "count", "retry_after"?, "include_reads"?}`` or
-  ``{"kind": "disk_grant_failure", "code"?, "message"?, "count"?, "status"?}``
+  "count"?, "status"?, "state"?}`` (``state: "Canceled"`` ends it Canceled), ``{"kind": "throttle",
+  "count", "retry_after"?, "include_reads"?}`` or ``{"kind": "disk_grant_failure", "code"?,
+  "message"?, "count"?, "status"?}``
 * ``DELETE /_test/faults``  clear all faults
 
 Role assignments, role enforcement and resource provider registration: :mod:`armserver.authz`
@@ -42,38 +71,51 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from imagedist._domain.regions import REGIONS
 
+from .apiversions import ApiVersions, installed_api_versions
 from .authz import Authz
 from .certs import CertPaths, ensure_certs
 from .control import Control
+from .tokens import DEFAULT_TENANT, PUBLIC_ARM_AUDIENCES, Principal, TokenRefused, principal_of
 
 DEFAULT_IMAGE_DELAY = 0.5
+DEFAULT_PAGE_SIZE = 100  # lists answer in pages of this many items, linked by nextLink
+IMAGE_STATES = ("Creating", "Updating", "Deleting", "Succeeded", "Failed", "Canceled")
 DEFAULT_BLOB_ENDPOINT_TEMPLATE = "https://{name}.blob.core.windows.net/"
 ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9]{3,24}$")
 WRITE_METHODS = frozenset({"PUT", "POST", "PATCH", "DELETE"})
 OPERATION_SEGMENTS = frozenset({"operations", "asyncoperations", "operationresults"})
 
 Json = dict[str, Any]
+#: An extra route: ``(state, request, segments, lower-cased segments)`` -> a response, or ``None``
+#: to let the next handler (in the end the built-in routes) answer. Called under the state's lock
+#: after authentication, with ``request.principal`` set.
+RouteHandler = Callable[["ArmState", "Request", list[str], list[str]], "Response | None"]
 
 
 class ArmError(Exception):
     """An ARM error response: ``{"error": {"code": ..., "message": ...}}`` with an HTTP status."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
     def response(self) -> Response:
-        return Response(self.status, {"error": {"code": self.code, "message": self.message}})
+        body = {"error": {"code": self.code, "message": self.message}}
+        return Response(self.status, body, dict(self.headers))
 
 
 @dataclass
@@ -84,6 +126,14 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes = b""
     base_url: str = ""  # scheme://host:port as the client addressed us
+    principal: Principal | None = None  # who the bearer token speaks for (set once checked)
+
+    def param(self, name: str) -> str | None:
+        """A query parameter's value (the first, percent-decoded), or ``None``."""
+        for key, value in parse_qsl(self.query, keep_blank_values=True):
+            if key == name:
+                return value
+        return None
 
     def json(self) -> Json:
         if not self.body:
@@ -136,6 +186,13 @@ class ArmState:
         lro_retry_after: float | None = None,
         blob_endpoint_template: str = DEFAULT_BLOB_ENDPOINT_TEMPLATE,
         state_file: str | os.PathLike[str] | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        audiences: list[str] | None = None,
+        tenant: str = DEFAULT_TENANT,
+        validate_source_blobs: bool = False,
+        storage_keys: dict[str, str] | None = None,
+        route_handlers: list[RouteHandler] | None = None,
+        api_versions: ApiVersions | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._initial_config: Json = {
@@ -143,7 +200,16 @@ class ArmState:
             "lro_delay": lro_delay,
             "lro_retry_after": lro_retry_after,
             "blob_endpoint_template": blob_endpoint_template,
+            "page_size": page_size,
+            "audiences": list(audiences or PUBLIC_ARM_AUDIENCES),
+            "tenant": tenant,
+            "validate_source_blobs": validate_source_blobs,
+            "storage_keys": dict(storage_keys or {}),
         }
+        #: The one place extra routes plug in (role assignments, provider registration...):
+        #: each is asked, in order, before the built-in routes.
+        self.route_handlers: list[RouteHandler] = list(route_handlers or [])
+        self.api_versions = api_versions or installed_api_versions()
         self._state_file = Path(state_file) if state_file else None
         self._reset()
         if self._state_file is not None and self._state_file.is_file():
@@ -218,19 +284,11 @@ class ArmState:
         low = [s.lower() for s in segs]
         with self._lock:
             try:
+                self._settle_forced_images()
                 if low and low[0] == "_test":
                     return self._control_request(req, low[1:])
-                if not _authorized(req.headers.get("authorization", "")):
-                    self.requests["unauthorized"] += 1
-                    return Response(
-                        401,
-                        {
-                            "error": {
-                                "code": "AuthenticationFailed",
-                                "message": "Authentication failed. The 'Authorization' header is missing or is not a bearer token.",
-                            }
-                        },
-                    )
+                req.principal = self._authenticate(req)
+                self._check_api_version(req, segs)
                 throttled = self._maybe_throttle(req.method)
                 if throttled is not None:
                     return throttled
@@ -240,6 +298,41 @@ class ArmState:
                 return response
             except ArmError as err:
                 return err.response()
+
+    def _authenticate(self, req: Request) -> Principal:
+        """ARM's first check: a bearer token for its audience, from its tenant, not expired."""
+        try:
+            return principal_of(
+                req.headers.get("authorization", ""),
+                audiences=list(self.config["audiences"]),
+                tenant=str(self.config["tenant"]),
+            )
+        except TokenRefused as refused:
+            self.requests["unauthorized"] += 1
+            raise ArmError(
+                401, refused.code, refused.message, {"WWW-Authenticate": refused.challenge}
+            ) from None
+
+    def _check_api_version(self, req: Request, segs: list[str]) -> None:
+        """The api-version must be one the installed SDK sends for this path's resource type.
+        The server's own operation URLs (no SDK route) carry the version of their request."""
+        version = req.param("api-version")
+        if not version:
+            raise ArmError(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        path = "/" + "/".join(segs)
+        allowed = self.api_versions.allowed(path)
+        if allowed is not None and version not in allowed:
+            supported = ",".join(sorted(allowed, reverse=True))
+            raise ArmError(
+                400,
+                "InvalidApiVersionParameter",
+                f"The api-version '{version}' is invalid. The supported versions are"
+                f" '{supported}'.",
+            )
 
     def control(self, method: str, path: str, body: Json | None = None) -> tuple[int, Json]:
         """The ``/_test/...`` endpoints without HTTP, for an in-process server."""
@@ -275,7 +368,7 @@ class ArmState:
                 raise ArmError(400, "InvalidParameter", f"unknown config keys: {sorted(unknown)}")
             self.config.update(body)
             self._save()
-            return Response(200, self.config)
+            return Response(200, self._public_config())
         if (m, what) == ("POST", "accounts"):
             account = self._register_account(req.json())
             self._save()
@@ -288,6 +381,10 @@ class ArmState:
             fault = self._add_fault(req.json())
             self._save()
             return Response(200, fault)
+        if (m, what) == ("POST", "images"):
+            image = self._force_image_state(req.json())
+            self._save()
+            return Response(200, self._image_json(image))
         if (m, what) == ("DELETE", "faults"):
             self.image_faults = []
             self.disk_faults = []
@@ -316,9 +413,14 @@ class ArmState:
             "granted": d["granted"],
         }
 
+    def _public_config(self) -> Json:
+        """The config without secrets: storage account keys show as ``<redacted>``."""
+        keys = {name: "<redacted>" for name in self.config.get("storage_keys") or {}}
+        return {**self.config, "storage_keys": keys}
+
     def _public_state(self) -> Json:
         return {
-            "config": self.config,
+            "config": self._public_config(),
             "resource_groups": [self._group_json(g) for g in self.groups.values()],
             "accounts": list(self.accounts.values()),
             "images": [self._image_json(i) for i in self.images.values()],
@@ -390,6 +492,8 @@ class ArmState:
                 ),
                 remaining=body.get("count"),  # None: every creation until cleared
                 status=body.get("status"),  # None: fail through the async operation
+                # "Canceled": the operation (and the image) end Canceled rather than Failed
+                state=body.get("state") or "Failed",
             )
             self.image_faults.append(fault)
             return fault
@@ -436,6 +540,10 @@ class ArmState:
     # ------------------------------------------------------------------ routing
 
     def _route(self, req: Request, segs: list[str], low: list[str]) -> Response:
+        for handler in self.route_handlers:
+            answered = handler(self, req, segs, low)
+            if answered is not None:
+                return answered
         m = req.method
         if len(low) < 2 or low[0] != "subscriptions":
             return self._unsupported(req)
@@ -462,9 +570,12 @@ class ArmState:
         if rest == ["resourcegroups"] and m == "GET":
             self.requests["rg_list"] += 1
             return self._list(
-                self._group_json(g)
-                for g in self.groups.values()
-                if g["subscription"].lower() == sub.lower()
+                req,
+                (
+                    self._group_json(g)
+                    for g in self.groups.values()
+                    if g["subscription"].lower() == sub.lower()
+                ),
             )
         if n == 2 and rest[0] == "resourcegroups":
             return self._resource_group(req, sub, rest_orig[1])
@@ -472,10 +583,10 @@ class ArmState:
             return self._check_name(req)
         if rest == ["providers", "microsoft.storage", "storageaccounts"] and m == "GET":
             self.requests["storage_list"] += 1
-            return self._list(self._account_json(a) for a in self._accounts_in(sub, None))
+            return self._list(req, (self._account_json(a) for a in self._accounts_in(sub, None)))
         if rest == ["providers", "microsoft.compute", "images"] and m == "GET":
             self.requests["image_list"] += 1
-            return self._list(self._image_json(i) for i in self._images_in(sub, None))
+            return self._list(req, (self._image_json(i) for i in self._images_in(sub, None)))
         if n in (5, 6) and rest[0] == "resourcegroups" and rest[2] == "providers":
             rg = rest_orig[1]
             provider = (rest[3], rest[4])
@@ -483,14 +594,16 @@ class ArmState:
                 if n == 5 and m == "GET":
                     self.requests["storage_list"] += 1
                     self._require_group(sub, rg)
-                    return self._list(self._account_json(a) for a in self._accounts_in(sub, rg))
+                    return self._list(
+                        req, (self._account_json(a) for a in self._accounts_in(sub, rg))
+                    )
                 if n == 6:
                     return self._storage_account(req, sub, rg, rest_orig[5])
             if provider == ("microsoft.compute", "images"):
                 if n == 5 and m == "GET":
                     self.requests["image_list"] += 1
                     self._require_group(sub, rg)
-                    return self._list(self._image_json(i) for i in self._images_in(sub, rg))
+                    return self._list(req, (self._image_json(i) for i in self._images_in(sub, rg)))
                 if n == 6:
                     return self._image(req, sub, rg, rest_orig[5])
         if n in (6, 7) and rest[0] == "resourcegroups" and rest[2:5] == disks:
@@ -511,9 +624,23 @@ class ArmState:
             f"The test ARM server does not implement {req.method} {req.path}",
         )
 
-    @staticmethod
-    def _list(items: Any) -> Response:
-        return Response(200, {"value": list(items)})
+    def _list(self, req: Request, items: Any) -> Response:
+        """One page of a list, as ARM pages: ``value`` and, while more follow, a ``nextLink``
+        that repeats the request's query (api-version included) with a ``$skiptoken``."""
+        everything = list(items)
+        size = int(self.config.get("page_size") or 0)
+        try:
+            start = int(req.param("$skiptoken") or 0)
+        except ValueError:
+            raise ArmError(400, "InvalidSkipToken", "The $skiptoken is not valid.") from None
+        if size <= 0:
+            return Response(200, {"value": everything})
+        body: Json = {"value": everything[start : start + size]}
+        if start + size < len(everything):
+            query = [(k, v) for k, v in parse_qsl(req.query) if k != "$skiptoken"]
+            query.append(("$skiptoken", str(start + size)))
+            body["nextLink"] = f"{req.base_url}{req.path}?{urlencode(query, safe='$')}"
+        return Response(200, body)
 
     def _headers_for_lro(self) -> dict[str, str]:
         retry_after = self.config.get("lro_retry_after")
@@ -544,7 +671,7 @@ class ArmState:
                 return Response(200, body, self._headers_for_lro())
             body["endTime"] = _iso(op["ready_at"])
             if op.get("error"):
-                body["status"] = "Failed"
+                body["status"] = op.get("end_state") or "Failed"
                 body["error"] = op["error"]
             else:
                 body["status"] = "Succeeded"
@@ -792,7 +919,8 @@ class ArmState:
                 req,
                 sub,
                 "location",
-                f"providers/Microsoft.Storage/locations/{norm_region(location)}/asyncoperations",
+                # as Storage answers a create: /providers/Microsoft.Storage/operations/<id>?monitor=true
+                "providers/Microsoft.Storage/operations",
                 self.config["lro_delay"],
                 final="storage_account",
                 account=name,
@@ -810,10 +938,95 @@ class ArmState:
         ]
 
     def _image_state(self, image: Json) -> str:
+        forced = image.get("forced")
+        if forced is not None:
+            return str(forced["state"])
         op = self.operations.get(image["operation"])
         if op is None or time.time() >= op["ready_at"]:
-            return "Failed" if op is not None and op.get("error") else "Succeeded"
+            if op is not None and op.get("error"):
+                return str(op.get("end_state") or "Failed")
+            return "Succeeded"
         return "Creating"
+
+    def _force_image_state(self, body: Json) -> Json:
+        """``/_test/images``: put an image in ``state`` for ``seconds`` (``None``: until told
+        otherwise), then ``then``: another state, ``"gone"`` (deleted), or ``None`` (back to
+        what its creation says). An image that does not exist is made, Succeeded, first."""
+        try:
+            sub, rg, name = body["subscription"], body["resource_group"], body["name"]
+            state = body["state"]
+        except KeyError as exc:
+            raise ArmError(400, "InvalidParameter", f"missing {exc}") from None
+        then = body.get("then")
+        # Any state string is allowed (a state Azure may add tomorrow tests its readers).
+        if not isinstance(state, str) or not state:
+            raise ArmError(400, "InvalidParameter", "state must be a provisioning state")
+        if then is not None and then not in (*IMAGE_STATES, "gone"):
+            raise ArmError(400, "InvalidParameter", f"then must be one of {IMAGE_STATES} or 'gone'")
+        key = (sub.lower(), rg.lower(), name.lower())
+        image = self.images.get(key)
+        if image is None:
+            image = self._seed_image(body)
+            self.images[key] = image
+        seconds = body.get("seconds")
+        until = None if seconds is None else time.time() + float(seconds)
+        image["forced"] = {"state": state, "until": until, "then": then}
+        return image
+
+    def _seed_image(self, body: Json) -> Json:
+        """An image made outside imagedist (by hand, by another tool): it exists, settled."""
+        op_id = str(uuid.uuid4())
+        now = time.time()
+        self.operations[op_id] = {"kind": "async", "start": now, "ready_at": now}
+        return {
+            "subscription": body["subscription"],
+            "resource_group": body["resource_group"],
+            "name": body["name"],
+            "location": body.get("region") or "westeurope",
+            "tags": body.get("tags") or {},
+            "os_disk": {
+                "osType": body.get("os_type") or "Linux",
+                "osState": "Generalized",
+                "blobUri": body.get("blob_uri")
+                or "https://elsewhere.blob.core.windows.net/vhds/seeded.vhd",
+            },
+            "data_disks": [],
+            "zone_resilient": False,
+            "hyper_v_generation": "V1",
+            "operation": op_id,
+            "operation_url": "",
+        }
+
+    def _settle_forced_images(self) -> None:
+        """Images whose forced state ran out move on: to their next state, or away."""
+        now = time.time()
+        for key, image in list(self.images.items()):
+            forced = image.get("forced")
+            if forced is None or forced["until"] is None or now < forced["until"]:
+                continue
+            then = forced.get("then")
+            if then == "gone":
+                del self.images[key]
+            elif then is None:
+                image["forced"] = None
+            else:
+                image["forced"] = {"state": then, "until": None, "then": None}
+
+    def _source_blob_error(self, blob_uri: str, account: str) -> Json | None:
+        """Azure reads the VHD before it makes the image: what it would fail the image with."""
+        from .sourceblob import source_blob_problem  # needs azure-storage-blob: load on use
+
+        key = (self.config.get("storage_keys") or {}).get(account.lower()) or (
+            self.config.get("storage_keys") or {}
+        ).get(account)
+        if not key:
+            return {
+                "code": "ArmServerNoStorageKey",
+                "message": f"the test ARM server checks source blobs but has no key for storage"
+                f" account '{account}': pass it in the config's storage_keys",
+            }
+        problem = source_blob_problem(blob_uri, account, key)
+        return {"code": problem[0], "message": problem[1]} if problem else None
 
     def _image_json(self, i: Json) -> Json:
         return {
@@ -863,22 +1076,37 @@ class ArmState:
         if m == "DELETE":
             self.requests["image_delete"] += 1
             self._require_group(sub, rg)
-            image = self.images.pop(key, None)
-            if image is None:
-                return Response(204)
-            _, url = self._new_operation(
-                req,
-                sub,
-                "location",
-                f"providers/Microsoft.Compute/locations/{norm_region(image['location'])}/operations",
-                self.config["lro_delay"],
-                final=204,
-            )
-            return Response(202, None, {"Location": url, **self._headers_for_lro()})
+            return self._delete_image(req, sub, key)
         if m == "PUT":
             self.requests["image_put"] += 1
             return self._put_image(req, sub, rg, name, key)
         return self._unsupported(req)
+
+    def _delete_image(self, req: Request, sub: str, key: tuple[str, str, str]) -> Response:
+        """202 with both ``Azure-AsyncOperation`` and ``Location``, as Compute answers a delete;
+        the image reads ``Deleting`` until the operation ends (``lro_delay``), then is gone."""
+        image = self.images.get(key)
+        if image is None:
+            return Response(204)
+        if self._image_state(image) == "Updating":
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"The image '{image['name']}' is being updated; it cannot be deleted until that"
+                " operation has completed.",
+            )
+        delay = float(self.config["lro_delay"])
+        if delay > 0:
+            image["forced"] = {"state": "Deleting", "until": time.time() + delay, "then": "gone"}
+        else:
+            del self.images[key]
+        operations = (
+            f"providers/Microsoft.Compute/locations/{norm_region(image['location'])}/operations"
+        )
+        _, async_url = self._new_operation(req, sub, "async", operations, delay)
+        _, location_url = self._new_operation(req, sub, "location", operations, delay, final=204)
+        headers = {"Azure-AsyncOperation": async_url, "Location": location_url}
+        return Response(202, None, {**headers, **self._headers_for_lro()})
 
     def _put_image(
         self, req: Request, sub: str, rg: str, name: str, key: tuple[str, str, str]
@@ -931,7 +1159,14 @@ class ArmState:
                     "Changing property 'osDisk.blobUri' is not allowed.",
                 )
             state = self._image_state(existing)
-            if state != "Failed":  # the same image again: nothing new is created
+            if state == "Deleting":
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"The image '{name}' is being deleted; it cannot be changed until the"
+                    " deletion has completed.",
+                )
+            if state not in ("Failed", "Canceled"):  # the same image again: nothing is created
                 if "tags" in body:
                     existing["tags"] = body["tags"] or {}
                 headers = {}
@@ -966,6 +1201,10 @@ class ArmState:
         if fault is not None and fault.get("status"):
             raise ArmError(int(fault["status"]), fault["code"], fault["message"])
         error = {"code": fault["code"], "message": fault["message"]} if fault else None
+        end_state = fault.get("state", "Failed") if fault else "Succeeded"
+        if error is None and self.config.get("validate_source_blobs"):
+            error = self._source_blob_error(blob_uri, account["name"])
+            end_state = "Failed" if error else end_state
         op_id, op_url = self._new_operation(
             req,
             sub,
@@ -973,6 +1212,7 @@ class ArmState:
             f"providers/Microsoft.Compute/locations/{norm_region(location)}/operations",
             float(self.config["image_delay"]),
             error=error,
+            end_state=end_state,
         )
         image = {
             "subscription": sub,
@@ -1110,11 +1350,6 @@ class ArmState:
 
 def _disk_key(sub: str, rg: str, name: str) -> tuple[str, str, str]:
     return (sub.lower(), rg.lower(), name.lower())
-
-
-def _authorized(header: str) -> bool:
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and bool(token.strip())
 
 
 def _api_version(query: str) -> str:

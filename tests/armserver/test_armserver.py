@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -43,20 +44,30 @@ from azure.mgmt.storage.models import (
     StorageAccountCheckNameAvailabilityParameters,
     StorageAccountCreateParameters,
 )
+from azure.storage.blob import BlobServiceClient, BlobType
 
 from armserver import (
+    ARM_SCOPE,
     ArmServer,
     ArmServerProcess,
+    ArmState,
     AsyncStaticTokenCredential,
     CertPaths,
     StaticTokenCredential,
+    sourceblob,
 )
+from armserver.apiversions import installed_api_versions
 from armserver.certs import _generate_with_openssl
+from armserver.server import Request, Response
+from armserver.tokens import DEFAULT_TENANT as TENANT
+from armserver.tokens import mint_token
+from imagedist._vhd._footer import fixed_footer
 
 SUB = "00000000-0000-0000-0000-00000000000a"
 OTHER_SUB = "sub-bravo"  # ARM ids are GUIDs; the clients do not check, imagedist tests use names
 CRED = StaticTokenCredential()
 AZURITE = "http://127.0.0.1:10000"
+MiB = 1024 * 1024
 
 
 def rm(arm: Any, sub: str = SUB, **kw: Any) -> ResourceManagementClient:
@@ -496,3 +507,317 @@ def test_openssl_fallback_makes_a_usable_chain(tmp_path: Path) -> None:
         check=False,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+# ---------------------------------------------------------------------- what ARM refuses
+
+RG_API = "2025-04-01"  # what the installed azure-mgmt-resource sends for resource groups
+
+
+def raw(
+    arm: Any,
+    path: str,
+    *,
+    query: str = f"api-version={RG_API}",
+    token: str | None = "mint",
+    method: str = "GET",
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """One request without an SDK: (status, JSON body, headers)."""
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {mint_token() if token == 'mint' else token}"
+    url = f"{arm.url}{path}" + (f"?{query}" if query else "")
+    req = urllib.request.Request(url, method=method, headers=headers)
+    ctx = ssl.create_default_context(cafile=arm.ca_file)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"{}"), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, json.loads(err.read() or b"{}"), dict(err.headers)
+
+
+def test_the_api_version_table_is_what_the_installed_sdks_send(arm: ArmServerProcess) -> None:
+    table = installed_api_versions()
+    with rm(arm) as resources, storage(arm) as st:
+        rg_version = resources._config.api_version
+        storage_version = st._config.api_version
+    assert table.allowed(f"/subscriptions/{SUB}/resourcegroups/rg") == frozenset({rg_version})
+    assert table.allowed(
+        f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a"
+    ) == frozenset({storage_version})
+    image_path = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/images/i"
+    assert table.resource_type(image_path) == "Microsoft.Compute/images"
+    # every image call the SDK makes is accepted (the other tests drive it end to end)
+    make_group(arm, "rg-v")
+    with compute(arm) as cp:
+        assert list(cp.images.list_by_resource_group("rg-v")) == []
+
+
+def test_an_unknown_api_version_is_refused_per_resource_type(arm: ArmServerProcess) -> None:
+    path = f"/subscriptions/{SUB}/resourcegroups"
+    status, body, _ = raw(arm, path, query="api-version=2099-01-01")
+    assert status == 400
+    assert body["error"]["code"] == "InvalidApiVersionParameter"
+    assert body["error"]["message"] == (
+        f"The api-version '2099-01-01' is invalid. The supported versions are '{RG_API}'."
+    )
+    # the resource-group version is not one of the image's
+    images = f"/subscriptions/{SUB}/providers/Microsoft.Compute/images"
+    status, body, _ = raw(arm, images, query=f"api-version={RG_API}")
+    assert (status, body["error"]["code"]) == (400, "InvalidApiVersionParameter")
+    status, body, _ = raw(arm, path, query="")
+    assert (status, body["error"]["code"]) == (400, "MissingApiVersionParameter")
+    # and through an SDK client pinned to another version
+    with rm(arm, api_version="2021-04-01") as client, pytest.raises(HttpResponseError) as err:
+        client.resource_groups.get("rg")
+    assert err.value.status_code == 400
+    assert err.value.error is not None and err.value.error.code == "InvalidApiVersionParameter"
+
+
+@pytest.mark.parametrize(
+    ("credential", "code", "says"),
+    [
+        (
+            StaticTokenCredential(audience="https://storage.azure.com/"),
+            "InvalidAuthenticationTokenAudience",
+            "wrong audience or resource 'https://storage.azure.com/'",
+        ),
+        (
+            StaticTokenCredential(tenant="99999999-0000-4000-8000-000000000000"),
+            "InvalidAuthenticationTokenTenant",
+            "wrong issuer 'https://sts.windows.net/99999999-0000-4000-8000-000000000000/'",
+        ),
+        (StaticTokenCredential(lifetime_seconds=-60), "ExpiredAuthenticationToken", "expiry"),
+        (StaticTokenCredential(token="not.a-jwt"), "InvalidAuthenticationToken", "invalid"),
+    ],
+    ids=["audience", "tenant", "expired", "malformed"],
+)
+def test_a_token_arm_would_refuse_gets_401_with_a_challenge(
+    arm: ArmServerProcess, credential: StaticTokenCredential, code: str, says: str
+) -> None:
+    with rm(arm, credential=credential) as client, pytest.raises(ClientAuthenticationError) as err:
+        client.resource_groups.check_existence("rg")
+    assert err.value.status_code == 401
+    assert err.value.response is not None
+    challenge = err.value.response.headers["WWW-Authenticate"]  # type: ignore[attr-defined]
+    assert challenge.startswith(f'Bearer authorization_uri="https://login.windows.net/{TENANT}"')
+    assert 'error="invalid_token"' in challenge
+    status, body, headers = raw(arm, f"/subscriptions/{SUB}/resourcegroups", token=None)
+    assert (status, body["error"]["code"]) == (401, "AuthenticationFailed")
+    assert "WWW-Authenticate" in headers
+    # the refusal itself, with ARM's words
+    bad = credential.get_token(ARM_SCOPE).token
+    status, body, _ = raw(arm, f"/subscriptions/{SUB}/resourcegroups", token=bad)
+    assert (status, body["error"]["code"]) == (401, code)
+    assert says in body["error"]["message"]
+
+
+def test_a_sovereign_cloud_audience_is_configurable(arm: ArmServerProcess) -> None:
+    usgov = "https://management.usgovcloudapi.net/"
+    arm.configure(audiences=[usgov])
+    with rm(arm) as public, pytest.raises(ClientAuthenticationError):
+        public.resource_groups.check_existence("rg")  # a public-cloud token
+    kwargs = arm.client_kwargs(credential_scopes=[usgov + ".default"])
+    with ResourceManagementClient(CRED, SUB, **kwargs) as gov:
+        assert gov.resource_groups.check_existence("rg") is False
+
+
+def test_route_handlers_see_the_principal_of_the_token(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def spy(state: ArmState, req: Request, segs: list[str], low: list[str]) -> Response | None:
+        assert req.principal is not None
+        seen.append(req.principal.oid)
+        return None  # the built-in routes answer
+
+    with ArmServer(cert_dir=tmp_path, route_handlers=[spy]) as server:
+        credential = StaticTokenCredential(oid="11111111-2222-4333-8444-555555555555")
+        with rm(server, credential=credential) as client:
+            assert client.resource_groups.check_existence("rg") is False
+    assert seen == ["11111111-2222-4333-8444-555555555555"]
+
+
+def test_every_list_pages_with_next_link(arm: ArmServerProcess) -> None:
+    names = [f"rg-{i}" for i in range(5)]
+    for name in names:
+        make_group(arm, name)
+        arm.register_account(f"acct{name[-1]}", SUB, "westeurope", resource_group=name)
+    first = raw(arm, f"/subscriptions/{SUB}/resourcegroups")[1]
+    assert len(first["value"]) == 2 and "$skiptoken=2" in first["nextLink"]
+    assert f"api-version={RG_API}" in first["nextLink"]
+    with rm(arm) as client, storage(arm) as st:
+        assert sorted(str(g.name) for g in client.resource_groups.list()) == names
+        assert len(list(st.storage_accounts.list())) == 5
+    with compute(arm) as cp:
+        for i in range(5):
+            cp.images.begin_create_or_update(
+                "rg-0", f"img-{i}", image_body(f"{AZURITE}/acct0/vhds/g.vhd")
+            )
+        assert len(list(cp.images.list_by_resource_group("rg-0"))) == 5
+        assert len(list(cp.images.list())) == 5
+
+
+# ---------------------------------------------------------------------- long-running operations
+
+
+def test_lro_headers_are_the_ones_azure_sends(arm: ArmServerProcess) -> None:
+    arm.configure(image_delay=0, lro_delay=0.3, lro_retry_after=0)
+    arm.register_account("stagewe", SUB, "westeurope", f"{AZURITE}/stagewe/")
+    make_group(arm, "rg-lro")
+    with compute(arm) as cp, rm(arm) as client, storage(arm) as st:
+        put = cp.images.begin_create_or_update(
+            "rg-lro", "golden", image_body(f"{AZURITE}/stagewe/vhds/g.vhd")
+        )
+        initial = put.polling_method()._initial_response.http_response  # type: ignore[attr-defined]
+        assert initial.status_code == 201 and "Azure-AsyncOperation" in initial.headers
+        assert initial.headers["Retry-After"] == "0"
+        put.result()
+
+        deletion = cp.images.begin_delete("rg-lro", "golden")
+        initial = deletion.polling_method()._initial_response.http_response  # type: ignore[attr-defined]
+        assert initial.status_code == 202
+        assert {"Azure-AsyncOperation", "Location"} <= set(initial.headers)
+        assert cp.images.get("rg-lro", "golden").provisioning_state == "Deleting"
+        deletion.result()
+        with pytest.raises(ResourceNotFoundError):
+            cp.images.get("rg-lro", "golden")
+
+        params = StorageAccountCreateParameters(
+            sku=Sku(name="Standard_LRS"), kind="StorageV2", location="westeurope"
+        )
+        create = st.storage_accounts.begin_create("rg-lro", "imgdst09", params)
+        initial = create.polling_method()._initial_response.http_response  # type: ignore[attr-defined]
+        assert initial.status_code == 202 and "Location" in initial.headers
+        create.result()
+
+        gone = client.resource_groups.begin_delete("rg-lro")
+        initial = gone.polling_method()._initial_response.http_response  # type: ignore[attr-defined]
+        assert initial.status_code == 202 and "Location" in initial.headers
+        gone.result()
+
+
+# ---------------------------------------------------------------------- image states
+
+
+def test_an_image_can_be_put_in_every_provisioning_state(arm: ArmServerProcess) -> None:
+    make_group(arm, "rg-s")
+    arm.set_image_state(SUB, "rg-s", "seeded", "Deleting", seconds=0.3, then="gone")
+    arm.set_image_state(SUB, "rg-s", "busy", "Updating", seconds=0.3, then="Succeeded")
+    arm.set_image_state(SUB, "rg-s", "stopped", "Canceled")
+    arm.set_image_state(SUB, "rg-s", "odd", "Migrating")  # a state Azure may add
+    with compute(arm) as cp:
+        with pytest.raises(HttpResponseError) as busy:
+            cp.images.begin_delete("rg-s", "busy").result()
+        assert (busy.value.status_code, busy.value.error.code) == (409, "OperationNotAllowed")  # type: ignore[union-attr]
+        states = {i.name: i.provisioning_state for i in cp.images.list_by_resource_group("rg-s")}
+        assert states == {
+            "seeded": "Deleting",
+            "busy": "Updating",
+            "stopped": "Canceled",
+            "odd": "Migrating",
+        }
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            names = {i.name for i in cp.images.list_by_resource_group("rg-s")}
+            if "seeded" not in names:
+                break
+            time.sleep(0.05)
+        assert cp.images.get("rg-s", "busy").provisioning_state == "Succeeded"
+        with pytest.raises(ResourceNotFoundError):
+            cp.images.get("rg-s", "seeded")
+
+
+def test_a_canceled_creation_ends_canceled(arm: ArmServerProcess) -> None:
+    arm.configure(image_delay=0)
+    arm.register_account("stagewe", SUB, "westeurope", f"{AZURITE}/stagewe/")
+    arm.fail_image_creation(
+        SUB, "westeurope", code="OperationPreempted", message="canceled", state="Canceled"
+    )
+    make_group(arm, "rg-c")
+    with compute(arm) as cp:
+        poller = cp.images.begin_create_or_update(
+            "rg-c", "golden", image_body(f"{AZURITE}/stagewe/vhds/g.vhd")
+        )
+        with pytest.raises(HttpResponseError):
+            poller.result()
+        assert cp.images.get("rg-c", "golden").provisioning_state == "Canceled"
+
+
+# ---------------------------------------------------------------------- source blobs (Azurite)
+
+
+def _page_blob(service: BlobServiceClient, name: str, size: int, footer: bytes | None) -> str:
+    container = service.get_container_client("vhds")
+    if not container.exists():
+        container.create_container()
+    blob = container.get_blob_client(name)
+    blob.create_page_blob(size)
+    if footer is not None:
+        blob.upload_page(footer, offset=size - 512, length=512)
+    return str(blob.url)
+
+
+def test_image_creation_reads_its_source_blob_as_azure_does(
+    arm: ArmServerProcess, azurite_server: Any
+) -> None:
+    account = "stagingacct"
+    arm.configure(image_delay=0)
+    arm.register_account(account, SUB, "westeurope", azurite_server.blob_endpoint(account) + "/")
+    arm.check_source_blobs({account: azurite_server.key(account)})
+    assert "<redacted>" in json.dumps(arm.snapshot()["config"])
+    assert azurite_server.key(account) not in json.dumps(arm.snapshot())
+    make_group(arm, "rg-src")
+    service = BlobServiceClient.from_connection_string(azurite_server.connection_string(account))
+    size = 2 * MiB + 512
+    good = _page_blob(service, "good.vhd", size, fixed_footer(size - 512).pack())
+    cases = {
+        "missing": (good.replace("good.vhd", "missing.vhd"), "InvalidParameter", "does not exist"),
+        "odd-size": (
+            _page_blob(service, "odd.vhd", 2 * MiB, fixed_footer(2 * MiB - 512).pack()),
+            "InvalidVhd",
+            "whole number (in MBs)",
+        ),
+        "no-footer": (_page_blob(service, "raw.vhd", size, None), "InvalidVhd", "'conectix'"),
+    }
+    block = service.get_blob_client("vhds", "block.vhd")
+    block.upload_blob(b"x" * 1024, overwrite=True)
+    cases["block-blob"] = (str(block.url), "InvalidParameter", "Only page blobs")
+    with compute(arm) as cp:
+        for name, (uri, code, says) in cases.items():
+            poller = cp.images.begin_create_or_update("rg-src", name, image_body(uri))
+            with pytest.raises(HttpResponseError) as err:
+                poller.result()
+            assert err.value.error is not None and err.value.error.code == code, name
+            assert says in (err.value.error.message or ""), name
+            assert cp.images.get("rg-src", name).provisioning_state == "Failed"
+        image = cp.images.begin_create_or_update("rg-src", "good", image_body(good)).result()
+        assert image.provisioning_state == "Succeeded"
+    service.close()
+
+
+class _PendingCopyBlob:
+    """A page blob a copy is still being written into (Azurite ends every copy at once)."""
+
+    url = f"{AZURITE}/stagingacct/vhds/g.vhd"
+
+    @classmethod
+    def from_blob_url(cls, url: str, **options: Any) -> _PendingCopyBlob:
+        return cls()
+
+    def __enter__(self) -> _PendingCopyBlob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get_blob_properties(self) -> Any:
+        copy = SimpleNamespace(status="pending")
+        return SimpleNamespace(blob_type=BlobType.PAGEBLOB, size=2 * MiB + 512, copy=copy)
+
+
+def test_a_source_blob_with_a_copy_pending_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sourceblob, "BlobClient", _PendingCopyBlob)
+    problem = sourceblob.source_blob_problem(_PendingCopyBlob.url, "stagingacct", "key")
+    assert problem is not None
+    assert problem[0] == "InvalidParameter" and "pending copy" in problem[1]

@@ -40,6 +40,7 @@ from imagedist.abc import (
     GalleryService,
     ImageService,
     Provisioner,
+    ProvisioningState,
 )
 
 from helpers import FakeClock, run
@@ -270,6 +271,9 @@ class ImageHarness:
     fail_next_creation: Callable[[], None] | None
     #: another adapter instance on the same platform, as another process would build it
     reopen: Callable[[], ImageService]
+    #: put an existing image (by name, in ``resource_group``) in a provisioning state given as
+    #: the platform spells it, as someone else's update, delete or cancel would; None if it can't
+    set_state: Callable[[str, str], None] | None = None
 
 
 def _local_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarness:
@@ -312,6 +316,9 @@ def _local_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
         checks_source_blob=True,
         fail_next_creation=None,
         reopen=open_service,
+        set_state=lambda name, state: service.set_state(
+            "sub-a", "rg-images", name, ProvisioningState.parse(state)
+        ),
     )
 
 
@@ -341,6 +348,7 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
     for name, (subscription, region) in locations.items():
         arm_ctl.register_account(name, subscription, region, server.blob_endpoint(name) + "/")
     arm_ctl.configure(image_delay=ARM_IMAGE_SECONDS)
+    arm_ctl.check_source_blobs({name: server.key(name) for name in locations})
     arm_ctl.fail_image_creation(
         "sub-f",
         "eastus",
@@ -360,6 +368,9 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
 
     def fail_next_creation() -> None:
         arm_ctl.fail_image_creation("sub-a", "westeurope", code="InjectedFailure", count=1)
+
+    def set_state(name: str, state: str) -> None:
+        arm_ctl.set_image_state("sub-a", "rg-images", name, state)
 
     own_loop = _OwnLoop()
     request.addfinalizer(own_loop.close)  # runs after the fixture's aclose
@@ -389,9 +400,10 @@ def _azure_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarnes
         poll_seconds=0.02,
         failing=("sub-f", "eastus", "target3acct"),
         creation_count=arm_ctl.image_creations,
-        checks_source_blob=False,
+        checks_source_blob=True,  # the server reads the source VHD in Azurite, as Azure does
         fail_next_creation=fail_next_creation,
         reopen=open_service,
+        set_state=set_state,
     )
 
 
@@ -439,6 +451,9 @@ def _sim_images(request: pytest.FixtureRequest, tmp_path: Path) -> ImageHarness:
         checks_source_blob=True,
         fail_next_creation=lambda: service.fail_next_creation("sub-a", "westeurope"),
         reopen=service.reopen,
+        set_state=lambda name, state: service.set_state(
+            "sub-a", "rg-images", name, ProvisioningState.parse(state)
+        ),
     )
 
 

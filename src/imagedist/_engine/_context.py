@@ -39,6 +39,9 @@ class EngineSettings:
     max_reads_per_source: int
     staging_region: str
     storage_sku: str  # of the accounts `setup` creates
+    # How long an image may stay Updating, Deleting (or in a state we cannot read) before the
+    # target fails: those are someone else's operations, which we wait for but never hurry.
+    image_settle_seconds: float = 1800.0
 
     @classmethod
     def from_config(cls, config: Config) -> EngineSettings:
@@ -75,6 +78,10 @@ class EngineContext:
     # Where a job's tier 0 comes from; None: its file on this machine, or its managed disk.
     disk_sources: DiskSources | None = None
     settings: EngineSettings = field(init=False)
+    # When this worker first saw an image in a state it waits out (subscription, resource group,
+    # image name, state, all lower-case) -> clock time: bounds that wait. In memory: a restarted
+    # worker waits the whole bound again, which only delays a failure.
+    image_waits: dict[tuple[str, str, str, str], float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.settings = EngineSettings.from_config(self.config)

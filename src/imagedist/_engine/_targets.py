@@ -187,11 +187,7 @@ class TargetDriver:
         )
         for name in (row.image_name, staging_name(row.image_name, row.target)):
             stale = await self._get(row, name)
-            if (
-                stale is not None
-                and self._is_own(row, stale)
-                and stale.provisioning_state is ProvisioningState.FAILED
-            ):
+            if stale is not None and self._is_own(row, stale) and stale.provisioning_state.unusable:
                 row = await self._delete(row, name)
         return await self.poll_image(row)
 
@@ -206,6 +202,8 @@ class TargetDriver:
         final = await self._get(row, row.image_name)
         if final is None:
             return await self._create_unless_superseded(row)
+        if final.provisioning_state.changing:
+            return await self._wait_while_changing(row, final)
         if final.tags.get(JOB_TAG) == self.job.id:
             if not self._is_own(row, final):
                 return await self._not_ours(row, final)
@@ -239,6 +237,8 @@ class TargetDriver:
         if any, goes once it has settled."""
         staging = await self._get(row, staging_name(row.image_name, row.target))
         if staging is not None and self._is_own(row, staging):
+            if staging.provisioning_state.changing:
+                return await self._wait_while_changing(row, staging)
             if staging.provisioning_state is ProvisioningState.CREATING:
                 return await self.keep(row)
             final = await self._get(row, row.image_name)
@@ -275,11 +275,44 @@ class TargetDriver:
 
     async def _get(self, row: TargetRow, name: str) -> Image | None:
         try:
-            return await self.ctx.backend.images.get_image(
+            image = await self.ctx.backend.images.get_image(
                 row.subscription, row.resource_group, name
             )
         except NotFound:
-            return None
+            image = None
+        if image is None or not image.provisioning_state.changing:
+            self._forget_waits(row, name)
+        return image
+
+    def _wait_key(self, row: TargetRow, name: str, state: str) -> tuple[str, str, str, str]:
+        return (row.subscription.lower(), row.resource_group.lower(), name.lower(), state.lower())
+
+    def _forget_waits(self, row: TargetRow, name: str) -> None:
+        waits = self.ctx.image_waits
+        for key in [k for k in waits if k[:3] == self._wait_key(row, name, "")[:3]]:
+            del waits[key]
+
+    async def _wait_while_changing(self, row: TargetRow, image: Image) -> TargetRow:
+        """An image being updated or deleted by someone else (or in a state we cannot read):
+        wait for it to settle or to go, never deleting it meanwhile; fail once it stayed so for
+        longer than ``image_settle_seconds``."""
+        state = image.provisioning_state
+        now = self.ctx.backend.clock.now()
+        since = self.ctx.image_waits.setdefault(self._wait_key(row, image.name, state), now)
+        if now - since <= self.ctx.settings.image_settle_seconds:
+            return await self.keep(row)
+        self._forget_waits(row, image.name)
+        # An unknown state: the adapter passes on the platform's own word for it.
+        unknown = state is ProvisioningState.UNKNOWN and image.error_message
+        shown = image.error_message if unknown else state.value
+        return await self.fail(
+            row,
+            FailedPhase.IMAGE,
+            f"image {image.name!r} in resource group {row.resource_group!r} stayed in state"
+            f" {shown!r} for"
+            f" {now - since:.0f} s; imagedist never touches an image another operation is"
+            " changing: once it has settled or is gone, `imagedist retry` the job",
+        )
 
     async def _create(self, row: TargetRow, name: str) -> TargetRow:
         images = self.ctx.backend.images
@@ -303,16 +336,26 @@ class TargetDriver:
     async def _follow_own(self, row: TargetRow, image: Image) -> TargetRow:
         if image.provisioning_state is ProvisioningState.CREATING:
             return await self.keep(row)
-        if image.provisioning_state is ProvisioningState.FAILED:
+        if image.provisioning_state.changing:
+            return await self._wait_while_changing(row, image)
+        if image.provisioning_state.unusable:
             row = await self._delete(row, image.name)  # a failed image of ours replaces nothing
+            outcome = (
+                "failed" if image.provisioning_state is ProvisioningState.FAILED else "canceled"
+            )
             return await self.fail(
                 row,
                 FailedPhase.IMAGE,
-                f"image creation failed: {image.error_code}: {image.error_message}",
+                f"image creation {outcome}: {image.error_code}: {image.error_message}",
             )
         staging = await self._get(row, staging_name(row.image_name, row.target))
         if staging is not None and self._is_own(row, staging):
-            row = await self._delete(row, staging.name)
+            if staging.provisioning_state.changing:
+                # Being deleted already, or changed by someone: not ours to delete now.
+                if staging.provisioning_state is not ProvisioningState.DELETING:
+                    return await self._wait_while_changing(row, staging)
+            else:
+                row = await self._delete(row, staging.name)
         await self.ctx.log(self.job.id, LogLevel.INFO, Step.IMAGE, "image succeeded", row.target)
         self.ctx.emit(self.job.id, EventKind.IMAGE_SUCCEEDED, target=row.target)
         return await self.put(dataclasses.replace(row, state=TargetState.DONE))
@@ -339,7 +382,9 @@ class TargetDriver:
             )
         if staging.provisioning_state is ProvisioningState.CREATING:
             return await self.keep(row)
-        if staging.provisioning_state is ProvisioningState.FAILED:
+        if staging.provisioning_state.changing:
+            return await self._wait_while_changing(row, staging)
+        if staging.provisioning_state.unusable:
             return await self._follow_own(row, staging)
         # Ours exists and succeeded: only now may the old image go.
         row = await self._delete(row, old.name)

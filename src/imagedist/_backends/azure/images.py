@@ -25,11 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["AzureImageService"]
 
 ARM_SCOPE = "https://management.azure.com/.default"
-STATES = {
-    "Creating": ProvisioningState.CREATING,
-    "Succeeded": ProvisioningState.SUCCEEDED,
-    "Failed": ProvisioningState.FAILED,
-}
 
 
 class AzureImageService(ImageService):
@@ -143,10 +138,15 @@ class AzureImageService(ImageService):
         self, subscription: str, resource_group: str, image: Any, key: tuple[str, str, str]
     ) -> Image:
         properties = image.properties
-        state = STATES.get(properties.provisioning_state or "", ProvisioningState.CREATING)
+        state = ProvisioningState.parse(properties.provisioning_state)
         code = message = ""
         if state is ProvisioningState.FAILED:
             code, message = await self._failure_of(key) or ("Failed", "image creation failed")
+        elif state is ProvisioningState.CANCELED:
+            code, message = await self._failure_of(key) or ("Canceled", "image creation canceled")
+        elif state is ProvisioningState.UNKNOWN:
+            # Say what Azure said: the engine's reason for giving up on it quotes this.
+            code, message = "UnknownState", str(properties.provisioning_state or "")
         os_disk = properties.storage_profile.os_disk
         return Image(
             subscription=subscription,

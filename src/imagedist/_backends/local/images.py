@@ -303,9 +303,9 @@ class LocalImageService(ImageService):
                         f"image '{spec.name}' exists with source blob '{_source(row)}', "
                         f"not '{source}'"
                     )
-                if row["state"] != ProvisioningState.FAILED.value:
+                if not ProvisioningState.parse(row["state"]).unusable:
                     return  # PUT of what exists: nothing to do
-                # A PUT onto a failed image runs the creation again, as on Azure.
+                # A PUT onto a failed or canceled image runs the creation again, as on Azure.
             now = self._clock.now()
             db.execute(
                 "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?)",
@@ -393,6 +393,19 @@ class LocalImageService(ImageService):
             ).fetchone()
         return row
 
+    def set_state(
+        self, subscription: str, resource_group: str, name: str, state: ProvisioningState
+    ) -> None:
+        """Put an existing image in ``state``, as Azure does on its own (someone updates,
+        deletes or cancels it): for tests of how callers cope with each state."""
+        with self._tx() as db:
+            changed = db.execute(
+                f"UPDATE images SET state = ? WHERE {_KEY}",
+                (state.value, subscription, resource_group, name),
+            ).rowcount
+        if not changed:
+            raise NotFound(f"image '{name}' does not exist in resource group '{resource_group}'")
+
     def _delete(self, key: tuple[str, str, str]) -> bool:
         with self._tx() as db:
             return db.execute(f"DELETE FROM images WHERE {_KEY}", key).rowcount > 0
@@ -451,7 +464,7 @@ def _image(row: sqlite3.Row) -> Image:
         region=row["region"],
         source_blob=_source(row),
         os_type=OsType(row["os_type"]),
-        provisioning_state=ProvisioningState(row["state"]),
+        provisioning_state=ProvisioningState.parse(row["state"]),
         error_code=row["error_code"],
         error_message=row["error_message"],
         tags=json.loads(row["tags"]),

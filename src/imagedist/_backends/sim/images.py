@@ -53,6 +53,17 @@ class SimImageService(ImageService):
         key = (subscription.lower(), region_name(region))
         self._fail_next[key] = self._fail_next.get(key, 0) + count
 
+    def set_state(
+        self, subscription: str, resource_group: str, name: str, state: ProvisioningState
+    ) -> None:
+        """Put an existing image in ``state``, as Azure does on its own (someone updates,
+        deletes or cancels it): for tests of how callers cope with each state."""
+        creation = self._images.get(_key(subscription, resource_group, name))
+        if creation is None:
+            raise NotFound(f"image '{name}' does not exist in resource group '{resource_group}'")
+        self._settle(creation)
+        creation.image = replace(creation.image, provisioning_state=state)
+
     def creation_count(self, subscription: str, resource_group: str, name: str) -> int:
         """How many creations were started for the image (for exactly-once checks)."""
         return self._creations.get(_key(subscription, resource_group, name), 0)
@@ -78,7 +89,7 @@ class SimImageService(ImageService):
                     f"image '{spec.name}' exists with source blob "
                     f"'{existing.image.source_blob}', not '{spec.source_blob}'"
                 )
-            if existing.image.provisioning_state is not ProvisioningState.FAILED:
+            if not existing.image.provisioning_state.unusable:
                 return  # a PUT of what exists changes nothing
         self._start(key, spec)
 
