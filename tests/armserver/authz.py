@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from imagedist._domain.regions import REGIONS
 
+from .tokens import DEFAULT_TENANT, mint_token
+
 if TYPE_CHECKING:
     from .control import Control
     from .server import Request, Response
@@ -83,14 +85,9 @@ ROLES: dict[str, tuple[str, list[str], list[str]]] = {
 ROLE_IDS = {name.lower(): role_id for role_id, (name, _, _) in ROLES.items()}
 
 
-def principal_token(object_id: str, tenant_id: str = "72f988bf-0000-0000-0000-000000000000") -> str:
-    """An unsigned JWT with the claims the server reads (``oid``, ``tid``): a test's identity."""
-
-    def part(value: Json) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    claims = {"oid": object_id, "tid": tenant_id, "aud": "https://management.azure.com"}
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sig"
+def principal_token(object_id: str, tenant_id: str = DEFAULT_TENANT) -> str:
+    """A bearer token the server accepts (audience, tenant, expiry), for a test's identity."""
+    return mint_token(oid=object_id, tenant=tenant_id)
 
 
 def token_principal(authorization: str) -> str:
