@@ -159,6 +159,9 @@ class _Answer(AsyncHttpResponse):
     def body(self) -> bytes:
         return self._body
 
+    async def load_body(self) -> None:
+        """The body is in memory already (older storage SDKs load it on their error path)."""
+
 
 def _storage_error(request: Any, status: int, reason: str, code: str, message: str) -> _Answer:
     """Azure Storage's error response: the code in ``x-ms-error-code`` and in an XML body."""
