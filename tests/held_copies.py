@@ -92,11 +92,27 @@ class CopyWorld:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.copies: dict[BlobKey, HeldCopy] = {}
+        #: Copy Blob requests the service accepted, per destination
+        self.started: dict[BlobKey, int] = {}
         self._failing_accounts: set[str] = set()
+        self._slow_accounts: dict[str, float] = {}
 
     def fail_copies_into(self, account: str) -> None:
         """Every copy into ``account`` from now on fails (after it was accepted, as on Azure)."""
         self._failing_accounts.add(account)
+
+    def hold_copies_into(self, account: str, bandwidth: float) -> None:
+        """Every copy into ``account`` from now on advances at ``bandwidth`` bytes per clock
+        second, whichever adapter starts it."""
+        self._slow_accounts[account] = bandwidth
+
+    def pending_into(self, account: str) -> int:
+        """How many copies into ``account`` are pending now."""
+        return sum(
+            1
+            for dest in self.copies
+            if dest[0] == account and (held := self.current(dest)) and held.status == "pending"
+        )
 
     def fail(self, account: str, container: str, name: str, description: str = COPY_FAILED) -> None:
         """Fail the pending copy into that blob now."""
@@ -121,8 +137,12 @@ class CopyWorld:
             if copy.source == source and copy.status == "pending":
                 copy.stop("failed", now, SOURCE_GONE)
 
+    def bandwidth_into(self, account: str, default: float | None) -> float | None:
+        """The bandwidth of a copy into ``account``; ``default``: the starting adapter's."""
+        return self._slow_accounts.get(account, default)
+
     def holds_into(self, account: str) -> bool:
-        return account in self._failing_accounts
+        return account in self._failing_accounts or account in self._slow_accounts
 
 
 def _blob_key(url: str) -> BlobKey | None:
@@ -248,12 +268,15 @@ class HeldCopiesTransport(AsyncHttpTransport[Any, Any]):
         hold = self._bandwidth is not None or self._world.holds_into(key[0])
         total = await self._occupied(request, source_url) if hold else 0
         response = await self._inner.send(request, **kwargs)
+        if response.status_code == 202:
+            self._world.started[key] = self._world.started.get(key, 0) + 1
         source = _blob_key(source_url)
         if not hold or response.status_code != 202 or source is None:
             return response
         copy_id = response.headers["x-ms-copy-id"]
         now = self._world.clock.now()
-        self._world.accepted(key, HeldCopy(copy_id, source, total, now, self._bandwidth))
+        bandwidth = self._world.bandwidth_into(key[0], self._bandwidth)
+        self._world.accepted(key, HeldCopy(copy_id, source, total, now, bandwidth))
         response.headers["x-ms-copy-status"] = "pending"
         return response
 
