@@ -37,6 +37,7 @@ from imagedist._exceptions import (
 )
 from imagedist.abc import BlobStore, CopyStatus, ImageService
 
+from held_copies import CopyWorld, HeldCopiesTransport
 from helpers import FakeClock, run
 
 MiB = 1024 * 1024
@@ -69,7 +70,8 @@ class DiskWorld:
     """One backend's image service and blob store, a registered disk, and how to look at it."""
 
     kind: str
-    #: builds (image service, blob store); called inside the test's event loop
+    #: builds (image service, blob store); called inside the test's event loop; with
+    #: ``slow=True`` the store's copies advance one byte per clock second (so one stays pending)
     open: Callable[..., tuple[ImageService, BlobStore]]
     data: bytes
     #: the staging blob the disk is copied into
@@ -91,8 +93,8 @@ def _local_world(request: pytest.FixtureRequest, tmp_path: Path) -> DiskWorld:
     data = disk_bytes()
     disk_blob = BlobRef("diskacct", "disks", "golden/os-disk")
 
-    def open_local(**_: Any) -> tuple[ImageService, BlobStore]:
-        blobs = LocalBlobStore(tmp_path / "blobs", clock)
+    def open_local(*, slow: bool = False, **_: Any) -> tuple[ImageService, BlobStore]:
+        blobs = LocalBlobStore(tmp_path / "blobs", clock, copy_bandwidth=1.0 if slow else 0.0)
         images = LocalImageService(tmp_path / "images.db", clock, blobs, account_locations={})
         blobs.set_grant_check(images.disk_grant_live)  # the wiring of _local.py
         return images, blobs
@@ -166,7 +168,13 @@ def _azure_world(request: pytest.FixtureRequest, tmp_path: Path) -> DiskWorld:
         for name in (staging, disk_account)
     }
 
-    def open_azure(*, logging_enable: bool = False) -> tuple[ImageService, BlobStore]:
+    # Azurite finishes a copy inside its request: a slow store's copies are held pending (and
+    # advance one byte per second of this clock) by the test transport in front of the SDK's.
+    copies = CopyWorld(FakeClock())
+
+    def open_azure(
+        *, logging_enable: bool = False, slow: bool = False
+    ) -> tuple[ImageService, BlobStore]:
         images = AzureImageService(
             AsyncStaticTokenCredential(),
             arm_endpoint=arm_srv.url,
@@ -183,6 +191,9 @@ def _azure_world(request: pytest.FixtureRequest, tmp_path: Path) -> DiskWorld:
             retry_total=2,
             initial_backoff=1,
             client_options={"logging_enable": logging_enable},
+            wrap_transport=(lambda inner: HeldCopiesTransport(inner, copies, 1.0))
+            if slow
+            else None,
         )
         return images, blobs
 
@@ -329,21 +340,18 @@ def test_an_expired_grant_no_longer_copies(world: DiskWorld) -> None:
 
 
 def test_a_copy_into_a_pending_destination_conflicts(world: DiskWorld) -> None:
-    if world.kind != "local":
-        pytest.skip("Azurite finishes a copy inside its request: none is ever pending")
-
     async def scenario() -> None:
-        images, blobs = world.open()
-        assert isinstance(images, LocalImageService) and isinstance(blobs, LocalBlobStore)
-        # The same storage, with copies that advance one byte per second: one stays pending.
-        slow = LocalBlobStore(blobs._root, FakeClock(), copy_bandwidth=1.0)
-        slow.set_grant_check(images.disk_grant_live)
-        await slow.ensure_container(world.dest.account, world.dest.container)
-        url = await images.grant_disk_read(DISK_ID, 3600)
-        await slow.start_copy_from_url(url, world.dest)
-        with pytest.raises(Conflict) as caught:
+        images, slow = world.open(slow=True)
+        try:
+            await slow.ensure_container(world.dest.account, world.dest.container)
+            url = await images.grant_disk_read(DISK_ID, 3600)
             await slow.start_copy_from_url(url, world.dest)
-        _assert_no_signature(str(caught.value), _signature(url))
+            with pytest.raises(Conflict) as caught:
+                await slow.start_copy_from_url(url, world.dest)
+            _assert_no_signature(str(caught.value), _signature(url))
+        finally:
+            await images.aclose()
+            await slow.aclose()
 
     run(scenario())
 

@@ -43,6 +43,7 @@ from imagedist.abc import (
     ProvisioningState,
 )
 
+from held_copies import CopyWorld, HeldCopiesTransport
 from helpers import FakeClock, run
 
 T = TypeVar("T")
@@ -162,8 +163,10 @@ def _local_blobs(tmp_path: Path) -> BlobHarness:
 def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
     """The Azure adapter against Azurite (session-wide; skips if Azurite is not installed).
 
-    Azurite finishes a copy inside the Copy Blob request, so no copy is ever seen pending: the
-    capabilities that need one (``throttled``), and fault injection (``failing_account``), are None.
+    Azurite finishes a copy inside the Copy Blob request, so every adapter's transport goes
+    through :class:`HeldCopiesTransport`: a throttled adapter's copies are held pending and
+    advance in the harness's clock time, copies into ``target3acct`` fail, and Abort Copy stops a
+    held copy, all answered as Azure answers them, through the real SDK.
     """
     from imagedist._backends.azure.blobs import AccountAccess, AzureBlobStore
 
@@ -174,16 +177,28 @@ def _azure_blobs(request: pytest.FixtureRequest) -> BlobHarness:
     }
     container = f"c{uuid.uuid4().hex[:8]}"
     request.addfinalizer(lambda: _drop_container(server, container))
+    clock, failing = FakeClock(), "target3acct"
+    world = CopyWorld(clock)
+    world.fail_copies_into(failing)
+
+    def open_store(bandwidth: float | None = None) -> BlobStore:
+        return AzureBlobStore(
+            access,
+            retry_total=2,
+            initial_backoff=1,
+            wrap_transport=lambda inner: HeldCopiesTransport(inner, world, bandwidth),
+        )
+
     return BlobHarness(
         kind="azure",
-        store=AzureBlobStore(access, retry_total=2, initial_backoff=1),
-        clock=FakeClock(),
+        store=open_store(),
+        clock=clock,
         account="stagingacct",
         container=container,
         other_account="targetacct",
-        failing_account=None,
-        reopen=lambda: AzureBlobStore(access, retry_total=2, initial_backoff=1),
-        throttled=None,
+        failing_account=failing,
+        reopen=open_store,
+        throttled=open_store,
     )
 
 

@@ -149,6 +149,9 @@ class AzureBlobStore(BlobStore):
     :param increment_base: later retries wait ``initial_backoff + increment_base ** n`` seconds.
     :param client_options: more keyword arguments for each ``BlobServiceClient`` (timeouts,
         ``logging_enable``...).
+    :param wrap_transport: given the transport each new client would use, returns the one it
+        uses instead (a test double in front of the real one); called once per client, as
+        clients belong to one event loop.
 
     Clients belong to the event loop that made them. Used from another loop (successive
     ``asyncio.run`` calls, say), the adapter opens new ones there, and closes each loop's clients
@@ -164,8 +167,10 @@ class AzureBlobStore(BlobStore):
         initial_backoff: int = 2,
         increment_base: int = 4,
         client_options: Mapping[str, Any] | None = None,
+        wrap_transport: Callable[[Any], Any] | None = None,
     ) -> None:
         self._accounts = accounts
+        self._wrap_transport = wrap_transport
         self._options: dict[str, Any] = {
             "retry_total": retry_total,
             "initial_backoff": initial_backoff,
@@ -279,15 +284,16 @@ class AzureBlobStore(BlobStore):
                 content_md5=_md5_of(props),
             )
         progress, total = _parse_progress(copy.progress)
+        source = parse_copy_source(copy.source or "")
         return BlobProperties(
             ref=ref,
             size=props.size,
             copy_status=status,
             copy_id=copy.id or "",
-            copy_source=parse_copy_source(copy.source or ""),
+            copy_source=source,
             copy_progress=progress,
             copy_total=total,
-            copy_error=redact(copy.status_description or ""),
+            copy_error=_copy_error(status, source, ref, copy.status_description or ""),
             metadata=dict(props.metadata or {}),
             content_md5=_md5_of(props),
         )
@@ -408,6 +414,8 @@ class AzureBlobStore(BlobStore):
             for name in config:
                 config[name] = options.pop(name, config[name])
             options["transport"] = _StreamingAioHttpTransport(**config)
+        if self._wrap_transport is not None:
+            options["transport"] = self._wrap_transport(options["transport"])
         if access.connection_string is not None:
             return BlobServiceClient.from_connection_string(access.connection_string, **options)
         return BlobServiceClient(access.blob_endpoint, credential=access.credential, **options)
@@ -499,6 +507,18 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((start, end))
     return merged
+
+
+def _copy_error(status: CopyStatus, source: str, dest: BlobRef, description: str) -> str:
+    """What went wrong with a copy, naming both blobs.
+
+    Azure's ``x-ms-copy-status-description`` (``500 InternalServerError "Copy failed."``) says
+    neither which source nor which destination, and a log line needs both.
+    """
+    if status not in (CopyStatus.FAILED, CopyStatus.ABORTED):
+        return redact(description)  # a pending copy's description is a non-fatal retry
+    ended = f"the copy of '{source or 'an unknown source'}' into '{dest}' {status.value}"
+    return f"{ended}: {redact(description)}" if description else ended
 
 
 def _parse_progress(progress: str | None) -> tuple[int, int]:
