@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from ._domain import BlobRef, Job, LogFilter, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
-from ._domain.changes import DataRole
+from ._domain.changes import DataRole, Role
 from ._domain.gallery import (
     DefinitionSpec,
     GalleryRef,
@@ -497,6 +497,16 @@ class Provisioner(ABC):
     @abstractmethod
     async def grant_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> None:
         """Assign the role on the account to the principal; an assignment that exists is fine."""
+
+    @abstractmethod
+    async def has_role_at(self, scope: str, principal_id: str, role: Role) -> bool:
+        """Whether the principal holds the role at the scope (a resource's ARM id, such as a
+        gallery's), assigned there or above it."""
+
+    @abstractmethod
+    async def grant_role_at(self, scope: str, principal_id: str, role: Role) -> None:
+        """Assign the role at the scope (a resource's ARM id) to the principal; an assignment
+        that exists is fine."""
 
     @abstractmethod
     async def provider_registered(self, subscription: str, namespace: str) -> bool:

@@ -62,7 +62,7 @@ ROLES: dict[str, tuple[str, list[str], list[str]]] = {
             "Microsoft.Authorization/elevateAccess/Action",
         ],
     ),
-    "acdd72a7-3b0f-4b1b-81d3-e83f7e3aaa21": ("Reader", ["*/read"], []),
+    "acdd72a7-3385-48ef-bd42-f606fba81ae7": ("Reader", ["*/read"], []),
     "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": (
         "User Access Administrator",
         ["*/read", "Microsoft.Authorization/*"],

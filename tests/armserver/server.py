@@ -52,7 +52,9 @@ and need no token:
   "message"?, "count"?, "status"?}``
 * ``DELETE /_test/faults``  clear all faults
 
-Role assignments, role enforcement and resource provider registration: :mod:`armserver.authz`
+Galleries, image definitions and versions: :mod:`armserver.gallery` (its test endpoints under
+``/_test/gallery``). Role assignments, role enforcement and resource provider registration:
+:mod:`armserver.authz`
 (its test endpoints under ``/_test/authz``).
 
 ``GET /_test/counters`` also lists every disk with its ``grants``, ``revokes`` and whether access is
@@ -86,6 +88,7 @@ from .apiversions import ApiVersions, installed_api_versions
 from .authz import Authz
 from .certs import CertPaths, ensure_certs
 from .control import Control
+from .gallery import GalleryModel
 from .tokens import DEFAULT_TENANT, PUBLIC_ARM_AUDIENCES, Principal, TokenRefused, principal_of
 
 DEFAULT_IMAGE_DELAY = 0.5
@@ -230,6 +233,7 @@ class ArmState:
         self.disks: dict[tuple[str, str, str], Json] = {}
         self.disk_faults: list[Json] = []
         self.authz = Authz(Response, ArmError)
+        self.gallery = GalleryModel(self, Response, ArmError)
 
     def _snapshot(self) -> Json:
         return {
@@ -353,6 +357,8 @@ class ArmState:
         m = req.method
         if rest[:1] == ["authz"]:
             return self.authz.control(m, rest[1:], req.json())
+        if rest[:1] == ["gallery"]:
+            return self.gallery.control(m, rest[1:], req.json())
         if (m, what) == ("GET", "counters"):
             return Response(200, self._counters())
         if (m, what) == ("GET", "state"):
@@ -551,9 +557,14 @@ class ArmState:
         rest, rest_orig = low[2:], segs[2:]
         n = len(rest)
         disks = ["providers", "microsoft.compute", "disks"]
+        gallery = ["microsoft.compute", "galleries"]
 
         if n >= 2 and rest[-2] in OPERATION_SEGMENTS and m == "GET":
             return self._get_operation(req, rest_orig[-1])
+        if n >= 2 and rest[-2] == "capsoperations" and m == "GET":
+            return self.gallery.operation(rest_orig[-1])
+        if n >= 6 and rest[0] == "resourcegroups" and rest[2:5] == ["providers", *gallery]:
+            return self.gallery.route(req, sub, rest_orig[1], rest_orig[5:])
         if rest == ["providers", "microsoft.compute"] and m == "GET":
             self.requests["provider_get"] += 1
             # ARM lists display names ("West Europe"); a capitalised name stands in for one.

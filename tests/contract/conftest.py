@@ -762,18 +762,124 @@ def _sim_gallery(request: pytest.FixtureRequest, tmp_path: Path) -> GalleryHarne
     )
 
 
+class _ArmGalleryClock(FakeClock):
+    """Virtual time shared with the ARM test server's gallery model: ``sleep`` moves both on."""
+
+    def __init__(self, server: ArmServerProcess) -> None:
+        super().__init__(time.time())
+        self._server = server
+
+    async def sleep(self, seconds: float) -> None:
+        from armserver.gallery import advance
+
+        await asyncio.to_thread(advance, self._server, seconds)
+        await super().sleep(seconds)
+
+
+_AZURE_GALLERY_LOCATIONS = {
+    "stagingacct": ("sub-a", "westeurope"),
+    "targetacct": ("sub-a", "northeurope"),
+    "target2acct": ("sub-b", "westeurope"),
+}
+
+
 def _azure_gallery(request: pytest.FixtureRequest, tmp_path: Path) -> GalleryHarness:
-    raise NotImplementedError  # skipped: see the param's mark
+    """AzureGalleryService on the ARM test server, its VHD sources in Azurite.
+
+    The server's gallery model reads the source blobs from Azurite (it is given the accounts'
+    connection strings) and replicates in its own clock, which the harness's clock moves on:
+    a region replicates in ``GALLERY_SECONDS`` of it, and ``eastus`` fails until healed.
+    """
+    from armserver.gallery import configure, creations, pend_copy, read_blobs_with
+    from imagedist._backends.azure.blobs import AccountAccess, AzureBlobStore
+    from imagedist._backends.azure.gallery import AzureGalleryService
+    from imagedist._backends.gallery_rules import version_id
+
+    server: AzuriteServer = request.getfixturevalue("azurite_server")
+    arm_ctl: ArmServerProcess = request.getfixturevalue("arm")  # reset for this test
+    storage_group = "rg-storage"
+    for name, (subscription, region) in _AZURE_GALLERY_LOCATIONS.items():
+        endpoint = server.blob_endpoint(name) + "/"
+        arm_ctl.register_account(name, subscription, region, endpoint, resource_group=storage_group)
+        read_blobs_with(arm_ctl, name, server.connection_string(name))
+    configure(arm_ctl, replication_seconds=GALLERY_SECONDS, fail_regions=["eastus"])
+
+    def blob_url(ref: BlobRef) -> str:
+        return f"{server.blob_endpoint(ref.account)}/{ref.container}/{quote(ref.name)}"
+
+    def account_id(account: str) -> str:
+        subscription = _AZURE_GALLERY_LOCATIONS[account][0]
+        return (
+            f"/subscriptions/{subscription}/resourceGroups/{storage_group}"
+            f"/providers/Microsoft.Storage/storageAccounts/{account}"
+        )
+
+    access = {
+        name: AccountAccess.from_connection_string(server.connection_string(name))
+        for name in _AZURE_GALLERY_LOCATIONS
+    }
+    blob_store = AzureBlobStore(access, retry_total=2, initial_backoff=1)
+    container = f"c{uuid.uuid4().hex[:8]}"
+    request.addfinalizer(lambda: _drop_container(server, container))
+    own_loop = _OwnLoop()
+    request.addfinalizer(own_loop.close)  # runs after the fixture's aclose
+    reopened: list[GalleryService] = []
+
+    def open_service() -> GalleryService:
+        service = AzureGalleryService(
+            _arm_credential(),
+            arm_endpoint=arm_ctl.url,
+            blob_url=blob_url,
+            account_id=account_id,
+            client_kwargs=_arm_client_kwargs(arm_ctl),
+        )
+        return own_loop.pin(service)
+
+    def reopen() -> GalleryService:
+        service = open_service()
+        reopened.append(service)
+        return service
+
+    def close_reopened() -> None:  # the suite leaves them open: their sessions close here
+        for service in reopened:
+            run(service.aclose())
+
+    request.addfinalizer(close_reopened)  # before the loop closes
+    service = open_service()
+
+    def heal() -> GalleryService:
+        configure(arm_ctl, fail_regions=[])
+        return service
+
+    def start_pending_copy(source: BlobRef, dest: BlobRef) -> None:
+        run(blob_store.start_copy(source, dest))  # Azurite ends it at once: the server pends it
+        pend_copy(arm_ctl, dest.account, dest.container, dest.name)
+
+    return GalleryHarness(
+        kind="azure",
+        service=service,
+        blobs=blob_store,
+        clock=_ArmGalleryClock(arm_ctl),
+        gallery=GalleryRef("sub-a", "rg-gallery", "galmain"),
+        region="westeurope",
+        other_gallery=GalleryRef("sub-b", "rg-gallery", "galcopy"),
+        account="stagingacct",
+        foreign_subscription_account="target2acct",
+        foreign_region_account="targetacct",
+        container=container,
+        replication_seconds=GALLERY_SECONDS,
+        failing_region="eastus",
+        heal=heal,
+        creation_count=lambda g, d, n: creations(arm_ctl, version_id(g, d, n)),
+        start_pending_copy=start_pending_copy,
+        reopen=reopen,
+    )
 
 
 @pytest.fixture(
     params=[
         pytest.param(_local_gallery, id="local"),
-        pytest.param(
-            _azure_gallery,
-            id="azure",
-            marks=pytest.mark.skip(reason="the ARM test server models galleries in a later change"),
-        ),
+        pytest.param(_azure_gallery, id="azure"),
         pytest.param(_sim_gallery, id="sim"),
     ]
 )

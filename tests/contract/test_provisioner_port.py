@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 
 from imagedist._config import Config, load_config
-from imagedist._domain.changes import ChangeAction, ChangeKind, DataRole
+from imagedist._domain.changes import ChangeAction, ChangeKind, DataRole, ResourceRole
 from imagedist._engine._context import EngineContext
 from imagedist._engine._setup import apply_changes, plan_teardown
 from imagedist.abc import (
@@ -88,6 +88,33 @@ def test_a_role_on_one_account_is_not_on_another(provisioner: ProvisionerHarness
     run(h.prov.grant_role(first, who, DataRole.BLOB_DATA_CONTRIBUTOR))
 
     assert run(h.prov.has_role(second, who, DataRole.BLOB_DATA_CONTRIBUTOR)) is False
+
+
+def _gallery_scope(h: ProvisionerHarness, name: str) -> str:
+    return (
+        f"/subscriptions/{h.subscription}/resourceGroups/rg-gallery"
+        f"/providers/Microsoft.Compute/galleries/{name}"
+    )
+
+
+def test_a_role_at_a_scope_is_granted_once_and_holds_there_and_below(
+    provisioner: ProvisionerHarness,
+) -> None:
+    h = provisioner
+    gallery, other_gallery = _gallery_scope(h, "galmain"), _gallery_scope(h, "galother")
+    who = "0b2c3d4e-5f60-4718-9a0b-1c2d3e4f5a6b"
+    reader = ResourceRole.READER
+    assert run(h.prov.has_role_at(gallery, who, reader)) is False
+
+    run(h.prov.grant_role_at(gallery, who, reader))
+    run(h.prov.grant_role_at(gallery, who, reader))  # an assignment that exists is fine
+
+    assert run(h.prov.has_role_at(gallery, who, reader)) is True
+    assert run(h.prov.has_role_at(gallery + "/images/golden", who, reader)) is True
+    assert run(h.prov.has_role_at(other_gallery, who, reader)) is False
+    other = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+    assert run(h.prov.has_role_at(gallery, other, reader)) is False
+    assert run(h.prov.has_role_at(gallery, who, DataRole.BLOB_DATA_CONTRIBUTOR)) is False
 
 
 # resource providers

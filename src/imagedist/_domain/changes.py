@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ChangeAction", "ChangeKind", "DataRole", "ResourceProvider"]
+__all__ = ["ChangeAction", "ChangeKind", "DataRole", "ResourceProvider", "ResourceRole", "Role"]
 
 
 class ChangeAction(enum.StrEnum):
@@ -48,6 +48,22 @@ _DEFINITION_IDS = {
     DataRole.BLOB_DATA_CONTRIBUTOR: "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     DataRole.TABLE_DATA_CONTRIBUTOR: "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
 }
+
+
+class ResourceRole(enum.StrEnum):
+    """The built-in Azure roles imagedist grants others on a resource it made (a gallery)."""
+
+    READER = "Reader"  # reads the gallery's versions: enough to make VMs from them
+
+    @property
+    def definition_id(self) -> str:
+        """The role definition's id, the same in every tenant."""
+        return _RESOURCE_ROLE_IDS[self]
+
+
+_RESOURCE_ROLE_IDS = {ResourceRole.READER: "acdd72a7-3385-48ef-bd42-f606fba81ae7"}
+
+Role = DataRole | ResourceRole  # any role a provisioner grants
 
 
 class ResourceProvider(enum.StrEnum):

@@ -29,6 +29,11 @@ class Change:
                 f"{self.action} role {self.name} on storage account {self.account} in"
                 f" {self.subscription}/{self.resource_group} to principal {self.principal}"
             )
+        if self.kind is ChangeKind.GALLERY and self.principal:
+            return (
+                f"{self.action} role Reader on gallery {self.name} in"
+                f" {self.subscription}/{self.resource_group} to principal {self.principal}"
+            )
         where = f" in {self.subscription}/{self.resource_group}" if self.resource_group else ""
         where = where or (f" in {self.subscription}" if self.subscription else "")
         region = f" ({self.region})" if self.region else ""

@@ -1,6 +1,7 @@
 """`setup` and `check` for the Compute Gallery (issue 11): the galleries, the image definitions the
-config states in full, and the gallery's sharing in ``direct`` mode. Teardown leaves galleries:
-they hold the versions VMs are made from."""
+config states in full, and the central gallery's sharing: in ``rbac`` mode the Reader role on it for
+each principal of ``[gallery] readers``, in ``direct`` mode its sharing profile. Teardown leaves
+galleries: they hold the versions VMs are made from."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import dataclasses
 
 from .._config import Config
 from .._domain import OsType
-from .._domain.changes import ChangeAction, ChangeKind
+from .._domain.changes import ChangeAction, ChangeKind, ResourceRole
 from .._domain.gallery import DefinitionSpec, GalleryRef
 from .._exceptions import NotFound
-from ..abc import GalleryService
+from ..abc import GalleryService, Provisioner
 from ._changes import Change
 from ._context import EngineContext
 from ._publish import central_gallery, definition_spec
@@ -47,6 +48,30 @@ def _definitions(config: Config, gallery: GalleryRef) -> list[DefinitionSpec]:
 
 def _in(spec: DefinitionSpec, gallery: GalleryRef) -> DefinitionSpec:
     return dataclasses.replace(spec, gallery=gallery)
+
+
+def gallery_scope(gallery: GalleryRef) -> str:
+    """The gallery's ARM id: the scope its readers' role assignments are made at."""
+    return (
+        f"/subscriptions/{gallery.subscription}/resourceGroups/{gallery.resource_group}"
+        f"/providers/Microsoft.Compute/galleries/{gallery.name}"
+    )
+
+
+async def _readers_missing(
+    config: Config, prov: Provisioner, gallery: GalleryRef
+) -> list[tuple[str, str]]:
+    """(subscription, principal) of each of ``[gallery] readers`` not yet Reader on the gallery
+    (``rbac`` mode; every one of them when the gallery is to be made)."""
+    assert config.gallery is not None
+    if config.gallery.share != "rbac":
+        return []
+    scope = gallery_scope(gallery)
+    return [
+        (subscription, principal)
+        for subscription, principal in config.gallery.readers.items()
+        if not await prov.has_role_at(scope, principal, ResourceRole.READER)
+    ]
 
 
 def _sharing_wanted(config: Config) -> tuple[list[str], list[str]]:
@@ -88,8 +113,28 @@ async def plan_galleries(ctx: EngineContext) -> list[Change]:
                         account=gallery.name,
                     )
                 )
+    central = central_gallery(config)
+    exists = await _exists(service, central)
+    readers: list[tuple[str, str]] = []
+    if config.gallery.share == "rbac":  # a gallery still to make has no role assignments yet
+        readers = (
+            await _readers_missing(config, ctx.backend.provisioner, central)
+            if exists
+            else list(config.gallery.readers.items())
+        )
+    for _subscription, principal in readers:
+        changes.append(
+            Change(
+                ChangeAction.GRANT,
+                ChangeKind.GALLERY,
+                central.subscription,
+                central.name,
+                central.resource_group,
+                region,
+                principal=principal,
+            )
+        )
     if config.gallery.share == "direct":
-        central = central_gallery(config)
         subscriptions, tenants = _sharing_wanted(config)
         shared = await _shared_with(service, central)
         if not {name.lower() for name in subscriptions + tenants} <= shared:
@@ -107,7 +152,13 @@ async def plan_galleries(ctx: EngineContext) -> list[Change]:
 
 
 async def apply_gallery_change(
-    ctx: EngineContext, action: ChangeAction, kind: ChangeKind, subscription: str, name: str
+    ctx: EngineContext,
+    action: ChangeAction,
+    kind: ChangeKind,
+    subscription: str,
+    name: str,
+    *,
+    principal: str = "",
 ) -> bool:
     """Carry out one gallery change; False if it is not a gallery change."""
     config, service = ctx.config, ctx.backend.gallery
@@ -122,6 +173,10 @@ async def apply_gallery_change(
         await service.ensure_definition(spec)
     elif (action, kind) == (ChangeAction.SHARE, ChangeKind.GALLERY):
         await service.share(gallery, *_sharing_wanted(config))
+    elif (action, kind) == (ChangeAction.GRANT, ChangeKind.GALLERY):
+        await ctx.backend.provisioner.grant_role_at(
+            gallery_scope(gallery), principal, ResourceRole.READER
+        )
     else:
         return False
     return True
@@ -157,8 +212,20 @@ async def check_galleries(ctx: EngineContext) -> list[tuple[str, str]]:
                         f"{name}] match, or publish under another image name",
                     )
                 )
+    central = central_gallery(config)
+    if await _exists(service, central):
+        for subscription, principal in await _readers_missing(
+            config, ctx.backend.provisioner, central
+        ):
+            problems.append(
+                (
+                    f"gallery {central}",
+                    f"does not grant Reader to principal {principal} ([gallery] readers of"
+                    f" subscription {subscription}), so that subscription cannot use its images;"
+                    " run `imagedist setup`",
+                )
+            )
     if config.gallery.share == "direct":
-        central = central_gallery(config)
         subscriptions, tenants = _sharing_wanted(config)
         if await _exists(service, central):
             to_share = {name.lower() for name in subscriptions + tenants}

@@ -306,6 +306,7 @@ _WAVES: list[set[tuple[ChangeAction, ChangeKind]]] = [
         (ChangeAction.DELETE, ChangeKind.RESOURCE_GROUP),
         (ChangeAction.CREATE, ChangeKind.IMAGE_DEFINITION),
         (ChangeAction.SHARE, ChangeKind.GALLERY),
+        (ChangeAction.GRANT, ChangeKind.GALLERY),  # Reader for [gallery] readers
     },
 ]
 
@@ -377,7 +378,9 @@ async def _apply(ctx: EngineContext, change: Change) -> None:
     elif (action, kind) == (ChangeAction.DELETE, ChangeKind.RESOURCE_GROUP):
         await prov.delete_resource_group(change.subscription, change.name)
     else:
-        await apply_gallery_change(ctx, action, kind, change.subscription, change.name)
+        await apply_gallery_change(
+            ctx, action, kind, change.subscription, change.name, principal=change.principal
+        )
 
 
 # teardown

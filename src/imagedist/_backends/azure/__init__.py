@@ -24,6 +24,7 @@ from ..._domain import BlobRef
 from ..._exceptions import InvalidInput
 from ...abc import Backend, SystemClock
 from .blobs import AccountAccess, AzureBlobStore
+from .gallery import AzureGalleryService
 from .images import AzureImageService
 from .provisioner import AzureProvisioner
 from .state import AzureTableStateStore
@@ -121,6 +122,20 @@ def _accounts(config: Config) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _account_ids(config: Config) -> dict[str, str]:
+    """Every account of the config -> its ARM id (a gallery version's VHD source names it)."""
+    places = {t.account: (t.subscription, t.storage_resource_group) for t in config.fleet_targets()}
+    staging = config.staging
+    places[staging.account] = (staging.subscription, staging.resource_group)
+    return {
+        account: (
+            f"/subscriptions/{subscription}/resourceGroups/{group}"
+            f"/providers/Microsoft.Storage/storageAccounts/{account}"
+        )
+        for account, (subscription, group) in places.items()
+    }
+
+
 def _state_store(
     config: Config, endpoints: AzureEndpoints, credential: Any, tls: dict[str, Any]
 ) -> AzureTableStateStore:
@@ -171,6 +186,7 @@ def open_backend(config: Config) -> Backend:
         return f"{endpoints.blob.format(account=ref.account)}/{ref.container}/{quote(ref.name)}"
 
     arm = {"polling_interval": config.concurrency.poll_interval_seconds, **tls}
+    account_ids = _account_ids(config)
     return Backend(
         blobs=AzureBlobStore(accounts, client_options=tls),
         images=AzureImageService(
@@ -191,4 +207,12 @@ def open_backend(config: Config) -> Backend:
             data_roles=credentials.storage is not None,  # account keys bypass Entra ID roles
         ),
         closers=credentials.closers,
+        gallery=AzureGalleryService(
+            credentials.arm,
+            arm_endpoint=endpoints.arm,
+            arm_scope=endpoints.arm_scope,
+            blob_url=blob_url,
+            account_id=account_ids.__getitem__,
+            client_kwargs=arm,
+        ),
     )

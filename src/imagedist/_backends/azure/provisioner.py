@@ -18,7 +18,7 @@ from azure.mgmt.resource.resources.aio import ResourceManagementClient
 from azure.mgmt.storage import models
 from azure.mgmt.storage.aio import StorageManagementClient
 
-from ..._domain.changes import DataRole
+from ..._domain.changes import DataRole, Role
 from ..._domain.regions import region_name
 from ..._exceptions import Conflict, InvalidInput, NotFound, OperationFailed
 from ...abc import AccountInfo, GroupInfo, Provisioner
@@ -45,10 +45,18 @@ def account_scope(account: AccountInfo) -> str:
     )
 
 
-def assignment_name(scope: str, principal_id: str, role: DataRole) -> str:
+def assignment_name(scope: str, principal_id: str, role: Role) -> str:
     """A role assignment's name (a GUID) that is the same on every run: setup is idempotent."""
     key = f"{scope.lower()}|{principal_id.lower()}|{role.definition_id}"
     return str(uuid.uuid5(_ASSIGNMENT_NAMESPACE, key))
+
+
+def _scope_subscription(scope: str) -> str:
+    """The subscription of a scope below one (``/subscriptions/{id}/...``)."""
+    parts = [p for p in scope.split("/") if p]
+    if len(parts) < 2 or parts[0].lower() != "subscriptions":
+        raise ValueError(f"{scope!r} is not a scope in a subscription")
+    return parts[1]
 
 
 def token_object_id(token: str) -> str | None:
@@ -223,10 +231,15 @@ class AzureProvisioner(Provisioner):
         return self._principal
 
     async def has_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> bool:
-        client = self._client("authorization", account.subscription)
-        scope = account_scope(account)
+        return await self.has_role_at(account_scope(account), principal_id, role)
+
+    async def grant_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> None:
+        await self.grant_role_at(account_scope(account), principal_id, role)
+
+    async def has_role_at(self, scope: str, principal_id: str, role: Role) -> bool:
+        client = self._client("authorization", _scope_subscription(scope))
         wanted = f"/roledefinitions/{role.definition_id}"
-        with translate_errors(f"list the role assignments of account {account.name!r}"):
+        with translate_errors(f"list the role assignments at {scope!r}"):
             async for assignment in client.role_assignments.list_for_scope(
                 scope, filter=f"principalId eq '{principal_id}'"
             ):
@@ -234,18 +247,18 @@ class AzureProvisioner(Provisioner):
                     return True
         return False
 
-    async def grant_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> None:
-        client = self._client("authorization", account.subscription)
-        scope = account_scope(account)
+    async def grant_role_at(self, scope: str, principal_id: str, role: Role) -> None:
+        subscription = _scope_subscription(scope)
+        client = self._client("authorization", subscription)
         body = RoleAssignmentCreateParameters(
             role_definition_id=(
-                f"/subscriptions/{account.subscription}/providers/Microsoft.Authorization"
+                f"/subscriptions/{subscription}/providers/Microsoft.Authorization"
                 f"/roleDefinitions/{role.definition_id}"
             ),
             principal_id=principal_id,
         )
         try:
-            with translate_errors(f"grant {role} on account {account.name!r}"):
+            with translate_errors(f"grant {role} at {scope!r}"):
                 await client.role_assignments.create(
                     scope, assignment_name(scope, principal_id, role), body
                 )

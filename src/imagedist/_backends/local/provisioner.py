@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..._domain.changes import DataRole
+from ..._domain.changes import DataRole, Role
 from ..._domain.regions import REGIONS, RESTRICTED_REGIONS
 from ...abc import AccountInfo, GroupInfo, Provisioner
 
@@ -141,11 +141,30 @@ class LocalProvisioner(Provisioner):
 
         await self._edit(grant)
 
+    async def has_role_at(self, scope: str, principal_id: str, role: Role) -> bool:
+        roles = (await self._read()).get("roles", {})
+        return any(key in roles for key in _scope_keys(scope, principal_id, role))
+
+    async def grant_role_at(self, scope: str, principal_id: str, role: Role) -> None:
+        def grant(data: dict[str, dict[str, Any]]) -> None:
+            data.setdefault("roles", {})[_scope_keys(scope, principal_id, role)[-1]] = True
+
+        await self._edit(grant)
+
     async def provider_registered(self, subscription: str, namespace: str) -> bool:
         return True
 
     async def register_provider(self, subscription: str, namespace: str) -> None:
         return None
+
+
+def _scope_keys(scope: str, principal_id: str, role: Role) -> list[str]:
+    """The keys of the role at the scope and at every scope above it (ARM ids nest by path)."""
+    parts = [p for p in scope.lower().split("/") if p]
+    return [
+        f"scope:/{'/'.join(parts[:n])}|{principal_id.lower()}|{role}"
+        for n in range(2, len(parts) + 1, 2)
+    ]
 
 
 def _role_key(account: AccountInfo, principal_id: str, role: DataRole) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..._domain.changes import DataRole
+from ..._domain.changes import DataRole, Role
 from ..._domain.regions import REGIONS
 from ...abc import AccountInfo, GroupInfo, Provisioner
 
@@ -28,6 +28,7 @@ class SimProvisioner(Provisioner):
         }
         self._principal = principal
         self.roles: set[tuple[str, str, str, DataRole]] = set()  # (sub, account, principal, role)
+        self.scoped_roles: set[tuple[str, str, Role]] = set()  # (scope, principal, role), lower
         #: (subscription, namespace) pairs not registered; a test adds to it
         self.unregistered: set[tuple[str, str]] = set()
 
@@ -84,6 +85,14 @@ class SimProvisioner(Provisioner):
 
     async def grant_role(self, account: AccountInfo, principal_id: str, role: DataRole) -> None:
         self.roles.add((account.subscription, account.name, principal_id, role))
+
+    async def has_role_at(self, scope: str, principal_id: str, role: Role) -> bool:
+        parts = [p for p in scope.lower().split("/") if p]
+        above = {"/" + "/".join(parts[:n]) for n in range(2, len(parts) + 1, 2)}
+        return any((s, principal_id.lower(), role) in self.scoped_roles for s in above)
+
+    async def grant_role_at(self, scope: str, principal_id: str, role: Role) -> None:
+        self.scoped_roles.add(("/" + scope.lower().strip("/"), principal_id.lower(), role))
 
     async def provider_registered(self, subscription: str, namespace: str) -> bool:
         return (subscription, namespace.lower()) not in self.unregistered
