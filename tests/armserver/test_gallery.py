@@ -10,19 +10,28 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from armserver.apiversions import installed_api_versions
 from armserver.server import ArmState, Request, Response
+from armserver.tokens import mint_token
 
 SUB = "sub-a"
 RG = "rg-gallery"
 BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/galleries"
 GALLERY = f"{BASE}/galmain"
 IMAGE = f"{GALLERY}/images/golden"
-API = "api-version=2024-03-03"
+API = ""  # the version the installed SDK sends for the path (the server accepts only those)
+TOKEN = mint_token(lifetime_seconds=6 * 3600)  # one the server accepts: audience, tenant, expiry
+
+
+def api_query(path: str) -> str:
+    versions = installed_api_versions().allowed(urlsplit(path).path) or {"2024-03-03"}
+    return f"api-version={max(versions)}"
 
 
 def call(state: ArmState, method: str, path: str, body: Any = None, query: str = API) -> Response:
+    query = query or api_query(path)
     raw = json.dumps(body).encode() if body is not None else b""
-    headers = {"authorization": "Bearer token"}
+    headers = {"authorization": f"Bearer {TOKEN}"}
     return state.handle(Request(method, path, query, headers, raw, "https://arm.test"))
 
 
@@ -143,7 +152,8 @@ def test_replication_progresses_in_the_model_s_clock_and_a_region_can_fail(
     for region in ("westeurope", "eastus"):
         state.gallery._start_region(origin, region)
     state.gallery.versions[(SUB, RG, "galmain", "golden", "1.0.0")] = origin
-    path, expand = f"{IMAGE}/versions/1.0.0", f"{API}&$expand=ReplicationStatus"
+    path = f"{IMAGE}/versions/1.0.0"
+    expand = f"{api_query(path)}&$expand=ReplicationStatus"
 
     state.control("POST", "gallery/advance", {"seconds": 50})
     halfway = call(state, "GET", path, query=expand).body["properties"]
