@@ -408,6 +408,14 @@ class StateStore(ABC):
         """Whether the store's tables exist (stores that create themselves always say yes)."""
         return True
 
+    async def probe_write(self) -> None:  # noqa: B027 - most stores are local files
+        """Write one probe record and delete it again (``imagedist check``): proves this
+        identity may write, where a remote store checks roles. A store whose tables do not
+        exist yet writes nothing (they are ``setup``'s to make).
+
+        :raises AuthFailed: if the write is refused.
+        """
+
     async def ensure_ready(self) -> None:  # noqa: B027 - most stores create themselves
         """Create the store's tables (``imagedist setup`` calls this); idempotent."""
 

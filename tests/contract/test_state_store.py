@@ -610,3 +610,11 @@ def test_a_gallery_versions_errors_are_stored_redacted(state: StateHarness) -> N
     texts = [stored.error, stored.regions["eastus"].error]
     assert all("replication from https" in t for t in texts), texts
     assert not any("SecretSigMarker" in t for t in texts), texts
+
+
+def test_a_write_probe_leaves_nothing_behind(state: StateHarness) -> None:
+    """`check` proves it may write to the state store; the probe goes again at once."""
+    before = (run(state.store.list_jobs()), run(state.store.target_switches()))
+    run(state.store.probe_write())
+    run(state.store.probe_write())  # and again: nothing accumulates
+    assert (run(state.store.list_jobs()), run(state.store.target_switches())) == before

@@ -609,6 +609,7 @@ def _denied(
 async def _check_state(ctx: EngineContext, principal: str | None) -> list[Problem]:
     try:
         await ctx.backend.state.list_jobs()
+        await ctx.backend.state.probe_write()  # reading is not writing: the role says both
     except AuthFailed as exc:
         state = _state_account(ctx.config)
         account = next((a for a in _accounts(ctx.config) if a.name == state), None)

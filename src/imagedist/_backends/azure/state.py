@@ -281,6 +281,14 @@ class AzureTableStateStore(StateStore):
     async def ensure_ready(self) -> None:
         await self.ensure_tables()
 
+    async def probe_write(self) -> None:
+        # The switches table: small, and a probe's partition is no switch name's.
+        switches = await self._read_table("switches")
+        key = {"PartitionKey": "imagedist-check", "RowKey": uuid.uuid4().hex}
+        with _empty_if_missing(), translate_errors("write a probe entity to the state tables"):
+            await switches.upsert_entity(key)
+            await switches.delete_entity(key["PartitionKey"], key["RowKey"])
+
     async def aclose(self) -> None:
         try:
             loop = asyncio.get_running_loop()
