@@ -108,3 +108,56 @@ def test_a_job_publishes_a_version_and_a_failed_region_is_retried_alone(
     logs = setup.imagedist("logs", run["job"], "--json").stdout
     for secret in setup.secrets:  # no account key or token in what the job shows
         assert secret not in logs + json.dumps(run) + json.dumps(retried)
+
+
+def _gallery_of(arm: ArmServerProcess, subscription: str) -> list[dict[str, Any]]:
+    """The versions the ARM test server holds in a subscription's gallery."""
+    return [
+        v
+        for v in arm._control("GET", "gallery")["versions"]
+        if f"/subscriptions/{subscription}/".lower() in v["id"].lower()
+    ]
+
+
+def test_direct_and_per_subscription_sharing_reach_every_subscription(
+    tmp_path: Path,
+    azure_world: AzuriteServer,  # noqa: F811 (a fixture)
+    arm: ArmServerProcess,
+) -> None:
+    """Two subscriptions, two regions each: in ``direct`` mode setup shares the central gallery
+    with both; in ``per-subscription`` mode each gets a gallery of its own whose version is a
+    copy of the central one, replicated to its regions."""
+    configure(arm, replication_seconds=0.2, fail_regions=[])
+    for share in ("direct", "per-subscription"):
+        folder = tmp_path / share
+        folder.mkdir()
+        setup = make_setup(folder, azure_world, arm, 4, subscriptions=2)
+        with setup.config.open("a", encoding="utf-8") as config:
+            config.write(
+                f'\n[gallery]\nname = "{GALLERY}"\nshare = "{share}"\n'
+                "[gallery.definitions.gold]\n"
+                'publisher = "contoso"\noffer = "golden"\nsku = "linux-22"\n'
+            )
+        read_blobs_with(arm, STAGING, azure_world.connection_string(STAGING))
+        assert setup.imagedist("setup").returncode == 0
+        assert setup.imagedist("check").returncode == 0
+        disk = make_disk(folder / "golden.vhd")
+        args = ("--image-name", "gold", "--os-type", "linux", "--target", "gallery", "--json")
+        run = _json(setup.imagedist("run", str(disk), *args))
+        assert run["state"] == "completed", run
+        if share == "direct":
+            [gallery] = [
+                g
+                for g in arm._control("GET", "gallery")["galleries"]
+                if g["name"].lower() == GALLERY
+            ]
+            groups = gallery["properties"]["sharingProfile"]["groups"]
+            shared = {i.lower() for grp in groups for i in grp["ids"]}
+            assert {"sub-0", "sub-1"} <= shared
+        else:
+            assert [g["key"] for g in run["gallery"]] == ["central", "sub-0", "sub-1"]
+            for subscription in ("sub-0", "sub-1"):
+                [version] = _gallery_of(arm, subscription)
+                source = version["properties"]["storageProfile"]["source"]["id"]
+                assert source.lower().startswith("/subscriptions/sub-staging/")
+        arm.reset()
