@@ -8,6 +8,8 @@ resource type does not have.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -15,15 +17,17 @@ from functools import cache
 from pathlib import Path
 
 #: The operation modules of the SDK packages the server answers (a missing one is skipped).
-SDK_OPERATION_MODULES = (
-    "azure.mgmt.compute.operations._operations",
-    "azure.mgmt.storage.operations._operations",
-    "azure.mgmt.resource.resources.operations._operations",
+#: The SDK packages whose requests the server answers, with their client class.
+SDK_PACKAGES = (
+    ("azure.mgmt.compute", "ComputeManagementClient"),
+    ("azure.mgmt.storage", "StorageManagementClient"),
+    ("azure.mgmt.resource.resources", "ResourceManagementClient"),
 )
 
 _BUILDER = re.compile(r"^def build_\w+_request\(", re.MULTILINE)
 _DEFAULT_VERSION = re.compile(r'_params\.pop\("api-version", "([^"]+)"\)')
-_URL = re.compile(r'_url = "(/[^"]+)"')
+# `_url = "/subscriptions/..."`, or in older SDKs `_url = kwargs.pop("template_url", "/...")`.
+_URL = re.compile(r'_url = (?:kwargs\.pop\("template_url", )?"(/[^"]+)"')
 _PLACEHOLDER = re.compile(r"\{[^/}]+\}")
 
 
@@ -75,14 +79,26 @@ class ApiVersions:
 def installed_api_versions() -> ApiVersions:
     """The table read from the installed SDK packages (once per process)."""
     by_template: dict[str, set[str]] = {}
-    for module in SDK_OPERATION_MODULES:
-        for template, version in _builders(module):
+    for package, client in SDK_PACKAGES:
+        for template, version in _builders(operations_module(package, client)):
             by_template.setdefault(template, set()).add(version)
     routes = [
         Route(template, _pattern(template), frozenset(versions))
         for template, versions in sorted(by_template.items())
     ]
     return ApiVersions(routes)
+
+
+def operations_module(package: str, client: str) -> str:
+    """The module of the package's request builders: ``operations._operations``, or, in a
+    multi-API package (older SDKs, such as azure-mgmt-resource before 25), that of the API
+    version its client sends by default."""
+    flat = f"{package}.operations._operations"
+    with contextlib.suppress(ModuleNotFoundError):
+        if importlib.util.find_spec(flat) is not None:
+            return flat
+    version = str(getattr(importlib.import_module(package), client).DEFAULT_API_VERSION)
+    return f"{package}.v{version.replace('-', '_')}.operations._operations"
 
 
 def _builders(module: str) -> list[tuple[str, str]]:
