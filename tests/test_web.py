@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from imagedist import Imagedist, JobStatus, LogFilter
+from imagedist import Imagedist, JobStatus, LogFilter, OsType
 from imagedist._domain import LogRecord, TargetState
 from imagedist._web import create_app
 
-from helpers import call
+from helpers import call, config_text, make_disk
 from web_helpers import (
     BASE,
     FAILING,
@@ -462,3 +464,35 @@ def _assert_clean(bodies: Sequence[str]) -> None:
     for body in bodies:
         for secret in SECRETS:
             assert secret not in body, f"{secret[:12]}... leaked"
+
+
+def test_a_running_copy_shows_its_percent(tmp_path: Path) -> None:
+    """The state store keeps no copy's progress: the dashboard asks the blob (via the API)."""
+    path = tmp_path / "imagedist.toml"
+    path.write_text(config_text(local={"copy_bandwidth_mib_s": 2}), encoding="utf-8")
+    disk = make_disk(tmp_path / "golden.vhd")
+
+    async def submit(app: Imagedist) -> str:
+        job = await app.submit(disk, "golden-slow", OsType.LINUX)
+        await app.upload(job.id)
+        return job.id
+
+    job = call(path, submit)
+    worker = threading.Thread(target=call, args=(path, lambda app: app.work([job])))
+    worker.start()
+    seen: list[int] = []
+    try:
+        with client(create_app(Fleet(path, [job]).factory())) as c:
+            while not seen and worker.is_alive():
+                status = json_of(c.get(f"/api/jobs/{job}"))
+                seen = [
+                    t["percent"]
+                    for g in status["subscriptions"]
+                    for t in g["targets"]
+                    if t["state"] == "copying" and t["percent"] is not None
+                ]
+                time.sleep(0.05)
+    finally:
+        worker.join(120)
+    assert seen, "no running copy was ever seen with its percent"
+    assert all(0 <= pct <= 99 for pct in seen)
