@@ -4,7 +4,6 @@ defence, security headers, and no secret in any response."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 import time
@@ -15,15 +14,18 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from imagedist import Imagedist, JobStatus, LogFilter, OsType
-from imagedist._domain import LogRecord, TargetState
+from imagedist import Imagedist, OsType
+from imagedist._domain import TargetState
 from imagedist._web import create_app
 
 from helpers import call, config_text, make_disk
 from web_helpers import (
     BASE,
     FAILING,
+    SECRETS,
+    TOKEN,
     Fleet,
+    Leaky,
     client,
     csrf_headers,
     every_route,
@@ -32,7 +34,6 @@ from web_helpers import (
 )
 
 GIB = 1024**3
-TOKEN = "a-dashboard-token-long-enough-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -422,31 +423,6 @@ def test_every_response_carries_the_security_headers(fleet: Fleet, token: str | 
             assert "frame-ancestors 'none'" in csp
 
 
-SAS = "https://acct.blob.core.windows.net/c/b.vhd?sv=2024-08-04&se=2030-01-01&sr=b&sp=r&sig=c2VjcmV0c2lnbmF0dXJl"
-KEY = "A" * 86 + "=="
-BEARER = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
-PLANTED = f"copy failed: {SAS} AccountKey={KEY} Authorization: {BEARER}"
-SECRETS = ("c2VjcmV0c2lnbmF0dXJl", KEY, "eyJhbGciOiJSUzI1NiJ9", "sig=c2V", TOKEN)
-
-
-class Leaky(Imagedist):
-    """The library, as if a platform's error had slipped secrets past the state store into job
-    errors, descriptions and log lines: the dashboard must redact them on its own."""
-
-    async def status(self, job_id: str) -> JobStatus:
-        status = await super().status(job_id)
-        job = dataclasses.replace(status.job, description=PLANTED, source_path=SAS)
-        targets = [dataclasses.replace(t, error=PLANTED) for t in status.targets]
-        return dataclasses.replace(status, job=job, targets=targets)
-
-    async def jobs(self) -> list[JobStatus]:
-        return [await self.status(s.job.id) for s in await super().jobs()]
-
-    async def logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
-        records = await super().logs(job_id, where)
-        return [dataclasses.replace(r, message=PLANTED, extra={"url": SAS}) for r in records]
-
-
 def test_no_secret_reaches_any_page_or_api_response(fleet: Fleet) -> None:
     factory = fleet.factory()
 
@@ -496,3 +472,60 @@ def test_a_running_copy_shows_its_percent(tmp_path: Path) -> None:
         worker.join(120)
     assert seen, "no running copy was ever seen with its percent"
     assert all(0 <= pct <= 99 for pct in seen)
+
+
+def test_a_gallery_job_shows_its_replication_per_region(tmp_path: Path) -> None:
+    path = tmp_path / "imagedist.toml"
+    path.write_text(
+        config_text(
+            fleet={"subscriptions": ["sub-a"], "regions": ["eastus", "japaneast"]},
+            local={"gallery_replication_seconds": 0.1, "fail_gallery_regions": ["japaneast"]},
+            publish={"to": ["gallery"]},
+            gallery={
+                "name": "golden_gallery",
+                "definitions": {"gold": {"publisher": "p", "offer": "o", "sku": "s"}},
+            },
+        ),
+        encoding="utf-8",
+    )
+    disk = make_disk(tmp_path / "golden.vhd")
+
+    async def distribute(app: Imagedist) -> str:
+        job = await app.submit(disk, "gold", OsType.LINUX)
+        await app.upload(job.id)
+        await app.run(job.id)
+        return job.id
+
+    job = call(path, distribute)
+    with client(create_app(Fleet(path, [job]).factory())) as c:
+        status = json_of(c.get(f"/api/jobs/{job}"))
+        assert "gallery" in status["phases"]
+        [version] = status["gallery"]
+        regions = {r["region"]: r for r in version["regions"]}
+        assert regions["japaneast"]["state"] == "failed" and regions["japaneast"]["error"]
+        assert regions["eastus"]["state"] == "completed"
+        page = c.get(f"/jobs/{job}").text
+        assert 'id="gallery-grid"' in page
+        assert re.search(r'data-region="japaneast" data-state="failed"', page)
+        listed = json_of(c.get("/api/jobs"))[0]
+        assert listed["phases"]["gallery"] == status["phases"]["gallery"]
+
+
+def test_a_worker_in_the_dashboard_finishes_a_job(tmp_path: Path) -> None:
+    path = tmp_path / "imagedist.toml"
+    path.write_text(config_text(), encoding="utf-8")
+    disk = make_disk(tmp_path / "golden.vhd")
+
+    async def submit(app: Imagedist) -> str:
+        job = await app.submit(disk, "golden-served", OsType.LINUX)
+        await app.upload(job.id)
+        return job.id
+
+    job = call(path, submit)
+    with client(create_app(Fleet(path, [job]).factory(), worker=True)) as c:
+        state = "active"
+        deadline = time.monotonic() + 120
+        while state == "active" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = json_of(c.get(f"/api/jobs/{job}"))["state"]
+    assert state == "completed"

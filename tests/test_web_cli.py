@@ -3,8 +3,10 @@ loopback gets a token, printed once; loopback needs none."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,17 @@ def test_demo_serve_runs_the_job_in_the_dashboard(
     job = next(line.split()[1] for line in result.output.splitlines() if line.startswith("job "))
     port = served[0]["address"][1]
     assert f"Dashboard at http://127.0.0.1:{port}/jobs/{job} " in result.output
+
+
+def test_the_wheel_carries_every_template_and_static_file() -> None:
+    root = Path(__file__).parent.parent
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["imagedist"]
+    package = root / "src" / "imagedist"
+    files = [
+        p.relative_to(package).as_posix()
+        for folder in ("_web/templates", "_web/static")
+        for p in (package / folder).iterdir()
+    ]
+    assert files
+    assert [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)] == []

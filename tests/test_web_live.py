@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from imagedist import Imagedist, OsType
+from imagedist import Imagedist, OsType, load_config
 from imagedist._web import create_app
 
 from helpers import call, make_disk
-from web_helpers import FAILING, live_server, make_fleet
+from web_helpers import FAILING, SECRETS, TOKEN, Leaky, live_server, make_fleet
 
 # The dashboard reads the state store this often here; the promise is within 2 s.
 POLL = 0.1
@@ -48,11 +48,14 @@ class EventStream:
 
 
 @contextmanager
-def events(base: str, path: str) -> Iterator[EventStream]:
+def events(base: str, path: str, token: str | None = None) -> Iterator[EventStream]:
     url = urlsplit(base)
     conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    headers = {"Accept": "text/event-stream"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        conn.request("GET", path, headers={"Accept": "text/event-stream"})
+        conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         assert response.status == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -108,3 +111,18 @@ def test_a_new_job_shows_on_the_jobs_stream(tmp_path: Path) -> None:
         assert time.monotonic() - changed_at < WITHIN
         assert [j["job"] for j in jobs] == [new, *fleet.jobs]
         assert jobs[0]["state"] == "active"
+
+
+def test_no_secret_reaches_a_live_event(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path, ("golden-a",))
+    config = load_config(fleet.config_path)
+    app = create_app(lambda: Leaky(config), token=TOKEN, poll_interval=POLL)
+    with live_server(app) as base:
+        payloads = []
+        for path in ("/api/events", f"/api/jobs/{fleet.jobs[0]}/events"):
+            with events(base, path, TOKEN) as stream:
+                payloads.append(json.dumps(stream.next_event()[1]))
+    assert all("REDACTED" in payload for payload in payloads)
+    for payload in payloads:
+        for secret in SECRETS:
+            assert secret not in payload, f"{secret[:12]}... leaked"

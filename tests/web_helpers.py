@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -15,11 +16,13 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from imagedist import Imagedist, OsType, load_config
+from imagedist import Imagedist, JobStatus, LogFilter, OsType, load_config
+from imagedist._domain import LogRecord
 
 from helpers import config_text, make_disk, run
 
 BASE = "http://127.0.0.1"
+TOKEN = "a-dashboard-token-long-enough-0123456789"
 # One target whose image the local backend fails, so every job has a failed cell.
 FAILING = "sub-bravo/eastus"
 
@@ -112,3 +115,28 @@ def every_route(job: str) -> list[str]:
 def json_of(response: Any) -> Any:
     assert response.headers["content-type"].startswith("application/json"), response.text
     return response.json()
+
+
+SAS = "https://acct.blob.core.windows.net/c/b.vhd?sv=2024-08-04&se=2030-01-01&sr=b&sp=r&sig=c2VjcmV0c2lnbmF0dXJl"
+KEY = "A" * 86 + "=="
+BEARER = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+PLANTED = f"copy failed: {SAS} AccountKey={KEY} Authorization: {BEARER}"
+SECRETS = ("c2VjcmV0c2lnbmF0dXJl", KEY, "eyJhbGciOiJSUzI1NiJ9", "sig=c2V", TOKEN)
+
+
+class Leaky(Imagedist):
+    """The library, as if a platform's error had slipped secrets past the state store into job
+    errors, descriptions and log lines: the dashboard must redact them on its own."""
+
+    async def status(self, job_id: str) -> JobStatus:
+        status = await super().status(job_id)
+        job = dataclasses.replace(status.job, description=PLANTED, source_path=SAS)
+        targets = [dataclasses.replace(t, error=PLANTED) for t in status.targets]
+        return dataclasses.replace(status, job=job, targets=targets)
+
+    async def jobs(self) -> list[JobStatus]:
+        return [await self.status(s.job.id) for s in await super().jobs()]
+
+    async def logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
+        records = await super().logs(job_id, where)
+        return [dataclasses.replace(r, message=PLANTED, extra={"url": SAS}) for r in records]

@@ -74,6 +74,7 @@ class PhaseSpan:
     ended_at: float
 
 
+COPY_PROGRESS_LOOKS = 16  # blob properties read at once by copy_progress
 # Steps in the order a job goes through them, for a timeline read top to bottom.
 TIMELINE_ORDER = ("submit", "upload", "tier1", "copy", "image", "gallery", "cleanup", "job")
 
@@ -296,9 +297,14 @@ class Imagedist:
         (the state store keeps no progress of a target's copy)."""
         status = await self.status(job_id)
         copying = [t for t in status.targets if t.state is TargetState.COPYING]
-        found = await asyncio.gather(
-            *(self._copy_percent(t.blob) for t in copying), return_exceptions=True
-        )
+        # A few at a time: hundreds of copies may run, and each look is a request to storage.
+        limit = asyncio.Semaphore(COPY_PROGRESS_LOOKS)
+
+        async def look(blob: BlobRef) -> int:
+            async with limit:
+                return await self._copy_percent(blob)
+
+        found = await asyncio.gather(*(look(t.blob) for t in copying), return_exceptions=True)
         return {
             t.target: pct for t, pct in zip(copying, found, strict=True) if isinstance(pct, int)
         }
