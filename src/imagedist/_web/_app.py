@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import anyio.to_thread
 import jinja2
@@ -207,8 +207,13 @@ def _gate(board: Dashboard, handler: Handler, *, page: bool = False) -> Handler:
 
 
 def _local_path(request: Request) -> str:
-    path = request.url.path
-    return path if path.startswith("/") and not path.startswith("//") else "/"
+    return quote(_on_this_site(request.url.path), safe="/")
+
+
+def _on_this_site(path: str) -> str:
+    """``path`` if it stays on this site, else "/": "//host" and "/\\host" are another site
+    to a browser."""
+    return path if path.startswith("/") and not path.startswith(("//", "/\\")) else "/"
 
 
 def _ensure_session(board: Dashboard, request: Request, response: Response) -> None:
@@ -559,8 +564,7 @@ def _routes(board: Dashboard, env: jinja2.Environment) -> list[BaseRoute]:
 
 def _next(request: Request) -> str:
     """Where to go after logging in: a path on this site only (never another host)."""
-    target = request.query_params.get("next", "/")
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    return _on_this_site(request.query_params.get("next", "/"))
 
 
 async def _log_in(board: Dashboard, request: Request, render: Callable[..., Response]) -> Response:
