@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from ._config import Config
 from ._demo import Demo, prepare_demo
 from ._disks import disk_sources
 from ._domain import (
+    BlobRef,
     EngineEvent,
     FailedPhase,
     HyperVGeneration,
@@ -25,6 +27,7 @@ from ._domain import (
     SourceKind,
     SourceRow,
     Target,
+    TargetState,
 )
 from ._domain.gallery import ImageVersion
 from ._engine import (
@@ -54,12 +57,26 @@ from .abc import Backend, DiskSources
 if TYPE_CHECKING:
     from ._plan import Plan
 
-__all__ = ["Change", "Demo", "Imagedist", "JobStatus", "Problem"]
+__all__ = ["Change", "Demo", "Imagedist", "JobStatus", "PhaseSpan", "Problem"]
 
 ChangeCallback = Callable[[Change], None]
 SetupProgress = Callable[[int, int, Change], None]  # (done, total, the change just made)
 StatusCallback = Callable[[JobStatus], None]
 DISK_FIX = "give the path of a disk image file"
+
+
+@dataclass(frozen=True)
+class PhaseSpan:
+    """When a step of a job was first and last heard of in its log (the backend's clock)."""
+
+    step: str
+    started_at: float
+    ended_at: float
+
+
+COPY_PROGRESS_LOOKS = 16  # blob properties read at once by copy_progress
+# Steps in the order a job goes through them, for a timeline read top to bottom.
+TIMELINE_ORDER = ("submit", "upload", "tier1", "copy", "image", "gallery", "cleanup", "job")
 
 
 class Imagedist:
@@ -246,6 +263,55 @@ class Imagedist:
         """The job's log in time order: every line, or those ``where`` matches."""
         job = await get_job(self.ctx, job_id)
         return await self.ctx.backend.state.list_logs(job.id, where)
+
+    async def has_job(self, job_id: str) -> bool:
+        """Whether a job of this id exists (a page asks before it shows one)."""
+        try:
+            await get_job(self.ctx, job_id)
+        except InvalidInput:
+            return False
+        return True
+
+    async def timeline(self, job_id: str) -> list[PhaseSpan]:
+        """When each step of the job started and ended, from its log's timestamps, in the
+        order a job goes through them."""
+        spans: dict[str, PhaseSpan] = {}
+        for record in await self.logs(job_id):
+            seen = spans.get(record.step)
+            start = min(seen.started_at, record.ts) if seen else record.ts
+            end = max(seen.ended_at, record.ts) if seen else record.ts
+            spans[record.step] = PhaseSpan(record.step, start, end)
+        rank = {step: i for i, step in enumerate(TIMELINE_ORDER)}
+        return sorted(spans.values(), key=lambda s: (rank.get(s.step, len(rank)), s.started_at))
+
+    async def done_times(self, job_id: str) -> list[float]:
+        """Seconds from the job's submission at which each of its done targets got its image,
+        in rising order (the row's last change is the one that made it done)."""
+        status = await self.status(job_id)
+        start = status.job.created_at
+        done = [t.updated_at for t in status.targets if t.state is TargetState.DONE]
+        return sorted(max(0.0, ts - start) for ts in done)
+
+    async def copy_progress(self, job_id: str) -> dict[str, int]:
+        """Percent copied of each target whose copy is running, from its blob's copy status
+        (the state store keeps no progress of a target's copy)."""
+        status = await self.status(job_id)
+        copying = [t for t in status.targets if t.state is TargetState.COPYING]
+        # A few at a time: hundreds of copies may run, and each look is a request to storage.
+        limit = asyncio.Semaphore(COPY_PROGRESS_LOOKS)
+
+        async def look(blob: BlobRef) -> int:
+            async with limit:
+                return await self._copy_percent(blob)
+
+        found = await asyncio.gather(*(look(t.blob) for t in copying), return_exceptions=True)
+        return {
+            t.target: pct for t, pct in zip(copying, found, strict=True) if isinstance(pct, int)
+        }
+
+    async def _copy_percent(self, blob: BlobRef) -> int:
+        props = await self.ctx.backend.blobs.get_properties(blob)
+        return min(99, 100 * props.copy_progress // props.copy_total) if props.copy_total else 0
 
     async def retry(
         self,

@@ -49,6 +49,9 @@ class Plan:
     gallery_seconds: float | None = None
     gallery_cross_region_gb: float = 0.0
     gallery_egress_cost: float = 0.0
+    # Seconds from the job's start (the upload included) at which each target got its image,
+    # in rising order: the curve of targets done over time.
+    done_at: tuple[float, ...] = ()
 
 
 def plan_distribution(
@@ -162,6 +165,7 @@ async def _simulate(
         gallery_seconds=upload + max(gallery_end) - job.created_at if gallery_end else None,
         gallery_cross_region_gb=gallery_gb,
         gallery_egress_cost=gallery_cost,
+        done_at=_images_done(events, job.created_at, upload),
     )
 
 
@@ -177,6 +181,17 @@ PHASE_ENDS = {
     "target copies": EventKind.COPY_VERIFIED,
     "images": EventKind.IMAGE_SUCCEEDED,
 }
+
+
+def _images_done(events: list[EngineEvent], start: float, upload: float) -> tuple[float, ...]:
+    """When each target's image succeeded, from the job's start (a gallery version is none)."""
+    return tuple(
+        sorted(
+            upload + e.ts - start
+            for e in events
+            if e.kind is EventKind.IMAGE_SUCCEEDED and not e.target.startswith("gallery/")
+        )
+    )
 
 
 def _phase_ends(events: list[EngineEvent], start: float, upload: float) -> dict[str, float]:

@@ -15,6 +15,7 @@ from ._config_cmds import config
 from ._demo import demo
 from ._jobs_cmds import cleanup, jobs, logs, retry, run, status, submit, worker
 from ._plan_cmds import plan
+from ._serve_cmds import serve
 from ._setup_cmds import check, setup, teardown
 from ._targets_cmds import targets
 from ._versions_cmds import versions
@@ -107,6 +108,7 @@ for command in (
     versions,
     vhd,
     demo,
+    serve,
 ):
     cli.add_command(command)
 
