@@ -64,6 +64,13 @@ FIRST_EVENT = """([url, name]) => new Promise((resolve, reject) => {
   source.addEventListener("problem", (event) => { source.close(); reject(event.data); });
 })"""
 
+# The jobs table's rows as served, kept before the page's script runs (it draws them again).
+SERVED_ROWS = """document.addEventListener("readystatechange", () => {
+  if (document.readyState === "interactive") {
+    window.servedRows = Array.from(document.querySelectorAll("#jobs-body tr"));
+  }
+});"""
+
 # Every state a grid cell takes, recorded as it changes (the record lives as long as the page).
 WATCH_CELLS = """() => {
   window.seenStates = {};
@@ -91,12 +98,21 @@ def cell(page: Page, target: str) -> Any:
 def test_the_grid_fills_in_live_without_a_reload(page: Page, tmp_path: Path) -> None:
     # Slow enough that each image is being created for two seconds: the page must show it.
     setup = uploaded_job(tmp_path, bandwidth_mib_s=8, image_seconds=2.0)
+    page.add_init_script(SERVED_ROWS)
     with dashboard(setup, page) as base:
         page.goto(f"{base}/")
         row = page.locator(f'#jobs-table tr[data-job-id="{setup.job}"]')
         expect(row).to_have_attribute("data-state", "active")
-        for phase in ("upload", "tier1", "copies", "images"):
-            expect(row.locator(f'progress[data-phase="{phase}"]')).to_have_count(1)
+        # The phases in the order they run, also once the first live update drew the row again.
+        page.wait_for_function("() => window.servedRows.every((tr) => !tr.isConnected)")
+        phases = row.locator("progress[data-phase]")
+        expect(phases).to_have_count(4)
+        assert phases.evaluate_all("bars => bars.map(b => b.dataset.phase)") == [
+            "upload",
+            "tier1",
+            "copies",
+            "images",
+        ]
         expect(row.locator('progress[data-phase="upload"]')).to_have_attribute("value", "100")
         row.get_by_role("link", name=setup.job).click()
 
