@@ -4,7 +4,9 @@ local backend, the dashboard served for real on a loopback port, and a worker in
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+import uvicorn
 
 from imagedist import Imagedist, OsType, load_config
 from imagedist._web import create_app
@@ -180,3 +183,33 @@ def dashboard(setup: Setup, page: Page, **options: Any) -> Iterator[str]:
         finally:
             # The page's event stream would hold the server's graceful shutdown open.
             page.goto("about:blank")
+
+
+@contextmanager
+def served_on(app: Any, port: int) -> Iterator[str]:
+    """``app`` served on loopback ``port`` (one the test already had) until the block ends, then
+    stopped at once, open event streams cut, as a crashed or restarted dashboard would be."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(16)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + PATIENCE_MS / 1000
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started, "the dashboard did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = server.force_exit = True
+        thread.join(PATIENCE_MS / 1000)
+        sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -12,15 +12,21 @@ from typing import Any
 
 import pytest
 
+from imagedist import Imagedist, load_config
 from imagedist._backends.local import images as _local_images
+from imagedist._web import create_app
 
 from browser import (
     INSTALL,
     PATIENCE_MS,
+    POLL,
     Setup,
     chromium,
     dashboard,
+    free_port,
+    in_thread,
     page,
+    served_on,
     uploaded_job,
     work,
     worker,
@@ -348,3 +354,32 @@ def test_cells_and_actions_work_from_the_keyboard(page: Page, tmp_path: Path) ->
         expect(page.locator("#confirm-message")).to_contain_text("Retry the failed targets")
         page.keyboard.press("Space")  # on Cancel, which has the focus
         expect(page.locator("#confirm-dialog")).to_be_hidden()
+
+
+def test_the_page_says_when_it_lost_the_dashboard_and_catches_up_when_back(
+    page: Page, tmp_path: Path
+) -> None:
+    setup = failed_job(tmp_path)
+    port = free_port()
+    with served_on(create_app(setup.factory(), poll_interval=POLL), port) as base:
+        page.goto(f"{base}/jobs/{setup.job}")
+        expect(page.locator("#connection")).to_have_attribute("data-connection", "live")
+        expect(cell(page, FAILING)).to_have_attribute("data-state", "failed")
+        page.evaluate("window.stayed = true")
+
+    connection = page.locator("#connection")
+    expect(connection).to_have_attribute("data-connection", "lost")
+    expect(connection).to_have_text("connection lost — reconnecting")
+    # A change while the dashboard is down (by the CLI, say), then the dashboard back.
+    in_thread(lambda: retrying(setup.config_path, setup.job, FAILING))
+    with served_on(create_app(setup.factory(), poll_interval=POLL), port):
+        expect(connection).to_have_attribute("data-connection", "live")
+        expect(cell(page, FAILING)).not_to_have_attribute("data-state", "failed")
+        expect(page.locator("#job-state")).to_have_text("active")
+        assert page.evaluate("window.stayed") is True  # caught up without a reload
+        page.goto("about:blank")  # the stream would hold the server's shutdown open
+
+
+async def retrying(config_path: Path, job: str, target: str) -> list[str]:
+    async with Imagedist(load_config(config_path)) as app:
+        return await app.retry(job, targets=[target])
