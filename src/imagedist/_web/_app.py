@@ -570,7 +570,10 @@ def _next(request: Request) -> str:
 async def _log_in(board: Dashboard, request: Request, render: Callable[..., Response]) -> Response:
     """Check the token from the form; on success set the session cookie and go on."""
     origin = request.headers.get("origin")
-    if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host')}":
+    # Under Referrer-Policy: no-referrer a browser posts this very form with "Origin: null";
+    # accepted, as the form carries the token itself (a forged post cannot log anyone in).
+    own = f"{request.url.scheme}://{request.headers.get('host')}"
+    if origin is not None and origin not in (own, "null"):
         raise HttpError(403, f"Origin {origin!r} is not this dashboard's; log in from its page.")
     # The form is one field, urlencoded: parsed here rather than with another dependency.
     form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)

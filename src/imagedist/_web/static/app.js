@@ -12,6 +12,7 @@
     imaging: ["creating image", "◑"], done: ["done", "✓"], failed: ["failed", "✗"],
     skipped: ["skipped", "–"],
   };
+  const PHASES = ["upload", "tier1", "copies", "images", "gallery"];
 
   // ---- connection status -------------------------------------------------
 
@@ -67,7 +68,8 @@
 
   function jobRow(job) {
     const bars = el("td", { "data-field": "phases", class: "bars" });
-    Object.keys(job.phases).forEach(function (name) {
+    // In the order they run: the event's JSON has its keys sorted.
+    PHASES.filter(function (name) { return name in job.phases; }).forEach(function (name) {
       const pct = job.phases[name];
       bars.appendChild(el("span", { class: "bar" }, [
         el("span", { class: "bar-name", text: name }),
