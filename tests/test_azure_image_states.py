@@ -93,8 +93,8 @@ def _distribute(
 def _trusting(backend: Backend, ca_file: str) -> Backend:
     """The backend, its ARM clients trusting the test server's CA. (The worker subprocesses of
     other tests get it from ``SSL_CERT_FILE``, which aiohttp reads once, when imported.)"""
-    cast(AzureImageService, backend.images)._client_kwargs["connection_verify"] = ca_file
-    cast(AzureProvisioner, backend.provisioner)._kwargs["connection_verify"] = ca_file
+    cast(AzureImageService, backend.images)._arm.options["connection_verify"] = ca_file
+    cast(AzureProvisioner, backend.provisioner)._arm.options["connection_verify"] = ca_file
     return backend
 
 

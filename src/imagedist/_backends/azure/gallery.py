@@ -32,8 +32,9 @@ from ..._domain.gallery import (
 from ..._domain.regions import region_name
 from ..._exceptions import Conflict, NotFound
 from ...abc import GalleryService
+from .arm import ARM_SCOPE, ArmClients
 from .errors import redact, translate_errors
-from .images import ARM_SCOPE, _blob_ref
+from .images import _blob_ref
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -63,50 +64,23 @@ class AzureGalleryService(GalleryService):
         account_id: Callable[[str], str],
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        self._credential = credential
-        self._endpoint = arm_endpoint.rstrip("/")
-        self._scope = arm_scope
+        self._arm = ArmClients(
+            credential, endpoint=arm_endpoint, scope=arm_scope, client_kwargs=client_kwargs
+        )
         self._blob_url = blob_url
         self._account_id = account_id
-        # azure-core's retry policy handles 429/503 and Retry-After; these only tune it.
-        self._client_kwargs = {
-            "retry_total": 6,
-            "retry_backoff_factor": 1.0,
-            **(client_kwargs or {}),
-        }
-        self._compute: dict[str, ComputeManagementClient] = {}
-        self._resources: dict[str, ResourceManagementClient] = {}
         # The operations this process started on each version, so a failed one can report
         # Azure's error code and message (the resource itself only says Failed).
         self._pollers: dict[VersionKey, AsyncLROPoller[Any]] = {}
 
     def _client(self, subscription: str) -> ComputeManagementClient:
-        if subscription not in self._compute:
-            self._compute[subscription] = ComputeManagementClient(
-                self._credential,
-                subscription,
-                base_url=self._endpoint,
-                credential_scopes=[self._scope],
-                **self._client_kwargs,
-            )
-        return self._compute[subscription]
+        return self._arm.get(ComputeManagementClient, subscription)
 
     def _resource_client(self, subscription: str) -> ResourceManagementClient:
-        if subscription not in self._resources:
-            self._resources[subscription] = ResourceManagementClient(
-                self._credential,
-                subscription,
-                base_url=self._endpoint,
-                credential_scopes=[self._scope],
-                **self._client_kwargs,
-            )
-        return self._resources[subscription]
+        return self._arm.get(ResourceManagementClient, subscription)
 
     async def aclose(self) -> None:
-        for compute in self._compute.values():
-            await compute.close()
-        for resources in self._resources.values():
-            await resources.close()
+        await self._arm.aclose()
 
     # -- galleries --------------------------------------------------------------------------------
 

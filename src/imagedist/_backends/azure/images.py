@@ -16,6 +16,7 @@ from ..._domain import BlobRef, OsType, SecretUrl
 from ..._domain.names import parse_disk_id
 from ..._exceptions import NotFound, OperationFailed
 from ...abc import Image, ImageService, ImageSpec, ProvisioningState
+from .arm import ARM_SCOPE, ArmClients
 from .errors import redact, translate_errors
 
 if TYPE_CHECKING:
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
     from azure.core.polling import AsyncLROPoller
 
 __all__ = ["AzureImageService"]
-
-ARM_SCOPE = "https://management.azure.com/.default"
 
 
 class AzureImageService(ImageService):
@@ -41,49 +40,22 @@ class AzureImageService(ImageService):
         blob_url: Callable[[BlobRef], str],
         client_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        self._credential = credential
-        self._endpoint = arm_endpoint.rstrip("/")
-        self._scope = arm_scope  # the endpoint's cloud's ARM audience (issue 10)
+        self._arm = ArmClients(
+            credential, endpoint=arm_endpoint, scope=arm_scope, client_kwargs=client_kwargs
+        )
         self._blob_url = blob_url
-        # azure-core's retry policy handles 429/503 and Retry-After; these only tune it.
-        self._client_kwargs = {
-            "retry_total": 6,
-            "retry_backoff_factor": 1.0,
-            **(client_kwargs or {}),
-        }
-        self._compute: dict[str, ComputeManagementClient] = {}
-        self._resources: dict[str, ResourceManagementClient] = {}
         self._groups: set[tuple[str, str]] = set()
         # In-flight creations of this process, so a failure can report Azure's code and message.
         self._pollers: dict[tuple[str, str, str], AsyncLROPoller[Any]] = {}
 
     def _compute_client(self, subscription: str) -> ComputeManagementClient:
-        if subscription not in self._compute:
-            self._compute[subscription] = ComputeManagementClient(
-                self._credential,
-                subscription,
-                base_url=self._endpoint,
-                credential_scopes=[self._scope],
-                **self._client_kwargs,
-            )
-        return self._compute[subscription]
+        return self._arm.get(ComputeManagementClient, subscription)
 
     def _resource_client(self, subscription: str) -> ResourceManagementClient:
-        if subscription not in self._resources:
-            self._resources[subscription] = ResourceManagementClient(
-                self._credential,
-                subscription,
-                base_url=self._endpoint,
-                credential_scopes=[self._scope],
-                **self._client_kwargs,
-            )
-        return self._resources[subscription]
+        return self._arm.get(ResourceManagementClient, subscription)
 
     async def aclose(self) -> None:
-        for compute in self._compute.values():
-            await compute.close()
-        for resources in self._resources.values():
-            await resources.close()
+        await self._arm.aclose()
 
     async def ensure_resource_group(self, subscription: str, name: str, region: str) -> None:
         key = (subscription.lower(), name.lower())

@@ -9,6 +9,7 @@ import binascii
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from azure.mgmt.authorization.aio import AuthorizationManagementClient
@@ -22,8 +23,8 @@ from ..._domain.changes import DataRole, Role
 from ..._domain.regions import region_name
 from ..._exceptions import Conflict, InvalidInput, NotFound, OperationFailed
 from ...abc import AccountInfo, GroupInfo, Provisioner
+from .arm import ARM_SCOPE, ArmClients
 from .errors import translate_errors
-from .images import ARM_SCOPE
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -76,6 +77,14 @@ def token_object_id(token: str) -> str | None:
     return oid if isinstance(oid, str) and oid else None
 
 
+# The SDK client of each kind of call.
+_CLIENTS: dict[str, Callable[..., Any]] = {
+    "resource": ResourceManagementClient,
+    "authorization": AuthorizationManagementClient,
+    "storage": StorageManagementClient,
+}
+
+
 class AzureProvisioner(Provisioner):
     """:param arm_scope: the token scope of the ARM endpoint's cloud.
     :param client_kwargs: azure-core options (retry policy, TLS verification) for every client."""
@@ -94,40 +103,18 @@ class AzureProvisioner(Provisioner):
             identity's, read from its ARM access token.
         :param data_roles: whether data access goes by Entra ID roles (False with account keys).
         """
-        self._credential = credential
-        self._endpoint = arm_endpoint.rstrip("/")
-        self._scope = arm_scope  # the endpoint's cloud's ARM audience (issue 10)
-        self._kwargs = {"retry_total": 6, "retry_backoff_factor": 1.0, **(client_kwargs or {})}
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._arm = ArmClients(
+            credential, endpoint=arm_endpoint, scope=arm_scope, client_kwargs=client_kwargs
+        )
         self._principal = principal_id
         self._data_roles = data_roles
-        self._poll_seconds = float(self._kwargs.get("polling_interval", 5.0))
+        self._poll_seconds = float(self._arm.options.get("polling_interval", 5.0))
 
     def _client(self, kind: str, subscription: str) -> Any:
-        key = (kind, subscription)
-        if key not in self._clients:
-            options = {
-                "base_url": self._endpoint,
-                "credential_scopes": [self._scope],
-                **self._kwargs,
-            }
-            if kind == "resource":
-                self._clients[key] = ResourceManagementClient(
-                    self._credential, subscription, **options
-                )
-            elif kind == "authorization":
-                self._clients[key] = AuthorizationManagementClient(
-                    self._credential, subscription, **options
-                )
-            else:
-                self._clients[key] = StorageManagementClient(
-                    self._credential, subscription, **options
-                )
-        return self._clients[key]
+        return self._arm.get(_CLIENTS[kind], subscription)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.close()
+        await self._arm.aclose()
 
     async def get_resource_group(self, subscription: str, name: str) -> GroupInfo | None:
         client = self._client("resource", subscription)
@@ -221,7 +208,7 @@ class AzureProvisioner(Provisioner):
         if not self._data_roles:
             return None
         if self._principal is None:
-            token = await self._credential.get_token(ARM_SCOPE)
+            token = await self._arm.credential.get_token(ARM_SCOPE)
             self._principal = token_object_id(token.token)
         if self._principal is None:
             raise InvalidInput(
