@@ -143,3 +143,36 @@ def test_the_pre_issued_arm_token_refuses_any_other_scope(
 
     assert asyncio.run(tokens()) == "pre-issued-arm-token"
     assert credentials.storage is not None and credentials.storage is not arm
+
+
+def test_the_principal_is_read_from_a_token_for_the_clouds_arm() -> None:
+    """Setup reads the signed-in identity's object id from an ARM token: one for the cloud's
+    own ARM audience, as every other ARM call asks (a public-cloud token means nothing in
+    US Gov or China)."""
+    import base64
+    import json
+    import time
+
+    from azure.core.credentials import AccessToken
+
+    from imagedist._backends.azure.provisioner import AzureProvisioner
+
+    claims = base64.urlsafe_b64encode(json.dumps({"oid": "object-1"}).encode()).decode()
+    scopes: list[str] = []
+
+    class Recording:
+        async def get_token(self, *asked: str, **_: Any) -> AccessToken:
+            scopes.extend(asked)
+            return AccessToken(f"e30.{claims.rstrip('=')}.", int(time.time()) + 3600)
+
+        async def close(self) -> None:
+            return None
+
+    gov = "https://management.usgovcloudapi.net/.default"
+    provisioner = AzureProvisioner(
+        Recording(),  # type: ignore[arg-type]
+        arm_endpoint="https://management.usgovcloudapi.net",
+        arm_scope=gov,
+    )
+    assert asyncio.run(provisioner.principal_id()) == "object-1"
+    assert scopes == [gov]

@@ -208,7 +208,7 @@ class AzureProvisioner(Provisioner):
         if not self._data_roles:
             return None
         if self._principal is None:
-            token = await self._arm.credential.get_token(ARM_SCOPE)
+            token = await self._arm.credential.get_token(self._arm.scope)  # its cloud's
             self._principal = token_object_id(token.token)
         if self._principal is None:
             raise InvalidInput(
