@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +50,7 @@ from ..gallery_rules import (
     source_version_problem,
     to_version,
 )
+from .sqlite_file import SqliteFile
 
 __all__ = ["LocalGalleryService"]
 
@@ -156,20 +156,18 @@ class LocalGalleryService(GalleryService):
         replication_seconds: float = 0.0,
         fail_regions: frozenset[str] = frozenset(),
     ) -> None:
-        self._db_path = Path(db_path)
+        self._db = SqliteFile(db_path, _SCHEMA)
         self._clock = clock
         self._blobs = blobs
         self._locations = {a: (s, region_name(r)) for a, (s, r) in account_locations.items()}
         self._seconds = replication_seconds
         self._fail_regions = {region_name(r) for r in fail_regions}
-        self._schema_ready = False
-        self._schema_lock = threading.Lock()
 
     def creation_count(self, gallery: GalleryRef, definition: str, name: str) -> int:
         """How many creations were started for the version, ever (blocking; for tests)."""
-        if not self._db_path.exists():
+        if not self._db.path.exists():
             return 0
-        with closing(self._connect()) as db:
+        with closing(self._db.connect()) as db:
             row = db.execute(
                 "SELECT COUNT(*) FROM version_operations WHERE " + _REGIONS,
                 _key(gallery, definition, name),
@@ -249,7 +247,7 @@ class LocalGalleryService(GalleryService):
         )
 
     async def delete_version(self, gallery: GalleryRef, definition: str, name: str) -> bool:
-        if not self._db_path.exists():
+        if not self._db.path.exists():
             return False
         return await asyncio.to_thread(self._delete, _key(gallery, definition, name))
 
@@ -305,7 +303,7 @@ class LocalGalleryService(GalleryService):
         return region_name(region) in self._fail_regions
 
     def _ensure_gallery(self, gallery: GalleryRef, region: str) -> None:
-        with self._tx() as db:
+        with self._db.tx() as db:
             row = db.execute(
                 f"SELECT region FROM galleries WHERE {_GALLERY}", _gallery_key(gallery)
             ).fetchone()
@@ -323,7 +321,7 @@ class LocalGalleryService(GalleryService):
 
     def _ensure_definition(self, spec: DefinitionSpec) -> None:
         key = (*_gallery_key(spec.gallery), spec.name)
-        with self._tx() as db:
+        with self._db.tx() as db:
             _gallery_region(db, spec.gallery)
             row = db.execute(f"SELECT spec FROM definitions WHERE {_DEFINITION}", key).fetchone()
             if row is not None:
@@ -342,7 +340,7 @@ class LocalGalleryService(GalleryService):
 
     def _begin(self, spec: VersionSpec) -> None:
         key = _key(spec.gallery, spec.definition, spec.name)
-        with self._tx() as db:
+        with self._db.tx() as db:
             gallery_region = _gallery_region(db, spec.gallery)
             if not db.execute(f"SELECT 1 FROM definitions WHERE {_DEFINITION}", key[:4]).fetchone():
                 raise NotFound(
@@ -375,7 +373,7 @@ class LocalGalleryService(GalleryService):
     def _settle(
         self, key: VersionKey, operation: int, problem: str | None, now: float
     ) -> VersionRecord | None:
-        with self._tx() as db:
+        with self._db.tx() as db:
             record = _load(db, key)
             if record is None:
                 return None
@@ -396,7 +394,7 @@ class LocalGalleryService(GalleryService):
         exclude_from_latest: bool | None,
         end_of_life: str | None,
     ) -> None:
-        with self._tx() as db:
+        with self._db.tx() as db:
             record = _load(db, key)
             if record is None:
                 raise NotFound(f"image version '{key[4]}' does not exist in gallery")
@@ -412,12 +410,12 @@ class LocalGalleryService(GalleryService):
             _save(db, key, record)
 
     def _delete(self, key: VersionKey) -> bool:
-        with self._tx() as db:
+        with self._db.tx() as db:
             db.execute(f"DELETE FROM replication WHERE {_REGIONS}", key)
             return db.execute(f"DELETE FROM versions WHERE {_VERSION}", key).rowcount > 0
 
     def _share(self, gallery: GalleryRef, subscriptions: list[str], tenants: list[str]) -> None:
-        with self._tx() as db:
+        with self._db.tx() as db:
             _gallery_region(db, gallery)
             row = db.execute(
                 f"SELECT shared_subscriptions, shared_tenants FROM galleries WHERE {_GALLERY}",
@@ -437,42 +435,12 @@ class LocalGalleryService(GalleryService):
         """``fn`` on the file, or None if there is no file yet (a read never makes it)."""
 
         def read() -> T | None:
-            if not self._db_path.exists():
+            if not self._db.path.exists():
                 return None
-            with closing(self._connect()) as db:
+            with closing(self._db.connect()) as db:
                 return fn(db)
 
         return await asyncio.to_thread(read)
-
-    def _make_schema(self) -> None:
-        with self._schema_lock:
-            if self._schema_ready:
-                return
-            self._db_path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)) as db:
-                db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers never block
-                db.executescript(_SCHEMA)
-            self._schema_ready = True
-
-    def _connect(self) -> sqlite3.Connection:
-        if not self._schema_ready:
-            self._make_schema()
-        # timeout is SQLite's busy timeout: other processes hold the write lock only briefly.
-        db = sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, locked at once so that read-then-write cannot interleave."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
 
 # -- rows <-> records -------------------------------------------------------------------------------

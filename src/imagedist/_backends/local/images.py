@@ -13,9 +13,8 @@ import hashlib
 import json
 import secrets
 import sqlite3
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -25,6 +24,7 @@ from ..._domain.names import parse_disk_id
 from ..._domain.regions import check_image_place, region_name
 from ..._exceptions import Conflict, NotFound
 from ...abc import BlobStore, Clock, CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
+from .sqlite_file import SqliteFile
 
 __all__ = ["DiskAccess", "LocalImageService", "local_disk_url", "parse_local_url"]
 
@@ -149,18 +149,16 @@ class LocalImageService(ImageService):
         create_seconds: float = 0.0,
         fail_in: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
-        self._db_path = Path(db_path)
+        self._db = SqliteFile(db_path, _SCHEMA)
         self._clock = clock
         self._blobs = blobs
         self._locations = {a: (s, region_name(r)) for a, (s, r) in account_locations.items()}
         self._create_seconds = create_seconds
         self._fail_in = {(s, region_name(r)) for s, r in fail_in}
-        self._schema_ready = False
-        self._schema_lock = threading.Lock()
 
     def creation_count(self, subscription: str, resource_group: str, name: str) -> int:
         """How many creation operations were started for the image, ever (blocking; for tests)."""
-        with closing(self._connect()) as db:
+        with closing(self._db.connect()) as db:
             row = db.execute(
                 f"SELECT COUNT(*) FROM operations WHERE {_KEY}",
                 (subscription, resource_group, name),
@@ -177,7 +175,7 @@ class LocalImageService(ImageService):
         key = parse_disk_id(disk_id)
         if size <= 0 or size % 512:
             raise ValueError(f"disk size must be a positive multiple of 512, not {size}")
-        with self._tx() as db:
+        with self._db.tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO disks VALUES (?, ?, ?, ?, ?, ?, ?, "
                 f"COALESCE((SELECT grants FROM disks WHERE {_KEY}), 0), "
@@ -189,7 +187,7 @@ class LocalImageService(ImageService):
         """Grants and revocations of the disk so far, and whether a grant is active (blocking)."""
         key = parse_disk_id(disk_id)
         now = self._clock.now()
-        with closing(self._connect()) as db:
+        with closing(self._db.connect()) as db:
             row = db.execute(f"SELECT grants, revokes FROM disks WHERE {_KEY}", key).fetchone()
             if row is None:
                 raise NotFound(
@@ -209,7 +207,7 @@ class LocalImageService(ImageService):
         """Whether the access whose token has this digest is granted now, to the disk held in
         ``blob`` (blocking; the local blob store's ``grant_live`` hook, asked when a copy
         from an access URL starts and each time it advances: a revoked access stops it)."""
-        with closing(self._connect()) as db:
+        with closing(self._db.connect()) as db:
             rows = db.execute(
                 "SELECT d.blob_account, d.blob_container, d.blob_name "
                 "FROM disk_grants g JOIN disks d ON g.subscription = d.subscription "
@@ -276,7 +274,7 @@ class LocalImageService(ImageService):
     # -- blocking implementations -----------------------------------------------------------------
 
     def _ensure_rg(self, subscription: str, name: str, region: str) -> None:
-        with self._tx() as db:
+        with self._db.tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO resource_groups VALUES (?, ?, ?)",
                 (subscription, name, region),
@@ -288,7 +286,7 @@ class LocalImageService(ImageService):
     def _begin(self, spec: ImageSpec) -> None:
         key = (spec.subscription, spec.resource_group, spec.name)
         source = spec.source_blob
-        with self._tx() as db:
+        with self._db.tx() as db:
             if not db.execute(
                 "SELECT 1 FROM resource_groups WHERE subscription = ? AND name = ?", key[:2]
             ).fetchone():
@@ -348,7 +346,7 @@ class LocalImageService(ImageService):
 
     def _settle(self, key: tuple[str, str, str], ready_at: float, code: str, message: str) -> None:
         state = ProvisioningState.FAILED if code else ProvisioningState.SUCCEEDED
-        with self._tx() as db:
+        with self._db.tx() as db:
             # Only the creation we looked at: another process may have settled or restarted it.
             db.execute(
                 f"UPDATE images SET state = ?, error_code = ?, error_message = ? "
@@ -357,7 +355,7 @@ class LocalImageService(ImageService):
             )
 
     def _disk_row(self, key: tuple[str, str, str]) -> sqlite3.Row:
-        with closing(self._connect()) as db:
+        with closing(self._db.connect()) as db:
             row: sqlite3.Row | None = db.execute(
                 f"SELECT * FROM disks WHERE {_KEY}", key
             ).fetchone()
@@ -366,7 +364,7 @@ class LocalImageService(ImageService):
         return row
 
     def _grant(self, key: tuple[str, str, str], token: str, expires_at: float) -> BlobRef:
-        with self._tx() as db:
+        with self._db.tx() as db:
             row = db.execute(f"SELECT * FROM disks WHERE {_KEY}", key).fetchone()
             if row is None:
                 raise NotFound(
@@ -382,12 +380,12 @@ class LocalImageService(ImageService):
     def _revoke(self, key: tuple[str, str, str]) -> None:
         # Like ARM's endGetAccess: every URL of the disk stops working. A disk that does not exist
         # has no URL to revoke, which the port does not count as an error.
-        with self._tx() as db:
+        with self._db.tx() as db:
             db.execute(f"UPDATE disks SET revokes = revokes + 1 WHERE {_KEY}", key)
             db.execute(f"DELETE FROM disk_grants WHERE {_KEY}", key)
 
     def _row(self, key: tuple[str, str, str]) -> sqlite3.Row | None:
-        with closing(self._connect()) as db:
+        with closing(self._db.connect()) as db:
             row: sqlite3.Row | None = db.execute(
                 f"SELECT * FROM images WHERE {_KEY}", key
             ).fetchone()
@@ -398,7 +396,7 @@ class LocalImageService(ImageService):
     ) -> None:
         """Put an existing image in ``state``, as Azure does on its own (someone updates,
         deletes or cancels it): for tests of how callers cope with each state."""
-        with self._tx() as db:
+        with self._db.tx() as db:
             changed = db.execute(
                 f"UPDATE images SET state = ? WHERE {_KEY}",
                 (state.value, subscription, resource_group, name),
@@ -407,49 +405,17 @@ class LocalImageService(ImageService):
             raise NotFound(f"image '{name}' does not exist in resource group '{resource_group}'")
 
     def _delete(self, key: tuple[str, str, str]) -> bool:
-        with self._tx() as db:
+        with self._db.tx() as db:
             return db.execute(f"DELETE FROM images WHERE {_KEY}", key).rowcount > 0
 
     def _names(self, subscription: str, resource_group: str) -> list[str]:
-        with closing(self._connect()) as db:
+        with closing(self._db.connect()) as db:
             rows = db.execute(
                 "SELECT name FROM images WHERE subscription = ? AND resource_group = ? "
                 "ORDER BY name",
                 (subscription, resource_group),
             ).fetchall()
         return [str(r[0]) for r in rows]
-
-    def _make_schema(self) -> None:
-        """Create the file and its tables on first use rather than on opening, so that a command
-        that never touches an image (`status`, `jobs`...) leaves no file behind."""
-        with self._schema_lock:
-            if self._schema_ready:
-                return
-            self._db_path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)) as db:
-                db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers never block
-                db.executescript(_SCHEMA)
-            self._schema_ready = True
-
-    def _connect(self) -> sqlite3.Connection:
-        if not self._schema_ready:
-            self._make_schema()
-        # timeout is SQLite's busy timeout: other processes hold the write lock only briefly.
-        db = sqlite3.connect(self._db_path, timeout=30.0, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, locked at once so that read-then-write cannot interleave."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
 
 def _source(row: sqlite3.Row) -> BlobRef:
