@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from armserver.certs import ensure_certs
 from armserver.process import ArmServerProcess
 from azurite import AzuriteNotInstalled, AzuriteServer, start_azurite
 from entra import ARM_AUDIENCE, FakeManagedIdentity, entra_environment, mint_token
+
+from helpers import make_disk
 
 STAGING = "stagingacct"
 TARGET_ACCOUNTS = [f"t2acct{i:02d}" for i in range(30)]
@@ -185,3 +189,25 @@ def _auth_lines(identity: FakeManagedIdentity | None, ca_file: Path | None) -> s
         return 'auth = "connection-strings"'
     assert ca_file is not None, "the Entra ID path runs over HTTPS: give the CA"
     return f'auth = "default"\nca_bundle = "{ca_file}"'
+
+
+def three_workers_one_killed(
+    setup: AzureSetup, folder: Path, *, strike_after: int, patience: float
+) -> tuple[str, list[Path]]:
+    """Submit a small disk, run three worker processes, SIGKILL the first once ``strike_after``
+    images are being created, and wait for all (``patience`` seconds for each step); returns
+    the job id and the workers' logs. The other two must have finished the job."""
+    disk = make_disk(folder / "golden.vhd", size_mib=2, data_mib=(0,))
+    submit = setup.imagedist("submit", str(disk), "--image-name", "golden", "--os-type", "linux")
+    assert submit.returncode == 0, submit.stderr
+    logs = [folder / f"worker{i}.log" for i in range(3)]
+    workers = [setup.worker(log) for log in logs]
+    deadline = time.monotonic() + patience
+    while setup.arm.total_image_creations() < strike_after:  # while images are being created
+        assert time.monotonic() < deadline, "no image creation started"
+        time.sleep(0.05)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    for worker in workers:
+        worker.wait(timeout=patience + 30)
+    assert [w.returncode for w in workers] == [-signal.SIGKILL, 0, 0]
+    return submit.stdout.strip(), logs

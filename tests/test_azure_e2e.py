@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from armserver.process import ArmServerProcess
-from azure_env import AzureSetup, azure_world, make_setup  # noqa: F401
+from azure_env import AzureSetup, azure_world, make_setup, three_workers_one_killed  # noqa: F401
 from azurite import AzuriteServer
 
 from helpers import make_disk
@@ -102,20 +99,7 @@ def test_three_workers_share_thirty_targets_and_survive_a_kill(
     arm.configure(image_delay=1.0)
     setup = make_setup(tmp_path, azure_world, arm, 30, poll_seconds=0.25)
     assert setup.imagedist("setup").returncode == 0
-    disk = make_disk(tmp_path / "golden.vhd", size_mib=2, data_mib=(0,))
-    submit = setup.imagedist("submit", str(disk), "--image-name", "golden", "--os-type", "linux")
-    assert submit.returncode == 0, submit.stderr
-    job_id = submit.stdout.strip()
-    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
-    workers = [setup.worker(log) for log in logs]
-    deadline = time.monotonic() + 120
-    while arm.total_image_creations() < 5:  # strike while images are being created
-        assert time.monotonic() < deadline, "no image creation started"
-        time.sleep(0.05)
-    os.kill(workers[0].pid, signal.SIGKILL)
-    for worker in workers:
-        worker.wait(timeout=150)
-    assert [w.returncode for w in workers] == [-signal.SIGKILL, 0, 0]
+    job_id, logs = three_workers_one_killed(setup, tmp_path, strike_after=5, patience=120)
     status = json.loads(setup.imagedist("status", job_id, "--json").stdout)
     assert status["completed"], status["counts"]
     counts = arm.counters()["image_creations"]

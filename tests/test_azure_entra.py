@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,14 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.storage.blob.aio import BlobServiceClient
 
 from armserver.process import ArmServerProcess
-from azure_env import STAGING, AzureSetup, EntraWorld, entra_world, make_setup  # noqa: F401
+from azure_env import (  # noqa: F401
+    STAGING,
+    AzureSetup,
+    EntraWorld,
+    entra_world,
+    make_setup,
+    three_workers_one_killed,
+)
 from entra import ARM_AUDIENCE, STORAGE_AUDIENCE, claims, mint_token
 from imagedist import load_config
 from imagedist._backends.azure import TOKEN_VARIABLE, open_backend
@@ -157,20 +161,7 @@ def test_three_workers_on_entra_id_survive_a_kill(
     arm.configure(image_delay=1.0)
     setup = _entra_setup(tmp_path, entra_world, arm, 9, poll=0.25)
     assert setup.imagedist("setup").returncode == 0
-    disk = make_disk(tmp_path / "golden.vhd", size_mib=2, data_mib=(0,))
-    submit = setup.imagedist("submit", str(disk), "--image-name", "golden", "--os-type", "linux")
-    assert submit.returncode == 0, submit.stderr
-    job_id = submit.stdout.strip()
-    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
-    workers = [setup.worker(log) for log in logs]
-    deadline = time.monotonic() + 90
-    while arm.total_image_creations() < 2:  # strike while images are being created
-        assert time.monotonic() < deadline, "no image creation started"
-        time.sleep(0.05)
-    os.kill(workers[0].pid, signal.SIGKILL)
-    for worker in workers:
-        worker.wait(timeout=120)
-    assert [w.returncode for w in workers] == [-signal.SIGKILL, 0, 0]
+    job_id, logs = three_workers_one_killed(setup, tmp_path, strike_after=2, patience=90)
     status = json.loads(setup.imagedist("status", job_id, "--json").stdout)
     assert status["completed"], status["counts"]
     counts = arm.counters()["image_creations"]
