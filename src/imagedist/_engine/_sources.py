@@ -181,11 +181,12 @@ class BroadcastFanout(Fanout):
         return min(candidates, key=lambda s: s.source_id) if candidates else None
 
     def priority(self, row: TargetRow) -> int:
-        # Seeding a new region first, by its designated target: each seed starts a tree of its
-        # own (and its clones), a local copy only grows one that exists.
-        if row.region in self._seeded:
-            return 2
-        return 0 if self._designated.get(row.region) == row.target else 1
+        # Each region's designated target first (the staging region's too): its copy starts
+        # the region's tree and its clones; then the seed of a region without one; a local
+        # copy only grows a tree that exists.
+        if self._designated.get(row.region) == row.target:
+            return 0
+        return 2 if row.region in self._seeded else 1
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
         local = self._by_region.get(row.region, [])
