@@ -8,12 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._backends import open_backend
 from ._config import Config
-from ._demo import Demo, prepare_demo
-from ._disks import disk_sources
 from ._domain import (
     BlobRef,
     EngineEvent,
@@ -44,23 +42,26 @@ from ._engine import (
     submit_job,
     target_enablement,
 )
-from ._engine._setup import Change, Problem, apply_changes, plan_setup, plan_teardown, run_checks
 from ._engine._tasks import task_group
 from ._engine._upload import ProgressCallback
-from ._engine._versions import RetireResult, list_image_versions, retire_versions, roll_back
 from ._exceptions import InvalidInput
 from ._files import check_folder, check_regular_file, kind_of
-from ._fleet import append_targets, generate_targets
-from ._vhd import ConvertResult, Inspection, convert_to_fixed_vhd, inspect_image
 from .abc import Backend, DiskSources
 
+# Provisioning, gallery versions, the demo, the fleet generator and the disk tools are imported
+# by the methods that use them: a command that needs none of them (`status`, `jobs`) starts
+# without loading them (issue 13).
 if TYPE_CHECKING:
+    from ._demo import Demo
+    from ._engine._setup import Change, Problem
+    from ._engine._versions import RetireResult
     from ._plan import Plan
+    from ._vhd import ConvertResult, Inspection
 
 __all__ = ["Change", "Demo", "Imagedist", "JobStatus", "PhaseSpan", "Problem"]
 
-ChangeCallback = Callable[[Change], None]
-SetupProgress = Callable[[int, int, Change], None]  # (done, total, the change just made)
+ChangeCallback = Callable[["Change"], None]
+SetupProgress = Callable[[int, int, "Change"], None]  # (done, total, the change just made)
 StatusCallback = Callable[[JobStatus], None]
 DISK_FIX = "give the path of a disk image file"
 
@@ -99,9 +100,9 @@ class Imagedist:
     async def __aenter__(self) -> Imagedist:
         if self._backend is None:
             self._backend = open_backend(self.config)
-        # Where tier 0 comes from: the job's file or managed disk, unless given (a test's fake).
-        sources = self._disk_sources or disk_sources(self._backend.images, self.config.work_dir())
-        self.ctx = EngineContext(self._backend, self.config, disk_sources=sources)
+        # Where tier 0 comes from: a test's fake if given, else the context makes the default
+        # (the job's file or managed disk) when a job first needs it.
+        self.ctx = EngineContext(self._backend, self.config, disk_sources=self._disk_sources)
         return self
 
     async def __aexit__(
@@ -332,16 +333,22 @@ class Imagedist:
 
     async def versions(self, image: str) -> list[ImageVersion]:
         """The image's versions in the central gallery, newest first."""
+        from ._engine._versions import list_image_versions
+
         return await list_image_versions(self.ctx, image)
 
     async def retire_versions(self, image: str, keep: int) -> RetireResult:
         """Retire every version but the ``keep`` newest (end of life now, out of "latest");
         delete those retired for ``[gallery.versions] retire_grace_days``, unless one is the
         only version complete in a region."""
+        from ._engine._versions import retire_versions
+
         return await retire_versions(self.ctx, image, keep)
 
     async def roll_back(self, image: str) -> tuple[ImageVersion, ImageVersion]:
         """Exclude the newest version from "latest"; returns (it, the version now latest)."""
+        from ._engine._versions import roll_back
+
         return await roll_back(self.ctx, image)
 
     # targets
@@ -385,6 +392,8 @@ class Imagedist:
         :return: the changes planned (and, unless ``dry_run``, made); empty if none were needed.
         :raises InvalidInput: if a storage account name is taken by someone else (nothing changed).
         """
+        from ._engine._setup import apply_changes, plan_setup
+
         changes = await plan_setup(self.ctx)
         if not dry_run and changes:
             await apply_changes(self.ctx, changes, on_change or _ignore, on_progress=on_progress)
@@ -411,6 +420,8 @@ class Imagedist:
         :param keep_images: keep the images resource groups (and the images in them).
         :return: the changes planned (and, unless ``dry_run``, made), kept resources included.
         """
+        from ._engine._setup import apply_changes, plan_teardown
+
         planned = (
             list(changes)
             if changes is not None
@@ -428,6 +439,8 @@ class Imagedist:
 
         :return: one problem per thing wrong, with what to do about it; empty if all is well.
         """
+        from ._engine._setup import run_checks
+
         return await run_checks(self.ctx)
 
     def plan(
@@ -461,9 +474,26 @@ class Imagedist:
 
     # no config needed
 
-    generate_targets = staticmethod(generate_targets)
-    append_targets = staticmethod(append_targets)
-    prepare_demo = staticmethod(prepare_demo)
+    @staticmethod
+    def generate_targets(subscriptions_file: Path, regions: Sequence[str], prefix: str) -> str:
+        """See :func:`imagedist._fleet.generate_targets`."""
+        from ._fleet import generate_targets
+
+        return generate_targets(subscriptions_file, regions, prefix)
+
+    @staticmethod
+    def append_targets(config_path: Path, text: str) -> int:
+        """See :func:`imagedist._fleet.append_targets`."""
+        from ._fleet import append_targets
+
+        return append_targets(config_path, text)
+
+    @staticmethod
+    def prepare_demo(folder: Path | None = None) -> Demo:
+        """See :func:`imagedist._demo.prepare_demo`."""
+        from ._demo import prepare_demo
+
+        return prepare_demo(folder)
 
     @staticmethod
     def inspect_disk(path: Path) -> Inspection:
@@ -472,6 +502,8 @@ class Imagedist:
         :raises InvalidInput: if ``path`` is not a regular file (checked before opening it: a
             FIFO would block), or the image is unreadable or damaged.
         """
+        from ._vhd import inspect_image
+
         check_regular_file(path, DISK_FIX)
         return inspect_image(path)
 
@@ -483,9 +515,24 @@ class Imagedist:
         :raises InvalidInput: if ``source`` is not a regular file, ``out`` exists and is not one
             (writing to a FIFO or a device blocks or goes nowhere), or the conversion fails.
         """
+        from ._vhd import convert_to_fixed_vhd
+
         check_regular_file(source, DISK_FIX)
         _check_output(out)
         return convert_to_fixed_vhd(source, out, force=force)
+
+
+def __getattr__(name: str) -> Any:
+    """The provisioning and demo types this module offers, imported when first asked for."""
+    if name in ("Change", "Problem"):
+        from ._engine import _setup
+
+        return getattr(_setup, name)
+    if name == "Demo":
+        from ._demo import Demo
+
+        return Demo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _ignore(change: Change) -> None:
