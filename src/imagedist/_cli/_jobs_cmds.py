@@ -11,14 +11,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from .._api import Imagedist, JobStatus
@@ -191,6 +183,16 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
     if quiet:
         _exit_if_failed(await app.upload(job.id))
         return job.id
+    # Rich's progress bars load only for an upload (not for `status` or `jobs`).
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     err = Console(stderr=True)
     err.print(f"job {job.id} submitted; uploading a disk of {job.size_bytes} bytes")
     columns = (

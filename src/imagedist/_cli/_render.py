@@ -8,8 +8,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -202,6 +200,10 @@ def print_logs(console: Console, records: list[LogRecord]) -> None:
 @contextmanager
 def live_progress(console: Console) -> Iterator[Callable[[JobStatus], None]]:
     """A live display of the four phase bars and the grid; show a status by calling what it gives."""
+    # Rich's live display and progress bars load only for a command that shows progress.
+    from rich.live import Live
+    from rich.progress import BarColumn, Progress, TextColumn
+
     progress = Progress(
         TextColumn("{task.description:<14}"),
         BarColumn(),
