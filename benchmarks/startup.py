@@ -1,12 +1,14 @@
 """The command line's own start: `imagedist --help` and `imagedist status JOB`, wall time.
 
-    .venv/bin/python benchmarks/startup.py [--runs 10] [--jobs 3]
+    .venv/bin/python benchmarks/startup.py [--runs 10] [--jobs 3] [--before SRC]
 
 Makes a local-backend config in a temporary folder, runs a few small jobs to completion, then
 times each command as a user runs it (a new process each time: the interpreter's start, the
 imports, the config, the work and the output) and prints a markdown table of the median of
 ``--runs`` runs, with the ratio to ``python -c pass`` measured in the same run. Run it once
 before timing anything so that the bytecode caches exist, as they do in an installed package.
+``--before SRC`` also times the same commands with ``PYTHONPATH=SRC`` (another checkout's
+``src``, e.g. the code before a change), in the same turns.
 """
 
 from __future__ import annotations
@@ -43,13 +45,16 @@ image_create_seconds = 0.0
 """
 
 
-def _seconds(command: list[str], cwd: Path) -> float:
+Command = tuple[list[str], dict[str, str]]  # the arguments and the environment
+
+
+def _seconds(command: Command, cwd: Path) -> float:
     start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command[0], cwd=cwd, env=command[1], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def _medians(commands: dict[str, list[str]], runs: int, cwd: Path) -> list[tuple[str, float]]:
+def _medians(commands: dict[str, Command], runs: int, cwd: Path) -> list[tuple[str, float]]:
     """The median seconds of each command, run in turns so that a burst of load elsewhere on
     the machine falls on all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in commands}
@@ -57,6 +62,23 @@ def _medians(commands: dict[str, list[str]], runs: int, cwd: Path) -> list[tuple
         for name, command in commands.items():
             times[name].append(_seconds(command, cwd))
     return [(name, statistics.median(seconds)) for name, seconds in times.items()]
+
+
+def _commands(job: str, before: str | None) -> dict[str, Command]:
+    env = dict(os.environ)
+    imagedist = {
+        "imagedist --help": ["--help"],
+        "imagedist status JOB": ["status", job],
+        "imagedist status JOB --json": ["status", job, "--json"],
+    }
+    commands = {"python -c pass": ([sys.executable, "-c", "pass"], env)}
+    commands |= {name: ([*imagedist_command(), *a], env) for name, a in imagedist.items()}
+    if before is not None:
+        old = env | {"PYTHONPATH": before}
+        commands |= {
+            f"{n} (before)": ([*imagedist_command(), *a], old) for n, a in imagedist.items()
+        }
+    return commands
 
 
 def _finished_jobs(folder: Path, jobs: int) -> str:
@@ -90,19 +112,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--before", metavar="SRC", help="also time the code in this src folder")
     options = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its caches
     folder = Path(tempfile.mkdtemp(prefix="imagedist-startup-"))
     try:
         job = _finished_jobs(folder, options.jobs)
-        commands = {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "imagedist --help": [*imagedist_command(), "--help"],
-            "imagedist status JOB": [*imagedist_command(), "status", job],
-            "imagedist status JOB --json": [*imagedist_command(), "status", job, "--json"],
-        }
+        commands = _commands(job, options.before)
         for command in commands.values():  # warm: bytecode caches, the page cache
-            subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
+            _seconds(command, folder)
         rows = _medians(commands, options.runs, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -110,7 +128,9 @@ def main() -> None:
     print(f"median of {options.runs} runs, {options.jobs} finished jobs of 4 targets each\n")
     print("| command | seconds | × python -c pass |\n|---|---:|---:|")
     for name, seconds in rows:
-        print(f"| `{name}` | {seconds:.3f} | {seconds / base:.1f} |")
+        command, before, _ = name.partition(" (before)")
+        label = f"`{command}`" + (" before" if before else "")
+        print(f"| {label} | {seconds:.3f} | {seconds / base:.1f} |")
 
 
 if __name__ == "__main__":
