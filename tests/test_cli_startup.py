@@ -143,6 +143,7 @@ def test_status_imports_only_what_status_needs(
     assert code == 0
     assert job in stdout
     assert _offending(modules, NEVER_FOR_STATUS) == []
+    assert ("rich" in modules) is not as_json  # JSON is printed without rich
     assert _command_modules(modules) == {"imagedist._cli._jobs_cmds", "imagedist._cli._render"}
 
 
