@@ -53,9 +53,7 @@ __all__ = [
 class _Strict(BaseModel):
     # strict: TOML has types, and `copies = true` or `copies = "8"` is a mistake to name, not a
     # value to coerce; no inf or nan, which would make a wait endless or a bound meaningless.
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, defer_build=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _checker(rule: NameRule) -> Callable[[str], str]:

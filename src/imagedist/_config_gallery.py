@@ -41,9 +41,7 @@ TRUSTED_LAUNCH = frozenset(
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, defer_build=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _check(rule: NameRule, value: str) -> str:
