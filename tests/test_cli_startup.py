@@ -163,3 +163,17 @@ def test_an_unknown_command_is_refused_with_the_closest_name() -> None:
     assert result.exit_code == 2
     assert "No such command 'stauts'" in result.stderr
     assert "'status'" in result.stderr
+
+
+def test_converting_a_disk_loads_neither_the_engine_nor_the_config(
+    tmp_path: Path, sample_disk: Path
+) -> None:
+    """`vhd convert` needs no config: its start is not the config's and the engine's."""
+    out = tmp_path / "out.vhd"
+
+    code, modules, stdout = _loaded(tmp_path, "vhd", "convert", str(sample_disk), str(out))
+
+    assert code == 0
+    assert str(out) in stdout
+    heavy = ("pydantic", "asyncio", "sqlite3", "rich", "imagedist._config", "imagedist._engine")
+    assert _offending(modules, (*heavy, "imagedist._backends.local")) == []

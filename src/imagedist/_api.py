@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._backends import open_backend
-from ._config import Config
 from ._domain import (
     BlobRef,
     EngineEvent,
@@ -27,42 +25,30 @@ from ._domain import (
     Target,
     TargetState,
 )
-from ._domain.gallery import ImageVersion
-from ._engine import (
-    EngineContext,
-    JobStatus,
-    Worker,
-    cleanup_job,
-    fill_tier0,
-    get_job,
-    job_status,
-    retry_job,
-    select_targets,
-    submit_disk_job,
-    submit_job,
-    target_enablement,
-)
-from ._engine._tasks import task_group
-from ._engine._upload import ProgressCallback
 from ._exceptions import InvalidInput
 from ._files import check_folder, check_regular_file, kind_of
-from .abc import Backend, DiskSources
 
-# Provisioning, gallery versions, the demo, the fleet generator and the disk tools are imported
-# by the methods that use them: a command that needs none of them (`status`, `jobs`) starts
-# without loading them (issue 13).
+# The engine, the config's models, asyncio, provisioning, gallery versions, the demo, the fleet
+# generator and the disk tools are imported by the methods that use them: a command starts
+# without what it does not use (`vhd convert` without the engine and pydantic, `status` without
+# the disk tools; issue 13).
 if TYPE_CHECKING:
+    from ._config import Config
     from ._demo import Demo
+    from ._domain.gallery import ImageVersion
+    from ._engine import EngineContext, JobStatus
     from ._engine._setup import Change, Problem
+    from ._engine._upload import ProgressCallback
     from ._engine._versions import RetireResult
     from ._plan import Plan
     from ._vhd import ConvertResult, Inspection
+    from .abc import Backend, DiskSources
 
 __all__ = ["Change", "Demo", "Imagedist", "JobStatus", "PhaseSpan", "Problem"]
 
 ChangeCallback = Callable[["Change"], None]
 SetupProgress = Callable[[int, int, "Change"], None]  # (done, total, the change just made)
-StatusCallback = Callable[[JobStatus], None]
+StatusCallback = Callable[["JobStatus"], None]
 DISK_FIX = "give the path of a disk image file"
 
 
@@ -102,7 +88,11 @@ class Imagedist:
             self._backend = open_backend(self.config)
         # Where tier 0 comes from: a test's fake if given, else the context makes the default
         # (the job's file or managed disk) when a job first needs it.
-        self.ctx = EngineContext(self._backend, self.config, disk_sources=self._disk_sources)
+        from ._engine import EngineContext
+
+        self.ctx: EngineContext = EngineContext(
+            self._backend, self.config, disk_sources=self._disk_sources
+        )
         return self
 
     async def __aexit__(
@@ -134,6 +124,8 @@ class Imagedist:
         :raises InvalidInput: also if ``path`` is not a regular file (checked without opening it:
             opening a FIFO waits for a writer) or the work folder cannot be made.
         """
+        from ._engine import submit_job
+
         check_regular_file(path, "give the path of a disk image file")
         check_folder(self.config.work_dir(), "[upload] work_dir")
         return await submit_job(
@@ -161,6 +153,8 @@ class Imagedist:
     ) -> Job:
         """Register a job whose image is an Azure managed disk; a worker copies it server-side,
         granting read access for the copy and revoking it afterwards."""
+        from ._engine import submit_disk_job
+
         return await submit_disk_job(
             self.ctx,
             disk_id,
@@ -178,6 +172,8 @@ class Imagedist:
         :return: the tier-0 row afterwards: ``ready`` once the upload is verified, ``failed``
             with the reason (and its fix) otherwise, as it was if a worker is uploading it.
         """
+        from ._engine import fill_tier0, get_job
+
         job = await get_job(self.ctx, job_id)
         state = self.ctx.backend.state
         tier0 = next(s for s in await state.list_sources(job.id) if s.kind is SourceKind.TIER0)
@@ -196,6 +192,8 @@ class Imagedist:
 
         :raises InvalidInput: if a given job id is unknown (checked before any work starts).
         """
+        from ._engine import Worker, get_job
+
         for job_id in job_ids:
             await get_job(self.ctx, job_id)
         await Worker(self.ctx, job_ids).run(forever=forever)
@@ -223,6 +221,10 @@ class Imagedist:
             once more when it has stopped.
         :return: the job's status at the end.
         """
+        import asyncio
+
+        from ._engine._tasks import task_group
+
         changed = asyncio.Event()
         previous = self.ctx.on_event
 
@@ -253,20 +255,28 @@ class Imagedist:
 
     async def jobs(self) -> list[JobStatus]:
         """Every job with its status, newest first."""
+        from ._engine import job_status
+
         return [
             await job_status(self.ctx, job.id) for job in await self.ctx.backend.state.list_jobs()
         ]
 
     async def status(self, job_id: str) -> JobStatus:
+        from ._engine import job_status
+
         return await job_status(self.ctx, job_id)
 
     async def logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
         """The job's log in time order: every line, or those ``where`` matches."""
+        from ._engine import get_job
+
         job = await get_job(self.ctx, job_id)
         return await self.ctx.backend.state.list_logs(job.id, where)
 
     async def has_job(self, job_id: str) -> bool:
         """Whether a job of this id exists (a page asks before it shows one)."""
+        from ._engine import get_job
+
         try:
             await get_job(self.ctx, job_id)
         except InvalidInput:
@@ -296,6 +306,8 @@ class Imagedist:
     async def copy_progress(self, job_id: str) -> dict[str, int]:
         """Percent copied of each target whose copy is running, from its blob's copy status
         (the state store keeps no progress of a target's copy)."""
+        import asyncio
+
         status = await self.status(job_id)
         copying = [t for t in status.targets if t.state is TargetState.COPYING]
         # A few at a time: hundreds of copies may run, and each look is a request to storage.
@@ -322,11 +334,15 @@ class Imagedist:
         targets: Sequence[str] = (),
         phase: FailedPhase | None = None,
     ) -> list[str]:
+        from ._engine import retry_job
+
         return await retry_job(
             self.ctx, job_id, failed_only=failed_only, targets=targets, phase=phase
         )
 
     async def cleanup(self, job_id: str, *, force: bool = False) -> int:
+        from ._engine import cleanup_job
+
         return await cleanup_job(self.ctx, job_id, force=force)
 
     # gallery versions (issue 11)
@@ -355,6 +371,8 @@ class Imagedist:
 
     async def targets(self) -> list[tuple[Target, bool]]:
         """The fleet with each target's effective switch."""
+        from ._engine import target_enablement
+
         enabled = await target_enablement(self.ctx)
         return [(t, enabled[t.name]) for t in self.config.fleet_targets()]
 
@@ -367,6 +385,8 @@ class Imagedist:
         names: Sequence[str] = (),
     ) -> list[str]:
         """Switch targets on or off for running and future jobs; returns their names."""
+        from ._engine import select_targets
+
         chosen = select_targets(
             self.config.fleet_targets(), regions=regions, subscriptions=subscriptions, names=names
         )
@@ -523,7 +543,12 @@ class Imagedist:
 
 
 def __getattr__(name: str) -> Any:
-    """The provisioning and demo types this module offers, imported when first asked for."""
+    """The status, provisioning and demo types this module offers, imported when first asked
+    for."""
+    if name == "JobStatus":
+        from ._engine import JobStatus
+
+        return JobStatus
     if name in ("Change", "Problem"):
         from ._engine import _setup
 
