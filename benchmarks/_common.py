@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,13 @@ def sparse_disk(path: Path, size: int, data: int, extents: int, seed: int = 1) -
                 file.write(os.urandom(64 * MIB))
             file.write(os.urandom(piece % (64 * MIB)))
     return path
+
+
+def imagedist_command() -> list[str]:
+    """`imagedist` as a user runs it: the installed entry point beside this Python, else
+    `python -m imagedist`."""
+    script = Path(sys.executable).with_name("imagedist")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "imagedist"]
 
 
 def timed(label: str, fn: Callable[[], T]) -> tuple[float, T]:

@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-from ._api import Imagedist
-from ._config import Config, load_config
-from ._domain import (
-    BlobRef,
-    FailedPhase,
-    HyperVGeneration,
-    Job,
-    JobState,
-    LogFilter,
-    OsType,
-    Target,
-    TargetState,
-)
-from ._engine import JobStatus, Worker
-from ._exceptions import (
-    AuthFailed,
-    BackendUnavailable,
-    ConfigError,
-    Conflict,
-    ImagedistError,
-    InvalidInput,
-    NotFound,
-    OperationFailed,
-    PreconditionFailed,
-    TransientError,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._api import Imagedist
+    from ._config import Config, load_config
+    from ._domain import (
+        BlobRef,
+        FailedPhase,
+        HyperVGeneration,
+        Job,
+        JobState,
+        LogFilter,
+        OsType,
+        Target,
+        TargetState,
+    )
+    from ._engine import JobStatus, Worker
+    from ._exceptions import (
+        AuthFailed,
+        BackendUnavailable,
+        ConfigError,
+        Conflict,
+        ImagedistError,
+        InvalidInput,
+        NotFound,
+        OperationFailed,
+        PreconditionFailed,
+        TransientError,
+    )
 
 __all__ = [
     "AuthFailed",
@@ -55,3 +59,56 @@ __all__ = [
     "Worker",
     "load_config",
 ]
+
+# Where each public name lives. They are imported on first use, not with the package: the
+# command line imports `imagedist._cli`, and `imagedist --help` should not pay for the config's
+# models, the engine and the backends (issue 13).
+_HOME = {
+    "Imagedist": "._api",
+    "Config": "._config",
+    "load_config": "._config",
+    "JobStatus": "._engine",
+    "Worker": "._engine",
+    **dict.fromkeys(
+        [
+            "BlobRef",
+            "FailedPhase",
+            "HyperVGeneration",
+            "Job",
+            "JobState",
+            "LogFilter",
+            "OsType",
+            "Target",
+            "TargetState",
+        ],
+        "._domain",
+    ),
+    **dict.fromkeys(
+        [
+            "AuthFailed",
+            "BackendUnavailable",
+            "ConfigError",
+            "Conflict",
+            "ImagedistError",
+            "InvalidInput",
+            "NotFound",
+            "OperationFailed",
+            "PreconditionFailed",
+            "TransientError",
+        ],
+        "._exceptions",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home, __name__), name)
+    globals()[name] = value  # found once, then an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._backends import open_backend
-from ._config import Config
-from ._demo import Demo, prepare_demo
-from ._disks import disk_sources
 from ._domain import (
     BlobRef,
     EngineEvent,
@@ -29,39 +25,30 @@ from ._domain import (
     Target,
     TargetState,
 )
-from ._domain.gallery import ImageVersion
-from ._engine import (
-    EngineContext,
-    JobStatus,
-    Worker,
-    cleanup_job,
-    fill_tier0,
-    get_job,
-    job_status,
-    retry_job,
-    select_targets,
-    submit_disk_job,
-    submit_job,
-    target_enablement,
-)
-from ._engine._setup import Change, Problem, apply_changes, plan_setup, plan_teardown, run_checks
-from ._engine._tasks import task_group
-from ._engine._upload import ProgressCallback
-from ._engine._versions import RetireResult, list_image_versions, retire_versions, roll_back
 from ._exceptions import InvalidInput
 from ._files import check_folder, check_regular_file, kind_of
-from ._fleet import append_targets, generate_targets
-from ._vhd import ConvertResult, Inspection, convert_to_fixed_vhd, inspect_image
-from .abc import Backend, DiskSources
 
+# The engine, the config's models, asyncio, provisioning, gallery versions, the demo, the fleet
+# generator and the disk tools are imported by the methods that use them: a command starts
+# without what it does not use (`vhd convert` without the engine and pydantic, `status` without
+# the disk tools; issue 13).
 if TYPE_CHECKING:
+    from ._config import Config
+    from ._demo import Demo
+    from ._domain.gallery import ImageVersion
+    from ._engine import EngineContext, JobStatus
+    from ._engine._setup import Change, Problem
+    from ._engine._upload import ProgressCallback
+    from ._engine._versions import RetireResult
     from ._plan import Plan
+    from ._vhd import ConvertResult, Inspection
+    from .abc import Backend, DiskSources
 
 __all__ = ["Change", "Demo", "Imagedist", "JobStatus", "PhaseSpan", "Problem"]
 
-ChangeCallback = Callable[[Change], None]
-SetupProgress = Callable[[int, int, Change], None]  # (done, total, the change just made)
-StatusCallback = Callable[[JobStatus], None]
+ChangeCallback = Callable[["Change"], None]
+SetupProgress = Callable[[int, int, "Change"], None]  # (done, total, the change just made)
+StatusCallback = Callable[["JobStatus"], None]
 DISK_FIX = "give the path of a disk image file"
 
 
@@ -99,9 +86,13 @@ class Imagedist:
     async def __aenter__(self) -> Imagedist:
         if self._backend is None:
             self._backend = open_backend(self.config)
-        # Where tier 0 comes from: the job's file or managed disk, unless given (a test's fake).
-        sources = self._disk_sources or disk_sources(self._backend.images, self.config.work_dir())
-        self.ctx = EngineContext(self._backend, self.config, disk_sources=sources)
+        # Where tier 0 comes from: a test's fake if given, else the context makes the default
+        # (the job's file or managed disk) when a job first needs it.
+        from ._engine import EngineContext
+
+        self.ctx: EngineContext = EngineContext(
+            self._backend, self.config, disk_sources=self._disk_sources
+        )
         return self
 
     async def __aexit__(
@@ -133,6 +124,8 @@ class Imagedist:
         :raises InvalidInput: also if ``path`` is not a regular file (checked without opening it:
             opening a FIFO waits for a writer) or the work folder cannot be made.
         """
+        from ._engine import submit_job
+
         check_regular_file(path, "give the path of a disk image file")
         check_folder(self.config.work_dir(), "[upload] work_dir")
         return await submit_job(
@@ -160,6 +153,8 @@ class Imagedist:
     ) -> Job:
         """Register a job whose image is an Azure managed disk; a worker copies it server-side,
         granting read access for the copy and revoking it afterwards."""
+        from ._engine import submit_disk_job
+
         return await submit_disk_job(
             self.ctx,
             disk_id,
@@ -177,6 +172,8 @@ class Imagedist:
         :return: the tier-0 row afterwards: ``ready`` once the upload is verified, ``failed``
             with the reason (and its fix) otherwise, as it was if a worker is uploading it.
         """
+        from ._engine import fill_tier0, get_job
+
         job = await get_job(self.ctx, job_id)
         state = self.ctx.backend.state
         tier0 = next(s for s in await state.list_sources(job.id) if s.kind is SourceKind.TIER0)
@@ -195,6 +192,8 @@ class Imagedist:
 
         :raises InvalidInput: if a given job id is unknown (checked before any work starts).
         """
+        from ._engine import Worker, get_job
+
         for job_id in job_ids:
             await get_job(self.ctx, job_id)
         await Worker(self.ctx, job_ids).run(forever=forever)
@@ -222,6 +221,10 @@ class Imagedist:
             once more when it has stopped.
         :return: the job's status at the end.
         """
+        import asyncio
+
+        from ._engine._tasks import task_group
+
         changed = asyncio.Event()
         previous = self.ctx.on_event
 
@@ -252,20 +255,28 @@ class Imagedist:
 
     async def jobs(self) -> list[JobStatus]:
         """Every job with its status, newest first."""
+        from ._engine import job_status
+
         return [
             await job_status(self.ctx, job.id) for job in await self.ctx.backend.state.list_jobs()
         ]
 
     async def status(self, job_id: str) -> JobStatus:
+        from ._engine import job_status
+
         return await job_status(self.ctx, job_id)
 
     async def logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
         """The job's log in time order: every line, or those ``where`` matches."""
+        from ._engine import get_job
+
         job = await get_job(self.ctx, job_id)
         return await self.ctx.backend.state.list_logs(job.id, where)
 
     async def has_job(self, job_id: str) -> bool:
         """Whether a job of this id exists (a page asks before it shows one)."""
+        from ._engine import get_job
+
         try:
             await get_job(self.ctx, job_id)
         except InvalidInput:
@@ -295,6 +306,8 @@ class Imagedist:
     async def copy_progress(self, job_id: str) -> dict[str, int]:
         """Percent copied of each target whose copy is running, from its blob's copy status
         (the state store keeps no progress of a target's copy)."""
+        import asyncio
+
         status = await self.status(job_id)
         copying = [t for t in status.targets if t.state is TargetState.COPYING]
         # A few at a time: hundreds of copies may run, and each look is a request to storage.
@@ -321,33 +334,45 @@ class Imagedist:
         targets: Sequence[str] = (),
         phase: FailedPhase | None = None,
     ) -> list[str]:
+        from ._engine import retry_job
+
         return await retry_job(
             self.ctx, job_id, failed_only=failed_only, targets=targets, phase=phase
         )
 
     async def cleanup(self, job_id: str, *, force: bool = False) -> int:
+        from ._engine import cleanup_job
+
         return await cleanup_job(self.ctx, job_id, force=force)
 
     # gallery versions (issue 11)
 
     async def versions(self, image: str) -> list[ImageVersion]:
         """The image's versions in the central gallery, newest first."""
+        from ._engine._versions import list_image_versions
+
         return await list_image_versions(self.ctx, image)
 
     async def retire_versions(self, image: str, keep: int) -> RetireResult:
         """Retire every version but the ``keep`` newest (end of life now, out of "latest");
         delete those retired for ``[gallery.versions] retire_grace_days``, unless one is the
         only version complete in a region."""
+        from ._engine._versions import retire_versions
+
         return await retire_versions(self.ctx, image, keep)
 
     async def roll_back(self, image: str) -> tuple[ImageVersion, ImageVersion]:
         """Exclude the newest version from "latest"; returns (it, the version now latest)."""
+        from ._engine._versions import roll_back
+
         return await roll_back(self.ctx, image)
 
     # targets
 
     async def targets(self) -> list[tuple[Target, bool]]:
         """The fleet with each target's effective switch."""
+        from ._engine import target_enablement
+
         enabled = await target_enablement(self.ctx)
         return [(t, enabled[t.name]) for t in self.config.fleet_targets()]
 
@@ -360,6 +385,8 @@ class Imagedist:
         names: Sequence[str] = (),
     ) -> list[str]:
         """Switch targets on or off for running and future jobs; returns their names."""
+        from ._engine import select_targets
+
         chosen = select_targets(
             self.config.fleet_targets(), regions=regions, subscriptions=subscriptions, names=names
         )
@@ -385,6 +412,8 @@ class Imagedist:
         :return: the changes planned (and, unless ``dry_run``, made); empty if none were needed.
         :raises InvalidInput: if a storage account name is taken by someone else (nothing changed).
         """
+        from ._engine._setup import apply_changes, plan_setup
+
         changes = await plan_setup(self.ctx)
         if not dry_run and changes:
             await apply_changes(self.ctx, changes, on_change or _ignore, on_progress=on_progress)
@@ -411,6 +440,8 @@ class Imagedist:
         :param keep_images: keep the images resource groups (and the images in them).
         :return: the changes planned (and, unless ``dry_run``, made), kept resources included.
         """
+        from ._engine._setup import apply_changes, plan_teardown
+
         planned = (
             list(changes)
             if changes is not None
@@ -428,6 +459,8 @@ class Imagedist:
 
         :return: one problem per thing wrong, with what to do about it; empty if all is well.
         """
+        from ._engine._setup import run_checks
+
         return await run_checks(self.ctx)
 
     def plan(
@@ -461,9 +494,26 @@ class Imagedist:
 
     # no config needed
 
-    generate_targets = staticmethod(generate_targets)
-    append_targets = staticmethod(append_targets)
-    prepare_demo = staticmethod(prepare_demo)
+    @staticmethod
+    def generate_targets(subscriptions_file: Path, regions: Sequence[str], prefix: str) -> str:
+        """See :func:`imagedist._fleet.generate_targets`."""
+        from ._fleet import generate_targets
+
+        return generate_targets(subscriptions_file, regions, prefix)
+
+    @staticmethod
+    def append_targets(config_path: Path, text: str) -> int:
+        """See :func:`imagedist._fleet.append_targets`."""
+        from ._fleet import append_targets
+
+        return append_targets(config_path, text)
+
+    @staticmethod
+    def prepare_demo(folder: Path | None = None) -> Demo:
+        """See :func:`imagedist._demo.prepare_demo`."""
+        from ._demo import prepare_demo
+
+        return prepare_demo(folder)
 
     @staticmethod
     def inspect_disk(path: Path) -> Inspection:
@@ -472,6 +522,8 @@ class Imagedist:
         :raises InvalidInput: if ``path`` is not a regular file (checked before opening it: a
             FIFO would block), or the image is unreadable or damaged.
         """
+        from ._vhd import inspect_image
+
         check_regular_file(path, DISK_FIX)
         return inspect_image(path)
 
@@ -483,9 +535,29 @@ class Imagedist:
         :raises InvalidInput: if ``source`` is not a regular file, ``out`` exists and is not one
             (writing to a FIFO or a device blocks or goes nowhere), or the conversion fails.
         """
+        from ._vhd import convert_to_fixed_vhd
+
         check_regular_file(source, DISK_FIX)
         _check_output(out)
         return convert_to_fixed_vhd(source, out, force=force)
+
+
+def __getattr__(name: str) -> Any:
+    """The status, provisioning and demo types this module offers, imported when first asked
+    for."""
+    if name == "JobStatus":
+        from ._engine import JobStatus
+
+        return JobStatus
+    if name in ("Change", "Problem"):
+        from ._engine import _setup
+
+        return getattr(_setup, name)
+    if name == "Demo":
+        from ._demo import Demo
+
+        return Demo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _ignore(change: Change) -> None:

@@ -3,25 +3,112 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ._common import State
-from ._config_cmds import config
-from ._demo import demo
-from ._jobs_cmds import cleanup, jobs, logs, retry, run, status, submit, worker
-from ._plan_cmds import plan
-from ._serve_cmds import serve
-from ._setup_cmds import check, setup, teardown
-from ._targets_cmds import targets
-from ._versions_cmds import versions
-from ._vhd_cmds import vhd
 
 __all__ = ["cli", "main"]
+
+# Every command: the module that defines it (under the same name) and the first paragraph of
+# its help, which `imagedist --help` lists. A command's module is imported only when the
+# command is looked up to run or to show its own help, so `imagedist --help` and each command
+# start without loading what the others need (issue 13); a test checks this listing against
+# the commands' own help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("_config_cmds", "Inspect the config file."),
+    "setup": ("_setup_cmds", "Provision everything the config declares; idempotent."),
+    "check": (
+        "_setup_cmds",
+        "Pre-flight before any bytes move: credentials, resource providers, regions, resource "
+        "groups, accounts, containers, data access (a probe blob in every account; the missing "
+        "role named) and the state store; one line per problem. Exits 1 if any.",
+    ),
+    "teardown": (
+        "_setup_cmds",
+        "Remove what setup made: the storage accounts and resource groups it tagged "
+        "(imagedist-managed=true), images included unless --keep-images. Anything else is "
+        "left, and listed with the reason.",
+    ),
+    "targets": ("_targets_cmds", "The fleet: every (subscription, region) target."),
+    "plan": ("_plan_cmds", "Predict a distribution over the config's fleet before moving a byte."),
+    "submit": (
+        "_jobs_cmds",
+        "Validate FILE, register a job and upload it to the staging account.",
+    ),
+    "worker": ("_jobs_cmds", "Work on every active job until no work is left (or forever)."),
+    "run": (
+        "_jobs_cmds",
+        "Submit FILE (as `submit` does), distribute it with a worker in this process, and show "
+        "live progress.",
+    ),
+    "jobs": ("_jobs_cmds", "List the jobs, newest first, with their phase percentages."),
+    "status": (
+        "_jobs_cmds",
+        "Show a job: the four phase percentages, errors, and the target grid.",
+    ),
+    "logs": ("_jobs_cmds", "Show a job's log."),
+    "retry": (
+        "_jobs_cmds",
+        "Put a job's unfinished targets back to work; finished ones are never touched.",
+    ),
+    "cleanup": ("_jobs_cmds", "Delete a job's intermediate blobs now (images are kept)."),
+    "versions": (
+        "_versions_cmds",
+        "An image's versions in the Compute Gallery: list, retire, roll back.",
+    ),
+    "vhd": (
+        "_vhd_cmds",
+        "Disk images: check that Azure can boot one, convert one to a fixed VHD.",
+    ),
+    "demo": (
+        "_demo",
+        "Distribute a sample disk to 3 subscriptions × 3 regions on the local backend.",
+    ),
+    "serve": (
+        "_serve_cmds",
+        "Serve the web dashboard: every job live, the subscription × region grid, logs, the "
+        "plan, and (unless --read-only) retry, cleanup and target switches.",
+    ),
+}
+
+
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """The root group's commands by name, each imported from its module when first looked up."""
+
+    def __init__(self, homes: dict[str, str]) -> None:
+        self._homes = dict(homes)  # name -> module, relative to this package
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module = import_module(f"{__name__}.{self._homes[name]}")  # KeyError: no such name
+            command = getattr(module, name)
+            assert isinstance(command, click.Command), name
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._homes.setdefault(name, "")
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._homes[name]
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._homes)
+
+    def __len__(self) -> int:
+        return len(self._homes)
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
 
 
 class _OneLineUsageError(click.UsageError):
@@ -67,6 +154,23 @@ class _Cli(click.Group):
         with _one_line_usage_errors():
             return super().invoke(ctx)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands and their short help, as click lists them, from :data:`COMMANDS` for
+        a command not imported yet (none of them is hidden)."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, self._short_help(name, limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def _short_help(self, name: str, limit: int) -> str:
+        commands = self.commands
+        if isinstance(commands, _LazyCommands) and not commands.is_loaded(name):
+            return click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)
+        return commands[name].get_short_help_str(limit)
+
 
 @click.group(name="imagedist", cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -90,27 +194,7 @@ def cli(ctx: click.Context, config_path: Path) -> None:
     ctx.obj = State(config_path)
 
 
-for command in (
-    config,
-    setup,
-    check,
-    teardown,
-    targets,
-    plan,
-    submit,
-    worker,
-    run,
-    jobs,
-    status,
-    logs,
-    retry,
-    cleanup,
-    versions,
-    vhd,
-    demo,
-    serve,
-):
-    cli.add_command(command)
+cli.commands = _LazyCommands({name: module for name, (module, _) in COMMANDS.items()})
 
 
 def main() -> None:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from .._api import Imagedist
-from .._config import Config, load_config
 from .._exceptions import BackendUnavailable, ImagedistError, InvalidInput
-from .._redact import redact
+
+if TYPE_CHECKING:
+    from .._api import Imagedist
+    from .._config import Config
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -46,6 +46,8 @@ class State:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from .._config import load_config  # the config's models: loaded by a command's use
+
             self._config = load_config(self.config_path)
         return self._config
 
@@ -60,14 +62,8 @@ def friendly_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (InvalidInput, BackendUnavailable) as exc:
-            click.echo(f"Error: {redact(str(exc))}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
         except ImagedistError as exc:
-            # An error from the platform may quote what it was sent; the state stores redact
-            # too, but this line goes straight to the terminal.
-            click.echo(f"Error: {redact(str(exc))}", err=True)
-            sys.exit(EXIT_FAILED)
+            _exit_on(exc)
         except KeyboardInterrupt:
             click.echo(
                 "Interrupted; the job's progress is saved: `imagedist worker` resumes it.", err=True
@@ -77,8 +73,22 @@ def friendly_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _exit_on(error: ImagedistError) -> NoReturn:
+    """One line on stderr, then the exit status of ``error``: 2 for bad input, else 1."""
+    from .._redact import redact  # its patterns compile on import: only an error needs them
+
+    # An error from the platform may quote what it was sent; the state stores redact too, but
+    # this line goes straight to the terminal.
+    click.echo(f"Error: {redact(str(error))}", err=True)
+    bad_input = isinstance(error, InvalidInput | BackendUnavailable)
+    sys.exit(EXIT_BAD_INPUT if bad_input else EXIT_FAILED)
+
+
 def run_with_app(state: State, body: Callable[[Imagedist], Awaitable[R]]) -> R:
     """Open the library for the config and run ``body`` in an event loop."""
+    import asyncio  # with the library: loaded when a command runs, not for `--help`
+
+    from .._api import Imagedist
 
     async def main() -> R:
         async with Imagedist(state.config) as app:

@@ -7,19 +7,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from .._api import Imagedist, JobStatus
 from .._domain import (
@@ -51,7 +41,16 @@ from ._render import (
 
 __all__ = ["cleanup", "jobs", "logs", "retry", "run", "status", "submit", "worker"]
 
-console = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@functools.cache
+def _console() -> Console:
+    """The terminal's console; rich loads with the first table, not for `--json` (issue 13)."""
+    from rich.console import Console
+
+    return Console()
 
 
 def _exit_for(status: JobStatus) -> None:
@@ -191,6 +190,17 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
     if quiet:
         _exit_if_failed(await app.upload(job.id))
         return job.id
+    # Rich's progress bars load only for an upload (not for `status` or `jobs`).
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     err = Console(stderr=True)
     err.print(f"job {job.id} submitted; uploading a disk of {job.size_bytes} bytes")
     columns = (
@@ -221,7 +231,7 @@ async def _run_showing_progress(app: Imagedist, job_id: str, *, quiet: bool) -> 
         await app.run(job_id)
         return
 
-    with live_progress(console) as show:
+    with live_progress(_console()) as show:
         await app.run(job_id, show)
 
 
@@ -229,7 +239,7 @@ def _report(status: JobStatus, errors: list[LogRecord], as_json: bool) -> None:
     if as_json:
         echo_json(status_to_dict(status, errors))
     else:
-        print_status(console, status, errors)
+        print_status(_console(), status, errors)
     _exit_for(status)
 
 
@@ -302,6 +312,8 @@ def jobs(state: State, as_json: bool) -> None:
             [{k: v for k, v in status_to_dict(s).items() if k != "targets"} for s in statuses]
         )
         return
+    from rich.table import Table
+
     columns = ["job", "image", "os", "state", "upload", "tier-1", "copies", "images"]
     galleries = any(s.gallery_pct is not None for s in statuses)
     table = Table(*columns, *(["gallery"] if galleries else []), "errors")
@@ -317,7 +329,7 @@ def jobs(state: State, as_json: bool) -> None:
             *([f"{s.gallery_pct}%" if s.gallery_pct is not None else "-"] if galleries else []),
             str(s.error_count),
         )
-    console.print(table)
+    _console().print(table)
 
 
 @click.command()
@@ -361,7 +373,7 @@ def logs(
     if as_json:
         echo_json([log_to_dict(r) for r in records])
     else:
-        print_logs(console, records)
+        print_logs(_console(), records)
 
 
 @click.command()
@@ -415,7 +427,7 @@ def retry(
         )
     if final is not None:
         if not as_json:
-            print_status(console, *final)
+            print_status(_console(), *final)
         _exit_for(final[0])
 
 

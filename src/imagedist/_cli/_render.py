@@ -5,17 +5,16 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from .._api import JobStatus
 from .._domain import LogRecord, TargetState
 from .._domain.gallery import PublicationRow
+
+# Rich loads with the first table or line printed: `--json` prints neither (issue 13).
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 __all__ = [
     "live_progress",
@@ -113,6 +112,8 @@ def _publication_to_dict(row: PublicationRow) -> dict[str, Any]:
 def gallery_grid(status: JobStatus) -> Table:
     """Gallery versions down (the central one, then one per subscription in per-subscription
     mode), target regions across, each cell the region's replication state and percent."""
+    from rich.table import Table
+
     regions = sorted({name for p in status.publications for name in p.regions})
     grid = Table(title="gallery versions", show_lines=False)
     grid.add_column("gallery")
@@ -145,6 +146,8 @@ def log_to_dict(record: LogRecord) -> dict[str, Any]:
 
 def status_grid(status: JobStatus) -> Table:
     """Subscriptions down, regions across, each cell the target's state."""
+    from rich.table import Table
+
     regions = sorted({t.region for t in status.targets})
     subscriptions = sorted({t.subscription for t in status.targets})
     cells = {(t.subscription, t.region): t.state for t in status.targets}
@@ -162,6 +165,8 @@ def status_grid(status: JobStatus) -> Table:
 
 
 def _summary(status: JobStatus) -> Table:
+    from rich.table import Table
+
     table = Table.grid(padding=(0, 2))
     job = status.job
     table.add_row(
@@ -191,6 +196,8 @@ def print_status(console: Console, status: JobStatus, errors: list[LogRecord]) -
 
 
 def print_logs(console: Console, records: list[LogRecord]) -> None:
+    from rich.text import Text
+
     style = {"warning": "yellow", "error": "red"}
     for r in records:
         line = Text(f"{_when(r.ts)} ")
@@ -202,6 +209,11 @@ def print_logs(console: Console, records: list[LogRecord]) -> None:
 @contextmanager
 def live_progress(console: Console) -> Iterator[Callable[[JobStatus], None]]:
     """A live display of the four phase bars and the grid; show a status by calling what it gives."""
+    # Rich's live display and progress bars load only for a command that shows progress.
+    from rich.console import Group
+    from rich.live import Live
+    from rich.progress import BarColumn, Progress, TextColumn
+
     progress = Progress(
         TextColumn("{task.description:<14}"),
         BarColumn(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from .._exceptions import OperationFailed
+from .._exceptions import InvalidInput, OperationFailed
 
 if TYPE_CHECKING:
     from ..abc import ImageSpec
@@ -136,8 +136,16 @@ EGRESS_PRICE_PER_GB: dict[str, float] = {
 
 
 def zone_of(region: str) -> str:
-    """The price zone of a region; unknown regions are priced as the most expensive zone."""
-    return REGIONS.get(region, "south-america")
+    """The price zone of a region.
+
+    :raises InvalidInput: for a name that is not an Azure region: its price is unknown, and
+        guessing one (the most expensive zone, once) makes a plan's egress cost up. A config
+        refuses such a name on load, so only a caller that skipped it gets here.
+    """
+    zone = REGIONS.get(region)
+    if zone is None:
+        raise InvalidInput(f"Cannot price egress from {region!r}: {unknown_region(region)}.")
+    return zone
 
 
 def unknown_region(name: str) -> str:

@@ -30,7 +30,7 @@ from .._domain.events import LogLevel, Step
 from .._domain.gallery import PublicationRow, PublicationState
 from .._domain.names import IMAGE_NAME
 from .._exceptions import InvalidInput, NotFound, PreconditionFailed
-from .._vhd import Firmware, converted_path, disk_firmware, prepare_image
+from .._vhd import Firmware, disk_firmware
 from ..abc import CopyStatus
 from ._cleanup import drop_sources
 from ._context import EngineContext
@@ -97,6 +97,10 @@ async def submit_job(
         image needs converting and ``convert`` is false, or V1 is asked for a disk that boots
         only with UEFI; no job is registered then.
     """
+    # The converters (and qemu-img's helpers) load with the first submission, not with every
+    # command that reads a job's status.
+    from .._vhd import converted_path, prepare_image
+
     names = _image_names(ctx, image_name)
     # Checked before anything is written where we read the format ourselves; a format read
     # only once converted is checked on its conversion, which goes if it is refused.

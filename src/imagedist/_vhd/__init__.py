@@ -16,15 +16,19 @@ For the upload path::
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInput
-from ._convert import ConvertResult, check_self_contained, convert_to_fixed_vhd, qemu_img_path
-from ._firmware import Firmware, boot_firmware
-from ._inspect import Inspection, detect, inspect_image, open_detected, quote
-from ._prepare import PreparedImage, converted_path, prepare_image
-from ._reader import DiskImage
 from ._validate import MAX_VIRTUAL_SIZE, fixed_footer_problem, human
+
+if TYPE_CHECKING:
+    from ._convert import ConvertResult, check_self_contained, convert_to_fixed_vhd, qemu_img_path
+    from ._firmware import Firmware, boot_firmware
+    from ._inspect import Inspection, detect, inspect_image
+    from ._prepare import PreparedImage, converted_path, prepare_image
+    from ._reader import DiskImage
 
 __all__ = [
     "MAX_VIRTUAL_SIZE",
@@ -49,16 +53,44 @@ __all__ = [
 ]
 
 
+# Where the other public names live, imported on first use: checking a footer (the engine's
+# verification, a command's size limit) needs none of the readers, converters or qemu-img's
+# helpers, and `imagedist status` should not load them (issue 13).
+_HOME = {
+    **dict.fromkeys(
+        ["ConvertResult", "check_self_contained", "convert_to_fixed_vhd", "qemu_img_path"],
+        "._convert",
+    ),
+    **dict.fromkeys(["Firmware", "boot_firmware"], "._firmware"),
+    **dict.fromkeys(["Inspection", "detect", "inspect_image"], "._inspect"),
+    **dict.fromkeys(["PreparedImage", "converted_path", "prepare_image"], "._prepare"),
+    "DiskImage": "._reader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
 def open_disk(path: str | Path) -> DiskImage:
     """Open a raw file or a fixed or dynamic VHD for reading (use it as a context manager).
 
     Raises InvalidInput for a damaged file and for formats it cannot read (qcow2, VMDK, VHDX).
     """
+    from ._inspect import detect, open_detected
+
     return open_detected(detect(Path(path)))
 
 
 def validate_for_azure(path: str | Path) -> Inspection:
     """The inspection of ``path`` if Azure can boot it as is; InvalidInput saying why not otherwise."""
+    from ._inspect import inspect_image, quote
+
     inspection = inspect_image(Path(path))
     if not inspection.azure_ready:
         reasons = "; ".join(p[0].lower() + p[1:].rstrip(".") for p in inspection.problems)
@@ -70,6 +102,8 @@ def disk_firmware(path: str | Path) -> Firmware | None:
     """The firmware the disk at ``path`` boots with, from its partition table; ``None`` for a
     format read only once converted (VHDX, qcow2, VMDK) or a file that cannot be read (its
     validation says why). Blocking."""
+    from ._firmware import boot_firmware
+
     try:
         disk = open_disk(path)
     except InvalidInput:

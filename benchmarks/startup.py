@@ -1,0 +1,137 @@
+"""The command line's own start: `imagedist --help` and `imagedist status JOB`, wall time.
+
+    .venv/bin/python benchmarks/startup.py [--runs 10] [--jobs 3] [--before SRC]
+
+Makes a local-backend config in a temporary folder, runs a few small jobs to completion, then
+times each command as a user runs it (a new process each time: the interpreter's start, the
+imports, the config, the work and the output) and prints a markdown table of the median of
+``--runs`` runs, with the ratio to ``python -c pass`` measured in the same run. Run it once
+before timing anything so that the bytecode caches exist, as they do in an installed package.
+``--before SRC`` also times the same commands with ``PYTHONPATH=SRC`` (another checkout's
+``src``, e.g. the code before a change), in the same turns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import MIB, imagedist_command, sparse_disk
+
+CONFIG = """\
+backend = "local"
+
+[staging]
+subscription = "sub-staging"
+region = "westeurope"
+account = "imgdstaging"
+
+[fleet]
+subscriptions = ["sub-alpha", "sub-bravo"]
+regions = ["westeurope", "eastus"]
+account_prefix = "imgd"
+
+[local]
+image_create_seconds = 0.0
+"""
+
+
+Command = tuple[list[str], dict[str, str]]  # the arguments and the environment
+
+
+def _seconds(command: Command, cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(command[0], cwd=cwd, env=command[1], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _medians(commands: dict[str, Command], runs: int, cwd: Path) -> list[tuple[str, float]]:
+    """The median seconds of each command, run in turns so that a burst of load elsewhere on
+    the machine falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            times[name].append(_seconds(command, cwd))
+    return [(name, statistics.median(seconds)) for name, seconds in times.items()]
+
+
+def _commands(job: str, before: str | None) -> dict[str, Command]:
+    env = dict(os.environ)
+    imagedist = {
+        "imagedist --help": ["--help"],
+        "imagedist status JOB": ["status", job],
+        "imagedist status JOB --json": ["status", job, "--json"],
+    }
+    commands = {"python -c pass": ([sys.executable, "-c", "pass"], env)}
+    commands |= {name: ([*imagedist_command(), *a], env) for name, a in imagedist.items()}
+    if before is not None:
+        old = env | {"PYTHONPATH": before}
+        commands |= {
+            f"{n} (before)": ([*imagedist_command(), *a], old) for n, a in imagedist.items()
+        }
+    return commands
+
+
+def _finished_jobs(folder: Path, jobs: int) -> str:
+    """Run ``jobs`` small jobs to the end in ``folder``; the id of the newest."""
+    (folder / "imagedist.toml").write_text(CONFIG, encoding="utf-8")
+    disk = sparse_disk(folder / "disk.raw", 8 * MIB, 2 * MIB, extents=2)
+    for i in range(jobs):
+        command = [
+            *imagedist_command(),
+            "run",
+            str(disk),
+            "--image-name",
+            f"img{i}",
+            "--os-type",
+            "linux",
+        ]
+        subprocess.run(
+            command, cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    listed = subprocess.run(
+        [*imagedist_command(), "jobs", "--json"],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return str(json.loads(listed.stdout)[0]["job"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--before", metavar="SRC", help="also time the code in this src folder")
+    options = parser.parse_args()
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its caches
+    folder = Path(tempfile.mkdtemp(prefix="imagedist-startup-"))
+    try:
+        job = _finished_jobs(folder, options.jobs)
+        commands = _commands(job, options.before)
+        for command in commands.values():  # warm: bytecode caches, the page cache
+            _seconds(command, folder)
+        rows = _medians(commands, options.runs, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    base = rows[0][1]
+    print(f"median of {options.runs} runs, {options.jobs} finished jobs of 4 targets each\n")
+    print("| command | seconds | × python -c pass |\n|---|---:|---:|")
+    for name, seconds in rows:
+        command, before, _ = name.partition(" (before)")
+        label = f"`{command}`" + (" before" if before else "")
+        print(f"| {label} | {seconds:.3f} | {seconds / base:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

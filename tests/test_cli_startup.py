@@ -1,0 +1,179 @@
+"""The command line starts light (issue 13): `imagedist --help` and `imagedist status` import only
+what they use. Asserted on the modules a fresh interpreter has loaded, never on wall time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from imagedist._cli import COMMANDS, cli
+
+# Run the CLI in a new interpreter as a user's `imagedist ARGS` does (after importing every
+# command if asked), then write the names of every module loaded to the file named first
+# (stdout is the command's own).
+PROBE = """
+import json, sys
+out, load_all, args = sys.argv[1], sys.argv[2] == "all", sys.argv[3:]
+from imagedist._cli import cli
+if load_all:
+    list(cli.commands.values())
+try:
+    cli.main(args=args, prog_name="imagedist")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+with open(out, "w") as f:
+    json.dump({"exit": code, "modules": sorted(sys.modules)}, f)
+"""
+
+# Heavy libraries no command loads before it needs them, and what only some commands need.
+NEVER_FOR_HELP = (
+    "pydantic",
+    "pydantic_core",
+    "rich",
+    "asyncio",
+    "sqlite3",
+    "azure",
+    "starlette",
+    "jinja2",
+    "uvicorn",
+    "hypothesis",
+    "imagedist._api",
+    "imagedist._config",
+    "imagedist._engine",
+    "imagedist._backends",
+    "imagedist._plan",
+    "imagedist._vhd",
+    "imagedist._web",
+    "imagedist._redact",
+)
+NEVER_FOR_STATUS = (
+    "azure",
+    "starlette",
+    "jinja2",
+    "uvicorn",
+    "hypothesis",
+    "imagedist._backends.sim",
+    "imagedist._backends.azure",
+    "imagedist._plan",
+    "imagedist._web",
+    "imagedist._demo",
+    "imagedist._disks",
+    "imagedist._fleet",
+    "imagedist._engine._setup",
+    "imagedist._engine._versions",
+    "imagedist._vhd._convert",
+    "imagedist._vhd._qemu",
+    "imagedist._vhd._inspect",
+    "imagedist._vhd._prepare",
+)
+
+
+def _loaded(tmp_path: Path, *args: str, load_all: bool = False) -> tuple[int, set[str], str]:
+    """Run ``imagedist ARGS`` in a new interpreter: its exit status, modules and stdout."""
+    out = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), "all" if load_all else "lazy", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert out.exists(), done.stderr
+    report = json.loads(out.read_text(encoding="utf-8"))
+    return int(report["exit"] or 0), set(report["modules"]), done.stdout
+
+
+def _offending(modules: set[str], heavy: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in heavy))
+
+
+def _command_modules(modules: set[str]) -> set[str]:
+    return {
+        m for m in modules if m.startswith("imagedist._cli._") and m != "imagedist._cli._common"
+    }
+
+
+def test_help_lists_every_command_and_imports_none_of_them(tmp_path: Path) -> None:
+    code, modules, stdout = _loaded(tmp_path, "--help")
+
+    assert code == 0
+    assert _offending(modules, NEVER_FOR_HELP) == []
+    assert _command_modules(modules) == set()
+    _, every_module, listed_by_commands = _loaded(tmp_path, "--help", load_all=True)
+    assert _command_modules(every_module) >= {f"imagedist._cli.{m}" for m, _ in COMMANDS.values()}
+    assert stdout == listed_by_commands
+
+
+def test_a_command_imports_its_own_module_only(tmp_path: Path) -> None:
+    code, modules, stdout = _loaded(tmp_path, "vhd", "--help")
+
+    assert code == 0
+    assert "convert" in stdout
+    assert _command_modules(modules) == {"imagedist._cli._vhd_cmds"}
+
+
+@pytest.fixture
+def finished_job(
+    config_path: Path, sample_disk: Path, cli: Callable[..., Result]
+) -> tuple[Path, str]:
+    """A local-backend config and the id of a job distributed to the end."""
+    result = cli(config_path, "run", str(sample_disk), "--image-name", "img", "--os-type", "linux")
+    assert result.exit_code == 0, result.output
+    listed = cli(config_path, "jobs", "--json")
+    return config_path, str(json.loads(listed.stdout)[0]["job"])
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_status_imports_only_what_status_needs(
+    tmp_path: Path, finished_job: tuple[Path, str], as_json: bool
+) -> None:
+    config, job = finished_job
+    args = ["-c", str(config), "status", job, *(["--json"] if as_json else [])]
+
+    code, modules, stdout = _loaded(tmp_path, *args)
+
+    assert code == 0
+    assert job in stdout
+    assert _offending(modules, NEVER_FOR_STATUS) == []
+    assert ("rich" in modules) is not as_json  # JSON is printed without rich
+    assert _command_modules(modules) == {"imagedist._cli._jobs_cmds", "imagedist._cli._render"}
+
+
+def test_the_listing_is_each_commands_own_help() -> None:
+    for name, (module, help_text) in COMMANDS.items():
+        command = cli.commands[name]  # imports it
+        assert command.callback is not None
+        assert command.callback.__module__ == f"imagedist._cli.{module}"
+        first_paragraph = (command.help or "").split("\n\n")[0]
+        assert help_text.split() == first_paragraph.split(), name
+    assert set(COMMANDS) == set(cli.commands)
+
+
+def test_an_unknown_command_is_refused_with_the_closest_name() -> None:
+    result = CliRunner().invoke(cli, ["stauts"])
+
+    assert result.exit_code == 2
+    assert "No such command 'stauts'" in result.stderr
+    assert "'status'" in result.stderr
+
+
+def test_converting_a_disk_loads_neither_the_engine_nor_the_config(
+    tmp_path: Path, sample_disk: Path
+) -> None:
+    """`vhd convert` needs no config: its start is not the config's and the engine's."""
+    out = tmp_path / "out.vhd"
+
+    code, modules, stdout = _loaded(tmp_path, "vhd", "convert", str(sample_disk), str(out))
+
+    assert code == 0
+    assert str(out) in stdout
+    heavy = ("pydantic", "asyncio", "sqlite3", "rich", "imagedist._config", "imagedist._engine")
+    assert _offending(modules, (*heavy, "imagedist._backends.local")) == []
