@@ -27,6 +27,8 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,6 +88,8 @@ class PutPageProxy:
         self.calls: list[RangeCall] = []
         self._count = 0
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         self._server = ThreadingHTTPServer((HOST, 0), _handler_for(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -114,10 +118,28 @@ class PutPageProxy:
             real, f"BlobEndpoint={self.blob_endpoint(account)};"
         )
 
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait until no Put Page From URL is being answered (one whose caller gave up, say)."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout):
+                raise TimeoutError(f"{self._in_flight} range copies still running")
+
     def range_calls(self, status: int | None = 201) -> list[RangeCall]:
         """The calls answered with ``status`` (None: all)."""
         with self._lock:
             return [c for c in self.calls if status is None or c.status == status]
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Counts one Put Page From URL in flight, for :meth:`wait_idle`."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
 
     # -- Put Page From URL --------------------------------------------------------------------------
 
@@ -330,8 +352,10 @@ def _handler_for(proxy: PutPageProxy) -> type[BaseHTTPRequestHandler]:
             if problem is not None:
                 self._reply(proxy.record(self.path, dest_range, problem))
                 return
-            answer = _forward(azurite_port, self.command, self.path, headers, body)
-            self._reply(proxy.put_page_from_url(self.path, headers, answer))
+            with proxy.running():
+                answer = _forward(azurite_port, self.command, self.path, headers, body)
+                answer = proxy.put_page_from_url(self.path, headers, answer)
+            self._reply(answer)
 
         def _reply(self, answer: _Answer) -> None:
             self.send_response(answer.status)
