@@ -281,7 +281,7 @@ def test_a_ranged_copy_stopped_part_way_resumes_with_only_the_missing_ranges(
                 raise _Stop
 
         limits = RangedLimits(start_concurrency=2, max_concurrency=2)
-        with pytest.raises(ExceptionGroup) as stopped:
+        with pytest.raises(_Stop):
             await copy_ranged(
                 ranged.store,
                 source,
@@ -290,7 +290,6 @@ def test_a_ranged_copy_stopped_part_way_resumes_with_only_the_missing_ranges(
                 limits=limits,
                 keep_alive=stop_after_two,
             )
-        assert stopped.group_contains(_Stop)
 
     run(first_run())
     ranged.settle()  # a request the client cancelled may still land on the server

@@ -188,9 +188,14 @@ class _RangedCopy:
     async def run(self, ranges: list[Range]) -> None:
         self.todo.extend(ranges)
         movers = min(len(ranges), self.limits.max_concurrency)
-        async with asyncio.TaskGroup() as group:
-            for _ in range(movers):
-                group.create_task(self._mover())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(movers):
+                    group.create_task(self._mover())
+        except ExceptionGroup as failed:
+            # The first range that failed stops the others; the caller handles one error, as
+            # from any other copy.
+            raise _first_leaf(failed) from None
         self.report.lowest_concurrency = self.pacer.lowest
         self.report.concurrency_trace = list(self.pacer.trace)
 
@@ -234,6 +239,11 @@ class _RangedCopy:
         return None
 
 
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 async def _nothing() -> None:
     return None
 
@@ -247,6 +257,7 @@ async def copy_ranged(
     limits: RangedLimits | None = None,
     account_rate: RequestRate | None = None,
     keep_alive: Callable[[], Awaitable[None]] = _nothing,
+    fresh: bool = False,
 ) -> RangedReport:
     """Copy ``source`` into ``dest`` range by range, resuming from what ``dest`` already holds.
 
@@ -259,14 +270,14 @@ async def copy_ranged(
         into it (one per account, held by the caller); None: one of this copy's own.
     :param keep_alive: awaited after each landed range: renews the lease that makes this the one
         copier of ``dest`` (raising if it was lost, which stops the copy).
-    :raises ValueError: if the blob store cannot copy ranges.
+    :param fresh: start over: an existing ``dest`` is replaced (a new attempt), not resumed.
+    :raises OperationFailed: if the blob store cannot copy ranges (code ``RANGED_COPY_UNSUPPORTED``).
     """
     limits = limits or RangedLimits()
-    if blobs.copy_range_bytes <= 0:
-        raise ValueError(f"this blob store cannot copy ranges into blob '{dest}'")
     props = await blobs.get_properties(source)
-    await blobs.create_page_blob(dest, props.size)
-    planned = plan_ranges(await blobs.page_ranges(source), blobs.copy_range_bytes)
+    await blobs.create_page_blob(dest, props.size, overwrite=fresh)
+    step = blobs.copy_range_bytes or limits.request_bytes  # 0: the store refuses the first call
+    planned = plan_ranges(await blobs.page_ranges(source), step)
     todo = missing_ranges(planned, await blobs.page_ranges(dest))
     rate = account_rate or RequestRate(clock, limits.account_requests_per_second)
     run = _RangedCopy(blobs, source, dest, clock, limits, rate, keep_alive)

@@ -37,6 +37,7 @@ class SimBlobStore(BlobStore):
         self._copy_rate = copy_rate
         self._fault_rng = random.Random(f"{seed}:blob-faults")
         self.copy_range_bytes = range_bytes
+        self.ranged_copy_faster = True
 
     def _call(self, name: str) -> SimStorage:
         """Count the call, maybe fail it with a 503, and bring the copies up to now."""
