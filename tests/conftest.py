@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import settings
 
 # One Azurite and one ARM test server for the whole session, whichever tests ask first.
 from armserver.plugin import arm, arm_server  # noqa: F401
@@ -18,6 +19,11 @@ from imagedist._cli import cli as imagedist_cli
 from helpers import config_text
 
 MiB = 1024 * 1024
+
+# No per-example deadline: on a loaded 2-core machine one example can take ten times its usual
+# time, and a test must fail on what it checks, not on the machine's load.
+settings.register_profile("imagedist", deadline=None)
+settings.load_profile("imagedist")
 
 
 @pytest.fixture

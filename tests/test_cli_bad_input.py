@@ -357,6 +357,7 @@ NUMBERS = [
     ("concurrency", "poll_interval_seconds"),
     ("concurrency", "lease_seconds"),
     ("fanout", "tier1_copies"),
+    ("fanout", "region_clones"),
     ("fanout", "max_reads_per_source"),
     ("upload", "concurrency"),
     ("local", "copy_bandwidth_mib_s"),

@@ -226,6 +226,12 @@ def test_generated_account_name_separates_subscription_from_region() -> None:
             '"auto", "async" or "ranged"',
             id="unknown-copy-method",
         ),
+        pytest.param(
+            _raw(fanout={"region_clones": -1}), "fanout.region_clones", "", id="negative-clones"
+        ),
+        pytest.param(
+            _raw(fanout={"region_clones": "many"}), "fanout.region_clones", "", id="word-clones"
+        ),
         pytest.param(_raw(backend="cloud"), "backend", "", id="unknown-backend"),
         pytest.param({"targets": []}, "staging", "", id="missing-staging"),
     ],

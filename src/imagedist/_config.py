@@ -170,7 +170,7 @@ class FanoutPolicy(_Strict):
 
     strategy: Literal["broadcast", "original"] = "broadcast"
     # "auto": broadcast makes enough same-account clones to seed every region in one round
-    # (ceil((regions - 1) / max_reads_per_source) sources in all); original makes 300, as it did.
+    # (ceil(regions / max_reads_per_source) sources in all); original makes 300, as it did.
     tier1_copies: int | Literal["auto"] = Field(default="auto")
 
     @field_validator("tier1_copies", mode="before")
@@ -192,9 +192,34 @@ class FanoutPolicy(_Strict):
             return self.tier1_copies
         if self.strategy == "original":
             return 300
-        return max(0, min(50, -(-(regions - 1) // self.max_reads_per_source) - 1))
+        # One seed per region, the staging region's included, all in the first round.
+        return max(0, min(50, -(-regions // self.max_reads_per_source) - 1))
 
     max_reads_per_source: int = Field(default=4, ge=1, le=1000)
+    # "auto": broadcast clones each region's seed in its own account until every target of the
+    # region can copy at once (ceil((targets - 1) / max_reads_per_source) sources); 0: no clones.
+    region_clones: int | Literal["auto"] = Field(default="auto")
+
+    @field_validator("region_clones", mode="before")
+    @classmethod
+    def _region_clones(cls, value: object) -> object:
+        if value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1000
+        ):
+            return value
+        shown = _toml(value) if isinstance(value, bool | int | float | str) else repr(value)
+        raise ValueError(
+            f'region_clones must be a whole number between 0 and 1000, or "auto", not {shown}'
+        )
+
+    def region_clone_count(self, targets: int) -> int:
+        """How many clones of its seed a region of ``targets`` targets gets."""
+        if self.strategy == "original":
+            return 0  # the original never cloned outside its staging account
+        if isinstance(self.region_clones, int):
+            return self.region_clones
+        return max(0, min(100, -(-(targets - 1) // self.max_reads_per_source) - 1))
+
     # How a target's copy moves (issue 13): "async" Copy Blob (costs the worker nothing, 4-45
     # MB/s across accounts), "ranged" Put Page From URL in 4 MiB ranges (~190 MB/s, costs calls
     # and worker time), "auto" ranged across accounts where the blob store says it is faster.
@@ -212,8 +237,11 @@ class FanoutPolicy(_Strict):
 class ConcurrencyPolicy(_Strict):
     """Limits one worker respects, and how it polls and leases work."""
 
-    copies: int = Field(default=32, ge=1, le=100_000)
-    images: int = Field(default=16, ge=1, le=100_000)
+    # No cap by default: a server-side copy or an image creation costs the worker one waiting
+    # task, and the limits that matter are the service's (reads per source blob, ARM's write
+    # budget), which the engine respects anyway. A number caps what one worker runs at once.
+    copies: int | None = Field(default=None, ge=1, le=100_000)
+    images: int | None = Field(default=None, ge=1, le=100_000)
     # Bounded both ways: a zero interval spins, an hour-long one looks like a hang.
     poll_interval_seconds: float = Field(default=2.0, ge=0.01, le=3600)
     lease_seconds: float = Field(default=60.0, ge=1, le=86_400)

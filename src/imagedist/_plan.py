@@ -13,11 +13,12 @@ from ._backends.sim import SimModel, open_sim_backend, preload_tier0, run_virtua
 from ._backends.sim.scenario import _sparse_fixed_vhd
 from ._config import Config
 from ._config_gallery import GalleryDefinitionSpec, GallerySpec
-from ._domain import JobState, OsType, TargetRow
+from ._domain import JobState, OsType, SourceKind, SourceRow, TargetRow
 from ._domain.events import EngineEvent, EventKind
 from ._domain.gallery import PublicationRow
 from ._domain.regions import EGRESS_PRICE_PER_GB, zone_of
 from ._engine import EngineContext, Worker, submit_job
+from ._plan_path import Caps, Leg, bound_by, critical_path
 
 __all__ = ["Plan", "plan_distribution"]
 
@@ -52,6 +53,10 @@ class Plan:
     # Seconds from the job's start (the upload included) at which each target got its image,
     # in rising order: the curve of targets done over time.
     done_at: tuple[float, ...] = ()
+    # What shaped the makespan (issue 13): the critical path, leg by leg, and the limit that
+    # bound it, in a sentence.
+    critical_path: tuple[Leg, ...] = ()
+    bound_by: str = ""
 
 
 def plan_distribution(
@@ -132,7 +137,12 @@ async def _simulate(
     targets = await backend.state.list_targets(job.id)
     upload = occupied / upload_rate
     stats = sim_world(backend).stats
-    crossing = _cross_region_sources(config, targets)
+    sources = await backend.state.list_sources(job.id)
+    crossing = _cross_region_sources(config, sources, targets)
+    path = critical_path(events, sources, start=job.created_at, upload_seconds=upload)
+    caps = Caps(
+        config.concurrency.copies, config.concurrency.images, config.fanout.max_reads_per_source
+    )
     occupied_gb = occupied / GB
     publications = await backend.state.list_publications(job.id)
     gallery_gb = occupied_gb * sum(len(_replicated_away(p)) for p in publications)
@@ -166,6 +176,8 @@ async def _simulate(
         gallery_cross_region_gb=gallery_gb,
         gallery_egress_cost=gallery_cost,
         done_at=_images_done(events, job.created_at, upload),
+        critical_path=tuple(path),
+        bound_by=bound_by(path, events, caps, occupied),
     )
 
 
@@ -204,9 +216,15 @@ def _phase_ends(events: list[EngineEvent], start: float, upload: float) -> dict[
     return ends
 
 
-def _cross_region_sources(config: Config, targets: list[TargetRow]) -> list[str]:
+def _cross_region_sources(
+    config: Config, sources: list[SourceRow], targets: list[TargetRow]
+) -> list[str]:
     """The source region of every copy that crossed regions (where its egress is billed)."""
     region = {f"target:{t.target}": t.region for t in targets}
+    account_region = {t.blob.account: t.region for t in targets}
+    for source in sources:
+        if source.kind is SourceKind.CLONE:  # in a target's account, in its region
+            region[source.source_id] = account_region.get(source.blob.account, "")
     crossing = []
     for row in targets:
         source_region = region.get(row.source_id or "", config.staging.region)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -124,7 +125,8 @@ def plan(
         publish=publish or None,
     )
     if as_json:
-        echo_json(result.__dict__)
+        legs = [dataclasses.asdict(leg) for leg in result.critical_path]
+        echo_json({**result.__dict__, "critical_path": legs})
         return
     table = Table.grid(padding=(0, 2))
     if "images" in result.publish:
@@ -157,4 +159,6 @@ def plan(
         f"{result.arm_writes:,} writes, {result.arm_reads:,} reads"
         f" ({result.arm_throttled} throttled)",
     )
+    if result.bound_by:
+        table.add_row("bound by", result.bound_by.removeprefix("bound by "))
     Console().print(table)

@@ -125,6 +125,9 @@ class SourceKind(enum.StrEnum):
 
     TIER0 = "tier0"  # the uploaded blob in the staging account
     TIER1 = "tier1"  # an extra copy in the staging account, used only as a copy source
+    # A same-account clone of a region's seed copy, in that seed target's account: more sources
+    # in the region for the price of a metadata copy (seconds), used only as a copy source.
+    CLONE = "clone"
     TARGET = "target"  # a target's finished copy serving others (broadcast; never stored)
 
 

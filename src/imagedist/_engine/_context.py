@@ -32,8 +32,8 @@ class EngineSettings:
 
     poll_interval: float  # seconds between two looks at a copy or an image
     lease_seconds: float
-    copies: int  # copies (tier 1 and targets) one worker starts at most at once
-    images: int  # image creations one worker follows at most at once
+    copies: int | None  # copies (tier 1 and targets) one worker starts at most at once
+    images: int | None  # image creations one worker follows at most at once (None: no cap)
     upload_concurrency: int
     content_md5: bool
     fanout_strategy: str

@@ -224,6 +224,23 @@ async def submit_disk_job(
     return await _register(ctx, job, names, f"the image comes from managed disk {disk_id}")
 
 
+def _region_clones(ctx: EngineContext, job: Job, fleet: list[Target]) -> list[SourceRow]:
+    """Clone sources for each region: in the account of one designated target (the first by
+    name), made from its copy once it lands, so the rest of the region copies in one round."""
+    by_region: dict[str, list[Target]] = {}
+    for target in fleet:
+        by_region.setdefault(target.region, []).append(target)
+    rows = []
+    for region, members in sorted(by_region.items()):
+        seed = min(members, key=lambda t: t.name)
+        for i in range(1, ctx.config.fanout.region_clone_count(len(members)) + 1):
+            name = f"clone-{region}-{i:03d}"
+            # Under sources/: no image name holds a '/', so no target's blob can be this one.
+            blob = BlobRef(seed.account, seed.container, f"jobs/{job.id}/sources/{name}.vhd")
+            rows.append(SourceRow(job.id, name, SourceKind.CLONE, blob))
+    return rows
+
+
 def _image_names(ctx: EngineContext, image_name: str) -> dict[str, str]:
     validate_image_name(image_name)
     # Two targets never share an image: the config refuses a template that would do that.
@@ -238,15 +255,19 @@ async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: s
     prefix = f"jobs/{job.id}"
 
     def staged(name: str) -> BlobRef:
+        # The upload is named after the image; the other sources live under sources/, a name
+        # no image can take (an image named "tier1-001" must not be its own tier-1 copy).
         return BlobRef(staging.account, staging.container, f"{prefix}/{name}.vhd")
 
     images = "images" in job.publish
     sources = [SourceRow(job.id, "tier0", SourceKind.TIER0, staged(job.image_name))]
     tier1 = ctx.config.fanout.tier1_count(len({t.region for t in fleet})) if images else 0
     sources += [
-        SourceRow(job.id, f"tier1-{i:03d}", SourceKind.TIER1, staged(f"tier1-{i:03d}"))
+        SourceRow(job.id, f"tier1-{i:03d}", SourceKind.TIER1, staged(f"sources/tier1-{i:03d}"))
         for i in range(1, tier1 + 1)
     ]
+    if images:
+        sources += _region_clones(ctx, job, [t for t in fleet if enabled.get(t.name, True)])
     targets = [
         TargetRow(
             job_id=job.id,

@@ -15,14 +15,14 @@ class Limiter:
     already running on the platform and must be followed to its end.
     """
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity  # None: no cap
         self.held = 0
         self._freed = asyncio.Event()
 
     @property
     def full(self) -> bool:
-        return self.held >= self.capacity
+        return self.capacity is not None and self.held >= self.capacity
 
     def take(self) -> Slot:
         """A slot now, whatever is held."""

@@ -4,7 +4,11 @@ job's rows, so the engine stays the same whichever strategy the config names.
 ``broadcast`` (the default) is a region-seeded broadcast tree: every finished copy becomes a
 source; a region is seeded by exactly one cross-region copy, and its other targets copy from
 sources in their own region, so cross-region egress is (regions − 1) × the disk's data; no source
-serves more than ``max_reads_per_source`` copies at once.
+serves more than ``max_reads_per_source`` copies at once. Same-account copies are metadata clones
+(seconds), so sources are multiplied where that is free: tier-1 clones of the upload in the
+staging account seed every region in one round, and each region's seed is cloned in its own
+account (``clone`` sources, made at submit for one designated seed target per region) until every
+other target of the region can copy in the next round.
 
 ``original`` reproduces the PowerShell solution for comparison: a chain of tier-1 copies in the
 staging account (copy i from copy i − 1 for the first 10, then from a random earlier one), all of
@@ -81,6 +85,7 @@ class Fanout:
         self.staging_region = staging_region
         self.max_reads = max_reads
         self._target_region = {f"target:{t.target}": t.region for t in self.targets}
+        self._account_region = {t.blob.account: t.region for t in self.targets}
         self._live = {s.source_id: s for s in live_sources(self.sources, self.targets)}
         self.readers: Counter[str] = Counter()
         for target in self.targets:
@@ -95,6 +100,8 @@ class Fanout:
         return self._live
 
     def region_of(self, source: SourceRow) -> str:
+        if source.kind is SourceKind.CLONE:
+            return self._account_region.get(source.blob.account, self.staging_region)
         return self._target_region.get(source.source_id, self.staging_region)
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
@@ -143,7 +150,17 @@ class BroadcastFanout(Fanout):
     ) -> None:
         super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
         self._ready = list(self._live.values())
-        self._staged = [s for s in self._ready if s.kind is not SourceKind.TARGET]
+        self._staged = [s for s in self._ready if s.kind in (SourceKind.TIER0, SourceKind.TIER1)]
+        self._by_account: dict[str, list[SourceRow]] = {}
+        for source in self._ready:
+            self._by_account.setdefault(source.blob.account, []).append(source)
+        # The target whose account holds its region's clones: it is seeded first, so the
+        # clones can be made from it (a clone is made only from a blob of the same account).
+        clone_accounts = {s.blob.account for s in self.sources if s.kind is SourceKind.CLONE}
+        self._designated = {
+            t.region: t.target for t in self.targets if t.blob.account in clone_accounts
+        }
+        self._by_name = {t.target: t for t in self.targets}
         self._by_region: dict[str, list[SourceRow]] = {}
         for source in self._ready:
             self._by_region.setdefault(self.region_of(source), []).append(source)
@@ -153,22 +170,43 @@ class BroadcastFanout(Fanout):
         self._seeded |= {t.region for t in self.targets if t.state is TargetState.COPYING}
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
-        return self._take(self._staged)
+        # A same-account copy is a metadata clone that reads nothing to speak of: any blob of
+        # the account will do, whatever reads it serves (taking one of its reads would make
+        # the clones wait on the copies they exist to serve). None yet: for a region's clones,
+        # its seed has not landed.
+        if row.kind is SourceKind.TIER1:
+            candidates = self._staged  # the staging account's
+        else:
+            candidates = self._by_account.get(row.blob.account, [])
+        return min(candidates, key=lambda s: s.source_id) if candidates else None
 
     def priority(self, row: TargetRow) -> int:
-        # Seeding a new region first: each seed starts a tree of its own, a local copy only
-        # grows one that exists.
-        return 1 if row.region in self._seeded else 0
+        # Each region's designated target first (the staging region's too): its copy starts
+        # the region's tree and its clones; then the seed of a region without one; a local
+        # copy only grows a tree that exists.
+        if self._designated.get(row.region) == row.target:
+            return 0
+        return 2 if row.region in self._seeded else 1
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
         local = self._by_region.get(row.region, [])
         if local or row.region in self._seeded:
             return self._take(local)  # wait for the region's seed rather than cross again
+        if not self._may_seed(row):
+            return None
         # The region's seed: cross once, preferably from the staging copies.
         source = self._take(self._staged) or self._take(self._ready)
         if source is not None:
             self._seeded.add(row.region)
         return source
+
+    def _may_seed(self, row: TargetRow) -> bool:
+        """Whether ``row`` may be its region's seed: the designated target while it can still be
+        seeded (its clones need its account), any target once it cannot."""
+        designated = self._by_name.get(self._designated.get(row.region, ""))
+        if designated is None or designated.target == row.target:
+            return True
+        return designated.state is not TargetState.PENDING
 
     def exhausted(self) -> bool:
         copying = any(t.state is TargetState.COPYING for t in self.targets)

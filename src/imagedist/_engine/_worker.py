@@ -48,6 +48,8 @@ __all__ = ["Worker", "revive_source", "target_enablement"]
 logger = logging.getLogger("imagedist.worker")
 
 MAX_TRANSIENT_RETRIES = 8
+# Sources made by a server-side copy of another source: tier-1 and regional clones.
+COPIED_SOURCE_KINDS = frozenset({SourceKind.TIER1, SourceKind.CLONE})
 
 
 class Worker:
@@ -153,7 +155,7 @@ class Worker:
             return False
         revived = 0
         for row in sources:
-            if row.kind is SourceKind.TIER1 and row.state is SourceState.COPYING:
+            if row.kind in COPIED_SOURCE_KINDS and row.state is SourceState.COPYING:
                 continue
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
                 continue
@@ -199,7 +201,7 @@ class Worker:
         self, job: Job, sources: list[SourceRow], fanout: Fanout, group: asyncio.TaskGroup
     ) -> None:
         for row in sources:
-            if row.kind is not SourceKind.TIER1 or row.state not in (
+            if row.kind not in COPIED_SOURCE_KINDS or row.state not in (
                 SourceState.PENDING,
                 SourceState.COPYING,
             ):
@@ -213,7 +215,8 @@ class Worker:
                 if parent is not None:
                     self._launch_source(job, row, parent, group)
             else:
-                self._launch_source(job, row, None, group)
+                # Resumed: its parent may be a target's copy, which no sources row holds.
+                self._launch_source(job, row, fanout.by_id().get(row.parent_id or ""), group)
 
     def _schedule_targets(
         self,
@@ -256,7 +259,7 @@ class Worker:
     ) -> None:
         key = (job.id, row.source_id)
         self._inflight.add(key)
-        slot = self._copies.take() if row.kind is SourceKind.TIER1 else Slot.none()
+        slot = self._copies.take() if row.kind in COPIED_SOURCE_KINDS else Slot.none()
 
         async def body(retry: bool) -> None:
             # A retry starts from the row as stored: the one we began with is stale by now.
@@ -383,7 +386,7 @@ class Worker:
         async def give_up(reason: str) -> None:
             row = await self._current_source(job, source_id)
             if row.lease_owner == self.ctx.worker_id and row.state is not SourceState.READY:
-                step = Step.TIER1 if row.kind is SourceKind.TIER1 else Step.UPLOAD
+                step = Step.TIER1 if row.kind in COPIED_SOURCE_KINDS else Step.UPLOAD
                 await self.ctx.log(job.id, LogLevel.ERROR, step, f"{source_id} failed: {reason}")
                 self.ctx.emit(job.id, EventKind.FAILED, source=source_id, detail=reason)
                 failed = dataclasses.replace(

@@ -1,0 +1,75 @@
+"""`plan` says what bound the makespan (issue 13): the critical path from the upload to the last
+image, leg by leg, adds up to the makespan, and the sentence names the limit that took longest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from imagedist import Imagedist, load_config
+from imagedist._cli import cli
+
+from helpers import config_text
+
+GIB = 1024**3
+
+
+def _config(tmp_path: Path, **concurrency: int) -> Path:
+    path = tmp_path / "imagedist.toml"
+    # The default poll interval: the tests' usual 0.05 s makes 40 times the passes to simulate.
+    concurrency_table = {"poll_interval_seconds": 2.0, **concurrency}
+    path.write_text(config_text(concurrency=concurrency_table), encoding="utf-8")
+    return path
+
+
+def test_the_critical_path_adds_up_to_the_last_image(tmp_path: Path) -> None:
+    plan = Imagedist(load_config(_config(tmp_path))).plan(
+        disk_bytes=30 * GIB, occupied_bytes=15 * GIB
+    )
+    legs = plan.critical_path
+    assert legs[0].kind == "upload"
+    assert legs[-1].kind == "image creation"
+    assert sum(leg.seconds for leg in legs) == pytest.approx(plan.phases["images"], abs=1e-3)
+    # Uncapped, whole-blob copies of 16 GB at the model's rates are what takes the time.
+    assert plan.bound_by.startswith("bound by copy:")
+
+
+def test_a_copy_cap_that_binds_is_named(tmp_path: Path) -> None:
+    plan = Imagedist(load_config(_config(tmp_path, copies=1))).plan(
+        disk_bytes=30 * GIB, occupied_bytes=15 * GIB
+    )
+    assert "[concurrency] copies = 1" in plan.bound_by
+    uncapped = Imagedist(load_config(_config(tmp_path))).plan(
+        disk_bytes=30 * GIB, occupied_bytes=15 * GIB
+    )
+    assert plan.makespan_seconds > uncapped.makespan_seconds
+
+
+def test_plan_prints_and_returns_what_bound_it(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["-c", str(path), "plan", "--disk-size", "8GiB"])
+    assert shown.exit_code == 0, shown.output
+    assert "bound by" in shown.output
+    data = runner.invoke(cli, ["-c", str(path), "plan", "--disk-size", "8GiB", "--json"])
+    assert data.exit_code == 0, data.output
+    result = json.loads(data.output)
+    assert result["bound_by"].startswith("bound by ")
+    assert {leg["kind"] for leg in result["critical_path"]} >= {"upload", "copy"}
+
+
+def test_the_defaults_cap_nothing_that_costs_the_worker_nothing(tmp_path: Path) -> None:
+    # Server-side copies and image creations wait on the service, not on the worker: by
+    # default no cap of the worker's holds them back, so the default plan is the uncapped one.
+    default = Imagedist(load_config(_config(tmp_path)))
+    assert default.config.concurrency.copies is None
+    assert default.config.concurrency.images is None
+    huge = Imagedist(load_config(_config(tmp_path, copies=100_000, images=100_000)))
+    planned = [
+        api.plan(disk_bytes=30 * GIB, occupied_bytes=15 * GIB).makespan_seconds
+        for api in (default, huge)
+    ]
+    assert planned[0] == planned[1]
