@@ -3,13 +3,16 @@ target's task under its lease, verified like any copy, resumed by another worker
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from imagedist import Imagedist, JobStatus, LogFilter, OsType
 from imagedist._backends.local.blobs import LocalBlobStore
-from imagedist._domain import BlobRef, LogRecord
+from imagedist._domain import BlobRef, LogRecord, SourceKind
+from imagedist._engine._ranged import missing_ranges, plan_ranges
+from imagedist._exceptions import NotFound
 
 from helpers import call, config_text, leftover_blobs, make_disk
 
@@ -83,17 +86,25 @@ def test_a_worker_killed_mid_ranged_copy_is_resumed_without_recopying_what_lande
     config = ranged_config(tmp_path)
     disk = make_disk(tmp_path / "disk.vhd", size_mib=16, data_mib=(0, 5, 6, 13))
     real_copy_range = LocalBlobStore.copy_range
+    calls: list[tuple[BlobRef, int]] = []
     landed: list[tuple[BlobRef, int]] = []
+    two_landed = asyncio.Event()
 
-    async def dies_after_two(
+    async def dies_at_the_third_call(
         self: LocalBlobStore, source: BlobRef, dest: BlobRef, offset: int, length: int
     ) -> None:
-        if len(landed) == 2:
+        # The first two calls land; the worker dies once they did, as the third one starts
+        # (a call cancelled before its thread ran would never land: the count would vary).
+        calls.append((dest, offset))
+        if len(calls) >= 3:
+            await two_landed.wait()
             raise _WorkerKilled
         await real_copy_range(self, source, dest, offset, length)
         landed.append((dest, offset))
+        if len(landed) == 2:
+            two_landed.set()
 
-    monkeypatch.setattr(LocalBlobStore, "copy_range", dies_after_two)
+    monkeypatch.setattr(LocalBlobStore, "copy_range", dies_at_the_third_call)
 
     async def killed(app: Imagedist) -> str:
         job = await app.submit(disk, "golden", OsType.LINUX)
@@ -107,18 +118,29 @@ def test_a_worker_killed_mid_ranged_copy_is_resumed_without_recopying_what_lande
         )
         return job.id
 
-    job_id = call(config, killed)
+    job_id = call(config, killed)  # its threads finished their writes as the loop closed
     monkeypatch.setattr(LocalBlobStore, "copy_range", real_copy_range)
-    resumed_dest = {dest for dest, _ in landed}
 
-    async def resumed(app: Imagedist) -> tuple[JobStatus, list[LogRecord]]:
+    async def resumed(app: Imagedist) -> tuple[JobStatus, list[LogRecord], dict[str, int]]:
+        blobs = app.ctx.backend.blobs
+        rows = (await app.status(job_id)).targets
+        sources = await app.ctx.backend.state.list_sources(job_id)
+        upload = next(s for s in sources if s.kind is SourceKind.TIER0).blob
+        planned = plan_ranges(await blobs.page_ranges(upload), blobs.copy_range_bytes)
+        landed_in = {}
+        for row in rows:
+            try:
+                there = await blobs.page_ranges(row.blob)
+            except NotFound:
+                there = []
+            landed_in[row.target] = len(planned) - len(missing_ranges(planned, there))
         await app.work([job_id])  # a new worker: it waits out the dead one's lease
-        return await app.status(job_id), await app.logs(job_id, LogFilter(step="copy"))
+        return await app.status(job_id), await app.logs(job_id, LogFilter(step="copy")), landed_in
 
-    status, logs = call(config, resumed)
+    status, logs, landed_in = call(config, resumed)
     assert status.completed and status.error_count == 0
-    lines = ranged_lines(logs)
-    by_blob = {next(t.blob for t in status.targets if t.target == r.target): r for r in lines}
-    for dest in resumed_dest:
-        already = sum(1 for d, _ in landed if d == dest)
-        assert f"{already} already there, {4 - already} calls" in by_blob[dest].message
+    assert sum(landed_in.values()) == 2  # the dead worker's two ranges, and no more
+    lines = {r.target: r.message for r in ranged_lines(logs)}
+    for target, already in landed_in.items():
+        # Each copy moved only what was missing: what landed before the kill is not sent again.
+        assert f"4 ranges of data, {already} already there, {4 - already} calls" in lines[target]

@@ -131,9 +131,6 @@ def _sim(request: pytest.FixtureRequest, tmp_path: Path) -> RangedHarness:
     )
     store = SimBlobStore(storage, range_bytes=4 * MiB)
 
-    def landed() -> int:
-        return stats.by_call.get("copy_range", 0) - stats.range_busy_errors
-
     def busy_every(n: int) -> None:
         storage.faults = dataclasses.replace(storage.faults, copy_range_busy=1 / n if n else 0)
 
@@ -142,7 +139,7 @@ def _sim(request: pytest.FixtureRequest, tmp_path: Path) -> RangedHarness:
         store,
         clock,
         f"c{uuid.uuid4().hex[:8]}",
-        landed,
+        lambda: stats.ranges_landed,
         lambda: stats.range_busy_errors,
         busy_every,
         lambda: None,  # a cancelled simulated call never lands

@@ -114,6 +114,7 @@ class SimStats:
     blob_busy_errors: int = 0
     range_requests: int = 0  # Put Page From URL requests a ranged copy made (modelled, 4 MiB)
     range_busy_errors: int = 0
+    ranges_landed: int = 0  # range copy calls that wrote their range
     arm_writes: int = 0
     arm_reads: int = 0
     throttled: int = 0

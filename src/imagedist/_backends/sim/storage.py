@@ -216,6 +216,7 @@ class SimStorage:
         # Either blob may have gone meanwhile: the range is read and written at the end.
         src, target = self.blob(source), self.blob(dest)
         self._land_range(src, target, offset, length)
+        self.stats.ranges_landed += 1
         self.stats.bytes_copied += length
         if self._region(source.account) != self._region(dest.account):
             self.stats.cross_region_bytes += length
