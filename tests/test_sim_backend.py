@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from imagedist._backends.sim import (
 )
 from imagedist._backends.sim.blobs import SIM_RANGE_BYTES
 from imagedist._domain import BlobRef, OsType
+from imagedist._engine._ranged import copy_ranged
 from imagedist._exceptions import TransientError
 from imagedist.abc import CopyStatus, ImageSpec
 
@@ -281,3 +283,39 @@ def test_engine_at_scale() -> None:
     print(result.summary())
     assert result.state.value == "completed"
     assert result.counts == {"done": BIG_TARGETS}
+
+
+def test_a_pipelined_copy_ends_about_one_range_after_its_parent() -> None:
+    """A chain of copies, each from the one before while it is still being made (issue 13,
+    pipelining): the last ends about one copy time plus one range time per hop, not one copy
+    time per hop."""
+    data, hops = 8 * GIB, 3
+    accounts = {f"acct{i}": ("sub-a", "westeurope") for i in range(hops + 1)}
+
+    async def chain() -> list[float]:
+        clock = VirtualClock()
+        storage = SimStorage(clock, accounts, model=SimModel(), faults=SimFaults(), seed=1,
+                             stats=SimStats())  # fmt: skip
+        store = SimBlobStore(storage, range_bytes=256 * MIB)
+        refs = [BlobRef(account, "c", "disk.vhd") for account in accounts]
+        for ref in refs:
+            storage.ensure_container(ref.account, "c")
+        storage.create(refs[0], 2 * data, overwrite=True).add_range(0, data)
+        for ref in refs[1:]:
+            storage.create(ref, 2 * data, overwrite=True)
+        start, ended = clock.now(), []
+
+        async def hop(i: int) -> None:
+            origin = refs[0] if i > 1 else None
+            await copy_ranged(store, refs[i - 1], refs[i], clock=clock, origin=origin)
+            ended.append(clock.now() - start)
+
+        await asyncio.gather(*(hop(i) for i in range(1, hops + 1)))
+        assert all(storage.blob(ref).ranges == [(0, data)] for ref in refs)  # every byte moved
+        return ended
+
+    ended = run_virtual(chain())
+    one_copy = data / SimModel().ranged_copy_rate
+    one_range = 256 * MIB / SimModel().ranged_copy_rate
+    assert max(ended) < one_copy + hops * (one_range + 2.0)  # a range and a look per hop
+    assert max(ended) < 1.5 * one_copy  # a chain of whole copies would take 3 copy times

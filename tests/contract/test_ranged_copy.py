@@ -6,6 +6,7 @@ model, keeping data) and azure through the Put Page From URL proxy in front of A
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import threading
@@ -302,3 +303,30 @@ def test_a_ranged_copy_stopped_part_way_resumes_with_only_the_missing_ranges(
     assert report.copied == report.calls == RANGES - landed_before
     assert ranged.landed() == RANGES
     _assert_same(ranged, dest)
+
+
+def test_a_copy_of_a_copy_being_made_takes_each_range_once_its_parent_holds_it(
+    ranged: RangedHarness,
+) -> None:
+    """Pipelining: the child copies from its parent while the parent is still being copied,
+    range by range as they land there, and still ends byte-exact with one call per range."""
+
+    async def body() -> tuple[RangedReport, RangedReport]:
+        origin = await _make_source(ranged)
+        parent = ranged.ref("targetacct", "parent.vhd")
+        child = ranged.ref("stagingacct", "child.vhd")
+        await ranged.store.create_page_blob(parent, SIZE)  # the parent's copy has begun
+        slow = RangedLimits(start_concurrency=1, max_concurrency=1)
+        return await asyncio.gather(
+            copy_ranged(ranged.store, origin, parent, clock=ranged.clock, limits=slow),
+            copy_ranged(
+                ranged.store, parent, child, clock=ranged.clock, origin=origin,
+                follow_seconds=0.01,
+            ),
+        )  # fmt: skip
+
+    parent_report, child_report = run(body())
+
+    _assert_same(ranged, ranged.ref("stagingacct", "child.vhd"))
+    assert parent_report.calls == RANGES
+    assert child_report.ranges == child_report.copied == child_report.calls == RANGES

@@ -77,6 +77,7 @@ class RangedReport:
     calls: int = 0  # copy_range calls made, 503s included
     busy: int = 0  # of them, answered 503 ServerBusy
     bytes_copied: int = 0
+    waits: int = 0  # times a pipelined copy waited for its parent to land ranges
     lowest_concurrency: float = 0.0  # the pacer's lowest limit (below the start: it backed off)
     concurrency_trace: list[float] = field(default_factory=list)
 
@@ -258,6 +259,8 @@ async def copy_ranged(
     account_rate: RequestRate | None = None,
     keep_alive: Callable[[], Awaitable[None]] = _nothing,
     fresh: bool = False,
+    origin: BlobRef | None = None,
+    follow_seconds: float = 1.0,
 ) -> RangedReport:
     """Copy ``source`` into ``dest`` range by range, resuming from what ``dest`` already holds.
 
@@ -265,6 +268,13 @@ async def copy_ranged(
     its landed ranges are not copied again). Once every range landed, the destination takes the
     source's Content-MD5 and metadata, as an asynchronous Copy Blob carries them: the caller
     verifies it the same way (size, MD5 or footer).
+
+    **Pipelining**: with ``origin``, ``source`` is a copy of ``origin`` still being made (by
+    ranges, so each of its ranges is whole once listed). The ranges are ``origin``'s data, and
+    each is copied only once ``source`` holds it: its page ranges are listed again every
+    ``follow_seconds`` while some wait. So a copy of a copy starts when its parent's first ranges
+    landed, and ends about one range time after its parent; the Content-MD5 and metadata come
+    from ``origin``.
 
     :param account_rate: the request budget of the destination's account, shared by every copy
         into it (one per account, held by the caller); None: one of this copy's own.
@@ -274,17 +284,30 @@ async def copy_ranged(
     :raises OperationFailed: if the blob store cannot copy ranges (code ``RANGED_COPY_UNSUPPORTED``).
     """
     limits = limits or RangedLimits()
-    props = await blobs.get_properties(source)
+    props = await blobs.get_properties(origin or source)
     await blobs.create_page_blob(dest, props.size, overwrite=fresh)
     step = blobs.copy_range_bytes or limits.request_bytes  # 0: the store refuses the first call
-    planned = plan_ranges(await blobs.page_ranges(source), step)
+    planned = plan_ranges(await blobs.page_ranges(origin or source), step)
     todo = missing_ranges(planned, await blobs.page_ranges(dest))
     rate = account_rate or RequestRate(clock, limits.account_requests_per_second)
     run = _RangedCopy(blobs, source, dest, clock, limits, rate, keep_alive)
     run.report.ranges, run.report.already = len(planned), len(planned) - len(todo)
-    if todo:
-        await run.run(todo)
+    while todo:
+        ready = todo if origin is None else _held(todo, await blobs.page_ranges(source))
+        if not ready:
+            run.report.waits += 1
+            await clock.sleep(follow_seconds)  # the parent has not landed them yet
+            continue
+        await run.run(ready)
+        landed = set(ready)
+        todo = [r for r in todo if r not in landed]
     if props.content_md5 is not None:
         await blobs.set_content_md5(dest, props.content_md5)
     await blobs.set_metadata(dest, dict(props.metadata))
     return run.report
+
+
+def _held(ranges: list[Range], held: list[Range]) -> list[Range]:
+    """The ranges that ``held`` (a blob's page ranges) covers wholly."""
+    waiting = set(missing_ranges(ranges, held))
+    return [r for r in ranges if r not in waiting]
