@@ -82,3 +82,19 @@ def test_the_defaults_cap_nothing_that_costs_the_worker_nothing(tmp_path: Path) 
         for api in (default, huge)
     ]
     assert planned[0] == planned[1]
+
+
+def test_plan_shows_both_copy_methods(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    runner = CliRunner()
+    args = ["-c", str(path), "plan", "--disk-size", "30GiB", "--occupied", "15GiB"]
+    shown = runner.invoke(cli, args)
+    assert shown.exit_code == 0, shown.output
+    assert "copy_method auto (configured)" in shown.output and "copy_method async" in shown.output
+    data = runner.invoke(cli, [*args, "--json"])
+    methods = json.loads(data.output)["copy_methods"]
+    assert set(methods) == {"auto", "async"}
+    # Ranged copies are faster across accounts, and cost the requests (and CPU) that buys it.
+    assert methods["auto"]["makespan_seconds"] < methods["async"]["makespan_seconds"]
+    assert methods["auto"]["range_requests"] > 0 == methods["async"]["range_requests"]
+    assert methods["auto"]["worker_cpu_seconds"] > methods["async"]["worker_cpu_seconds"]
