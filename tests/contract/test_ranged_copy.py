@@ -22,7 +22,7 @@ from azurite import AzuriteServer
 from imagedist._backends.local.blobs import LocalBlobStore
 from imagedist._domain import BlobRef
 from imagedist._engine._ranged import RangedLimits, RangedReport, copy_ranged
-from imagedist._exceptions import TransientError
+from imagedist._exceptions import NotFound, TransientError
 from imagedist.abc import BlobStore
 from putpage_proxy import ProxySettings, PutPageProxy
 
@@ -330,3 +330,20 @@ def test_a_copy_of_a_copy_being_made_takes_each_range_once_its_parent_holds_it(
     _assert_same(ranged, ranged.ref("stagingacct", "child.vhd"))
     assert parent_report.calls == RANGES
     assert child_report.ranges == child_report.copied == child_report.calls == RANGES
+
+
+def test_copy_range_refuses_what_azure_refuses(ranged: RangedHarness) -> None:
+    source = run(_make_source(ranged))
+    dest = ranged.ref("targetacct", "dest.vhd")
+    run(ranged.store.create_page_blob(dest, SIZE))
+    store = ranged.store
+
+    with pytest.raises(ValueError):  # not 512-aligned
+        run(store.copy_range(source, dest, 100, 4096))
+    with pytest.raises(ValueError):  # longer than one call may move
+        run(store.copy_range(source, dest, 0, store.copy_range_bytes + 512))
+    with pytest.raises(NotFound):  # no such source
+        run(store.copy_range(ranged.ref("stagingacct", "gone.vhd"), dest, 0, 4096))
+    with pytest.raises(NotFound):  # no such destination
+        run(store.copy_range(source, ranged.ref("targetacct", "gone.vhd"), 0, 4096))
+    assert run(store.page_ranges(dest)) == []  # nothing landed
