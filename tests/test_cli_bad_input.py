@@ -382,6 +382,14 @@ def test_a_number_given_as_a_boolean_or_a_string_is_refused(
     assert_refused(tmp_path, lambda: cli(config, "config", "check"), f"'{section}.{key}'")
 
 
+def test_an_unknown_copy_method_is_refused_naming_the_choices(
+    write_config: Callable[..., Path], cli: Cli, tmp_path: Path
+) -> None:
+    config = write_config(fanout={"copy_method": "fast"})
+    line = assert_refused(tmp_path, lambda: cli(config, "config", "check"), "'fanout.copy_method'")
+    assert '"auto", "async" or "ranged"' in line and "'fast'" in line
+
+
 FLOATS = [key for key in NUMBERS if key[1].endswith(("seconds", "mib_s"))]
 
 

@@ -34,6 +34,7 @@ def _config(subscriptions: int, regions: int, max_reads: int, clones: int | str)
         max_reads_per_source=max_reads,
         copies=100_000,  # no cap of the worker's: the rounds are the fan-out's alone
         images=100_000,
+        copy_method="async",  # Copy Blob at the fixed RATE: rounds of whole copy times
     )
     fanout = config.fanout.model_copy(update={"region_clones": clones})
     return config.model_copy(update={"fanout": fanout})

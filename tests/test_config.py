@@ -221,6 +221,12 @@ def test_generated_account_name_separates_subscription_from_region() -> None:
             _raw(fanout={"tier1_copies": -1}), "fanout.tier1_copies", "", id="negative-copies"
         ),
         pytest.param(
+            _raw(fanout={"copy_method": "fast"}),
+            "fanout.copy_method",
+            '"auto", "async" or "ranged"',
+            id="unknown-copy-method",
+        ),
+        pytest.param(
             _raw(fanout={"region_clones": -1}), "fanout.region_clones", "", id="negative-clones"
         ),
         pytest.param(

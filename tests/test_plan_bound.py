@@ -17,16 +17,17 @@ from helpers import config_text
 GIB = 1024**3
 
 
-def _config(tmp_path: Path, **concurrency: int) -> Path:
+def _config(tmp_path: Path, copy_method: str = "auto", **concurrency: int) -> Path:
     path = tmp_path / "imagedist.toml"
     # The default poll interval: the tests' usual 0.05 s makes 40 times the passes to simulate.
     concurrency_table = {"poll_interval_seconds": 2.0, **concurrency}
-    path.write_text(config_text(concurrency=concurrency_table), encoding="utf-8")
+    text = config_text(concurrency=concurrency_table, fanout={"copy_method": copy_method})
+    path.write_text(text, encoding="utf-8")
     return path
 
 
 def test_the_critical_path_adds_up_to_the_last_image(tmp_path: Path) -> None:
-    plan = Imagedist(load_config(_config(tmp_path))).plan(
+    plan = Imagedist(load_config(_config(tmp_path, copy_method="async"))).plan(
         disk_bytes=30 * GIB, occupied_bytes=15 * GIB
     )
     legs = plan.critical_path
@@ -35,6 +36,14 @@ def test_the_critical_path_adds_up_to_the_last_image(tmp_path: Path) -> None:
     assert sum(leg.seconds for leg in legs) == pytest.approx(plan.phases["images"], abs=1e-3)
     # Uncapped, whole-blob copies of 16 GB at the model's rates are what takes the time.
     assert plan.bound_by.startswith("bound by copy:")
+
+
+def test_ranged_copies_leave_the_upload_as_the_bound(tmp_path: Path) -> None:
+    # Copies by ranges (the default across accounts) move ~190 MB/s: the upload takes longest.
+    plan = Imagedist(load_config(_config(tmp_path))).plan(
+        disk_bytes=30 * GIB, occupied_bytes=15 * GIB
+    )
+    assert plan.bound_by.startswith("bound by upload:")
 
 
 def test_a_copy_cap_that_binds_is_named(tmp_path: Path) -> None:
@@ -73,3 +82,19 @@ def test_the_defaults_cap_nothing_that_costs_the_worker_nothing(tmp_path: Path) 
         for api in (default, huge)
     ]
     assert planned[0] == planned[1]
+
+
+def test_plan_shows_both_copy_methods(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    runner = CliRunner()
+    args = ["-c", str(path), "plan", "--disk-size", "30GiB", "--occupied", "15GiB"]
+    shown = runner.invoke(cli, args)
+    assert shown.exit_code == 0, shown.output
+    assert "copy_method auto (configured)" in shown.output and "copy_method async" in shown.output
+    data = runner.invoke(cli, [*args, "--json"])
+    methods = json.loads(data.output)["copy_methods"]
+    assert set(methods) == {"auto", "async"}
+    # Ranged copies are faster across accounts, and cost the requests (and CPU) that buys it.
+    assert methods["auto"]["makespan_seconds"] < methods["async"]["makespan_seconds"]
+    assert methods["auto"]["range_requests"] > 0 == methods["async"]["range_requests"]
+    assert methods["auto"]["worker_cpu_seconds"] > methods["async"]["worker_cpu_seconds"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,7 +24,9 @@ from imagedist._backends.sim import (
     run_virtual,
     scenario_config,
 )
+from imagedist._backends.sim.blobs import SIM_RANGE_BYTES
 from imagedist._domain import BlobRef, OsType
+from imagedist._engine._ranged import copy_ranged
 from imagedist._exceptions import TransientError
 from imagedist.abc import CopyStatus, ImageSpec
 
@@ -217,12 +220,47 @@ def test_engine_distributes_300_targets_in_30_regions() -> None:
 
 
 def test_engine_survives_worker_crashes_without_repeating_an_image() -> None:
-    result = run_scenario(small_fleet(lease_seconds=60.0), occupied=2 * GIB, seed=3,
+    config = small_fleet(lease_seconds=60.0, copy_method="async")  # crashes timed for Copy Blob
+    result = run_scenario(config, occupied=2 * GIB, seed=3,
                           crashes=[150.0, 420.0], random_crashes=1, crash_window=600.0)  # fmt: skip
     print(result.summary())
     assert result.workers == 4
     assert result.state.value == "completed"
     assert result.stats.images_started == 30
+
+
+def test_ranged_copies_survive_worker_crashes_and_resume_what_landed() -> None:
+    """Workers killed while ranged copies run (15 GiB at ~190 MB/s: about 80 s each): the next
+    worker resumes each copy from the ranges that landed, so the bytes moved stay those of one
+    copy per target, up to the ranges in flight when a worker died."""
+    config = small_fleet(lease_seconds=60.0, copy_method="ranged")
+    result = run_scenario(config, occupied=15 * GIB, seed=3, crashes=[40.0, 100.0])
+    print(result.summary())
+    assert (result.workers, result.state.value, result.counts) == (3, "completed", {"done": 30})
+    assert result.stats.images_started == 30
+    assert result.stats.range_requests > 0 and result.stats.copies_started == 2  # tier-1 clones
+    one_copy_each = 30 * (15 * GIB + 512)
+    in_flight_at_crashes = 2 * 30 * 32 * SIM_RANGE_BYTES  # at most, per crash
+    assert one_copy_each <= result.stats.bytes_copied <= one_copy_each + in_flight_at_crashes
+
+
+def test_ranged_copies_are_the_default_across_accounts_and_faster() -> None:
+    ranged = run_scenario(small_fleet(), occupied=15 * GIB, seed=2)
+    slow = run_scenario(small_fleet(copy_method="async"), occupied=15 * GIB, seed=2)
+    print(ranged.summary(), slow.summary(), sep="\n")
+    assert ranged.state.value == slow.state.value == "completed"
+    assert ranged.stats.range_requests > 0 and slow.stats.range_requests == 0
+    assert ranged.makespan * 2 < slow.makespan
+
+
+def test_ranged_copies_back_off_on_server_busy_and_complete() -> None:
+    faults = SimFaults(copy_range_busy=0.2)
+    result = run_scenario(
+        small_fleet(copy_method="ranged"), occupied=4 * GIB, seed=4, faults=faults
+    )
+    print(result.summary())
+    assert result.state.value == "completed"
+    assert result.stats.range_busy_errors > 0
 
 
 def test_engine_under_faults_ends_with_every_target_settled() -> None:
@@ -245,3 +283,39 @@ def test_engine_at_scale() -> None:
     print(result.summary())
     assert result.state.value == "completed"
     assert result.counts == {"done": BIG_TARGETS}
+
+
+def test_a_pipelined_copy_ends_about_one_range_after_its_parent() -> None:
+    """A chain of copies, each from the one before while it is still being made (issue 13,
+    pipelining): the last ends about one copy time plus one range time per hop, not one copy
+    time per hop."""
+    data, hops = 8 * GIB, 3
+    accounts = {f"acct{i}": ("sub-a", "westeurope") for i in range(hops + 1)}
+
+    async def chain() -> list[float]:
+        clock = VirtualClock()
+        storage = SimStorage(clock, accounts, model=SimModel(), faults=SimFaults(), seed=1,
+                             stats=SimStats())  # fmt: skip
+        store = SimBlobStore(storage, range_bytes=256 * MIB)
+        refs = [BlobRef(account, "c", "disk.vhd") for account in accounts]
+        for ref in refs:
+            storage.ensure_container(ref.account, "c")
+        storage.create(refs[0], 2 * data, overwrite=True).add_range(0, data)
+        for ref in refs[1:]:
+            storage.create(ref, 2 * data, overwrite=True)
+        start, ended = clock.now(), []
+
+        async def hop(i: int) -> None:
+            origin = refs[0] if i > 1 else None
+            await copy_ranged(store, refs[i - 1], refs[i], clock=clock, origin=origin)
+            ended.append(clock.now() - start)
+
+        await asyncio.gather(*(hop(i) for i in range(1, hops + 1)))
+        assert all(storage.blob(ref).ranges == [(0, data)] for ref in refs)  # every byte moved
+        return ended
+
+    ended = run_virtual(chain())
+    one_copy = data / SimModel().ranged_copy_rate
+    one_range = 256 * MIB / SimModel().ranged_copy_rate
+    assert max(ended) < one_copy + hops * (one_range + 2.0)  # a range and a look per hop
+    assert max(ended) < 1.5 * one_copy  # a chain of whole copies would take 3 copy times

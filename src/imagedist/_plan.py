@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ._backends.sim import SimModel, open_sim_backend, preload_tier0, run_virtual, sim_world
@@ -20,7 +20,11 @@ from ._domain.regions import EGRESS_PRICE_PER_GB, zone_of
 from ._engine import EngineContext, Worker, submit_job
 from ._plan_path import Caps, Leg, bound_by, critical_path
 
-__all__ = ["Plan", "plan_distribution"]
+__all__ = ["MethodCost", "Plan", "plan_distribution"]
+
+#: Estimated worker CPU of one blob request through the SDK (an estimate, to be measured).
+BLOB_CALL_CPU_SECONDS = 0.001
+RANGE_REQUEST_CPU_SECONDS = 0.001
 
 GB = 1e9
 
@@ -57,6 +61,25 @@ class Plan:
     # bound it, in a sentence.
     critical_path: tuple[Leg, ...] = ()
     bound_by: str = ""
+    # How target copies moved ([fanout] copy_method, issue 13), and what each method would cost
+    # on this fleet: the other one is simulated too.
+    copy_method: str = "auto"
+    copy_methods: dict[str, MethodCost] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodCost:
+    """What one copy method costs a distribution: time, blob requests and the worker's CPU.
+
+    ``worker_cpu_seconds`` is estimated: each Put Page From URL request costs the worker
+    ``RANGE_REQUEST_CPU_SECONDS`` (building, signing and reading one HTTPS request); an
+    asynchronous Copy Blob costs it only the polls, counted among ``blob_calls``.
+    """
+
+    makespan_seconds: float
+    blob_calls: int  # every blob request, modelled Put Page From URL requests included
+    range_requests: int
+    worker_cpu_seconds: float
 
 
 def plan_distribution(
@@ -81,22 +104,34 @@ def plan_distribution(
     publish = tuple(publish or config.publish.to)
     if "gallery" in publish:
         config = _with_plan_gallery(config)
-    with tempfile.TemporaryDirectory(prefix="imagedist-plan-") as folder:
-        work = config.model_copy(
-            update={"upload": config.upload.model_copy(update={"work_dir": folder})}
-        )
-        return run_virtual(
-            _simulate(
-                work,
-                disk_bytes,
-                occupied_bytes,
-                upload_rate,
-                model or SimModel(),
-                seed,
-                Path(folder),
-                publish,
+
+    def simulate(config: Config) -> Plan:
+        with tempfile.TemporaryDirectory(prefix="imagedist-plan-") as folder:
+            work = config.model_copy(
+                update={"upload": config.upload.model_copy(update={"work_dir": folder})}
             )
-        )
+            return run_virtual(
+                _simulate(
+                    work,
+                    disk_bytes,
+                    occupied_bytes,
+                    upload_rate,
+                    model or SimModel(),
+                    seed,
+                    Path(folder),
+                    publish,
+                )
+            )
+
+    plan = simulate(config)
+    if "images" not in publish:
+        return plan
+    # Both methods, side by side (issue 13): the other one is simulated on the same fleet.
+    other = "ranged" if config.fanout.copy_method == "async" else "async"
+    fanout = config.fanout.model_copy(update={"copy_method": other})
+    alternative = simulate(config.model_copy(update={"fanout": fanout}))
+    methods = {**plan.copy_methods, **alternative.copy_methods}
+    return replace(plan, copy_methods=methods)
 
 
 def _with_plan_gallery(config: Config) -> Config:
@@ -178,6 +213,19 @@ async def _simulate(
         done_at=_images_done(events, job.created_at, upload),
         critical_path=tuple(path),
         bound_by=bound_by(path, events, caps, occupied),
+        copy_method=config.fanout.copy_method,
+        copy_methods={
+            config.fanout.copy_method: MethodCost(
+                makespan_seconds=upload + ((job.finished_at or job.created_at) - job.created_at),
+                blob_calls=stats.blob_calls
+                - stats.by_call.get("copy_range", 0)
+                + stats.range_requests,
+                range_requests=stats.range_requests,
+                worker_cpu_seconds=(stats.blob_calls - stats.by_call.get("copy_range", 0))
+                * BLOB_CALL_CPU_SECONDS
+                + stats.range_requests * RANGE_REQUEST_CPU_SECONDS,
+            )
+        },
     )
 
 

@@ -126,7 +126,8 @@ def plan(
     )
     if as_json:
         legs = [dataclasses.asdict(leg) for leg in result.critical_path]
-        echo_json({**result.__dict__, "critical_path": legs})
+        methods = {name: dataclasses.asdict(cost) for name, cost in result.copy_methods.items()}
+        echo_json({**result.__dict__, "critical_path": legs, "copy_methods": methods})
         return
     table = Table.grid(padding=(0, 2))
     if "images" in result.publish:
@@ -161,4 +162,12 @@ def plan(
     )
     if result.bound_by:
         table.add_row("bound by", result.bound_by.removeprefix("bound by "))
+    for method, cost in result.copy_methods.items():
+        chosen = " (configured)" if method == result.copy_method else ""
+        table.add_row(
+            f"copy_method {method}{chosen}",
+            f"{_hours(cost.makespan_seconds)}; {cost.blob_calls:,} blob requests"
+            f" ({cost.range_requests:,} range copies), ~{cost.worker_cpu_seconds:,.0f} s of"
+            " worker CPU",
+        )
     Console().print(table)

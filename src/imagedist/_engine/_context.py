@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .._config import Config
     from .._domain import Job
     from ..abc import Backend, DiskSource, DiskSources
+    from ._ranged import RequestRate
 
 __all__ = ["EngineContext", "EngineSettings", "EventSink"]
 
@@ -39,6 +40,8 @@ class EngineSettings:
     max_reads_per_source: int
     staging_region: str
     storage_sku: str  # of the accounts `setup` creates
+    # How a target's copy moves: "auto", "async" or "ranged" ([fanout] copy_method, issue 13).
+    copy_method: str = "auto"
     # How long an image may stay Updating, Deleting (or in a state we cannot read) before the
     # target fails: those are someone else's operations, which we wait for but never hurry.
     image_settle_seconds: float = 1800.0
@@ -54,6 +57,7 @@ class EngineSettings:
             content_md5=config.upload.content_md5,
             fanout_strategy=config.fanout.strategy,
             max_reads_per_source=config.fanout.max_reads_per_source,
+            copy_method=config.fanout.copy_method,
             staging_region=config.staging.region,
             storage_sku=config.azure.storage_sku,
         )
@@ -83,8 +87,24 @@ class EngineContext:
     # worker waits the whole bound again, which only delays a failure.
     image_waits: dict[tuple[str, str, str, str], float] = field(init=False, default_factory=dict)
 
+    # Ranged copies (issue 13): each destination account's request budget, shared by every copy
+    # into it; and whether the blob store turned out not to copy ranges ("auto" then stops).
+    range_rates: dict[str, RequestRate] = field(init=False, default_factory=dict)
+    ranged_unsupported: bool = field(init=False, default=False)
+
     def __post_init__(self) -> None:
         self.settings = EngineSettings.from_config(self.config)
+
+    def range_rate(self, account: str) -> RequestRate:
+        """The request budget of ``account`` for range copies, shared by this worker's copies."""
+        rate = self.range_rates.get(account)
+        if rate is None:
+            from ._ranged import RangedLimits, RequestRate
+
+            limits = RangedLimits()
+            rate = RequestRate(self.backend.clock, limits.account_requests_per_second)
+            self.range_rates[account] = rate
+        return rate
 
     def disk_source(self, job: Job) -> DiskSource:
         """The job's tier-0 source, from :attr:`disk_sources`."""

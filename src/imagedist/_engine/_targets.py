@@ -7,6 +7,7 @@ nor repeats an effect: a pending copy is adopted, an image already being created
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 
@@ -14,13 +15,23 @@ from .._domain import FailedPhase, Job, SourceRow, TargetRow, TargetState
 from .._domain.events import EventKind, LogLevel, Step
 from .._domain.regions import region_name
 from .._exceptions import Conflict, NotFound, OperationFailed
-from ..abc import BlobProperties, CopyStatus, Image, ImageSpec, ProvisioningState
+from ..abc import (
+    RANGED_COPY_UNSUPPORTED,
+    BlobProperties,
+    CopyStatus,
+    Image,
+    ImageSpec,
+    ProvisioningState,
+)
 from ._context import EngineContext
+from ._ranged import copy_ranged
 from ._verify import copy_problem
 
 __all__ = ["JOB_TAG", "TargetDriver", "staging_name"]
 
 JOB_TAG = "imagedist-job"
+#: A target row's copy id while its copy moves by ranges (no platform copy id exists then).
+RANGED_COPY_ID = "ranged"
 MAX_IMAGE_NAME = 80
 
 
@@ -101,6 +112,8 @@ class TargetDriver:
     async def _start_copy(self, row: TargetRow, source: SourceRow) -> TargetRow:
         blobs = self.ctx.backend.blobs
         await blobs.ensure_container(row.blob.account, row.blob.container)
+        if self._ranged(source, row):
+            return await self._ranged_copy(row, source, fresh=True)
         try:
             copy_id = await blobs.start_copy(source.blob, row.blob)
         except Conflict:
@@ -110,6 +123,11 @@ class TargetDriver:
 
     async def poll_copy(self, row: TargetRow, source: SourceRow | None) -> TargetRow:
         """COPYING: one look at the copy; returns the row, moved on if the copy ended."""
+        if row.copy_id == RANGED_COPY_ID:
+            # A ranged copy a worker left part-way: resume it, copying only what is missing.
+            if source is None:
+                return await self.put(_wait_for_source(row))
+            return await self._ranged_copy(await self.claim(row), source, fresh=False)
         try:
             props = await self.ctx.backend.blobs.get_properties(row.blob)
         except NotFound:
@@ -158,6 +176,62 @@ class TargetDriver:
             # Our source is gone (cleaned up or failed): wait for a new one.
             return await self.put(_wait_for_source(row))
         return await self._start_copy(await self.claim(row), source)
+
+    # ranged copy (issue 13)
+
+    def _ranged(self, source: SourceRow, row: TargetRow) -> bool:
+        """Whether this copy moves by ranges: as configured, or on "auto" across accounts where
+        the blob store says ranges are faster (a same-account copy is a metadata clone)."""
+        method = self.ctx.settings.copy_method
+        if method != "auto":
+            return method == "ranged"
+        blobs = self.ctx.backend.blobs
+        return (
+            source.blob.account != row.blob.account
+            and blobs.copy_range_bytes > 0
+            and blobs.ranged_copy_faster
+            and not self.ctx.ranged_unsupported
+        )
+
+    async def _ranged_copy(self, row: TargetRow, source: SourceRow, *, fresh: bool) -> TargetRow:
+        """Copy by ranges inside this task, holding the target's lease (renewed as ranges land,
+        so no other worker copies into the blob meanwhile), then verify it like any copy."""
+        row = await self.put(dataclasses.replace(row, copy_id=RANGED_COPY_ID))
+        renewing = asyncio.Lock()
+        current = row
+
+        async def renew() -> None:
+            nonlocal current
+            async with renewing:  # ranges land together: one renewal at a time
+                current = await self.keep(current)
+
+        blobs = self.ctx.backend.blobs
+        try:
+            report = await copy_ranged(
+                blobs,
+                source.blob,
+                row.blob,
+                clock=self.ctx.backend.clock,
+                account_rate=self.ctx.range_rate(row.blob.account),
+                keep_alive=renew,
+                fresh=fresh,
+            )
+        except OperationFailed as exc:
+            if exc.code != RANGED_COPY_UNSUPPORTED or self.ctx.settings.copy_method == "ranged":
+                raise
+            # "auto" on a service without Put Page From URL (Azurite): Copy Blob from now on.
+            self.ctx.ranged_unsupported = True
+            return await self._start_copy(dataclasses.replace(current, copy_id=""), source)
+        row = current
+        await self.ctx.log(
+            self.job.id,
+            LogLevel.INFO,
+            Step.COPY,
+            f"copied by ranges from {source.source_id}: {report.ranges} ranges of data,"
+            f" {report.already} already there, {report.calls} calls, {report.busy} answered busy",
+            row.target,
+        )
+        return await self._verify_copy(row, await blobs.get_properties(row.blob))
 
     # image
 

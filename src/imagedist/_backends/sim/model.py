@@ -39,6 +39,10 @@ class SimModel:
     #: median of this range is about 2.7 h
     gallery_replication_seconds_min: float = 15 * 60.0
     gallery_replication_seconds_max: float = 30 * 3600.0
+    #: a ranged copy (Put Page From URL, issue 13): bytes per second into one destination blob,
+    #: whatever the concurrency (AzCopy observes 170-210 MB/s per blob), and each call's latency
+    ranged_copy_rate: float = 190 * MB
+    ranged_call_seconds: float = 0.02
     #: ARM token buckets per subscription: capacity and refill per second
     arm_write_bucket: float = 200.0
     arm_write_refill: float = 10.0
@@ -78,6 +82,8 @@ class SimFaults:
     copy_failure: float = 0.0
     #: a blob call raises TransientError (503 ServerBusy)
     blob_busy: float = 0.0
+    #: a range copy (Put Page From URL) is answered 503 ServerBusy, so the pacer backs off
+    copy_range_busy: float = 0.0
     #: an ARM call raises TransientError (429) even though the token bucket has tokens
     arm_throttle: float = 0.0
     #: an image creation ends ``Failed``
@@ -106,6 +112,9 @@ class SimStats:
     cross_region_bytes: int = 0
     blob_calls: int = 0
     blob_busy_errors: int = 0
+    range_requests: int = 0  # Put Page From URL requests a ranged copy made (modelled, 4 MiB)
+    range_busy_errors: int = 0
+    ranges_landed: int = 0  # range copy calls that wrote their range
     arm_writes: int = 0
     arm_reads: int = 0
     throttled: int = 0

@@ -44,6 +44,7 @@ def scenario_config(
     images: int = 16,
     poll_interval_seconds: float = 10.0,
     lease_seconds: float = 120.0,
+    copy_method: str = "auto",
 ) -> Config:
     """A fleet of ``subscriptions`` × ``regions`` targets in the first ``regions`` real region
     names, in alphabetical order.
@@ -65,7 +66,11 @@ def scenario_config(
             "subscriptions": [f"sub-{i:04d}" for i in range(subscriptions)],
             "regions": region_names,
         },
-        "fanout": {"tier1_copies": tier1_copies, "max_reads_per_source": max_reads_per_source},
+        "fanout": {
+            "tier1_copies": tier1_copies,
+            "max_reads_per_source": max_reads_per_source,
+            "copy_method": copy_method,
+        },
         "concurrency": {
             "copies": copies,
             "images": images,
@@ -90,6 +95,7 @@ async def preload_tier0(backend: Backend, job: Job, occupied: int) -> None:
     # What the upload leaves besides the data: the footer, which copies are verified by. No
     # MD5: the simulator moves no bytes to hash, and a made-up one would fail a re-upload.
     blob.tail = fixed_footer(job.size_bytes - 512).pack()
+    blob.add_range(job.size_bytes - 512, job.size_bytes)  # the footer is data: a page range
     await state.put_source(
         dataclasses.replace(tier0, state=SourceState.READY, progress_bytes=job.size_bytes)
     )

@@ -34,6 +34,9 @@ class SimBlob:
     # The last page (a VHD's footer) is kept even without keep_data, so the engine's read-back of
     # the footer sees what was written.
     tail: bytes | None = None
+    # Until when the ranged copies into this blob keep its write bandwidth busy (a fluid model:
+    # ranges share the blob's rate, one event per call).
+    ranges_busy_until: float = 0.0
 
     @property
     def occupied(self) -> int:
@@ -196,6 +199,41 @@ class SimStorage:
             metadata=dict(blob.metadata),
             content_md5=blob.content_md5,
         )
+
+    # -- ranged copies (Put Page From URL) -------------------------------------------------------
+
+    async def copy_range(self, source: BlobRef, dest: BlobRef, offset: int, length: int) -> None:
+        """Copy one range at the destination blob's ranged rate, in clock time; it lands whole."""
+        if source == dest:
+            raise ValueError(f"cannot copy blob '{source}' onto itself")
+        check_range(offset, length, self.blob(source).size, aligned=True)
+        target = self.blob(dest)
+        check_range(offset, length, target.size, aligned=True)
+        now = self.now()
+        began = max(now, target.ranges_busy_until)
+        target.ranges_busy_until = began + length / self.model.ranged_copy_rate
+        await self.clock.sleep(target.ranges_busy_until - now + self.model.ranged_call_seconds)
+        # Either blob may have gone meanwhile: the range is read and written at the end.
+        src, target = self.blob(source), self.blob(dest)
+        self._land_range(src, target, offset, length)
+        self.stats.ranges_landed += 1
+        self.stats.bytes_copied += length
+        if self._region(source.account) != self._region(dest.account):
+            self.stats.cross_region_bytes += length
+
+    def _land_range(self, src: SimBlob, target: SimBlob, offset: int, length: int) -> None:
+        end = offset + length
+        target.add_range(offset, end)  # written, zeros included, like Azure's Put Page
+        if target.data is not None:
+            source_pages = src.data or {}
+            for page in range(offset, end, PAGE):
+                data = source_pages.get(page)
+                if data is None:
+                    target.data.pop(page, None)
+                else:
+                    target.data[page] = data
+        if end == target.size and src.tail is not None:
+            target.tail = src.tail
 
     # -- managed disks ---------------------------------------------------------------------------
 

@@ -1,0 +1,146 @@
+"""Ranged copies in the engine (issue 13): chosen by ``[fanout] copy_method``, run inside the
+target's task under its lease, verified like any copy, resumed by another worker after a kill."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from imagedist import Imagedist, JobStatus, LogFilter, OsType
+from imagedist._backends.local.blobs import LocalBlobStore
+from imagedist._domain import BlobRef, LogRecord, SourceKind
+from imagedist._engine._ranged import missing_ranges, plan_ranges
+from imagedist._exceptions import NotFound
+
+from helpers import call, config_text, leftover_blobs, make_disk
+
+
+def ranged_config(folder: Path, method: str = "ranged", lease: float = 2.0) -> Path:
+    path = folder / "imagedist.toml"
+    path.write_text(
+        config_text(
+            staging={
+                "subscription": "sub-staging",
+                "region": "westeurope",
+                "account": "stagingacct",
+            },
+            fleet={"subscriptions": ["sub-a", "sub-b"], "regions": ["westeurope", "eastus"]},
+            fanout={"tier1_copies": 1, "max_reads_per_source": 3, "copy_method": method},
+            concurrency={"lease_seconds": lease, "poll_interval_seconds": 0.05},
+            local={"image_create_seconds": 0.1},
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def ranged_lines(logs: list[LogRecord]) -> list[LogRecord]:
+    return [r for r in logs if r.message.startswith("copied by ranges")]
+
+
+def test_copy_method_ranged_distributes_every_target_by_ranges(tmp_path: Path) -> None:
+    config = ranged_config(tmp_path)
+    disk = make_disk(tmp_path / "disk.vhd", size_mib=16, data_mib=(0, 5, 6, 13))
+
+    async def body(app: Imagedist) -> tuple[JobStatus, list[LogRecord], list[str]]:
+        job = await app.submit(disk, "golden", OsType.LINUX)
+        await app.upload(job.id)
+        await app.work([job.id])
+        logs = await app.logs(job.id, LogFilter(step="copy"))
+        return await app.status(job.id), logs, await leftover_blobs(app)
+
+    status, logs, leftovers = call(config, body)
+    assert status.completed and status.error_count == 0
+    lines = ranged_lines(logs)
+    assert sorted(r.target for r in lines) == sorted(t.target for t in status.targets)
+    # 4 MiB of data and the footer in 4 ranges on the 4 MiB grid (0-4: 1 MiB, 4-8: 2 MiB,
+    # 12-16: 1 MiB, and the footer's page after 16 MiB), copied once each: nothing empty,
+    # nothing twice.
+    assert all("4 ranges of data, 0 already there, 4 calls" in r.message for r in lines)
+    assert leftovers == []
+
+
+def test_copy_method_async_never_copies_by_ranges(tmp_path: Path) -> None:
+    config = ranged_config(tmp_path, method="async")
+    disk = make_disk(tmp_path / "disk.vhd")
+
+    async def body(app: Imagedist) -> tuple[JobStatus, list[LogRecord]]:
+        job = await app.submit(disk, "golden", OsType.LINUX)
+        await app.upload(job.id)
+        await app.work([job.id])
+        return await app.status(job.id), await app.logs(job.id, LogFilter(step="copy"))
+
+    status, logs = call(config, body)
+    assert status.completed and ranged_lines(logs) == []
+
+
+class _WorkerKilled(BaseException):
+    """The worker process dies: nothing after it runs (not an error the engine could handle)."""
+
+
+def test_a_worker_killed_mid_ranged_copy_is_resumed_without_recopying_what_landed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = ranged_config(tmp_path)
+    disk = make_disk(tmp_path / "disk.vhd", size_mib=16, data_mib=(0, 5, 6, 13))
+    real_copy_range = LocalBlobStore.copy_range
+    calls: list[tuple[BlobRef, int]] = []
+    landed: list[tuple[BlobRef, int]] = []
+    two_landed = asyncio.Event()
+
+    async def dies_at_the_third_call(
+        self: LocalBlobStore, source: BlobRef, dest: BlobRef, offset: int, length: int
+    ) -> None:
+        # The first two calls land; the worker dies once they did, as the third one starts
+        # (a call cancelled before its thread ran would never land: the count would vary).
+        calls.append((dest, offset))
+        if len(calls) >= 3:
+            await two_landed.wait()
+            raise _WorkerKilled
+        await real_copy_range(self, source, dest, offset, length)
+        landed.append((dest, offset))
+        if len(landed) == 2:
+            two_landed.set()
+
+    monkeypatch.setattr(LocalBlobStore, "copy_range", dies_at_the_third_call)
+
+    async def killed(app: Imagedist) -> str:
+        job = await app.submit(disk, "golden", OsType.LINUX)
+        await app.upload(job.id)
+        with pytest.raises(BaseException) as died:
+            await app.work([job.id])
+        assert (
+            died.group_contains(_WorkerKilled)
+            if isinstance(died.value, BaseExceptionGroup)
+            else isinstance(died.value, _WorkerKilled)
+        )
+        return job.id
+
+    job_id = call(config, killed)  # its threads finished their writes as the loop closed
+    monkeypatch.setattr(LocalBlobStore, "copy_range", real_copy_range)
+
+    async def resumed(app: Imagedist) -> tuple[JobStatus, list[LogRecord], dict[str, int]]:
+        blobs = app.ctx.backend.blobs
+        rows = (await app.status(job_id)).targets
+        sources = await app.ctx.backend.state.list_sources(job_id)
+        upload = next(s for s in sources if s.kind is SourceKind.TIER0).blob
+        planned = plan_ranges(await blobs.page_ranges(upload), blobs.copy_range_bytes)
+        landed_in = {}
+        for row in rows:
+            try:
+                there = await blobs.page_ranges(row.blob)
+            except NotFound:
+                there = []
+            landed_in[row.target] = len(planned) - len(missing_ranges(planned, there))
+        await app.work([job_id])  # a new worker: it waits out the dead one's lease
+        return await app.status(job_id), await app.logs(job_id, LogFilter(step="copy")), landed_in
+
+    status, logs, landed_in = call(config, resumed)
+    assert status.completed and status.error_count == 0
+    assert sum(landed_in.values()) == 2  # the dead worker's two ranges, and no more
+    lines = {r.target: r.message for r in ranged_lines(logs)}
+    for target, already in landed_in.items():
+        # Each copy moved only what was missing: what landed before the kill is not sent again.
+        assert f"4 ranges of data, {already} already there, {4 - already} calls" in lines[target]
