@@ -261,6 +261,7 @@ async def copy_ranged(
     fresh: bool = False,
     origin: BlobRef | None = None,
     follow_seconds: float = 1.0,
+    stall_seconds: float = 300.0,
 ) -> RangedReport:
     """Copy ``source`` into ``dest`` range by range, resuming from what ``dest`` already holds.
 
@@ -281,6 +282,9 @@ async def copy_ranged(
     :param keep_alive: awaited after each landed range: renews the lease that makes this the one
         copier of ``dest`` (raising if it was lost, which stops the copy).
     :param fresh: start over: an existing ``dest`` is replaced (a new attempt), not resumed.
+    :param stall_seconds: with ``origin``, how long ``source`` may land no new range before
+        the copy gives up following it (its copier failed, or died and nobody took over yet).
+    :raises ParentStalled: then; what landed stays in ``dest``.
     :raises OperationFailed: if the blob store cannot copy ranges (code ``RANGED_COPY_UNSUPPORTED``).
     """
     limits = limits or RangedLimits()
@@ -292,12 +296,19 @@ async def copy_ranged(
     rate = account_rate or RequestRate(clock, limits.account_requests_per_second)
     run = _RangedCopy(blobs, source, dest, clock, limits, rate, keep_alive)
     run.report.ranges, run.report.already = len(planned), len(planned) - len(todo)
+    moved_at = clock.now()
     while todo:
         ready = todo if origin is None else _held(todo, await blobs.page_ranges(source))
         if not ready:
+            if clock.now() - moved_at > stall_seconds:
+                raise ParentStalled(
+                    f"the copy being followed ({source}) landed nothing for"
+                    f" {stall_seconds:.0f} s"
+                )
             run.report.waits += 1
             await clock.sleep(follow_seconds)  # the parent has not landed them yet
             continue
+        moved_at = clock.now()
         await run.run(ready)
         landed = set(ready)
         todo = [r for r in todo if r not in landed]
@@ -305,6 +316,10 @@ async def copy_ranged(
         await blobs.set_content_md5(dest, props.content_md5)
     await blobs.set_metadata(dest, dict(props.metadata))
     return run.report
+
+
+class ParentStalled(TransientError):
+    """A pipelined copy's parent stopped landing ranges: copy from another source instead."""
 
 
 def _held(ranges: list[Range], held: list[Range]) -> list[Range]:

@@ -11,7 +11,16 @@ import asyncio
 import dataclasses
 import hashlib
 
-from .._domain import FailedPhase, Job, SourceRow, TargetRow, TargetState
+from .._domain import (
+    BlobRef,
+    FailedPhase,
+    Job,
+    SourceKind,
+    SourceRow,
+    SourceState,
+    TargetRow,
+    TargetState,
+)
 from .._domain.events import EventKind, LogLevel, Step
 from .._domain.regions import region_name
 from .._exceptions import Conflict, NotFound, OperationFailed
@@ -24,7 +33,7 @@ from ..abc import (
     ProvisioningState,
 )
 from ._context import EngineContext
-from ._ranged import copy_ranged
+from ._ranged import ParentStalled, copy_ranged
 from ._verify import copy_problem
 
 __all__ = ["JOB_TAG", "TargetDriver", "staging_name"]
@@ -49,10 +58,15 @@ def staging_name(image_name: str, target: str) -> str:
 class TargetDriver:
     """Moves one leased target row forward, one persisted step at a time."""
 
-    def __init__(self, ctx: EngineContext, job: Job, *, disk_md5: str = "") -> None:
+    def __init__(
+        self, ctx: EngineContext, job: Job, *, disk_md5: str = "", origin: BlobRef | None = None
+    ) -> None:
         self.ctx = ctx
         self.job = job
         self.disk_md5 = disk_md5  # hex MD5 of the upload, which every copy must carry; "" if none
+        # The upload, which holds every range: a copy from a copy still being made (pipelined)
+        # plans its ranges from it, and follows the parent for the ranges it already holds.
+        self.origin = origin
 
     async def put(self, row: TargetRow) -> TargetRow:
         """Persist the row (changed with :func:`dataclasses.replace`, so mypy checks the
@@ -182,6 +196,8 @@ class TargetDriver:
     def _ranged(self, source: SourceRow, row: TargetRow) -> bool:
         """Whether this copy moves by ranges: as configured, or on "auto" across accounts where
         the blob store says ranges are faster (a same-account copy is a metadata clone)."""
+        if _pipelined(source):
+            return True  # only ranges can be read from a blob still being written
         method = self.ctx.settings.copy_method
         if method != "auto":
             return method == "ranged"
@@ -206,6 +222,7 @@ class TargetDriver:
                 current = await self.keep(current)
 
         blobs = self.ctx.backend.blobs
+        following = _pipelined(source) and self.origin is not None
         try:
             report = await copy_ranged(
                 blobs,
@@ -215,7 +232,15 @@ class TargetDriver:
                 account_rate=self.ctx.range_rate(row.blob.account),
                 keep_alive=renew,
                 fresh=fresh,
+                origin=self.origin if following else None,
+                stall_seconds=max(60.0, 2 * self.ctx.settings.lease_seconds),
             )
+        except ParentStalled as exc:
+            # The parent's copier failed or died: wait for a source that is whole or moving.
+            await self.ctx.log(
+                self.job.id, LogLevel.WARNING, Step.COPY, f"{exc}; copying again", row.target
+            )
+            return await self.put(_wait_for_source(current))
         except OperationFailed as exc:
             if exc.code != RANGED_COPY_UNSUPPORTED or self.ctx.settings.copy_method == "ranged":
                 raise
@@ -470,6 +495,11 @@ class TargetDriver:
             row.target,
         )
         return await self._create(row, row.image_name)
+
+
+def _pipelined(source: SourceRow) -> bool:
+    """Whether ``source`` is a target's copy still being made by ranges (issue 13)."""
+    return source.state is SourceState.COPYING and source.kind is SourceKind.TARGET
 
 
 def _wait_for_source(row: TargetRow) -> TargetRow:
