@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ._backends.sim import SimModel, open_sim_backend, preload_tier0, run_virtual, sim_world
+from ._backends.sim import (
+    SimModel,
+    SimStats,
+    open_sim_backend,
+    preload_tier0,
+    run_virtual,
+    sim_world,
+)
 from ._backends.sim.scenario import _sparse_fixed_vhd
 from ._config import Config
 from ._config_gallery import GalleryDefinitionSpec, GallerySpec
@@ -198,7 +205,8 @@ async def _simulate(
         occupied_bytes=occupied,
         makespan_seconds=upload + ((job.finished_at or job.created_at) - job.created_at),
         phases={"upload": upload, **_phase_ends(events, job.created_at, upload)},
-        copies=stats.copies_started,
+        # Target copies of either method (restarts included) and same-account clones.
+        copies=sum(1 for e in events if e.kind is EventKind.COPY_STARTED) + stats.clones,
         cross_region_copies=len(crossing),
         cross_region_gb=stats.cross_region_bytes / GB,
         egress_cost=sum(occupied_gb * EGRESS_PRICE_PER_GB[zone_of(r)] for r in crossing),
@@ -212,7 +220,7 @@ async def _simulate(
         gallery_egress_cost=gallery_cost,
         done_at=_images_done(events, job.created_at, upload),
         critical_path=tuple(path),
-        bound_by=bound_by(path, events, caps, occupied),
+        bound_by=bound_by(path, events, caps, occupied, _copies_by(stats)),
         copy_method=config.fanout.copy_method,
         copy_methods={
             config.fanout.copy_method: MethodCost(
@@ -227,6 +235,11 @@ async def _simulate(
             )
         },
     )
+
+
+def _copies_by(stats: SimStats) -> str:
+    """The method the simulated target copies used (clones are Copy Blob whatever it is)."""
+    return "ranged, Put Page From URL" if stats.range_requests else "Copy Blob"
 
 
 def _replicated_away(row: PublicationRow) -> list[str]:

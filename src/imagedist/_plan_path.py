@@ -84,10 +84,14 @@ def critical_path(
 
 
 def bound_by(
-    legs: Sequence[Leg], events: Sequence[EngineEvent], caps: Caps, data_bytes: int
+    legs: Sequence[Leg],
+    events: Sequence[EngineEvent],
+    caps: Caps,
+    data_bytes: int,
+    copies_by: str = "Copy Blob",
 ) -> str:
     """One or two sentences: which limit shaped the makespan, and why (``data_bytes``: what
-    one copy moves, to tell the copies' rates)."""
+    one copy moves, to tell the copies' rates; ``copies_by``: the method that moved them)."""
     if not legs:
         return "no image was made: nothing bounded a makespan."
     total = {kind: sum(leg.seconds for leg in legs if leg.kind == kind) for kind in _KINDS}
@@ -98,7 +102,7 @@ def bound_by(
         slowest = max(leg.seconds for leg in copies)
         rate = f"{data_bytes / slowest / 1e6:.1f} MB/s" if slowest > 0 else "instant"
         why = (
-            f"{len(copies)} whole-blob copies in series on the critical path"
+            f"{len(copies)} copies ({copies_by}) in series on the critical path"
             f" ({_minutes(total[COPY])} of copying, the slowest at {rate}): the copy tree's"
             " depth times one copy's time; faster copies or fewer rounds shorten it."
         )
@@ -114,7 +118,8 @@ def bound_by(
     elif kind == IMAGE:
         why = "the image creation itself, after the last copy landed."
     else:
-        why = "the upload: the fan-out finished soon after it."
+        rest = sum(total.values()) - total[UPLOAD]
+        why = f"the fan-out after it took {_minutes(rest)}; a faster upload link shortens it."
     return f"bound by {kind}: {why} Critical path: {path}."
 
 

@@ -302,8 +302,7 @@ async def copy_ranged(
         if not ready:
             if clock.now() - moved_at > stall_seconds:
                 raise ParentStalled(
-                    f"the copy being followed ({source}) landed nothing for"
-                    f" {stall_seconds:.0f} s"
+                    f"the copy being followed ({source}) landed nothing for {stall_seconds:.0f} s"
                 )
             run.report.waits += 1
             await clock.sleep(follow_seconds)  # the parent has not landed them yet
