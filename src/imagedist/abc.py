@@ -184,6 +184,13 @@ class BlobStore(ABC):
         A missing container lists as empty.
         """
 
+    async def wait_for_copy(self, ref: BlobRef, longest: float) -> bool:
+        """Wait until the copy into ``ref`` ended, ``longest`` seconds at most, if this store
+        can tell when; return whether it waited. A real service cannot (its copies are polled),
+        so the default returns False at once; the simulator knows each copy's end, which spares
+        it a look every poll interval."""
+        return False
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
         """Release connections and handles."""
 

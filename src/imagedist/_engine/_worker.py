@@ -330,7 +330,13 @@ class Worker:
         async def look(current: TargetRow) -> TargetRow:
             return await driver.poll_copy(current, source)
 
-        return await self.ctx.poll_while(row, _copying, look)
+        async def ended(current: TargetRow) -> bool:
+            # Not past the moment our lease wants renewing (TargetDriver.keep, at half of it).
+            renew = current.lease_until - self.ctx.settings.lease_seconds / 2
+            longest = renew - self.ctx.backend.clock.now()
+            return await self.ctx.backend.blobs.wait_for_copy(current.blob, longest)
+
+        return await self.ctx.poll_while(row, _copying, look, ended)
 
     async def _drive_image(self, driver: TargetDriver, row: TargetRow) -> TargetRow:
         if row.state is TargetState.COPIED:

@@ -159,6 +159,12 @@ class CopyEngine:
         for copy in list(self._by_source.get(source, {})):
             self.stop(copy, CopyStatus.FAILED, reason)
 
+    def next_event(self) -> float | None:
+        """When the next copy may end or change rate (None: no copy in flight)."""
+        if self._dirty:
+            self._rebalance()
+        return self._heap[0][0] if self._heap else None
+
     def readers(self, source: BlobRef) -> int:
         group = self._groups.get(source)
         return len(group.members) if group else 0
