@@ -370,6 +370,18 @@ class StateStore(ABC):
     async def list_targets(self, job_id: str) -> list[TargetRow]:
         """The job's targets, sorted by target name."""
 
+    async def list_targets_changed(self, job_id: str, cursor: int) -> tuple[list[TargetRow], int]:
+        """The job's targets written since ``cursor`` (0: all of them), and the cursor for the
+        next call. A store that keeps no log of its writes returns them all and 0 every time
+        (the default), which is always correct; the worker then reads every row each pass."""
+        return await self.list_targets(job_id), 0
+
+    def revision(self) -> int | None:
+        """A number that grows with every write to the store, if the store can tell it for free
+        (an in-memory one); None otherwise. A worker skips a pass when it has not changed (and
+        nothing else can have), so a simulated job costs its events, not its duration."""
+        return None
+
     @abstractmethod
     async def list_publications(self, job_id: str) -> list[PublicationRow]:
         """The job's gallery versions, sorted by key."""

@@ -25,8 +25,8 @@ from .._domain import (
     SourceRow,
     SourceState,
     TargetRow,
-    TargetState,
 )
+from ._rows import TargetTables, target_as_source
 
 __all__ = [
     "BroadcastFanout",
@@ -38,18 +38,6 @@ __all__ = [
 ]
 
 ORIGINAL_CHAIN = 10  # the original copied tier-1 copy i from copy i - 1 up to here
-
-
-def target_as_source(row: TargetRow) -> SourceRow:
-    """A finished target copy seen as a copy source (never stored in the sources table)."""
-    return SourceRow(
-        job_id=row.job_id,
-        source_id=f"target:{row.target}",
-        kind=SourceKind.TARGET,
-        blob=row.blob,
-        state=SourceState.READY,
-        deleted=row.blob_deleted,
-    )
 
 
 def live_sources(sources: Iterable[SourceRow], targets: Iterable[TargetRow]) -> list[SourceRow]:
@@ -65,37 +53,45 @@ def live_sources(sources: Iterable[SourceRow], targets: Iterable[TargetRow]) -> 
 class Fanout:
     """Shared bookkeeping: the usable sources and how many copies read each one right now.
 
-    Built once per reconcile pass from one snapshot of the job's rows.
+    Built once per reconcile pass from one snapshot of the job's rows: the sources, and the
+    targets' tables (kept up to date by the worker, so building a fan-out costs the number of
+    sources, not of targets).
     """
 
     def __init__(
         self,
         sources: Iterable[SourceRow],
-        targets: Iterable[TargetRow],
+        targets: Iterable[TargetRow] | TargetTables,
         *,
         staging_region: str,
         max_reads: int,
     ) -> None:
         self.sources = list(sources)
-        self.targets = list(targets)
+        self.tables = targets if isinstance(targets, TargetTables) else TargetTables.of(targets)
         self.staging_region = staging_region
         self.max_reads = max_reads
-        self._target_region = {f"target:{t.target}": t.region for t in self.targets}
-        self._live = {s.source_id: s for s in live_sources(self.sources, self.targets)}
-        self.readers: Counter[str] = Counter()
-        for target in self.targets:
-            if target.state is TargetState.COPYING and target.source_id:
-                self.readers[target.source_id] += 1
+        # The staging copies a copy may read now; the targets' live copies are in the tables.
+        self._staged_live = {
+            s.source_id: s for s in self.sources if s.state is SourceState.READY and not s.deleted
+        }
+        self.readers: Counter[str] = Counter(
+            {key: n for key, n in self.tables.readers.items() if n > 0}
+        )
         for source in self.sources:
             if source.state is SourceState.COPYING and source.parent_id:
                 self.readers[source.parent_id] += 1
 
     def by_id(self) -> dict[str, SourceRow]:
-        """Every source a copy may be reading from, by id (to resume a copy)."""
-        return self._live
+        """Every source a copy may be reading from, by id (made for the asking: it is as long
+        as the job has finished targets; :meth:`live_source` looks one up)."""
+        return {**self._staged_live, **self.tables.live}
+
+    def live_source(self, source_id: str) -> SourceRow | None:
+        """The source a copy may be reading from under this id, if it is live (to resume it)."""
+        return self._staged_live.get(source_id) or self.tables.live.get(source_id)
 
     def region_of(self, source: SourceRow) -> str:
-        return self._target_region.get(source.source_id, self.staging_region)
+        return self.tables.region.get(source.source_id, self.staging_region)
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
         """The source tier-1 copy ``row`` should be made from now, or None to wait."""
@@ -136,21 +132,25 @@ class BroadcastFanout(Fanout):
     def __init__(
         self,
         sources: Iterable[SourceRow],
-        targets: Iterable[TargetRow],
+        targets: Iterable[TargetRow] | TargetTables,
         *,
         staging_region: str,
         max_reads: int,
     ) -> None:
         super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
-        self._ready = list(self._live.values())
-        self._staged = [s for s in self._ready if s.kind is not SourceKind.TARGET]
-        self._by_region: dict[str, list[SourceRow]] = {}
-        for source in self._ready:
-            self._by_region.setdefault(self.region_of(source), []).append(source)
+        self._staged = list(self._staged_live.values())
+        tables = self.tables
         # A region is seeded while it holds a live source or a copy into it runs; one whose
         # copies were all cleaned up needs a new seed (waiting on it would wait forever).
-        self._seeded = set(self._by_region)
-        self._seeded |= {t.region for t in self.targets if t.state is TargetState.COPYING}
+        self._seeded = {region for region, live in tables.live_by_region.items() if live}
+        self._seeded |= {region for region, n in tables.copying_in.items() if n > 0}
+        if self._staged:
+            self._seeded.add(staging_region)
+        self._full: set[str] = set()  # regions whose sources serve all they may, this pass
+
+    def _local(self, region: str) -> list[SourceRow]:
+        local = list(self.tables.live_by_region.get(region, {}).values())
+        return self._staged + local if region == self.staging_region else local
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
         return self._take(self._staged)
@@ -161,18 +161,24 @@ class BroadcastFanout(Fanout):
         return 1 if row.region in self._seeded else 0
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
-        local = self._by_region.get(row.region, [])
+        if row.region in self._full:
+            return None  # reads only grow within a pass: still no free source there
+        local = self._local(row.region)
         if local or row.region in self._seeded:
-            return self._take(local)  # wait for the region's seed rather than cross again
+            # Wait for the region's seed rather than cross again.
+            source = self._take(local)
+            if source is None:
+                self._full.add(row.region)
+            return source
         # The region's seed: cross once, preferably from the staging copies.
-        source = self._take(self._staged) or self._take(self._ready)
+        source = self._take(self._staged) or self._take([*self._staged, *self.tables.live.values()])
         if source is not None:
             self._seeded.add(row.region)
         return source
 
     def exhausted(self) -> bool:
-        copying = any(t.state is TargetState.COPYING for t in self.targets)
-        return not self._live and not copying and not self._staged_in_production()
+        live = self._staged or self.tables.live
+        return not live and not self.tables.copying and not self._staged_in_production()
 
 
 class OriginalFanout(Fanout):
@@ -181,7 +187,7 @@ class OriginalFanout(Fanout):
     def __init__(
         self,
         sources: Iterable[SourceRow],
-        targets: Iterable[TargetRow],
+        targets: Iterable[TargetRow] | TargetTables,
         *,
         job_id: str,
         staging_region: str,
@@ -189,15 +195,12 @@ class OriginalFanout(Fanout):
     ) -> None:
         super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
         self._rng = random.Random(job_id)
-        staged = sorted(
-            (s for s in self._live.values() if s.kind is not SourceKind.TARGET),
-            key=lambda s: s.source_id,
-        )
+        staged = sorted(self._staged_live.values(), key=lambda s: s.source_id)
         self._rng.shuffle(staged)
         self._order = staged
-        names = sorted(t.target for t in self.targets)
-        self._index = {name: i for i, name in enumerate(names)}
+        self._index = self.tables.rank
         self._by_id = {s.source_id: s for s in self.sources}
+        self._coming: bool | None = None  # _tier1_coming, worked out once per pass
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
         parent = self._by_id.get(self._designated_parent(row))
@@ -228,11 +231,13 @@ class OriginalFanout(Fanout):
         return self._order[self._index[row.target] % len(self._order)]
 
     def _tier1_coming(self) -> bool:
-        tier1 = [s for s in self.sources if s.kind is SourceKind.TIER1 and not s.deleted]
-        if any(s.state is SourceState.COPYING for s in tier1):
-            return True
-        pending = any(s.state is SourceState.PENDING for s in tier1)
-        return pending and (bool(self._order) or self._staged_in_production())
+        if self._coming is None:
+            tier1 = [s for s in self.sources if s.kind is SourceKind.TIER1 and not s.deleted]
+            pending = any(s.state is SourceState.PENDING for s in tier1)
+            self._coming = any(s.state is SourceState.COPYING for s in tier1) or (
+                pending and (bool(self._order) or self._staged_in_production())
+            )
+        return self._coming
 
     def exhausted(self) -> bool:
         return not self._order and not self._staged_in_production()
@@ -242,7 +247,7 @@ def make_fanout(
     strategy: str,
     job_id: str,
     sources: list[SourceRow],
-    targets: list[TargetRow],
+    targets: list[TargetRow] | TargetTables,
     *,
     staging_region: str,
     max_reads: int,

@@ -4,6 +4,11 @@ Every pass reads the jobs' rows from the state store, leases the items it can mo
 as tasks in one task group under the configured limits. Nothing is kept only in memory: a worker
 killed at any instant leaves rows that any other worker (or its own restart) picks up once their
 lease runs out.
+
+A pass reads the targets that changed since the last one where the store can tell (else all of
+them) into the job's :class:`TargetTables`, so it costs what changed, not the job's size; and
+where the store tells that nothing was written since the last pass, no task of ours ended and no
+lease ran out, the worker skips the pass (the simulator's long quiet stretches cost nothing).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from .._domain import (
     COPY_STATES,
@@ -36,6 +41,7 @@ from ._context import EngineContext
 from ._disk import give_up_disk
 from ._limits import Limiter, Slot
 from ._publications import GalleryScheduler
+from ._rows import TargetTables
 from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
 from ._targets import TargetDriver
@@ -63,18 +69,40 @@ class Worker:
         self._copies = Limiter(ctx.settings.copies)
         self._images = Limiter(ctx.settings.images)
         self._gallery = GalleryScheduler(self)
+        self._tables: dict[str, TargetTables] = {}
+        self._config_enabled: dict[str, bool] | None = None
+        # What tells whether a pass may find something to do (see run).
+        self._seen_revision: int | None = None
+        self._pass_due = True
+        self._lease_ends = float("inf")
 
     async def run(self, *, forever: bool = False) -> None:
         """Work until no active job is left (or forever)."""
         async with task_group() as group:
+            active = 0
             while True:
-                active = await self.tick(group)
+                if self._pass_may_matter():
+                    active = await self.tick(group)
                 if not active and not self._inflight and not forever:
                     return
                 await self.ctx.pause()
 
+    def _pass_may_matter(self) -> bool:
+        """Whether anything can have changed since the last pass: a write to the store (when
+        the store can tell; else always), a task of ours that ended, a lease that ran out."""
+        revision = self.ctx.backend.state.revision()
+        return (
+            revision is None
+            or revision != self._seen_revision
+            or self._pass_due
+            or self.ctx.backend.clock.now() > self._lease_ends
+        )
+
     async def tick(self, group: asyncio.TaskGroup) -> int:
         """One reconcile pass over the jobs; returns how many are still active."""
+        self._seen_revision = self.ctx.backend.state.revision()
+        self._pass_due = False
+        self._lease_ends = float("inf")
         active = 0
         for job in await self._active_jobs():
             try:
@@ -82,6 +110,7 @@ class Worker:
             except (TransientError, PreconditionFailed) as exc:
                 # Busy platform or a racing worker: this pass is lost, the next one retries.
                 logger.warning("job %s: %s; retrying on the next pass", job.id, exc)
+                self._pass_due = True
                 busy = True
             active += busy
         return active
@@ -97,28 +126,60 @@ class Worker:
     async def _reconcile(self, job: Job, group: asyncio.TaskGroup) -> bool:
         state = self.ctx.backend.state
         sources = await state.list_sources(job.id)
-        targets = await self._apply_switches(job, await state.list_targets(job.id))
+        tables = await self._read_targets(job)
+        await self._apply_switches(job, tables)
         publications = await state.list_publications(job.id) if "gallery" in job.publish else []
-        fanout = self._fanout(job, sources, targets)
+        self._note_leases(job, sources, tables, publications)
+        fanout = self._fanout(job, sources, tables)
         # Nothing the waiting targets may copy from exists or is on its way: make it anew, and
         # act on the revived rows in the next pass.
-        stuck = self._waiting(job, targets) and fanout.exhausted()
+        stuck = fanout.exhausted() and bool(self._waiting(job, tables.pending()))
         stuck = stuck or self._gallery.stuck(job, sources, publications)
-        if stuck and await self._find_a_way_forward(job, sources, targets, publications):
+        if stuck and await self._find_a_way_forward(job, sources, tables.all(), publications):
+            self._pass_due = True
             return True
         tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
         if tier0.state in UPLOAD_AHEAD_STATES:
             await self._spawn_source(job, tier0, None, group)
         self._schedule_tier1(job, sources, fanout, group)
-        self._schedule_targets(job, targets, fanout, tier0.content_md5, group)
+        self._schedule_targets(job, tables, fanout, tier0.content_md5, group)
         await self._gallery.schedule(job, tier0, publications, group)
         if any(key[0] == job.id for key in self._inflight):
             return True
+        targets = tables.all()
         if await drop_intermediates_if_unneeded(self.ctx, job, sources, targets, publications):
+            self._pass_due = True
             return True  # settle on the next pass, from the rows as they are now
         return await self._settle(job, sources, targets, publications)
 
-    def _fanout(self, job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> Fanout:
+    async def _read_targets(self, job: Job) -> TargetTables:
+        """The job's targets as they are now: what changed since the last pass, read into the
+        tables kept from it (a store that cannot tell gives every row)."""
+        tables = self._tables.get(job.id)
+        if tables is None:
+            tables = self._tables[job.id] = TargetTables(self.ctx.worker_id)
+        rows, tables.cursor = await self.ctx.backend.state.list_targets_changed(
+            job.id, tables.cursor
+        )
+        tables.update(rows)
+        return tables
+
+    def _note_leases(
+        self,
+        job: Job,
+        sources: list[SourceRow],
+        tables: TargetTables,
+        publications: list[PublicationRow],
+    ) -> None:
+        """The earliest end of a lease another worker holds: a pass is due then."""
+        ends = list(tables.foreign.values())
+        ends += [s.lease_until for s in sources if s.lease_owner not in (None, self.ctx.worker_id)]
+        ends += [
+            p.lease_until for p in publications if p.lease_owner not in (None, self.ctx.worker_id)
+        ]
+        self._lease_ends = min([self._lease_ends, *ends])
+
+    def _fanout(self, job: Job, sources: list[SourceRow], targets: TargetTables) -> Fanout:
         settings = self.ctx.settings
         return make_fanout(
             settings.fanout_strategy,
@@ -129,7 +190,7 @@ class Worker:
             max_reads=settings.max_reads_per_source,
         )
 
-    def _waiting(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
+    def _waiting(self, job: Job, targets: Iterable[TargetRow]) -> list[TargetRow]:
         return [
             row
             for row in targets
@@ -173,22 +234,21 @@ class Worker:
             )
         return revived > 0
 
-    async def _apply_switches(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
+    async def _apply_switches(self, job: Job, tables: TargetTables) -> None:
         """Disabled targets that have not started are skipped, in running jobs too."""
-        enabled = await target_enablement(self.ctx)
-        result = []
-        for row in targets:
-            disabled = row.state is TargetState.PENDING and not enabled.get(row.target, True)
-            if disabled and self._lease_free(
-                row.lease_owner, row.lease_until, (job.id, row.target)
-            ):
+        if self._config_enabled is None:  # the config does not change while we run
+            self._config_enabled = {t.name: t.enabled for t in self.ctx.config.fleet_targets()}
+        enabled = {**self._config_enabled, **await self.ctx.backend.state.target_switches()}
+        for name in [name for name, on in enabled.items() if not on]:
+            row = tables.rows.get(name)
+            if row is None or row.state is not TargetState.PENDING:
+                continue
+            if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
                 skipped = dataclasses.replace(row, state=TargetState.SKIPPED)
-                row = await self._try_put_target(skipped)
+                tables.update([await self._try_put_target(skipped)])
                 await self.ctx.log(
                     job.id, LogLevel.INFO, Step.JOB, "target disabled: skipped", row.target
                 )
-            result.append(row)
-        return result
 
     async def _fail_waiting_targets(self, job: Job, targets: list[TargetRow], why: str) -> None:
         for row in self._waiting(job, targets):
@@ -218,27 +278,41 @@ class Worker:
     def _schedule_targets(
         self,
         job: Job,
-        targets: list[TargetRow],
+        tables: TargetTables,
         fanout: Fanout,
         disk_md5: str,
         group: asyncio.TaskGroup,
     ) -> None:
-        by_id = fanout.by_id()
         # Resume what is already moving before starting anything new, then seed before filling.
-        order = sorted(targets, key=lambda t: (t.state is TargetState.PENDING, fanout.priority(t)))
-        for row in order:
-            if row.state not in COPY_STATES | IMAGE_STATES:
-                continue
+        resumed = [
+            tables.rows[name] for name in tables.moving if (job.id, name) not in self._inflight
+        ]
+        for row in sorted(resumed, key=lambda t: (fanout.priority(t), tables.rank[t.target])):
+            if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
+                source = fanout.live_source(row.source_id or "")
+                self._launch_target(job, row, source, disk_md5, group)
+        for row in self._by_priority(tables, fanout):
+            if self._copies.full:
+                return
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
                 continue
-            source = by_id.get(row.source_id or "")
-            if row.state is TargetState.PENDING:
-                if self._copies.full:
-                    continue
-                source = fanout.target_source(row)
-                if source is None:
-                    continue
-            self._launch_target(job, row, source, disk_md5, group)
+            source = fanout.target_source(row)
+            if source is not None:
+                self._launch_target(job, row, source, disk_md5, group)
+
+    @staticmethod
+    def _by_priority(tables: TargetTables, fanout: Fanout) -> Iterable[TargetRow]:
+        """The waiting targets in the fan-out's order of priority, then the store's. A priority
+        depends on the target's region only, so one look per region tells whether the order is
+        the store's (the common case: nothing to sort, and the caller stops once copies are
+        full)."""
+        levels = {
+            fanout.priority(tables.rows[next(iter(names))])
+            for names in tables.pending_by_region.values()
+        }
+        if len(levels) <= 1:
+            return tables.pending()
+        return sorted(tables.pending(), key=fanout.priority)
 
     def _lease_free(self, owner: str | None, until: float, key: tuple[str, str]) -> bool:
         return key not in self._inflight and self.ctx.lease_is_free(owner, until)
@@ -375,6 +449,7 @@ class Worker:
             await give_up(f"unexpected {type(exc).__name__}: {exc}")
         finally:
             done()
+            self._pass_due = True  # its slot and its item are free: the next pass may use them
 
     def _give_up_target(self, job: Job, name: str) -> Callable[[str], Awaitable[None]]:
         async def give_up(reason: str) -> None:

@@ -44,6 +44,10 @@ class MemoryTables:
     publications: dict[str, dict[str, PublicationRow]] = field(default_factory=dict)
     logs: dict[str, list[LogRecord]] = field(default_factory=dict)
     switches: dict[str, bool] = field(default_factory=dict)
+    # Positions of the target rows written, per job, in order (list_targets_changed), and a
+    # count of every write (revision).
+    written: dict[str, list[int]] = field(default_factory=dict)
+    writes: int = 0
 
 
 class MemoryStateStore(StateStore):
@@ -70,6 +74,8 @@ class MemoryStateStore(StateStore):
         t.sources[job.id] = (source_rows, {s.source_id: i for i, s in enumerate(source_rows)})
         t.targets[job.id] = (target_rows, {r.target: i for i, r in enumerate(target_rows)})
         t.publications[job.id] = {p.key: _clone(p) for p in sorted(publications, key=_by_key)}
+        t.written[job.id] = []
+        t.writes += 1
 
     async def get_job(self, job_id: str) -> Job:
         job = self.tables.jobs.get(job_id)
@@ -89,6 +95,7 @@ class MemoryStateStore(StateStore):
             raise PreconditionFailed(f"Job {job.id!r} was changed by a retry meanwhile.")
         stored.state, stored.finished_at = job.state, job.finished_at
         stored.revision = job.revision
+        self.tables.writes += 1
 
     # items
 
@@ -99,6 +106,18 @@ class MemoryStateStore(StateStore):
     async def list_targets(self, job_id: str) -> list[TargetRow]:
         rows, _ = self.tables.targets.get(job_id, ([], {}))
         return [_clone(row) for row in rows]
+
+    async def list_targets_changed(self, job_id: str, cursor: int) -> tuple[list[TargetRow], int]:
+        # A cursor is one more than the length of the job's log of writes: never 0.
+        rows, _ = self.tables.targets.get(job_id, ([], {}))
+        written = self.tables.written.get(job_id, [])
+        if cursor <= 0:
+            return [_clone(row) for row in rows], len(written) + 1
+        changed = dict.fromkeys(written[cursor - 1 :])
+        return [_clone(rows[i]) for i in sorted(changed)], len(written) + 1
+
+    def revision(self) -> int:
+        return self.tables.writes
 
     async def list_publications(self, job_id: str) -> list[PublicationRow]:
         rows = self.tables.publications.get(job_id, {})
@@ -115,6 +134,7 @@ class MemoryStateStore(StateStore):
         new = redact_publication(_clone(row))
         new.version = row.version + 1
         rows[row.key] = _clone(new)
+        self.tables.writes += 1
         return new
 
     async def put_source(self, row: SourceRow) -> SourceRow:
@@ -128,6 +148,7 @@ class MemoryStateStore(StateStore):
         new.version = row.version + 1
         new.error = redact(new.error)
         rows[i] = _clone(new)
+        self.tables.writes += 1
         return new
 
     async def put_target(self, row: TargetRow) -> TargetRow:
@@ -141,6 +162,8 @@ class MemoryStateStore(StateStore):
         new.version = row.version + 1
         new.error = redact(new.error)
         rows[i] = _clone(new)
+        self.tables.written.setdefault(row.job_id, []).append(i)
+        self.tables.writes += 1
         return new
 
     # logs and switches
@@ -160,6 +183,7 @@ class MemoryStateStore(StateStore):
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
         for name in names:
             self.tables.switches[name] = enabled
+        self.tables.writes += 1
 
     async def target_switches(self) -> dict[str, bool]:
         return dict(self.tables.switches)
