@@ -293,6 +293,15 @@ class ImageService(ABC):
         :raises NotFound: if there is no such image.
         """
 
+    async def wait_for_image(
+        self, subscription: str, resource_group: str, name: str, longest: float, every: float
+    ) -> bool:
+        """Wait until the image's creation ended, ``longest`` seconds at most, if this service
+        can tell when; return whether it waited. The caller would have looked every ``every``
+        seconds meanwhile: a simulated service counts those looks as the reads they stand for.
+        A real service cannot tell (its images are polled): the default returns False at once."""
+        return False
+
     @abstractmethod
     async def delete_image(self, subscription: str, resource_group: str, name: str) -> bool:
         """Delete the image; return whether it existed."""
@@ -376,8 +385,13 @@ class StateStore(ABC):
         (the default), which is always correct; the worker then reads every row each pass."""
         return await self.list_targets(job_id), 0
 
+    async def list_sources_changed(self, job_id: str, cursor: int) -> tuple[list[SourceRow], int]:
+        """Like :meth:`list_targets_changed`, for the job's copy sources."""
+        return await self.list_sources(job_id), 0
+
     def revision(self) -> int | None:
-        """A number that grows with every write to the store, if the store can tell it for free
+        """A number that grows with every write to the store that may matter to a worker's
+        pass (more than a lease renewed or a progress figure), if the store can tell it for free
         (an in-memory one); None otherwise. A worker skips a pass when it has not changed (and
         nothing else can have), so a simulated job costs its events, not its duration."""
         return None

@@ -58,8 +58,9 @@ class TargetTables:
         self._pending: list[int] = []  # positions of PENDING rows, sorted
         self.pending_by_region: dict[str, dict[str, None]] = {}
         self.moving: dict[str, None] = {}  # COPYING, COPIED or IMAGING
-        self.readers: Counter[str] = Counter()  # source id -> targets copying from it
-        self.copying_in: Counter[str] = Counter()  # region -> targets copying into it
+        # Source id -> targets copying from it; region -> targets copying into it (no zeros).
+        self.readers: Counter[str] = Counter()
+        self.copying_in: Counter[str] = Counter()
         self.copying = 0
         self.live: dict[str, SourceRow] = {}  # "target:<name>" -> that copy as a source
         self.live_by_region: dict[str, dict[str, SourceRow]] = {}
@@ -124,9 +125,9 @@ class TargetTables:
                 del self.moving[name]
         if state is TargetState.COPYING:
             self.copying += sign
-            self.copying_in[row.region] += sign
+            _add(self.copying_in, row.region, sign)
             if row.source_id:
-                self.readers[row.source_id] += sign
+                _add(self.readers, row.source_id, sign)
         if state in HOLDS_COPY_STATES and not row.blob_deleted:
             key = f"target:{name}"
             local = self.live_by_region.setdefault(row.region, {})
@@ -139,3 +140,13 @@ class TargetTables:
                 self.foreign[name] = row.lease_until
             else:
                 self.foreign.pop(name, None)
+
+
+def _add(counts: Counter[str], key: str, n: int) -> None:
+    """Count ``n`` more of ``key``, dropping it at zero (so a table is as long as what is
+    under way, not as everything that ever was)."""
+    total = counts[key] + n
+    if total:
+        counts[key] = total
+    else:
+        del counts[key]

@@ -14,6 +14,7 @@ shuffled list of the upload and its tier-1 copies, regardless of region or load.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from collections.abc import Iterable
@@ -53,9 +54,10 @@ def live_sources(sources: Iterable[SourceRow], targets: Iterable[TargetRow]) -> 
 class Fanout:
     """Shared bookkeeping: the usable sources and how many copies read each one right now.
 
-    Built once per reconcile pass from one snapshot of the job's rows: the sources, and the
-    targets' tables (kept up to date by the worker, so building a fan-out costs the number of
-    sources, not of targets).
+    Built from one snapshot of the job's sources and the targets' tables (kept up to date by
+    the worker, so building a fan-out costs the number of sources, not of targets); while the
+    sources stay the same, :meth:`renew` readies it for the next pass at a cost of the copies
+    under way.
     """
 
     def __init__(
@@ -74,12 +76,17 @@ class Fanout:
         self._staged_live = {
             s.source_id: s for s in self.sources if s.state is SourceState.READY and not s.deleted
         }
-        self.readers: Counter[str] = Counter(
-            {key: n for key, n in self.tables.readers.items() if n > 0}
+        self._source_readers = Counter(
+            s.parent_id for s in self.sources if s.state is SourceState.COPYING and s.parent_id
         )
-        for source in self.sources:
-            if source.state is SourceState.COPYING and source.parent_id:
-                self.readers[source.parent_id] += 1
+        self.readers: Counter[str] = Counter()
+        self.renew()
+
+    def renew(self) -> None:
+        """Ready for a new pass over the same sources, the targets' tables being current: the
+        readers are counted again, and what the last pass handed out is forgotten."""
+        self.readers = Counter(self.tables.readers)
+        self.readers.update(self._source_readers)
 
     def by_id(self) -> dict[str, SourceRow]:
         """Every source a copy may be reading from, by id (made for the asking: it is as long
@@ -138,14 +145,17 @@ class BroadcastFanout(Fanout):
         max_reads: int,
     ) -> None:
         super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
+
+    def renew(self) -> None:
+        super().renew()
         self._staged = list(self._staged_live.values())
         tables = self.tables
         # A region is seeded while it holds a live source or a copy into it runs; one whose
         # copies were all cleaned up needs a new seed (waiting on it would wait forever).
         self._seeded = {region for region, live in tables.live_by_region.items() if live}
-        self._seeded |= {region for region, n in tables.copying_in.items() if n > 0}
+        self._seeded |= set(tables.copying_in)
         if self._staged:
-            self._seeded.add(staging_region)
+            self._seeded.add(self.staging_region)
         self._full: set[str] = set()  # regions whose sources serve all they may, this pass
 
     def _local(self, region: str) -> list[SourceRow]:
@@ -194,10 +204,7 @@ class OriginalFanout(Fanout):
         max_reads: int,
     ) -> None:
         super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
-        self._rng = random.Random(job_id)
-        staged = sorted(self._staged_live.values(), key=lambda s: s.source_id)
-        self._rng.shuffle(staged)
-        self._order = staged
+        self._order = [self._staged_live[i] for i in _shuffled(job_id, tuple(self._staged_live))]
         self._index = self.tables.rank
         self._by_id = {s.source_id: s for s in self.sources}
         self._coming: bool | None = None  # _tier1_coming, worked out once per pass
@@ -221,7 +228,7 @@ class OriginalFanout(Fanout):
             return "tier0"
         if number <= ORIGINAL_CHAIN:
             return f"tier1-{number - 1:03d}"
-        return f"tier1-{random.Random(f'{row.job_id}:{number}').randint(1, number - 1):03d}"
+        return _random_parent(row.job_id, number)
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
         if self._tier1_coming():
@@ -241,6 +248,22 @@ class OriginalFanout(Fanout):
 
     def exhausted(self) -> bool:
         return not self._order and not self._staged_in_production()
+
+
+@functools.lru_cache(maxsize=4096)
+def _random_parent(job_id: str, number: int) -> str:
+    """The original's parent of tier-1 copy ``number`` > 10: a random earlier one (the same
+    every time it is asked for)."""
+    return f"tier1-{random.Random(f'{job_id}:{number}').randint(1, number - 1):03d}"
+
+
+@functools.lru_cache(maxsize=4)
+def _shuffled(job_id: str, ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The original's shuffled list of staging copies (the same for the same copies: worked out
+    once, not every pass)."""
+    order = sorted(ids)
+    random.Random(job_id).shuffle(order)
+    return tuple(order)
 
 
 def make_fanout(

@@ -70,7 +70,9 @@ class Worker:
         self._images = Limiter(ctx.settings.images)
         self._gallery = GalleryScheduler(self)
         self._tables: dict[str, TargetTables] = {}
-        self._config_enabled: dict[str, bool] | None = None
+        self._sources: dict[str, tuple[dict[str, SourceRow], int]] = {}  # by job: rows, cursor
+        self._fanouts: dict[str, Fanout] = {}  # by job: the last pass's, while sources stay
+        self._config_disabled: set[str] | None = None
         # What tells whether a pass may find something to do (see run).
         self._seen_revision: int | None = None
         self._pass_due = True
@@ -125,15 +127,15 @@ class Worker:
 
     async def _reconcile(self, job: Job, group: asyncio.TaskGroup) -> bool:
         state = self.ctx.backend.state
-        sources = await state.list_sources(job.id)
+        sources, sources_changed = await self._read_sources(job)
         tables = await self._read_targets(job)
         await self._apply_switches(job, tables)
         publications = await state.list_publications(job.id) if "gallery" in job.publish else []
-        self._note_leases(job, sources, tables, publications)
-        fanout = self._fanout(job, sources, tables)
+        self._note_leases(sources, tables, publications)
+        fanout = self._fanout(job, sources, tables, sources_changed)
         # Nothing the waiting targets may copy from exists or is on its way: make it anew, and
         # act on the revived rows in the next pass.
-        stuck = fanout.exhausted() and bool(self._waiting(job, tables.pending()))
+        stuck = fanout.exhausted() and self._any_waiting(job, tables)
         stuck = stuck or self._gallery.stuck(job, sources, publications)
         if stuck and await self._find_a_way_forward(job, sources, tables.all(), publications):
             self._pass_due = True
@@ -152,6 +154,16 @@ class Worker:
             return True  # settle on the next pass, from the rows as they are now
         return await self._settle(job, sources, targets, publications)
 
+    async def _read_sources(self, job: Job) -> tuple[list[SourceRow], bool]:
+        """The job's sources as they are now (read as its targets are, see _read_targets), and
+        whether any changed since the last pass."""
+        known, cursor = self._sources.get(job.id, ({}, 0))
+        rows, cursor = await self.ctx.backend.state.list_sources_changed(job.id, cursor)
+        changed = [row for row in rows if known.get(row.source_id) != row]
+        known.update((row.source_id, row) for row in changed)
+        self._sources[job.id] = known, cursor
+        return list(known.values()), bool(changed)
+
     async def _read_targets(self, job: Job) -> TargetTables:
         """The job's targets as they are now: what changed since the last pass, read into the
         tables kept from it (a store that cannot tell gives every row)."""
@@ -166,7 +178,6 @@ class Worker:
 
     def _note_leases(
         self,
-        job: Job,
         sources: list[SourceRow],
         tables: TargetTables,
         publications: list[PublicationRow],
@@ -179,9 +190,17 @@ class Worker:
         ]
         self._lease_ends = min([self._lease_ends, *ends])
 
-    def _fanout(self, job: Job, sources: list[SourceRow], targets: TargetTables) -> Fanout:
+    def _fanout(
+        self, job: Job, sources: list[SourceRow], targets: TargetTables, sources_changed: bool
+    ) -> Fanout:
+        """The job's fan-out for this pass: the last one renewed while the sources are the
+        same (the targets' tables it reads are current), else a new one."""
+        fanout = self._fanouts.get(job.id)
+        if fanout is not None and not sources_changed:
+            fanout.renew()
+            return fanout
         settings = self.ctx.settings
-        return make_fanout(
+        fanout = self._fanouts[job.id] = make_fanout(
             settings.fanout_strategy,
             job.id,
             sources,
@@ -189,6 +208,10 @@ class Worker:
             staging_region=settings.staging_region,
             max_reads=settings.max_reads_per_source,
         )
+        return fanout
+
+    def _any_waiting(self, job: Job, tables: TargetTables) -> bool:
+        return any((job.id, row.target) not in self._inflight for row in tables.pending())
 
     def _waiting(self, job: Job, targets: Iterable[TargetRow]) -> list[TargetRow]:
         return [
@@ -236,10 +259,13 @@ class Worker:
 
     async def _apply_switches(self, job: Job, tables: TargetTables) -> None:
         """Disabled targets that have not started are skipped, in running jobs too."""
-        if self._config_enabled is None:  # the config does not change while we run
-            self._config_enabled = {t.name: t.enabled for t in self.ctx.config.fleet_targets()}
-        enabled = {**self._config_enabled, **await self.ctx.backend.state.target_switches()}
-        for name in [name for name, on in enabled.items() if not on]:
+        if self._config_disabled is None:  # the config does not change while we run
+            fleet = self.ctx.config.fleet_targets()
+            self._config_disabled = {t.name for t in fleet if not t.enabled}
+        switches = await self.ctx.backend.state.target_switches()
+        disabled = {name for name in self._config_disabled if switches.get(name, False) is False}
+        disabled |= {name for name, on in switches.items() if not on}
+        for name in sorted(disabled, key=lambda n: tables.rank.get(n, -1)):
             row = tables.rows.get(name)
             if row is None or row.state is not TargetState.PENDING:
                 continue
@@ -258,12 +284,8 @@ class Worker:
     def _schedule_tier1(
         self, job: Job, sources: list[SourceRow], fanout: Fanout, group: asyncio.TaskGroup
     ) -> None:
-        for row in sources:
-            if row.kind is not SourceKind.TIER1 or row.state not in (
-                SourceState.PENDING,
-                SourceState.COPYING,
-            ):
-                continue
+        moving = [s for s in sources if s.state in _TIER1_MOVING and s.kind is SourceKind.TIER1]
+        for row in moving:
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
                 continue
             if row.state is SourceState.PENDING:
@@ -291,6 +313,8 @@ class Worker:
             if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
                 source = fanout.live_source(row.source_id or "")
                 self._launch_target(job, row, source, disk_md5, group)
+        if self._copies.full:
+            return
         for row in self._by_priority(tables, fanout):
             if self._copies.full:
                 return
@@ -405,9 +429,7 @@ class Worker:
             return await driver.poll_copy(current, source)
 
         async def ended(current: TargetRow) -> bool:
-            # Not past the moment our lease wants renewing (TargetDriver.keep, at half of it).
-            renew = current.lease_until - self.ctx.settings.lease_seconds / 2
-            longest = renew - self.ctx.backend.clock.now()
+            longest = self._until_renewal(current)
             return await self.ctx.backend.blobs.wait_for_copy(current.blob, longest)
 
         return await self.ctx.poll_while(row, _copying, look, ended)
@@ -417,7 +439,20 @@ class Worker:
             row = await driver.begin_image(row)  # which looks once already
         if _imaging(row):
             await self.ctx.pause()
-        return await self.ctx.poll_while(row, _imaging, driver.poll_image)
+
+        async def created(current: TargetRow) -> bool:
+            longest = self._until_renewal(current)
+            every = self.ctx.settings.poll_interval
+            return await self.ctx.backend.images.wait_for_image(
+                current.subscription, current.resource_group, current.image_name, longest, every
+            )
+
+        return await self.ctx.poll_while(row, _imaging, driver.poll_image, created)
+
+    def _until_renewal(self, row: TargetRow) -> float:
+        """Seconds until our lease on the row wants renewing (TargetDriver.keep: at half)."""
+        renew = row.lease_until - self.ctx.settings.lease_seconds / 2
+        return renew - self.ctx.backend.clock.now()
 
     async def _guard(
         self,
@@ -554,6 +589,9 @@ async def target_enablement(ctx: EngineContext) -> dict[str, bool]:
     enabled = {t.name: t.enabled for t in ctx.config.fleet_targets()}
     enabled.update(await ctx.backend.state.target_switches())
     return enabled
+
+
+_TIER1_MOVING = frozenset({SourceState.PENDING, SourceState.COPYING})
 
 
 def _copying(row: TargetRow) -> bool:
