@@ -163,7 +163,14 @@ class CopyEngine:
         """When the next copy may end or change rate (None: no copy in flight)."""
         if self._dirty:
             self._rebalance()
-        return self._heap[0][0] if self._heap else None
+        heap = self._heap
+        # Entries a later schedule replaced would only wake a caller for nothing.
+        while heap and (
+            heap[0][2] != heap[0][3].gen
+            or (isinstance(heap[0][3], SimCopy) and heap[0][3].status is not CopyStatus.PENDING)
+        ):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def readers(self, source: BlobRef) -> int:
         group = self._groups.get(source)
