@@ -84,9 +84,9 @@ def test_waiting_for_ends_predicts_what_polling_predicts(
     waited = _plan(monkeypatch, strategy, polled=False)
     assert polled.outcome == waited.outcome == "completed"
     # Looks fall on the same grid of poll intervals; which of two things due at one instant
-    # runs first may differ by a float's rounding, so a hop may be seen one interval apart.
-    assert waited.makespan_seconds == pytest.approx(polled.makespan_seconds, abs=2 * POLL)
-    assert waited.done_at == pytest.approx(polled.done_at, abs=2 * POLL)
+    # runs first may differ by a float's rounding, so a hop may be seen an interval apart.
+    assert waited.makespan_seconds == pytest.approx(polled.makespan_seconds, abs=3 * POLL)
+    assert waited.done_at == pytest.approx(polled.done_at, abs=3 * POLL)
     assert (waited.copies, waited.arm_writes) == (polled.copies, polled.arm_writes)
     assert waited.arm_reads == pytest.approx(polled.arm_reads, rel=0.05)
 

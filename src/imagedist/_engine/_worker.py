@@ -88,10 +88,6 @@ class Worker:
                 if not active and not self._inflight and not forever:
                     return
                 await self.ctx.pause()
-                # Tasks that woke at this same instant write first, so the pass sees what they
-                # wrote whichever order the loop ran them in (a simulated run then does not
-                # depend on how its timers tie).
-                await asyncio.sleep(0)
 
     def _pass_may_matter(self) -> bool:
         """Whether anything can have changed since the last pass: a write to the store (when

@@ -92,6 +92,9 @@ class CopyEngine:
         self._outgoing: dict[str, int] = {}
         self._by_source: dict[BlobRef, dict[SimCopy, None]] = {}
         self._dirty: dict[str, None] = {}
+        # Groups whose members changed since the last rebalance: always re-rated; the others
+        # only when their cap moved (one blob's readers changing leaves the rest alone).
+        self._touched: set[_Group] = set()
         self.rebalanced = 0  # group re-rates, for profiling
 
     # -- time ----------------------------------------------------------------------------------
@@ -198,6 +201,7 @@ class CopyEngine:
             if mgen == copy.mgen and copy.capped and copy.status is CopyStatus.PENDING:
                 self._finish(copy)
         self._dirty[group.source.account] = None  # re-arms the group's event
+        self._touched.add(group)
 
     def _join(self, copy: SimCopy) -> None:
         t = self.t or 0.0
@@ -212,6 +216,7 @@ class CopyEngine:
         copy.joined, copy.group = True, group
         self._make_free(copy, group, t, 0.0)
         self._dirty[account] = None
+        self._touched.add(group)
 
     def _finish(self, copy: SimCopy) -> None:
         if copy.fail_reason:
@@ -232,6 +237,7 @@ class CopyEngine:
             account = copy.source.account
             self._outgoing[account] -= 1
             self._dirty[account] = None
+            self._touched.add(group)
             if not group.members:
                 del self._groups[group.source]
                 self._by_account[account].pop(group, None)
@@ -269,12 +275,16 @@ class CopyEngine:
                 continue
             account_share = egress / self._outgoing[account]
             for group in groups:
+                cap = min(blob_bw / len(group.members), account_share)
+                if cap == group.cap and group not in self._touched:
+                    continue  # its copies' rates and its next end stand
                 self.rebalanced += 1
                 self._advance_group(group, t)
-                group.cap = min(blob_bw / len(group.members), account_share)
+                group.cap = cap
                 self._flip(group, t)
                 self._arm(group, t)
         self._dirty.clear()
+        self._touched.clear()
 
     def _flip(self, group: _Group, t: float) -> None:
         """Move the copies whose own rate crossed the cap to the other side."""
