@@ -96,6 +96,7 @@ class CopyEngine:
         # only when their cap moved (one blob's readers changing leaves the rest alone).
         self._touched: set[_Group] = set()
         self.rebalanced = 0  # group re-rates, for profiling
+        self._compact_at = 1024
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -128,7 +129,14 @@ class CopyEngine:
 
     def _schedule(self, when: float, item: SimCopy | _Group) -> None:
         item.gen += 1
-        heapq.heappush(self._heap, (when, self._next(), item.gen, item))
+        heap = self._heap
+        heapq.heappush(heap, (when, self._next(), item.gen, item))
+        if len(heap) > self._compact_at:
+            # Most entries were replaced by later schedules (a re-rate re-arms every source
+            # blob of an account): drop them, so the heap is as long as what can still happen.
+            heap[:] = [entry for entry in heap if _current(entry)]
+            heapq.heapify(heap)
+            self._compact_at = max(1024, 4 * len(heap))
 
     # -- copies --------------------------------------------------------------------------------
 
@@ -168,10 +176,7 @@ class CopyEngine:
             self._rebalance()
         heap = self._heap
         # Entries a later schedule replaced would only wake a caller for nothing.
-        while heap and (
-            heap[0][2] != heap[0][3].gen
-            or (isinstance(heap[0][3], SimCopy) and heap[0][3].status is not CopyStatus.PENDING)
-        ):
+        while heap and not _current(heap[0]):
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
@@ -309,6 +314,14 @@ class CopyEngine:
             self._schedule(t + max(0.0, heap[0][0] - group.progress) / group.cap, group)
         else:
             group.gen += 1
+
+
+def _current(entry: tuple[float, int, int, SimCopy | _Group]) -> bool:
+    """Whether a heap entry still stands (no later schedule of its item replaced it)."""
+    item = entry[3]
+    return entry[2] == item.gen and (
+        not isinstance(item, SimCopy) or item.status is CopyStatus.PENDING
+    )
 
 
 def _discard(index: dict[BlobRef, dict[SimCopy, None]], key: BlobRef, copy: SimCopy) -> None:
