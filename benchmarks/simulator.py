@@ -1,18 +1,27 @@
-"""The simulator's own cost: real seconds and CPU seconds to plan a broadcast distribution of N
-targets, and how the cost per target grows with N (the baseline is the smallest size, measured in
-the same run).
+"""The simulator's own cost: real seconds, CPU seconds and peak memory to `plan` a distribution
+of N targets, for each strategy, with a plain default config and with the fan-out benchmark's
+uncapped one, and how the CPU grows against N log N (the baseline is the smallest size of the
+same strategy and config, measured in the same run).
 
-    .venv/bin/python benchmarks/simulator.py [--sizes 300x30,3000x60,10000x60]
+    .venv/bin/python benchmarks/simulator.py [--sizes 300x30,1020x30,3000x60,9960x60]
+        [--strategies broadcast,original] [--configs default,uncapped]
 
+Each plan runs in a fresh process, so its peak resident memory (ru_maxrss) is its own.
 To measure an older commit with the same script: check it out in a git worktree and run this
 file with ``PYTHONPATH=<worktree>/src``.
 
-A 30 GiB disk half full, copies at a fixed 20 MB/s, no concurrency cap (as benchmarks/fanout.py).
+A 30 GiB disk half full. "default": the config holds only the fleet (every other setting its
+default) and the model's own copy rates (4-45 MB/s). "uncapped": as benchmarks/fanout.py, copies
+at a fixed 20 MB/s, no concurrency cap, 3 reads per source, polls every 30 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import GIB
 
+from imagedist._config import Config, parse_config
+from imagedist._domain.regions import REGIONS
 from imagedist._plan import plan_distribution
 
 try:
@@ -28,9 +39,23 @@ except ImportError:  # a checkout from before the adapters moved (to measure "be
     from imagedist._sim import SimModel, scenario_config  # type: ignore[import-not-found,no-redef]
 
 
-def measure(subscriptions: int, regions: int) -> tuple[int, float, float]:
-    """(targets, real seconds, CPU seconds) of one broadcast plan."""
-    config = scenario_config(
+def default_config(subscriptions: int, regions: int) -> Config:
+    """The fleet, and every other setting as a config that names nothing else gets it."""
+    names = sorted(REGIONS)[:regions]
+    return parse_config(
+        {
+            "backend": "local",
+            "staging": {"subscription": "sub-staging", "region": names[0], "account": "imgdstg"},
+            "fleet": {
+                "subscriptions": [f"sub-{i:04d}" for i in range(subscriptions)],
+                "regions": names,
+            },
+        }
+    )
+
+
+def uncapped_config(subscriptions: int, regions: int) -> Config:
+    return scenario_config(
         subscriptions,
         regions,
         copies=100_000,
@@ -40,32 +65,71 @@ def measure(subscriptions: int, regions: int) -> tuple[int, float, float]:
         lease_seconds=600.0,
         tier1_copies="auto",  # type: ignore[arg-type]
     )
-    model = SimModel(copy_rate_min=20e6, copy_rate_max=20e6)
+
+
+def measure(config_name: str, strategy: str, subscriptions: int, regions: int) -> dict[str, float]:
+    """One plan in this process: targets, makespan, real and CPU seconds, peak RSS in MiB."""
+    if config_name == "default":
+        config, model = default_config(subscriptions, regions), None
+    else:
+        config = uncapped_config(subscriptions, regions)
+        model = SimModel(copy_rate_min=20e6, copy_rate_max=20e6)
     wall, cpu = time.perf_counter(), time.process_time()
-    plan_distribution(
-        config, disk_bytes=30 * GIB, occupied_bytes=15 * GIB, strategy="broadcast", model=model
+    plan = plan_distribution(
+        config, disk_bytes=30 * GIB, occupied_bytes=15 * GIB, strategy=strategy, model=model
     )
-    return subscriptions * regions, time.perf_counter() - wall, time.process_time() - cpu
+    return {
+        "targets": plan.targets,
+        "makespan_h": plan.makespan_seconds / 3600,
+        "outcome": plan.outcome == "completed",
+        "wall": time.perf_counter() - wall,
+        "cpu": time.process_time() - cpu,
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def in_child(config_name: str, strategy: str, size: tuple[int, int]) -> dict[str, float]:
+    subscriptions, regions = max(1, size[0] // size[1]), size[1]
+    args = [config_name, strategy, str(subscriptions), str(regions)]
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="300x30,3000x60,10000x60")
-    sizes = [
-        tuple(int(n) for n in item.split("x")) for item in parser.parse_args().sizes.split(",")
-    ]
-    print("| targets | real s | CPU s | CPU ms per target | × per-target CPU of the first |")
-    print("|---:|---:|---:|---:|---:|")
-    base = None
-    for targets_wanted, regions in sizes:
-        targets, wall, cpu = measure(max(1, targets_wanted // regions), regions)
-        per_target = cpu / targets
-        base = base or per_target
-        print(
-            f"| {targets:,} | {wall:.1f} | {cpu:.1f} | {per_target * 1000:.2f} |"
-            f" {per_target / base:.2f} |",
-            flush=True,
-        )
+    parser.add_argument("--sizes", default="300x30,1020x30,3000x60,9960x60")
+    parser.add_argument("--strategies", default="broadcast,original")
+    parser.add_argument("--configs", default="default,uncapped")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        config_name, strategy, subscriptions, regions = args.child
+        print(json.dumps(measure(config_name, strategy, int(subscriptions), int(regions))))
+        return
+    sizes = [tuple(int(n) for n in item.split("x")) for item in args.sizes.split(",")]
+    print(
+        "| config | strategy | targets | makespan (h) | real s | CPU s | CPU ms per target"
+        " | peak MiB | CPU ÷ first | N log N ÷ first |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for config_name in args.configs.split(","):
+        for strategy in args.strategies.split(","):
+            base: tuple[float, float] | None = None
+            for size in sizes:
+                r = in_child(config_name, strategy, (size[0], size[1]))
+                n = r["targets"]
+                base = base or (r["cpu"], n * math.log(n))
+                done = "" if r["outcome"] else " (unfinished)"
+                print(
+                    f"| {config_name} | {strategy} | {n:,.0f} | {r['makespan_h']:.2f}{done}"
+                    f" | {r['wall']:.1f} | {r['cpu']:.1f} | {r['cpu'] / n * 1000:.2f}"
+                    f" | {r['rss_mib']:.0f} | {r['cpu'] / base[0]:.1f}"
+                    f" | {n * math.log(n) / base[1]:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ BLOB_CALL_CPU_SECONDS = 0.001
 RANGE_REQUEST_CPU_SECONDS = 0.001
 
 GB = 1e9
+PLAN_LEASE_SECONDS = 86_400.0  # the longest a config allows
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ def plan_distribution(
     if strategy is not None:
         fanout = config.fanout.model_copy(update={"strategy": strategy})
         config = config.model_copy(update={"fanout": fanout})
+    # One worker that never dies: its leases need no renewing, and a renewal is a wake-up
+    # (and a write) per item in flight every half lease, which would cost more than the rest
+    # of a long plan. No figure of the plan depends on the lease.
+    concurrency = config.concurrency.model_copy(update={"lease_seconds": PLAN_LEASE_SECONDS})
+    config = config.model_copy(update={"concurrency": concurrency})
     publish = tuple(publish or config.publish.to)
     if "gallery" in publish:
         config = _with_plan_gallery(config)

@@ -220,6 +220,13 @@ class BlobStore(ABC):
         A missing container lists as empty.
         """
 
+    async def wait_for_copy(self, ref: BlobRef, longest: float) -> bool:
+        """Wait until the copy into ``ref`` ended, ``longest`` seconds at most, if this store
+        can tell when; return whether it waited. A real service cannot (its copies are polled),
+        so the default returns False at once; the simulator knows each copy's end, which spares
+        it a look every poll interval."""
+        return False
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
         """Release connections and handles."""
 
@@ -322,6 +329,15 @@ class ImageService(ABC):
         :raises NotFound: if there is no such image.
         """
 
+    async def wait_for_image(
+        self, subscription: str, resource_group: str, name: str, longest: float, every: float
+    ) -> bool:
+        """Wait until the image's creation ended, ``longest`` seconds at most, if this service
+        can tell when; return whether it waited. The caller would have looked every ``every``
+        seconds meanwhile: a simulated service counts those looks as the reads they stand for.
+        A real service cannot tell (its images are polled): the default returns False at once."""
+        return False
+
     @abstractmethod
     async def delete_image(self, subscription: str, resource_group: str, name: str) -> bool:
         """Delete the image; return whether it existed."""
@@ -398,6 +414,23 @@ class StateStore(ABC):
     @abstractmethod
     async def list_targets(self, job_id: str) -> list[TargetRow]:
         """The job's targets, sorted by target name."""
+
+    async def list_targets_changed(self, job_id: str, cursor: int) -> tuple[list[TargetRow], int]:
+        """The job's targets written since ``cursor`` (0: all of them), and the cursor for the
+        next call. A store that keeps no log of its writes returns them all and 0 every time
+        (the default), which is always correct; the worker then reads every row each pass."""
+        return await self.list_targets(job_id), 0
+
+    async def list_sources_changed(self, job_id: str, cursor: int) -> tuple[list[SourceRow], int]:
+        """Like :meth:`list_targets_changed`, for the job's copy sources."""
+        return await self.list_sources(job_id), 0
+
+    def revision(self) -> int | None:
+        """A number that grows with every write to the store that may matter to a worker's
+        pass (more than a lease renewed or a progress figure), if the store can tell it for free
+        (an in-memory one); None otherwise. A worker skips a pass when it has not changed (and
+        nothing else can have), so a simulated job costs its events, not its duration."""
+        return None
 
     @abstractmethod
     async def list_publications(self, job_id: str) -> list[PublicationRow]:

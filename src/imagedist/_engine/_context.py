@@ -3,6 +3,7 @@ report what happened."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -143,12 +144,34 @@ class EngineContext:
         await self.backend.clock.sleep(self.settings.poll_interval)
 
     async def poll_while(
-        self, item: T, running: Callable[[T], bool], look: Callable[[T], Awaitable[T]]
+        self,
+        item: T,
+        running: Callable[[T], bool],
+        look: Callable[[T], Awaitable[T]],
+        ended: Callable[[T], Awaitable[bool]] | None = None,
     ) -> T:
         """The one polling loop (issue 9): while ``item`` is still running, look at it again,
-        pausing between looks; returns it once it settled."""
+        pausing between looks; returns it once it settled.
+
+        ``ended(item)`` may wait for the item's end where the backend can tell it (returning
+        True; False: it cannot, and the loop pauses as usual). The next look is then the first
+        one the plain loop would have made after that wait: looks stay on the grid of poll
+        intervals from the first, so a simulated run times everything as a polling one does,
+        without the looks in between.
+        """
+        clock, period = self.backend.clock, self.settings.poll_interval
+        first, looks = clock.now(), 0
         while running(item):
             item = await look(item)
-            if running(item):
+            looks += 1
+            if not running(item):
+                break
+            if ended is None or not await ended(item):
                 await self.pause()
+                continue
+            # The first grid point not before now (a hair of float rounding forgiven).
+            looks = max(looks, math.ceil((clock.now() - first) / period - 1e-6))
+            due = first + looks * period - clock.now()
+            if due > 0:
+                await clock.sleep(due)
         return item

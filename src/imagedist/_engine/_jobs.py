@@ -41,6 +41,7 @@ from ._publish import (
     retried_publication,
     wanted_regions,
 )
+from ._sources import clone_name
 from ._status import PUBLICATION_ACTIVE_STATES, JobStatus, summarize
 from ._worker import revive_source, target_enablement
 
@@ -238,10 +239,12 @@ def _region_clones(ctx: EngineContext, job: Job, fleet: list[Target]) -> list[So
     for region, members in sorted(by_region.items()):
         seed = min(members, key=lambda t: t.name)
         for i in range(1, ctx.config.fanout.region_clone_count(len(members)) + 1):
-            name = f"clone-{region}-{i:03d}"
+            name = clone_name(region, i)
             # Under sources/: no image name holds a '/', so no target's blob can be this one.
             blob = BlobRef(seed.account, seed.container, f"jobs/{job.id}/sources/{name}.vhd")
-            rows.append(SourceRow(job.id, name, SourceKind.CLONE, blob))
+            # Its parent from the start: the designated seed (the fan-out seeds it first).
+            parent = f"target:{seed.name}"
+            rows.append(SourceRow(job.id, name, SourceKind.CLONE, blob, parent_id=parent))
     return rows
 
 

@@ -18,6 +18,7 @@ shuffled list of the upload and its tier-1 copies, regardless of region or load.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
+from ._rows import TargetTables, target_as_source
 
 __all__ = [
     "BroadcastFanout",
@@ -42,18 +44,21 @@ __all__ = [
 ]
 
 ORIGINAL_CHAIN = 10  # the original copied tier-1 copy i from copy i - 1 up to here
+# A region's clones are named clone-<region>-<nnn> (Azure region names hold no '-').
+CLONE_PREFIX = "clone-"
 
 
-def target_as_source(row: TargetRow) -> SourceRow:
-    """A finished target copy seen as a copy source (never stored in the sources table)."""
-    return SourceRow(
-        job_id=row.job_id,
-        source_id=f"target:{row.target}",
-        kind=SourceKind.TARGET,
-        blob=row.blob,
-        state=SourceState.READY,
-        deleted=row.blob_deleted,
-    )
+def clone_name(region: str, number: int) -> str:
+    return f"{CLONE_PREFIX}{region}-{number:03d}"
+
+
+def clone_region_of(source_id: str) -> str:
+    return source_id.removeprefix(CLONE_PREFIX).rpartition("-")[0]
+
+
+def clone_region(row: SourceRow) -> str:
+    """The region a clone source lies in (its seed target's)."""
+    return clone_region_of(row.source_id)
 
 
 def live_sources(sources: Iterable[SourceRow], targets: Iterable[TargetRow]) -> list[SourceRow]:
@@ -69,40 +74,71 @@ def live_sources(sources: Iterable[SourceRow], targets: Iterable[TargetRow]) -> 
 class Fanout:
     """Shared bookkeeping: the usable sources and how many copies read each one right now.
 
-    Built once per reconcile pass from one snapshot of the job's rows.
+    Built from one snapshot of the job's sources and the targets' tables (kept up to date by
+    the worker, so building a fan-out costs the number of sources, not of targets); while the
+    sources stay the same, :meth:`renew` readies it for the next pass at a cost of the copies
+    under way.
     """
 
     def __init__(
         self,
         sources: Iterable[SourceRow],
-        targets: Iterable[TargetRow],
+        targets: Iterable[TargetRow] | TargetTables,
         *,
         staging_region: str,
         max_reads: int,
+        pipelining: bool = False,
     ) -> None:
         self.sources = list(sources)
-        self.targets = list(targets)
+        # Whether a copy still being made by ranges may serve others (ranged copies follow it).
+        self.pipelining = pipelining
+        self.tables = targets if isinstance(targets, TargetTables) else TargetTables.of(targets)
         self.staging_region = staging_region
         self.max_reads = max_reads
-        self._target_region = {f"target:{t.target}": t.region for t in self.targets}
-        self._account_region = {t.blob.account: t.region for t in self.targets}
-        self._live = {s.source_id: s for s in live_sources(self.sources, self.targets)}
+        # The staging copies a copy may read now (the targets' live copies are in the tables),
+        # and the regions' ready clones.
+        self._staged_live = {
+            s.source_id: s
+            for s in self.sources
+            if s.state is SourceState.READY and not s.deleted and s.kind is not SourceKind.CLONE
+        }
+        self._clones_live: dict[str, dict[str, SourceRow]] = {}
+        for s in self.sources:
+            if s.kind is SourceKind.CLONE and s.state is SourceState.READY and not s.deleted:
+                self._clones_live.setdefault(clone_region(s), {})[s.source_id] = s
+        self._source_readers = Counter(
+            s.parent_id for s in self.sources if s.state is SourceState.COPYING and s.parent_id
+        )
         self.readers: Counter[str] = Counter()
-        for target in self.targets:
-            if target.state is TargetState.COPYING and target.source_id:
-                self.readers[target.source_id] += 1
-        for source in self.sources:
-            if source.state is SourceState.COPYING and source.parent_id:
-                self.readers[source.parent_id] += 1
+        self.renew()
+
+    def renew(self) -> None:
+        """Ready for a new pass over the same sources, the targets' tables being current: the
+        readers are counted again, and what the last pass handed out is forgotten."""
+        self.readers = Counter(self.tables.readers)
+        self.readers.update(self._source_readers)
 
     def by_id(self) -> dict[str, SourceRow]:
-        """Every source a copy may be reading from, by id (to resume a copy)."""
-        return self._live
+        """Every source a copy may be reading from, by id (made for the asking: it is as long
+        as the job has finished targets; :meth:`live_source` looks one up)."""
+        clones = {k: v for region in self._clones_live.values() for k, v in region.items()}
+        return {**self._staged_live, **clones, **self.tables.live, **self.tables.pipelined}
+
+    def live_source(self, source_id: str) -> SourceRow | None:
+        """The source a copy may be reading from under this id, if it is live (to resume it):
+        a copy still being made by ranges too, which its children follow."""
+        if source_id.startswith(CLONE_PREFIX):
+            return self._clones_live.get(clone_region_of(source_id), {}).get(source_id)
+        return (
+            self._staged_live.get(source_id)
+            or self.tables.live.get(source_id)
+            or self.tables.pipelined.get(source_id)
+        )
 
     def region_of(self, source: SourceRow) -> str:
         if source.kind is SourceKind.CLONE:
-            return self._account_region.get(source.blob.account, self.staging_region)
-        return self._target_region.get(source.source_id, self.staging_region)
+            return clone_region(source)
+        return self.tables.region.get(source.source_id, self.staging_region)
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
         """The source tier-1 copy ``row`` should be made from now, or None to wait."""
@@ -132,7 +168,15 @@ class Fanout:
         free = [s for s in candidates if self.readers[s.source_id] < self.max_reads]
         if not free:
             return None
-        best = min(free, key=lambda s: (self.readers[s.source_id], s.source_id))
+        # A whole copy before one still being made (its child would wait for its ranges).
+        best = min(
+            free,
+            key=lambda s: (
+                s.state is not SourceState.READY,
+                self.readers[s.source_id],
+                s.source_id,
+            ),
+        )
         self.readers[best.source_id] += 1
         return best
 
@@ -143,31 +187,48 @@ class BroadcastFanout(Fanout):
     def __init__(
         self,
         sources: Iterable[SourceRow],
-        targets: Iterable[TargetRow],
+        targets: Iterable[TargetRow] | TargetTables,
         *,
         staging_region: str,
         max_reads: int,
+        pipelining: bool = False,
     ) -> None:
-        super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
-        self._ready = list(self._live.values())
-        self._staged = [s for s in self._ready if s.kind in (SourceKind.TIER0, SourceKind.TIER1)]
-        self._by_account: dict[str, list[SourceRow]] = {}
-        for source in self._ready:
-            self._by_account.setdefault(source.blob.account, []).append(source)
-        # The target whose account holds its region's clones: it is seeded first, so the
-        # clones can be made from it (a clone is made only from a blob of the same account).
-        clone_accounts = {s.blob.account for s in self.sources if s.kind is SourceKind.CLONE}
-        self._designated = {
-            t.region: t.target for t in self.targets if t.blob.account in clone_accounts
-        }
-        self._by_name = {t.target: t for t in self.targets}
-        self._by_region: dict[str, list[SourceRow]] = {}
-        for source in self._ready:
-            self._by_region.setdefault(self.region_of(source), []).append(source)
+        super().__init__(
+            sources,
+            targets,
+            staging_region=staging_region,
+            max_reads=max_reads,
+            pipelining=pipelining,
+        )
+        # The target whose account holds its region's clones (its name is the clones' parent
+        # from submit on): it is seeded first, so the clones can be made from it.
+        self._designated: dict[str, str] = {}
+        for source in self.sources:
+            if source.kind is SourceKind.CLONE and (source.parent_id or "").startswith("target:"):
+                self._designated.setdefault(clone_region(source), source.parent_id or "")
+
+    def renew(self) -> None:
+        super().renew()
+        self._staged = list(self._staged_live.values())
+        tables = self.tables
         # A region is seeded while it holds a live source or a copy into it runs; one whose
         # copies were all cleaned up needs a new seed (waiting on it would wait forever).
-        self._seeded = set(self._by_region)
-        self._seeded |= {t.region for t in self.targets if t.state is TargetState.COPYING}
+        self._seeded = {region for region, live in tables.live_by_region.items() if live}
+        self._seeded |= set(tables.copying_in) | set(self._clones_live)
+        if self._staged:
+            self._seeded.add(self.staging_region)
+        self._full: set[str] = set()  # regions whose sources serve all they may, this pass
+
+    def _local(self, region: str) -> list[SourceRow]:
+        """The region's sources: whole copies first, then (pipelining) copies still being made
+        by ranges, which a child follows range by range."""
+        local = list(self.tables.live_by_region.get(region, {}).values())
+        local += self._clones_live.get(region, {}).values()
+        if region == self.staging_region:
+            local = self._staged + local
+        if self.pipelining:
+            local += self.tables.pipelined_by_region.get(region, {}).values()
+        return local
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
         # A same-account copy is a metadata clone that reads nothing to speak of: any blob of
@@ -175,27 +236,40 @@ class BroadcastFanout(Fanout):
         # the clones wait on the copies they exist to serve). None yet: for a region's clones,
         # its seed has not landed.
         if row.kind is SourceKind.TIER1:
-            candidates = self._staged  # the staging account's
-        else:
-            candidates = self._by_account.get(row.blob.account, [])
-        return min(candidates, key=lambda s: s.source_id) if candidates else None
+            return min(self._staged, key=lambda s: s.source_id) if self._staged else None
+        # The designated target's whole copy, else a ready clone (all in its account).
+        region = clone_region(row)
+        seed = self.tables.live.get(self._designated.get(region, ""))
+        if seed is not None and seed.blob.account == row.blob.account:
+            return seed
+        clones = [c for c in self._clones_live.get(region, {}).values() if c is not row]
+        return min(clones, key=lambda s: s.source_id) if clones else None
 
     def priority(self, row: TargetRow) -> int:
         # Each region's designated target first (the staging region's too): its copy starts
         # the region's tree and its clones; then the seed of a region without one; a local
         # copy only grows a tree that exists.
-        if self._designated.get(row.region) == row.target:
+        if self._designated.get(row.region) == f"target:{row.target}":
             return 0
         return 2 if row.region in self._seeded else 1
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
-        local = self._by_region.get(row.region, [])
+        if row.region in self._full:
+            return None  # reads only grow within a pass: still no free source there
+        local = self._local(row.region)
         if local or row.region in self._seeded:
-            return self._take(local)  # wait for the region's seed rather than cross again
+            # Wait for the region's seed rather than cross again.
+            source = self._take(local)
+            if source is None:
+                self._full.add(row.region)
+            return source
         if not self._may_seed(row):
             return None
         # The region's seed: cross once, preferably from the staging copies.
-        source = self._take(self._staged) or self._take(self._ready)
+        elsewhere = [*self._staged, *self.tables.live.values()]
+        if self.pipelining:
+            elsewhere += self.tables.pipelined.values()
+        source = self._take(self._staged) or self._take(elsewhere)
         if source is not None:
             self._seeded.add(row.region)
         return source
@@ -203,14 +277,14 @@ class BroadcastFanout(Fanout):
     def _may_seed(self, row: TargetRow) -> bool:
         """Whether ``row`` may be its region's seed: the designated target while it can still be
         seeded (its clones need its account), any target once it cannot."""
-        designated = self._by_name.get(self._designated.get(row.region, ""))
+        designated = self.tables.rows.get(self._designated.get(row.region, "")[len("target:") :])
         if designated is None or designated.target == row.target:
             return True
         return designated.state is not TargetState.PENDING
 
     def exhausted(self) -> bool:
-        copying = any(t.state is TargetState.COPYING for t in self.targets)
-        return not self._live and not copying and not self._staged_in_production()
+        live = self._staged or self.tables.live or self._clones_live
+        return not live and not self.tables.copying and not self._staged_in_production()
 
 
 class OriginalFanout(Fanout):
@@ -219,23 +293,17 @@ class OriginalFanout(Fanout):
     def __init__(
         self,
         sources: Iterable[SourceRow],
-        targets: Iterable[TargetRow],
+        targets: Iterable[TargetRow] | TargetTables,
         *,
         job_id: str,
         staging_region: str,
         max_reads: int,
     ) -> None:
         super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
-        self._rng = random.Random(job_id)
-        staged = sorted(
-            (s for s in self._live.values() if s.kind is not SourceKind.TARGET),
-            key=lambda s: s.source_id,
-        )
-        self._rng.shuffle(staged)
-        self._order = staged
-        names = sorted(t.target for t in self.targets)
-        self._index = {name: i for i, name in enumerate(names)}
+        self._order = [self._staged_live[i] for i in _shuffled(job_id, tuple(self._staged_live))]
+        self._index = self.tables.rank
         self._by_id = {s.source_id: s for s in self.sources}
+        self._coming: bool | None = None  # _tier1_coming, worked out once per pass
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
         parent = self._by_id.get(self._designated_parent(row))
@@ -256,7 +324,7 @@ class OriginalFanout(Fanout):
             return "tier0"
         if number <= ORIGINAL_CHAIN:
             return f"tier1-{number - 1:03d}"
-        return f"tier1-{random.Random(f'{row.job_id}:{number}').randint(1, number - 1):03d}"
+        return _random_parent(row.job_id, number)
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
         if self._tier1_coming():
@@ -266,28 +334,54 @@ class OriginalFanout(Fanout):
         return self._order[self._index[row.target] % len(self._order)]
 
     def _tier1_coming(self) -> bool:
-        tier1 = [s for s in self.sources if s.kind is SourceKind.TIER1 and not s.deleted]
-        if any(s.state is SourceState.COPYING for s in tier1):
-            return True
-        pending = any(s.state is SourceState.PENDING for s in tier1)
-        return pending and (bool(self._order) or self._staged_in_production())
+        if self._coming is None:
+            tier1 = [s for s in self.sources if s.kind is SourceKind.TIER1 and not s.deleted]
+            pending = any(s.state is SourceState.PENDING for s in tier1)
+            self._coming = any(s.state is SourceState.COPYING for s in tier1) or (
+                pending and (bool(self._order) or self._staged_in_production())
+            )
+        return self._coming
 
     def exhausted(self) -> bool:
         return not self._order and not self._staged_in_production()
+
+
+@functools.lru_cache(maxsize=4096)
+def _random_parent(job_id: str, number: int) -> str:
+    """The original's parent of tier-1 copy ``number`` > 10: a random earlier one (the same
+    every time it is asked for)."""
+    return f"tier1-{random.Random(f'{job_id}:{number}').randint(1, number - 1):03d}"
+
+
+@functools.lru_cache(maxsize=4)
+def _shuffled(job_id: str, ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The original's shuffled list of staging copies (the same for the same copies: worked out
+    once, not every pass)."""
+    order = sorted(ids)
+    random.Random(job_id).shuffle(order)
+    return tuple(order)
 
 
 def make_fanout(
     strategy: str,
     job_id: str,
     sources: list[SourceRow],
-    targets: list[TargetRow],
+    targets: list[TargetRow] | TargetTables,
     *,
     staging_region: str,
     max_reads: int,
+    pipelining: bool = False,
 ) -> Fanout:
-    """The strategy the config names, over one snapshot of the job's rows."""
+    """The strategy the config names, over one snapshot of the job's rows (``pipelining``: a
+    target's copy still being made by ranges serves others, broadcast only)."""
     if strategy == "original":
         return OriginalFanout(
             sources, targets, job_id=job_id, staging_region=staging_region, max_reads=max_reads
         )
-    return BroadcastFanout(sources, targets, staging_region=staging_region, max_reads=max_reads)
+    return BroadcastFanout(
+        sources,
+        targets,
+        staging_region=staging_region,
+        max_reads=max_reads,
+        pipelining=pipelining,
+    )

@@ -34,13 +34,13 @@ from ..abc import (
 )
 from ._context import EngineContext
 from ._ranged import ParentStalled, copy_ranged
+from ._rows import RANGED_COPY_ID
 from ._verify import copy_problem
 
 __all__ = ["JOB_TAG", "TargetDriver", "staging_name"]
 
 JOB_TAG = "imagedist-job"
 #: A target row's copy id while its copy moves by ranges (no platform copy id exists then).
-RANGED_COPY_ID = "ranged"
 MAX_IMAGE_NAME = 80
 
 
@@ -495,6 +495,17 @@ class TargetDriver:
             row.target,
         )
         return await self._create(row, row.image_name)
+
+
+def ranged_copies_possible(ctx: EngineContext) -> bool:
+    """Whether target copies may move by ranges here (so a copy still being made by ranges may
+    serve others): not with ``copy_method = "async"``, nor on a store without range copies."""
+    blobs = ctx.backend.blobs
+    if ctx.settings.copy_method == "async" or ctx.ranged_unsupported:
+        return False
+    return blobs.copy_range_bytes > 0 and (
+        ctx.settings.copy_method == "ranged" or blobs.ranged_copy_faster
+    )
 
 
 def _pipelined(source: SourceRow) -> bool:

@@ -4,6 +4,11 @@ Every pass reads the jobs' rows from the state store, leases the items it can mo
 as tasks in one task group under the configured limits. Nothing is kept only in memory: a worker
 killed at any instant leaves rows that any other worker (or its own restart) picks up once their
 lease runs out.
+
+A pass reads the targets that changed since the last one where the store can tell (else all of
+them) into the job's :class:`TargetTables`, so it costs what changed, not the job's size; and
+where the store tells that nothing was written since the last pass, no task of ours ended and no
+lease ran out, the worker skips the pass (the simulator's long quiet stretches cost nothing).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from .._domain import (
     COPY_STATES,
@@ -36,9 +41,10 @@ from ._context import EngineContext
 from ._disk import give_up_disk
 from ._limits import Limiter, Slot
 from ._publications import GalleryScheduler
+from ._rows import TargetTables
 from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
-from ._targets import TargetDriver
+from ._targets import TargetDriver, ranged_copies_possible
 from ._tasks import task_group
 from ._tier0 import fill_tier0
 from ._tier1 import drive_tier1
@@ -65,18 +71,42 @@ class Worker:
         self._copies = Limiter(ctx.settings.copies)
         self._images = Limiter(ctx.settings.images)
         self._gallery = GalleryScheduler(self)
+        self._tables: dict[str, TargetTables] = {}
+        self._sources: dict[str, tuple[dict[str, SourceRow], int]] = {}  # by job: rows, cursor
+        self._fanouts: dict[str, Fanout] = {}  # by job: the last pass's, while sources stay
+        self._config_disabled: set[str] | None = None
+        # What tells whether a pass may find something to do (see run).
+        self._seen_revision: int | None = None
+        self._pass_due = True
+        self._lease_ends = float("inf")
 
     async def run(self, *, forever: bool = False) -> None:
         """Work until no active job is left (or forever)."""
         async with task_group() as group:
+            active = 0
             while True:
-                active = await self.tick(group)
+                if self._pass_may_matter():
+                    active = await self.tick(group)
                 if not active and not self._inflight and not forever:
                     return
                 await self.ctx.pause()
 
+    def _pass_may_matter(self) -> bool:
+        """Whether anything can have changed since the last pass: a write to the store (when
+        the store can tell; else always), a task of ours that ended, a lease that ran out."""
+        revision = self.ctx.backend.state.revision()
+        return (
+            revision is None
+            or revision != self._seen_revision
+            or self._pass_due
+            or self.ctx.backend.clock.now() > self._lease_ends
+        )
+
     async def tick(self, group: asyncio.TaskGroup) -> int:
         """One reconcile pass over the jobs; returns how many are still active."""
+        self._seen_revision = self.ctx.backend.state.revision()
+        self._pass_due = False
+        self._lease_ends = float("inf")
         active = 0
         for job in await self._active_jobs():
             try:
@@ -84,6 +114,7 @@ class Worker:
             except (TransientError, PreconditionFailed) as exc:
                 # Busy platform or a racing worker: this pass is lost, the next one retries.
                 logger.warning("job %s: %s; retrying on the next pass", job.id, exc)
+                self._pass_due = True
                 busy = True
             active += busy
         return active
@@ -98,40 +129,94 @@ class Worker:
 
     async def _reconcile(self, job: Job, group: asyncio.TaskGroup) -> bool:
         state = self.ctx.backend.state
-        sources = await state.list_sources(job.id)
-        targets = await self._apply_switches(job, await state.list_targets(job.id))
+        sources, sources_changed = await self._read_sources(job)
+        tables = await self._read_targets(job)
+        await self._apply_switches(job, tables)
         publications = await state.list_publications(job.id) if "gallery" in job.publish else []
-        fanout = self._fanout(job, sources, targets)
+        self._note_leases(sources, tables, publications)
+        fanout = self._fanout(job, sources, tables, sources_changed)
         # Nothing the waiting targets may copy from exists or is on its way: make it anew, and
         # act on the revived rows in the next pass.
-        stuck = self._waiting(job, targets) and fanout.exhausted()
+        stuck = fanout.exhausted() and self._any_waiting(job, tables)
         stuck = stuck or self._gallery.stuck(job, sources, publications)
-        if stuck and await self._find_a_way_forward(job, sources, targets, publications):
+        if stuck and await self._find_a_way_forward(job, sources, tables.all(), publications):
+            self._pass_due = True
             return True
         tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
         if tier0.state in UPLOAD_AHEAD_STATES:
             await self._spawn_source(job, tier0, None, group)
         self._schedule_tier1(job, sources, fanout, group)
-        self._schedule_targets(job, targets, fanout, tier0.content_md5, group)
+        self._schedule_targets(job, tables, fanout, tier0, group)
         await self._gallery.schedule(job, tier0, publications, group)
         if any(key[0] == job.id for key in self._inflight):
             return True
+        targets = tables.all()
         if await drop_intermediates_if_unneeded(self.ctx, job, sources, targets, publications):
+            self._pass_due = True
             return True  # settle on the next pass, from the rows as they are now
         return await self._settle(job, sources, targets, publications)
 
-    def _fanout(self, job: Job, sources: list[SourceRow], targets: list[TargetRow]) -> Fanout:
+    async def _read_sources(self, job: Job) -> tuple[list[SourceRow], bool]:
+        """The job's sources as they are now (read as its targets are, see _read_targets), and
+        whether any changed since the last pass."""
+        known, cursor = self._sources.get(job.id, ({}, 0))
+        rows, cursor = await self.ctx.backend.state.list_sources_changed(job.id, cursor)
+        changed = [row for row in rows if known.get(row.source_id) != row]
+        known.update((row.source_id, row) for row in changed)
+        self._sources[job.id] = known, cursor
+        return list(known.values()), bool(changed)
+
+    async def _read_targets(self, job: Job) -> TargetTables:
+        """The job's targets as they are now: what changed since the last pass, read into the
+        tables kept from it (a store that cannot tell gives every row)."""
+        tables = self._tables.get(job.id)
+        if tables is None:
+            tables = self._tables[job.id] = TargetTables(self.ctx.worker_id)
+        rows, tables.cursor = await self.ctx.backend.state.list_targets_changed(
+            job.id, tables.cursor
+        )
+        tables.update(rows)
+        return tables
+
+    def _note_leases(
+        self,
+        sources: list[SourceRow],
+        tables: TargetTables,
+        publications: list[PublicationRow],
+    ) -> None:
+        """The earliest end of a lease another worker holds: a pass is due then."""
+        ends = list(tables.foreign.values())
+        ends += [s.lease_until for s in sources if s.lease_owner not in (None, self.ctx.worker_id)]
+        ends += [
+            p.lease_until for p in publications if p.lease_owner not in (None, self.ctx.worker_id)
+        ]
+        self._lease_ends = min([self._lease_ends, *ends])
+
+    def _fanout(
+        self, job: Job, sources: list[SourceRow], targets: TargetTables, sources_changed: bool
+    ) -> Fanout:
+        """The job's fan-out for this pass: the last one renewed while the sources are the
+        same (the targets' tables it reads are current), else a new one."""
+        fanout = self._fanouts.get(job.id)
+        if fanout is not None and not sources_changed:
+            fanout.renew()
+            return fanout
         settings = self.ctx.settings
-        return make_fanout(
+        fanout = self._fanouts[job.id] = make_fanout(
             settings.fanout_strategy,
             job.id,
             sources,
             targets,
             staging_region=settings.staging_region,
             max_reads=settings.max_reads_per_source,
+            pipelining=ranged_copies_possible(self.ctx),
         )
+        return fanout
 
-    def _waiting(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
+    def _any_waiting(self, job: Job, tables: TargetTables) -> bool:
+        return any((job.id, row.target) not in self._inflight for row in tables.pending())
+
+    def _waiting(self, job: Job, targets: Iterable[TargetRow]) -> list[TargetRow]:
         return [
             row
             for row in targets
@@ -175,22 +260,24 @@ class Worker:
             )
         return revived > 0
 
-    async def _apply_switches(self, job: Job, targets: list[TargetRow]) -> list[TargetRow]:
+    async def _apply_switches(self, job: Job, tables: TargetTables) -> None:
         """Disabled targets that have not started are skipped, in running jobs too."""
-        enabled = await target_enablement(self.ctx)
-        result = []
-        for row in targets:
-            disabled = row.state is TargetState.PENDING and not enabled.get(row.target, True)
-            if disabled and self._lease_free(
-                row.lease_owner, row.lease_until, (job.id, row.target)
-            ):
+        if self._config_disabled is None:  # the config does not change while we run
+            fleet = self.ctx.config.fleet_targets()
+            self._config_disabled = {t.name for t in fleet if not t.enabled}
+        switches = await self.ctx.backend.state.target_switches()
+        disabled = {name for name in self._config_disabled if switches.get(name, False) is False}
+        disabled |= {name for name, on in switches.items() if not on}
+        for name in sorted(disabled, key=lambda n: tables.rank.get(n, -1)):
+            row = tables.rows.get(name)
+            if row is None or row.state is not TargetState.PENDING:
+                continue
+            if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
                 skipped = dataclasses.replace(row, state=TargetState.SKIPPED)
-                row = await self._try_put_target(skipped)
+                tables.update([await self._try_put_target(skipped)])
                 await self.ctx.log(
                     job.id, LogLevel.INFO, Step.JOB, "target disabled: skipped", row.target
                 )
-            result.append(row)
-        return result
 
     async def _fail_waiting_targets(self, job: Job, targets: list[TargetRow], why: str) -> None:
         for row in self._waiting(job, targets):
@@ -200,12 +287,8 @@ class Worker:
     def _schedule_tier1(
         self, job: Job, sources: list[SourceRow], fanout: Fanout, group: asyncio.TaskGroup
     ) -> None:
-        for row in sources:
-            if row.kind not in COPIED_SOURCE_KINDS or row.state not in (
-                SourceState.PENDING,
-                SourceState.COPYING,
-            ):
-                continue
+        moving = [s for s in sources if s.state in _TIER1_MOVING and s.kind in COPIED_SOURCE_KINDS]
+        for row in moving:
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
                 continue
             if row.state is SourceState.PENDING:
@@ -216,32 +299,48 @@ class Worker:
                     self._launch_source(job, row, parent, group)
             else:
                 # Resumed: its parent may be a target's copy, which no sources row holds.
-                self._launch_source(job, row, fanout.by_id().get(row.parent_id or ""), group)
+                self._launch_source(job, row, fanout.live_source(row.parent_id or ""), group)
 
     def _schedule_targets(
         self,
         job: Job,
-        targets: list[TargetRow],
+        tables: TargetTables,
         fanout: Fanout,
-        disk_md5: str,
+        tier0: SourceRow,
         group: asyncio.TaskGroup,
     ) -> None:
-        by_id = fanout.by_id()
         # Resume what is already moving before starting anything new, then seed before filling.
-        order = sorted(targets, key=lambda t: (t.state is TargetState.PENDING, fanout.priority(t)))
-        for row in order:
-            if row.state not in COPY_STATES | IMAGE_STATES:
-                continue
+        resumed = [
+            tables.rows[name] for name in tables.moving if (job.id, name) not in self._inflight
+        ]
+        for row in sorted(resumed, key=lambda t: (fanout.priority(t), tables.rank[t.target])):
+            if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
+                source = fanout.live_source(row.source_id or "")
+                self._launch_target(job, row, source, tier0, group)
+        if self._copies.full:
+            return
+        for row in self._by_priority(tables, fanout):
+            if self._copies.full:
+                return
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
                 continue
-            source = by_id.get(row.source_id or "")
-            if row.state is TargetState.PENDING:
-                if self._copies.full:
-                    continue
-                source = fanout.target_source(row)
-                if source is None:
-                    continue
-            self._launch_target(job, row, source, disk_md5, group)
+            source = fanout.target_source(row)
+            if source is not None:
+                self._launch_target(job, row, source, tier0, group)
+
+    @staticmethod
+    def _by_priority(tables: TargetTables, fanout: Fanout) -> Iterable[TargetRow]:
+        """The waiting targets in the fan-out's order of priority, then the store's. A priority
+        depends on the target's region only, so one look per region tells whether the order is
+        the store's (the common case: nothing to sort, and the caller stops once copies are
+        full)."""
+        levels = {
+            fanout.priority(tables.rows[next(iter(names))])
+            for names in tables.pending_by_region.values()
+        }
+        if len(levels) <= 1:
+            return tables.pending()
+        return sorted(tables.pending(), key=fanout.priority)
 
     def _lease_free(self, owner: str | None, until: float, key: tuple[str, str]) -> bool:
         return key not in self._inflight and self.ctx.lease_is_free(owner, until)
@@ -290,14 +389,16 @@ class Worker:
         job: Job,
         row: TargetRow,
         source: SourceRow | None,
-        disk_md5: str,
+        tier0: SourceRow,
         group: asyncio.TaskGroup,
     ) -> None:
         key = (job.id, row.target)
         self._inflight.add(key)
         # The copy slot is held from the launch until the copy ended, whatever happens next.
         copy_slot = self._copies.take() if row.state in COPY_STATES else Slot.none()
-        driver = TargetDriver(self.ctx, job, disk_md5=disk_md5)
+        # The upload's MD5 is what every copy must carry; the upload itself holds every range,
+        # which a copy from a copy still being made (pipelined) plans its ranges from.
+        driver = TargetDriver(self.ctx, job, disk_md5=tier0.content_md5, origin=tier0.blob)
 
         async def body(retry: bool) -> None:
             # A retry starts from the row as stored: the one we began with is stale by now.
@@ -333,14 +434,31 @@ class Worker:
         async def look(current: TargetRow) -> TargetRow:
             return await driver.poll_copy(current, source)
 
-        return await self.ctx.poll_while(row, _copying, look)
+        async def ended(current: TargetRow) -> bool:
+            longest = self._until_renewal(current)
+            return await self.ctx.backend.blobs.wait_for_copy(current.blob, longest)
+
+        return await self.ctx.poll_while(row, _copying, look, ended)
 
     async def _drive_image(self, driver: TargetDriver, row: TargetRow) -> TargetRow:
         if row.state is TargetState.COPIED:
             row = await driver.begin_image(row)  # which looks once already
         if _imaging(row):
             await self.ctx.pause()
-        return await self.ctx.poll_while(row, _imaging, driver.poll_image)
+
+        async def created(current: TargetRow) -> bool:
+            longest = self._until_renewal(current)
+            every = self.ctx.settings.poll_interval
+            return await self.ctx.backend.images.wait_for_image(
+                current.subscription, current.resource_group, current.image_name, longest, every
+            )
+
+        return await self.ctx.poll_while(row, _imaging, driver.poll_image, created)
+
+    def _until_renewal(self, row: TargetRow) -> float:
+        """Seconds until our lease on the row wants renewing (TargetDriver.keep: at half)."""
+        renew = row.lease_until - self.ctx.settings.lease_seconds / 2
+        return renew - self.ctx.backend.clock.now()
 
     async def _guard(
         self,
@@ -372,6 +490,7 @@ class Worker:
             await give_up(f"unexpected {type(exc).__name__}: {exc}")
         finally:
             done()
+            self._pass_due = True  # its slot and its item are free: the next pass may use them
 
     def _give_up_target(self, job: Job, name: str) -> Callable[[str], Awaitable[None]]:
         async def give_up(reason: str) -> None:
@@ -476,6 +595,9 @@ async def target_enablement(ctx: EngineContext) -> dict[str, bool]:
     enabled = {t.name: t.enabled for t in ctx.config.fleet_targets()}
     enabled.update(await ctx.backend.state.target_switches())
     return enabled
+
+
+_TIER1_MOVING = frozenset({SourceState.PENDING, SourceState.COPYING})
 
 
 def _copying(row: TargetRow) -> bool:

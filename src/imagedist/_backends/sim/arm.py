@@ -40,6 +40,11 @@ class ArmThrottle:
         self._buckets: dict[tuple[str, bool], TokenBucket] = {}
         self._rng = random.Random(f"{seed}:arm-faults")
 
+    def count_reads(self, subscription: str, what: str, n: int) -> None:
+        """Count ``n`` reads made without a call (looks a caller was spared), unthrottled."""
+        self._stats.arm_reads += n
+        self._stats.by_call[what] = self._stats.by_call.get(what, 0) + n
+
     def call(self, subscription: str, *, write: bool, what: str) -> None:
         """Count one ARM call.
 

@@ -102,6 +102,11 @@ class SimBlobStore(BlobStore):
             raise TransientError(f"503 ServerBusy on a range copy into blob '{dest}' (simulated)")
         await storage.copy_range(source, dest, offset, length)
 
+    async def wait_for_copy(self, ref: BlobRef, longest: float) -> bool:
+        # Not a call to the service: the simulator's own knowledge of when the copy ends.
+        await self.storage.wait_for_copy(ref, longest)
+        return True
+
     async def abort_copy(self, dest: BlobRef, copy_id: str) -> None:
         self._call("abort_copy").abort_copy(dest, copy_id)
 

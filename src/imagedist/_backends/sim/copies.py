@@ -92,7 +92,11 @@ class CopyEngine:
         self._outgoing: dict[str, int] = {}
         self._by_source: dict[BlobRef, dict[SimCopy, None]] = {}
         self._dirty: dict[str, None] = {}
+        # Groups whose members changed since the last rebalance: always re-rated; the others
+        # only when their cap moved (one blob's readers changing leaves the rest alone).
+        self._touched: set[_Group] = set()
         self.rebalanced = 0  # group re-rates, for profiling
+        self._compact_at = 1024
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -125,7 +129,14 @@ class CopyEngine:
 
     def _schedule(self, when: float, item: SimCopy | _Group) -> None:
         item.gen += 1
-        heapq.heappush(self._heap, (when, self._next(), item.gen, item))
+        heap = self._heap
+        heapq.heappush(heap, (when, self._next(), item.gen, item))
+        if len(heap) > self._compact_at:
+            # Most entries were replaced by later schedules (a re-rate re-arms every source
+            # blob of an account): drop them, so the heap is as long as what can still happen.
+            heap[:] = [entry for entry in heap if _current(entry)]
+            heapq.heapify(heap)
+            self._compact_at = max(1024, 4 * len(heap))
 
     # -- copies --------------------------------------------------------------------------------
 
@@ -159,6 +170,16 @@ class CopyEngine:
         for copy in list(self._by_source.get(source, {})):
             self.stop(copy, CopyStatus.FAILED, reason)
 
+    def next_event(self) -> float | None:
+        """When the next copy may end or change rate (None: no copy in flight)."""
+        if self._dirty:
+            self._rebalance()
+        heap = self._heap
+        # Entries a later schedule replaced would only wake a caller for nothing.
+        while heap and not _current(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     def readers(self, source: BlobRef) -> int:
         group = self._groups.get(source)
         return len(group.members) if group else 0
@@ -185,6 +206,7 @@ class CopyEngine:
             if mgen == copy.mgen and copy.capped and copy.status is CopyStatus.PENDING:
                 self._finish(copy)
         self._dirty[group.source.account] = None  # re-arms the group's event
+        self._touched.add(group)
 
     def _join(self, copy: SimCopy) -> None:
         t = self.t or 0.0
@@ -199,6 +221,7 @@ class CopyEngine:
         copy.joined, copy.group = True, group
         self._make_free(copy, group, t, 0.0)
         self._dirty[account] = None
+        self._touched.add(group)
 
     def _finish(self, copy: SimCopy) -> None:
         if copy.fail_reason:
@@ -219,6 +242,7 @@ class CopyEngine:
             account = copy.source.account
             self._outgoing[account] -= 1
             self._dirty[account] = None
+            self._touched.add(group)
             if not group.members:
                 del self._groups[group.source]
                 self._by_account[account].pop(group, None)
@@ -256,12 +280,16 @@ class CopyEngine:
                 continue
             account_share = egress / self._outgoing[account]
             for group in groups:
+                cap = min(blob_bw / len(group.members), account_share)
+                if cap == group.cap and group not in self._touched:
+                    continue  # its copies' rates and its next end stand
                 self.rebalanced += 1
                 self._advance_group(group, t)
-                group.cap = min(blob_bw / len(group.members), account_share)
+                group.cap = cap
                 self._flip(group, t)
                 self._arm(group, t)
         self._dirty.clear()
+        self._touched.clear()
 
     def _flip(self, group: _Group, t: float) -> None:
         """Move the copies whose own rate crossed the cap to the other side."""
@@ -286,6 +314,14 @@ class CopyEngine:
             self._schedule(t + max(0.0, heap[0][0] - group.progress) / group.cap, group)
         else:
             group.gen += 1
+
+
+def _current(entry: tuple[float, int, int, SimCopy | _Group]) -> bool:
+    """Whether a heap entry still stands (no later schedule of its item replaced it)."""
+    item = entry[3]
+    return entry[2] == item.gen and (
+        not isinstance(item, SimCopy) or item.status is CopyStatus.PENDING
+    )
 
 
 def _discard(index: dict[BlobRef, dict[SimCopy, None]], key: BlobRef, copy: SimCopy) -> None:

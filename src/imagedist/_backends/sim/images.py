@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -136,6 +138,23 @@ class SimImageService(ImageService):
             raise NotFound(f"image '{name}' does not exist in resource group '{resource_group}'")
         self._settle(creation)
         return replace(creation.image, tags=dict(creation.image.tags))
+
+    async def wait_for_image(
+        self, subscription: str, resource_group: str, name: str, longest: float, every: float
+    ) -> bool:
+        creation = self._images.get(_key(subscription, resource_group, name))
+        if creation is None or creation.image.provisioning_state is not ProvisioningState.CREATING:
+            return True
+        now = self._storage.now()
+        wake = min(creation.ready_at, now + max(0.0, longest))
+        # The looks the caller spares, one every ``every`` seconds until the first at or after
+        # the wake, are counted as the ARM reads they would have been (not charged to the
+        # subscription's throttle: they would have been spread over the wait).
+        spared = max(0, math.ceil((wake - now) / every - 1e-6) - 1) if every > 0 else 0
+        self._arm.count_reads(subscription, "get_image", spared)
+        if wake > now:
+            await asyncio.sleep(wake - now)
+        return True
 
     async def delete_image(self, subscription: str, resource_group: str, name: str) -> bool:
         self._arm.call(subscription, write=True, what="delete_image")

@@ -7,7 +7,10 @@ returns zeros, and a copy moves the occupied byte count at its fair-share rate. 
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,10 +90,47 @@ class SimStorage:
         self.grants: dict[str, str] = {}  # access URL -> disk id
         self._copy_rng = random.Random(f"{seed}:copies")
         self._copy_ids = 0
+        # Callers waiting for a copy's end (wait_for_copy), and the timer that processes the
+        # copies' events on time while anyone waits (they are otherwise processed lazily).
+        self._waiters: dict[SimCopy, list[asyncio.Future[None]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     def now(self) -> float:
         """The clock's time, with every copy advanced to it."""
         return self.copies.advance(self.clock.now())
+
+    async def wait_for_copy(self, ref: BlobRef, longest: float) -> None:
+        """Return when the copy into ``ref`` ended, or after ``longest`` seconds."""
+        self.now()
+        blob = self.containers.get((ref.account, ref.container), {}).get(ref.name)
+        copy = blob.copy if blob is not None else None
+        if copy is None or copy.status is not CopyStatus.PENDING or longest <= 0:
+            return
+        ended = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(copy, []).append(ended)
+        self._arm()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended, longest)
+
+    def _arm(self) -> None:
+        """Have the copies' next event processed at its time, while anyone waits for an end."""
+        if not self._waiters:
+            return
+        when = self.copies.next_event()
+        if when is None or when >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        # A microsecond late: the event is then certainly due when the timer runs.
+        delay = max(0.0, when - self.clock.now()) + 1e-6
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+        self._timer_at = when
+
+    def _tick(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        self.now()
+        self._arm()
 
     # -- containers and blobs ------------------------------------------------------------------
 
@@ -307,6 +347,7 @@ class SimStorage:
         self.stats.clones += clone
         self.stats.cross_region_copies += cross
         self.copies.start(copy)
+        self._arm()  # its start may change when a watched copy ends
         return copy.id
 
     def abort_copy(self, dest: BlobRef, copy_id: str) -> None:
@@ -319,6 +360,9 @@ class SimStorage:
         self.copies.stop(copy, CopyStatus.ABORTED)
 
     def _copy_ended(self, copy: SimCopy) -> None:
+        for waiter in self._waiters.pop(copy, ()):
+            if not waiter.done():
+                waiter.set_result(None)
         moved = copy.total if copy.status is CopyStatus.SUCCESS else int(copy.done)
         stats = self.stats
         if not copy.clone:
