@@ -23,6 +23,7 @@ COPY = "copy"
 SOURCE_WAIT = "waiting for a source"
 IMAGE_WAIT = "waiting to create the image"
 IMAGE = "image creation"
+FOLLOW = "pipelined copy, after its parent's last range"
 
 
 @dataclass(frozen=True)
@@ -64,21 +65,28 @@ def critical_path(
     started = at.get((EventKind.IMAGE_STARTED, name), last.ts)
     verified = at.get((EventKind.COPY_VERIFIED, name), started)
     legs += [Leg(IMAGE, name, last.ts - started), Leg(IMAGE_WAIT, name, started - verified)]
-    source, copy_start = _copy_of(events, name)
-    legs.append(Leg(COPY, name, verified - copy_start))
-    while source:
-        ready = _ready_at(at, source)
-        legs.append(Leg(SOURCE_WAIT, name, copy_start - ready))
-        if source.startswith("target:"):
-            name = source.removeprefix("target:")
+    node, end = f"target:{name}", verified
+    while True:  # from the last copy up its tree, each leg ending where the one after begins
+        if node.startswith("target:"):
+            name = node.removeprefix("target:")
             source, copy_start = _copy_of(events, name)
-            legs.append(Leg(COPY, name, ready - copy_start))
-        elif parents.get(source):
-            parent = parents[source]
-            legs.append(Leg(CLONE, source, ready - _ready_at(at, parent)))
-            name, source, copy_start = source, parent, _ready_at(at, parent)
+            ready = _ready_at(at, source)
+            if copy_start < ready:
+                # Pipelined: it followed a copy still being made, and ended this long after it.
+                legs.append(Leg(FOLLOW, name, end - ready))
+            else:
+                legs += [
+                    Leg(COPY, name, end - copy_start),
+                    Leg(SOURCE_WAIT, name, copy_start - ready),
+                ]
+            node, end = source, ready
+        elif parents.get(node):
+            parent = parents[node]
+            ready = _ready_at(at, parent)
+            legs.append(Leg(CLONE, node, end - ready))
+            node, end = parent, ready
         else:  # the upload: the job's start
-            legs.append(Leg(UPLOAD, source, upload_seconds))
+            legs.append(Leg(UPLOAD, node or "tier0", upload_seconds))
             break
     return [leg for leg in reversed(legs) if leg.seconds > 0 or leg.kind in (COPY, UPLOAD)]
 
@@ -123,7 +131,7 @@ def bound_by(
     return f"bound by {kind}: {why} Critical path: {path}."
 
 
-_KINDS = (UPLOAD, CLONE, COPY, SOURCE_WAIT, IMAGE_WAIT, IMAGE)
+_KINDS = (UPLOAD, CLONE, COPY, FOLLOW, SOURCE_WAIT, IMAGE_WAIT, IMAGE)
 
 
 def _source_wait_reason(legs: Sequence[Leg], events: Sequence[EngineEvent], caps: Caps) -> str:

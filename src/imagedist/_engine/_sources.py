@@ -266,9 +266,13 @@ class BroadcastFanout(Fanout):
         if not self._may_seed(row):
             return None
         # The region's seed: cross once, preferably from the staging copies.
-        elsewhere = [*self._staged, *self.tables.live.values()]
+        # Else another region's copy, once its own targets need it no more: its reads are
+        # its region's first (seeding from it would leave them waiting for clones).
+        others = [*self.tables.live.values()]
         if self.pipelining:
-            elsewhere += self.tables.pipelined.values()
+            others += self.tables.pipelined.values()
+        waiting = self.tables.pending_by_region
+        elsewhere = [*self._staged, *(s for s in others if not waiting.get(self.region_of(s)))]
         source = self._take(self._staged) or self._take(elsewhere)
         if source is not None:
             self._seeded.add(row.region)
