@@ -100,13 +100,23 @@ class TargetDriver:
 
     async def _start_copy(self, row: TargetRow, source: SourceRow) -> TargetRow:
         blobs = self.ctx.backend.blobs
-        await blobs.ensure_container(row.blob.account, row.blob.container)
         try:
-            copy_id = await blobs.start_copy(source.blob, row.blob)
+            copy_id = await self._copy_into_container(source, row)
         except Conflict:
             # A copy into this blob is already pending: ours, started just before a crash.
             copy_id = (await blobs.get_properties(row.blob)).copy_id
         return await self.put(dataclasses.replace(row, copy_id=copy_id))
+
+    async def _copy_into_container(self, source: SourceRow, row: TargetRow) -> str:
+        """Start the copy; the container is made only if it is missing. Setup made it, so a
+        container write before every copy would be one wasted request per target."""
+        blobs = self.ctx.backend.blobs
+        try:
+            return await blobs.start_copy(source.blob, row.blob)
+        except NotFound:
+            # No container (or no source: then the second try says so again, as before).
+            await blobs.ensure_container(row.blob.account, row.blob.container)
+            return await blobs.start_copy(source.blob, row.blob)
 
     async def poll_copy(self, row: TargetRow, source: SourceRow | None) -> TargetRow:
         """COPYING: one look at the copy; returns the row, moved on if the copy ended."""
