@@ -182,7 +182,8 @@ class AzureBlobStore(BlobStore):
         # Sizes of blobs as last seen, so that writes are checked without a request each.
         self._sizes: dict[BlobRef, int] = {}
         # Written bytes of copy sources, which size a copy's SAS lifetime: a source serves many
-        # copies and does not change while it does, so its pages are listed once, not per copy.
+        # copies and does not change while it does, so its pages are listed once, not per copy;
+        # a copy's destination is known to hold what its source held.
         self._occupied: dict[BlobRef, int] = {}
 
     # -- the port ---------------------------------------------------------------------------------
@@ -322,6 +323,9 @@ class AzureBlobStore(BlobStore):
         # The message names blobs, never the URL: it carries the SAS.
         with translate_errors(f"start a copy of blob '{source}' into '{dest}'"):
             result = await blob.start_copy_from_url(source_url)
+        # The copy will hold the source's pages: when it serves copies in turn (a region filled
+        # from its own finished copies), its pages need no listing either.
+        self._occupied[dest] = occupied
         return str(result["copy_id"])
 
     async def start_copy_from_url(self, source: SecretUrl, dest: BlobRef) -> str:
