@@ -8,7 +8,10 @@ on first use (or by :meth:`AzureTableStateStore.ensure_tables`, for ``imagedist 
   write is a compare-and-set: the entity is replaced only if its ETag is the one of the version the
   caller read (``If-Match``), so of two workers writing the same version exactly one wins.
 * logs: PartitionKey the job id, RowKey ``<ts, zero-padded>-<sequence>-<random>``, so lexical order
-  is time order and two processes never collide.
+  is time order and two processes never collide. Lines are buffered and written in batches (one
+  entity-group transaction per job and hundred lines) at least every second, when the store is
+  closed and before it lists a log: a killed process loses at most its last second of log lines,
+  never a state row (item writes are never buffered).
 * switches: PartitionKey ``"switch"``, RowKey the target name.
 
 Keys are escaped (:func:`escape_key`): target names hold ``/``, which keys forbid, and ``%`` and
@@ -26,6 +29,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,6 +87,14 @@ TRUNCATED = " [truncated]"
 UPDATE_JOB_ATTEMPTS = 10
 #: ETags remembered from reads and writes, to save a read before each compare-and-set.
 ETAG_CACHE_SIZE = 50_000
+#: Log lines wait at most this long in memory before they are written, in batches.
+LOG_FLUSH_SECONDS = 1.0
+#: Characters of log entities in one transaction (UTF-8 and JSON escapes stay below 4 MiB).
+LOG_BATCH_CHARS = 1_000_000
+#: Lines kept while the log table refuses writes; older ones beyond this are dropped (a warning).
+LOG_BUFFER_LIMIT = 50_000
+
+logger = logging.getLogger("imagedist.state")
 
 _JOB_PK = "job"
 _SWITCH_PK = "switch"
@@ -210,6 +222,10 @@ class AzureTableStateStore(StateStore):
         self._tables_ready = False
         # (job id, row key) -> (version, etag) of the entity as last seen by this instance
         self._etags: dict[tuple[str, str], tuple[int, str]] = {}
+        # Log entities not written yet, in the order they were appended, and the task that
+        # writes them within LOG_FLUSH_SECONDS.
+        self._log_buffer: list[dict[str, Any]] = []
+        self._log_flusher: asyncio.Task[None] | None = None
 
     # clients, one per event loop
 
@@ -241,6 +257,7 @@ class AzureTableStateStore(StateStore):
         try:
             yield
         finally:
+            await self._flush_logs_quietly()  # before the loop's client goes
             if self._clients.get(loop) is not None and self._clients[loop].service is service:
                 del self._clients[loop]
             await service.close()
@@ -296,7 +313,7 @@ class AzureTableStateStore(StateStore):
             return
         entry = self._clients.get(loop)
         if entry is not None:
-            await entry.closer.aclose()  # closes the client and forgets it
+            await entry.closer.aclose()  # writes buffered log lines, closes the client
 
     # jobs
 
@@ -528,17 +545,54 @@ class AzureTableStateStore(StateStore):
 
     async def append_log(self, record: LogRecord) -> None:
         record = redact_record(record)
-        logs = await self._table("logs")
+        await self._loop_client()  # whose closing writes the buffer when the loop ends
         # Lexical order of the RowKey is time order; the sequence keeps one process's lines with
         # equal timestamps in order; the random part makes keys of two processes distinct.
         row_key = f"{max(record.ts, 0.0):017.6f}-{next(_log_sequence):012d}-{uuid.uuid4().hex}"
         fields = log_fields(record, extra=_extra_json(record.extra))
-        entity = _entity(escape_key(record.job_id), row_key, fields)
-        with translate_errors(f"append to the log of job {record.job_id!r}"):
-            await logs.create_entity(entity)
+        self._log_buffer.append(_entity(escape_key(record.job_id), row_key, fields))
+        if len(self._log_buffer) > LOG_BUFFER_LIMIT:
+            dropped = len(self._log_buffer) - LOG_BUFFER_LIMIT
+            del self._log_buffer[:dropped]
+            logger.warning("the log table refuses writes: dropped %d log lines", dropped)
+        if self._log_flusher is None or self._log_flusher.done():
+            self._log_flusher = asyncio.get_running_loop().create_task(self._flush_logs_soon())
+
+    async def _flush_logs_soon(self) -> None:
+        await asyncio.sleep(LOG_FLUSH_SECONDS)
+        await self._flush_logs_quietly()
+
+    async def _flush_logs_quietly(self) -> None:
+        """Write the buffered lines; a failure keeps them for the next flush, with a warning."""
+        try:
+            await self.flush_logs()
+        except Exception as exc:  # a log line must never fail the work it describes
+            logger.warning("could not write log lines yet: %s", redact(str(exc)))
+
+    async def flush_logs(self) -> None:
+        """Write every buffered log line now, one transaction per job and hundred lines."""
+        if not self._log_buffer:
+            return
+        entities, self._log_buffer = self._log_buffer, []
+        batches = _log_batches(entities)
+        written: set[int] = set()
+        try:
+            logs = await self._table("logs")
+            for batch in batches:
+                # Upsert: a batch resent by the retry policy after a lost answer stays one write.
+                operations: list[Any] = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
+                job_id = unescape_key(batch[0]["PartitionKey"])
+                with translate_errors(f"append to the log of job {job_id!r}"):
+                    await logs.submit_transaction(operations)
+                written.update(id(e) for e in batch)
+        except BaseException:
+            # What was not written goes first in line for the next flush.
+            self._log_buffer[:0] = [e for e in entities if id(e) not in written]
+            raise
 
     async def list_logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
         where = where or LogFilter()
+        await self.flush_logs()  # this process's own lines are part of the log it reads
         logs = await self._read_table("logs")
         clauses, parameters = ["PartitionKey eq @pk"], {"pk": escape_key(job_id)}
         if where.step is not None:
@@ -592,6 +646,23 @@ class AzureTableStateStore(StateStore):
                 )
             }
         return {}
+
+
+def _log_batches(entities: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Entities in transactions: one job each, at most BATCH_SIZE lines and well within the
+    4 MiB a transaction may carry (a line's text is cut at MAX_TEXT characters)."""
+    batches: list[list[dict[str, Any]]] = []
+    open_batches: dict[str, tuple[list[dict[str, Any]], list[int]]] = {}
+    for entity in entities:
+        size = sum(len(str(value)) for value in entity.values())
+        batch, used = open_batches.get(entity["PartitionKey"], ([], [0]))
+        if not batch or len(batch) >= BATCH_SIZE or used[0] + size > LOG_BATCH_CHARS:
+            batch, used = [], [0]
+            batches.append(batch)
+            open_batches[entity["PartitionKey"]] = (batch, used)
+        batch.append(entity)
+        used[0] += size
+    return batches
 
 
 def _empty_if_missing() -> contextlib.AbstractContextManager[None]:
