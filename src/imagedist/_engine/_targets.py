@@ -42,6 +42,13 @@ class TargetDriver:
         self.ctx = ctx
         self.job = job
         self.disk_md5 = disk_md5  # hex MD5 of the upload, which every copy must carry; "" if none
+        # Images looked at an instant ago by begin_image (lower-case name -> image or None), for
+        # the look that follows at once: taken once, then forgotten (issue 13: 4 of 5 GETs of a
+        # fresh target were these looks, asked twice).
+        self._just_seen: dict[str, Image | None] = {}
+        # The staging name was free when this driver made the image under the target name
+        # itself: no replacement of ours can be there to drop once it succeeded.
+        self._made_directly = False
 
     async def put(self, row: TargetRow) -> TargetRow:
         """Persist the row (changed with :func:`dataclasses.replace`, so mypy checks the
@@ -195,11 +202,17 @@ class TargetDriver:
         row = await self.put(
             dataclasses.replace(row, state=TargetState.IMAGING, error="", failed_phase=None)
         )
+        seen: dict[str, Image | None] = {}
         for name in (row.image_name, staging_name(row.image_name, row.target)):
-            stale = await self._get(row, name)
+            stale = seen[name.lower()] = await self._get(row, name)
             if stale is not None and self._is_own(row, stale) and stale.provisioning_state.unusable:
                 row = await self._delete(row, name)
-        return await self.poll_image(row)
+                del seen[name.lower()]  # gone, or going: look again
+        self._just_seen = seen
+        try:
+            return await self.poll_image(row)
+        finally:
+            self._just_seen = {}
 
     async def poll_image(self, row: TargetRow) -> TargetRow:
         """IMAGING: one look at the platform, and the one next effect it calls for.
@@ -228,7 +241,9 @@ class TargetDriver:
         staging = await self._get(row, staging_name(row.image_name, row.target))
         if staging is not None and await self._is_newer(staging.tags.get(JOB_TAG, "")):
             return await self._superseded(row, staging)
-        return await self._create(row, row.image_name)
+        row = await self._create(row, row.image_name)
+        self._made_directly = staging is None and row.state is TargetState.IMAGING
+        return row
 
     async def _is_newer(self, other_id: str) -> bool:
         """Whether job ``other_id`` was submitted after ours (an unknown one counts as older:
@@ -284,14 +299,21 @@ class TargetDriver:
         )
 
     async def _get(self, row: TargetRow, name: str) -> Image | None:
+        if name.lower() in self._just_seen:
+            image = self._just_seen.pop(name.lower())
+        else:
+            image = await self._look(row, name)
+        if image is None or not image.provisioning_state.changing:
+            self._forget_waits(row, name)
+        return image
+
+    async def _look(self, row: TargetRow, name: str) -> Image | None:
         try:
             image = await self.ctx.backend.images.get_image(
                 row.subscription, row.resource_group, name
             )
         except NotFound:
-            image = None
-        if image is None or not image.provisioning_state.changing:
-            self._forget_waits(row, name)
+            return None
         return image
 
     def _wait_key(self, row: TargetRow, name: str, state: str) -> tuple[str, str, str, str]:
@@ -358,7 +380,9 @@ class TargetDriver:
                 FailedPhase.IMAGE,
                 f"image creation {outcome}: {image.error_code}: {image.error_message}",
             )
-        staging = await self._get(row, staging_name(row.image_name, row.target))
+        staging = None
+        if not self._made_directly:
+            staging = await self._get(row, staging_name(row.image_name, row.target))
         if staging is not None and self._is_own(row, staging):
             if staging.provisioning_state.changing:
                 # Being deleted already, or changed by someone: not ours to delete now.
