@@ -22,6 +22,9 @@ __all__ = ["JOB_TAG", "TargetDriver", "staging_name"]
 
 JOB_TAG = "imagedist-job"
 MAX_IMAGE_NAME = 80
+#: A row we wrote with more of its lease left than this share is still ours: a claim of it
+#: writes nothing (no other worker takes a row whose lease has not run out).
+CLAIM_FRESH = 0.9
 
 
 def staging_name(image_name: str, target: str) -> str:
@@ -60,7 +63,17 @@ class TargetDriver:
     async def claim(self, row: TargetRow) -> TargetRow:
         """Right before an effect on the platform: a compare-and-set write that proves we still
         hold the target (raising PreconditionFailed if another worker took it while we waited
-        for a slot or backed off) and gives us a whole lease to make the effect in."""
+        for a slot or backed off) and gives us a whole lease to make the effect in.
+
+        A row this worker wrote an instant ago (nearly its whole lease left) is held already,
+        and the lease is whole: the write would prove nothing (one state write per target less).
+        """
+        left = row.lease_until - self.ctx.backend.clock.now()
+        if (
+            row.lease_owner == self.ctx.worker_id
+            and left > CLAIM_FRESH * self.ctx.settings.lease_seconds
+        ):
+            return row
         return await self.put(row)
 
     async def keep(self, row: TargetRow) -> TargetRow:
@@ -73,8 +86,9 @@ class TargetDriver:
     async def fail(self, row: TargetRow, phase: FailedPhase, reason: str) -> TargetRow:
         await self.ctx.log(self.job.id, LogLevel.ERROR, Step(phase.value), reason, row.target)
         self.ctx.emit(self.job.id, EventKind.FAILED, target=row.target, detail=reason)
+        # The lease goes with the outcome: one write, not two.
         failed = dataclasses.replace(
-            row, state=TargetState.FAILED, failed_phase=phase, error=reason
+            row, state=TargetState.FAILED, failed_phase=phase, error=reason, lease_owner=None
         )
         return await self.put(failed)
 
@@ -112,6 +126,8 @@ class TargetDriver:
         except Conflict:
             # A copy into this blob is already pending: ours, started just before a crash.
             copy_id = (await blobs.get_properties(row.blob)).copy_id
+        # Stored at once: a worker that resumes the target knows the copy by its id even once
+        # its source is gone (adoption by source needs the source).
         return await self.put(dataclasses.replace(row, copy_id=copy_id))
 
     async def _copy_into_container(self, source: SourceRow, row: TargetRow) -> str:
@@ -392,7 +408,8 @@ class TargetDriver:
                 row = await self._delete(row, staging.name)
         await self.ctx.log(self.job.id, LogLevel.INFO, Step.IMAGE, "image succeeded", row.target)
         self.ctx.emit(self.job.id, EventKind.IMAGE_SUCCEEDED, target=row.target)
-        return await self.put(dataclasses.replace(row, state=TargetState.DONE))
+        # The lease goes with the outcome: one write, not two.
+        return await self.put(dataclasses.replace(row, state=TargetState.DONE, lease_owner=None))
 
     async def _replace(self, row: TargetRow, old: Image) -> TargetRow:
         name = staging_name(row.image_name, row.target)
