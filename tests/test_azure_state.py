@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
+from azure.data.tables.aio import TableClient
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -192,6 +194,47 @@ def test_put_of_a_missing_row_is_a_precondition_failure(
 ) -> None:
     with pytest.raises(PreconditionFailed):
         run(stores[0].put_target(make_target(new_id(), "sub-a/eastus")))
+
+
+def test_writes_of_one_job_go_together_and_a_stale_one_fails_alone(
+    stores: list[AzureTableStateStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = stores
+    job = make_job(new_id())
+    names = [f"sub-a/region{i}" for i in range(10)]
+    run(first.create_job(job, [tier0(job.id)], [make_target(job.id, n) for n in names]))
+    rows = run(first.list_targets(job.id))  # first remembers every row's ETag
+    moved = run(second.put_target(dataclasses.replace(rows[3], attempts=7)))
+    sent: list[str] = []
+
+    def counted(name: str) -> Callable[..., Awaitable[Any]]:
+        original = getattr(TableClient, name)
+
+        async def call(self: TableClient, *args: Any, **kwargs: Any) -> Any:
+            sent.append(name)
+            return await original(self, *args, **kwargs)
+
+        return call
+
+    for name in ("submit_transaction", "update_entity"):
+        monkeypatch.setattr(TableClient, name, counted(name))
+
+    async def write_all() -> list[TargetRow | BaseException]:
+        return await asyncio.gather(
+            *(first.put_target(dataclasses.replace(row, lease_owner="w-1")) for row in rows),
+            return_exceptions=True,
+        )
+
+    outcomes = run(write_all())
+    assert [type(o) for o in outcomes] == [TargetRow] * 3 + [PreconditionFailed] + [TargetRow] * 6
+    assert sent.count("update_entity") == 0
+    assert sent.count("submit_transaction") == 2  # refused as a whole, sent again without it
+    stored = {row.target: row for row in run(second.list_targets(job.id))}
+    assert stored[names[3]] == moved
+    for row, outcome in zip(rows, outcomes, strict=True):
+        if isinstance(outcome, TargetRow):
+            assert stored[row.target] == outcome
+            assert outcome.lease_owner == "w-1" and outcome.version == row.version + 1
 
 
 # batching, sizes
