@@ -7,6 +7,7 @@ nor repeats an effect: a pending copy is adopted, an image already being created
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 
@@ -218,9 +219,12 @@ class TargetDriver:
         row = await self.put(
             dataclasses.replace(row, state=TargetState.IMAGING, error="", failed_phase=None)
         )
+        names = (row.image_name, staging_name(row.image_name, row.target))
+        # Asked together: an adapter may answer both with one listing of the resource group.
+        looks = await asyncio.gather(*(self._get(row, name) for name in names))
         seen: dict[str, Image | None] = {}
-        for name in (row.image_name, staging_name(row.image_name, row.target)):
-            stale = seen[name.lower()] = await self._get(row, name)
+        for name, stale in zip(names, looks, strict=True):
+            seen[name.lower()] = stale
             if stale is not None and self._is_own(row, stale) and stale.provisioning_state.unusable:
                 row = await self._delete(row, name)
                 del seen[name.lower()]  # gone, or going: look again
