@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["AzureImageService"]
 
 #: Looks at images of one resource group asked within this many seconds share one listing.
-LOOK_WINDOW_SECONDS = 0.02
+LOOK_WINDOW_SECONDS = 0.05
 
 
 class AzureImageService(ImageService):

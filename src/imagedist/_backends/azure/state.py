@@ -97,7 +97,7 @@ UPDATE_JOB_ATTEMPTS = 10
 #: ETags remembered from reads and writes, to save a read before each compare-and-set.
 ETAG_CACHE_SIZE = 50_000
 #: Item writes of one job arriving within this many seconds go in one transaction.
-WRITE_WINDOW_SECONDS = 0.01
+WRITE_WINDOW_SECONDS = 0.05
 #: Log lines wait at most this long in memory before they are written, in batches.
 LOG_FLUSH_SECONDS = 1.0
 #: Characters of log entities in one transaction (UTF-8 and JSON escapes stay below 4 MiB).
