@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import cProfile
 import os
 import sys
 import tempfile
@@ -49,6 +50,7 @@ from imagedist._domain.regions import REGIONS  # noqa: E402
 from helpers import make_disk  # noqa: E402
 
 STAGING = "stagingacct"
+CERTS = Path(tempfile.gettempdir()) / "imagedist-orchestration-certs"
 SHAPES = {300: (30, 10), 1000: (50, 20)}
 
 
@@ -172,13 +174,22 @@ poll_interval_seconds = {poll}
 """
 
 
+PROFILE: str | None = None  # --profile: where the worker's cProfile statistics go
+
+
 async def run_job(config_path: Path, disk: Path) -> tuple[float, float, str]:
     """Submit and work the job in this process; the worker's wall and CPU seconds."""
     async with Imagedist(load_config(config_path)) as app:
         job = await app.submit(disk, "golden", OsType.LINUX)
+        profile = cProfile.Profile() if PROFILE else None
         wall, cpu = time.perf_counter(), time.process_time()
+        if profile is not None:
+            profile.enable()
         await app.work([job.id])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if profile is not None and PROFILE:
+            profile.disable()
+            profile.dump_stats(PROFILE)
         status = await app.status(job.id)
     outcome = "completed" if status.completed else f"{status.state.value} ({status.counts})"
     return wall, cpu, outcome
@@ -193,7 +204,8 @@ def azure_run(targets: int, poll: float, folder: Path) -> Result:
     subscriptions, regions = fleet(targets)
     accounts = [generated_account_name("bench", s, r) for s in subscriptions for r in regions]
     azurite = start_azurite([STAGING, *accounts])
-    arm = ArmServerProcess(folder / "arm").start()
+    # One certificate folder for every run: aiohttp reads the CA bundle once per process.
+    arm = ArmServerProcess(CERTS).start()
     try:
         return _azure_job(targets, poll, folder, azurite, arm, subscriptions, regions)
     finally:
@@ -280,7 +292,10 @@ def main() -> None:
     parser.add_argument("--targets", default="300", help="comma-separated, e.g. 300,1000")
     parser.add_argument("--poll", type=float, default=2.0, help="poll interval, seconds")
     parser.add_argument("--backends", default="azure,local")
+    parser.add_argument("--profile", help="write the worker's cProfile statistics here")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     results = []
     for backend in args.backends.split(","):
         for targets in (int(n) for n in args.targets.split(",")):

@@ -322,6 +322,31 @@ def test_logs_of_two_instances_interleave_in_time_order(
     assert [r.message for r in run(second.list_logs(job.id, LogFilter(step="job")))] == ["a", "b"]
 
 
+def test_log_lines_go_in_batches_and_are_written_when_the_store_closes(
+    stores: list[AzureTableStateStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = stores
+    job = make_job(new_id())
+    run(first.create_job(job, [tier0(job.id)], []))
+    sent: list[str] = []
+    original = TableClient.submit_transaction
+
+    async def counting(self: TableClient, *args: Any, **kwargs: Any) -> Any:
+        sent.append(self.table_name)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TableClient, "submit_transaction", counting)
+
+    async def append_and_close() -> None:
+        for i in range(250):
+            await first.append_log(LogRecord(job.id, 1_700_000_000.0 + i, "info", "copy", f"{i}"))
+        await first.aclose()
+
+    run(append_and_close())
+    assert sent == [f"{PREFIX}logs"] * 3  # 100 + 100 + 50
+    assert [r.message for r in run(second.list_logs(job.id))] == [str(i) for i in range(250)]
+
+
 # credentials and secrets
 
 
