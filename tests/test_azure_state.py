@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
+from azure.data.tables.aio import TableClient
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -194,6 +196,47 @@ def test_put_of_a_missing_row_is_a_precondition_failure(
         run(stores[0].put_target(make_target(new_id(), "sub-a/eastus")))
 
 
+def test_writes_of_one_job_go_together_and_a_stale_one_fails_alone(
+    stores: list[AzureTableStateStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = stores
+    job = make_job(new_id())
+    names = [f"sub-a/region{i}" for i in range(10)]
+    run(first.create_job(job, [tier0(job.id)], [make_target(job.id, n) for n in names]))
+    rows = run(first.list_targets(job.id))  # first remembers every row's ETag
+    moved = run(second.put_target(dataclasses.replace(rows[3], attempts=7)))
+    sent: list[str] = []
+
+    def counted(name: str) -> Callable[..., Awaitable[Any]]:
+        original = getattr(TableClient, name)
+
+        async def call(self: TableClient, *args: Any, **kwargs: Any) -> Any:
+            sent.append(name)
+            return await original(self, *args, **kwargs)
+
+        return call
+
+    for name in ("submit_transaction", "update_entity"):
+        monkeypatch.setattr(TableClient, name, counted(name))
+
+    async def write_all() -> list[TargetRow | BaseException]:
+        return await asyncio.gather(
+            *(first.put_target(dataclasses.replace(row, lease_owner="w-1")) for row in rows),
+            return_exceptions=True,
+        )
+
+    outcomes = run(write_all())
+    assert [type(o) for o in outcomes] == [TargetRow] * 3 + [PreconditionFailed] + [TargetRow] * 6
+    assert sent.count("update_entity") == 0
+    assert sent.count("submit_transaction") == 2  # refused as a whole, sent again without it
+    stored = {row.target: row for row in run(second.list_targets(job.id))}
+    assert stored[names[3]] == moved
+    for row, outcome in zip(rows, outcomes, strict=True):
+        if isinstance(outcome, TargetRow):
+            assert stored[row.target] == outcome
+            assert outcome.lease_owner == "w-1" and outcome.version == row.version + 1
+
+
 # batching, sizes
 
 
@@ -277,6 +320,31 @@ def test_logs_of_two_instances_interleave_in_time_order(
     run(first.append_log(LogRecord(job.id, 2e9, "info", "job", "a")))
     run(first.append_log(LogRecord(job.id, 2e9, "info", "job", "b")))
     assert [r.message for r in run(second.list_logs(job.id, LogFilter(step="job")))] == ["a", "b"]
+
+
+def test_log_lines_go_in_batches_and_are_written_when_the_store_closes(
+    stores: list[AzureTableStateStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = stores
+    job = make_job(new_id())
+    run(first.create_job(job, [tier0(job.id)], []))
+    sent: list[str] = []
+    original = TableClient.submit_transaction
+
+    async def counting(self: TableClient, *args: Any, **kwargs: Any) -> Any:
+        sent.append(self.table_name)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TableClient, "submit_transaction", counting)
+
+    async def append_and_close() -> None:
+        for i in range(250):
+            await first.append_log(LogRecord(job.id, 1_700_000_000.0 + i, "info", "copy", f"{i}"))
+        await first.aclose()
+
+    run(append_and_close())
+    assert sent == [f"{PREFIX}logs"] * 3  # 100 + 100 + 50
+    assert [r.message for r in run(second.list_logs(job.id))] == [str(i) for i in range(250)]
 
 
 # credentials and secrets

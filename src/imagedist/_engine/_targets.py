@@ -40,8 +40,10 @@ from ._verify import copy_problem
 __all__ = ["JOB_TAG", "TargetDriver", "staging_name"]
 
 JOB_TAG = "imagedist-job"
-#: A target row's copy id while its copy moves by ranges (no platform copy id exists then).
 MAX_IMAGE_NAME = 80
+#: A row we wrote with more of its lease left than this share is still ours: a claim of it
+#: writes nothing (no other worker takes a row whose lease has not run out).
+CLAIM_FRESH = 0.9
 
 
 def staging_name(image_name: str, target: str) -> str:
@@ -67,6 +69,13 @@ class TargetDriver:
         # The upload, which holds every range: a copy from a copy still being made (pipelined)
         # plans its ranges from it, and follows the parent for the ranges it already holds.
         self.origin = origin
+        # Images looked at an instant ago by begin_image (lower-case name -> image or None), for
+        # the look that follows at once: taken once, then forgotten (issue 13: 4 of 5 GETs of a
+        # fresh target were these looks, asked twice).
+        self._just_seen: dict[str, Image | None] = {}
+        # The staging name was free when this driver made the image under the target name
+        # itself: no replacement of ours can be there to drop once it succeeded.
+        self._made_directly = False
 
     async def put(self, row: TargetRow) -> TargetRow:
         """Persist the row (changed with :func:`dataclasses.replace`, so mypy checks the
@@ -78,7 +87,17 @@ class TargetDriver:
     async def claim(self, row: TargetRow) -> TargetRow:
         """Right before an effect on the platform: a compare-and-set write that proves we still
         hold the target (raising PreconditionFailed if another worker took it while we waited
-        for a slot or backed off) and gives us a whole lease to make the effect in."""
+        for a slot or backed off) and gives us a whole lease to make the effect in.
+
+        A row this worker wrote an instant ago (nearly its whole lease left) is held already,
+        and the lease is whole: the write would prove nothing (one state write per target less).
+        """
+        left = row.lease_until - self.ctx.backend.clock.now()
+        if (
+            row.lease_owner == self.ctx.worker_id
+            and left > CLAIM_FRESH * self.ctx.settings.lease_seconds
+        ):
+            return row
         return await self.put(row)
 
     async def keep(self, row: TargetRow) -> TargetRow:
@@ -91,8 +110,9 @@ class TargetDriver:
     async def fail(self, row: TargetRow, phase: FailedPhase, reason: str) -> TargetRow:
         await self.ctx.log(self.job.id, LogLevel.ERROR, Step(phase.value), reason, row.target)
         self.ctx.emit(self.job.id, EventKind.FAILED, target=row.target, detail=reason)
+        # The lease goes with the outcome: one write, not two.
         failed = dataclasses.replace(
-            row, state=TargetState.FAILED, failed_phase=phase, error=reason
+            row, state=TargetState.FAILED, failed_phase=phase, error=reason, lease_owner=None
         )
         return await self.put(failed)
 
@@ -125,15 +145,30 @@ class TargetDriver:
 
     async def _start_copy(self, row: TargetRow, source: SourceRow) -> TargetRow:
         blobs = self.ctx.backend.blobs
-        await blobs.ensure_container(row.blob.account, row.blob.container)
         if self._ranged(source, row):
+            # Its first write creates the blob: the container must exist (one request beside
+            # a ranged copy's thousands).
+            await blobs.ensure_container(row.blob.account, row.blob.container)
             return await self._ranged_copy(row, source, fresh=True)
         try:
-            copy_id = await blobs.start_copy(source.blob, row.blob)
+            copy_id = await self._copy_into_container(source, row)
         except Conflict:
             # A copy into this blob is already pending: ours, started just before a crash.
             copy_id = (await blobs.get_properties(row.blob)).copy_id
+        # Stored at once: a worker that resumes the target knows the copy by its id even once
+        # its source is gone (adoption by source needs the source).
         return await self.put(dataclasses.replace(row, copy_id=copy_id))
+
+    async def _copy_into_container(self, source: SourceRow, row: TargetRow) -> str:
+        """Start the copy; the container is made only if it is missing. Setup made it, so a
+        container write before every copy would be one wasted request per target."""
+        blobs = self.ctx.backend.blobs
+        try:
+            return await blobs.start_copy(source.blob, row.blob)
+        except NotFound:
+            # No container (or no source: then the second try says so again, as before).
+            await blobs.ensure_container(row.blob.account, row.blob.container)
+            return await blobs.start_copy(source.blob, row.blob)
 
     async def poll_copy(self, row: TargetRow, source: SourceRow | None) -> TargetRow:
         """COPYING: one look at the copy; returns the row, moved on if the copy ended."""
@@ -284,11 +319,20 @@ class TargetDriver:
         row = await self.put(
             dataclasses.replace(row, state=TargetState.IMAGING, error="", failed_phase=None)
         )
-        for name in (row.image_name, staging_name(row.image_name, row.target)):
-            stale = await self._get(row, name)
+        names = (row.image_name, staging_name(row.image_name, row.target))
+        # Asked together: an adapter may answer both with one listing of the resource group.
+        looks = await asyncio.gather(*(self._get(row, name) for name in names))
+        seen: dict[str, Image | None] = {}
+        for name, stale in zip(names, looks, strict=True):
+            seen[name.lower()] = stale
             if stale is not None and self._is_own(row, stale) and stale.provisioning_state.unusable:
                 row = await self._delete(row, name)
-        return await self.poll_image(row)
+                del seen[name.lower()]  # gone, or going: look again
+        self._just_seen = seen
+        try:
+            return await self.poll_image(row)
+        finally:
+            self._just_seen = {}
 
     async def poll_image(self, row: TargetRow) -> TargetRow:
         """IMAGING: one look at the platform, and the one next effect it calls for.
@@ -317,7 +361,9 @@ class TargetDriver:
         staging = await self._get(row, staging_name(row.image_name, row.target))
         if staging is not None and await self._is_newer(staging.tags.get(JOB_TAG, "")):
             return await self._superseded(row, staging)
-        return await self._create(row, row.image_name)
+        row = await self._create(row, row.image_name)
+        self._made_directly = staging is None and row.state is TargetState.IMAGING
+        return row
 
     async def _is_newer(self, other_id: str) -> bool:
         """Whether job ``other_id`` was submitted after ours (an unknown one counts as older:
@@ -373,14 +419,21 @@ class TargetDriver:
         )
 
     async def _get(self, row: TargetRow, name: str) -> Image | None:
+        if name.lower() in self._just_seen:
+            image = self._just_seen.pop(name.lower())
+        else:
+            image = await self._look(row, name)
+        if image is None or not image.provisioning_state.changing:
+            self._forget_waits(row, name)
+        return image
+
+    async def _look(self, row: TargetRow, name: str) -> Image | None:
         try:
             image = await self.ctx.backend.images.get_image(
                 row.subscription, row.resource_group, name
             )
         except NotFound:
-            image = None
-        if image is None or not image.provisioning_state.changing:
-            self._forget_waits(row, name)
+            return None
         return image
 
     def _wait_key(self, row: TargetRow, name: str, state: str) -> tuple[str, str, str, str]:
@@ -447,7 +500,9 @@ class TargetDriver:
                 FailedPhase.IMAGE,
                 f"image creation {outcome}: {image.error_code}: {image.error_message}",
             )
-        staging = await self._get(row, staging_name(row.image_name, row.target))
+        staging = None
+        if not self._made_directly:
+            staging = await self._get(row, staging_name(row.image_name, row.target))
         if staging is not None and self._is_own(row, staging):
             if staging.provisioning_state.changing:
                 # Being deleted already, or changed by someone: not ours to delete now.
@@ -457,7 +512,8 @@ class TargetDriver:
                 row = await self._delete(row, staging.name)
         await self.ctx.log(self.job.id, LogLevel.INFO, Step.IMAGE, "image succeeded", row.target)
         self.ctx.emit(self.job.id, EventKind.IMAGE_SUCCEEDED, target=row.target)
-        return await self.put(dataclasses.replace(row, state=TargetState.DONE))
+        # The lease goes with the outcome: one write, not two.
+        return await self.put(dataclasses.replace(row, state=TargetState.DONE, lease_owner=None))
 
     async def _replace(self, row: TargetRow, old: Image) -> TargetRow:
         name = staging_name(row.image_name, row.target)

@@ -405,7 +405,9 @@ class Worker:
             start = await self._current_target(job, row.target) if retry else row
             if not self.ctx.lease_is_free(start.lease_owner, start.lease_until):
                 return  # our lease ran out while we waited, and another worker took the item
-            current = await driver.put(dataclasses.replace(start, lease_owner=self.ctx.worker_id))
+            current = dataclasses.replace(start, lease_owner=self.ctx.worker_id)
+            if current.state is not TargetState.PENDING or source is None:
+                current = await driver.put(current)  # else the copy's intent write takes it
             current = await self._drive_copy(driver, current, source)
             if current.state in COPY_STATES:
                 return
@@ -413,7 +415,10 @@ class Worker:
             if current.state in IMAGE_STATES:
                 async with await self._images.acquire():
                     current = await self._drive_image(driver, current)
-            await self.ctx.backend.state.put_target(dataclasses.replace(current, lease_owner=None))
+            if current.lease_owner is not None:  # a done or failed row gave it up already
+                await self.ctx.backend.state.put_target(
+                    dataclasses.replace(current, lease_owner=None)
+                )
 
         def done() -> None:
             self._inflight.discard(key)

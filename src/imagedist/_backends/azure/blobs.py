@@ -188,6 +188,10 @@ class AzureBlobStore(BlobStore):
         self._sizes: dict[BlobRef, int] = {}
         # Read-SAS URLs of range-copy sources and when they expire; held in memory only.
         self._range_sources: dict[BlobRef, tuple[str, datetime]] = {}
+        # Written bytes of copy sources, which size a copy's SAS lifetime: a source serves many
+        # copies and does not change while it does, so its pages are listed once, not per copy;
+        # a copy's destination is known to hold what its source held.
+        self._occupied: dict[BlobRef, int] = {}
 
     # -- the port ---------------------------------------------------------------------------------
 
@@ -210,7 +214,7 @@ class AzureBlobStore(BlobStore):
         blob = await self._blob(ref)
         operation = f"create page blob '{ref}'"
         if overwrite:
-            self._sizes.pop(ref, None)
+            self._forget(ref)
             with translate_errors(operation):
                 await blob.create_page_blob(size)
             self._sizes[ref] = size
@@ -240,6 +244,7 @@ class AzureBlobStore(BlobStore):
             size = (await self._raw_properties(ref)).size  # unknown, or maybe grown since
         if offset + length > size:
             raise ValueError(f"range {offset}+{length} is outside the blob of {size} bytes")
+        self._occupied.pop(ref, None)  # its pages change
         view = memoryview(data)
         for start in range(0, length, MAX_PUT_PAGE):
             chunk = bytes(view[start : start + MAX_PUT_PAGE])
@@ -318,18 +323,21 @@ class AzureBlobStore(BlobStore):
     async def start_copy(self, source: BlobRef, dest: BlobRef) -> str:
         if source == dest:
             raise ValueError(f"cannot copy blob '{source}' onto itself")
-        occupied = sum(end - start for start, end in await self.page_ranges(source))
+        occupied = await self._occupied_bytes(source)
         source_url = await self._read_sas_url(source, copy_access_lifetime(occupied))
         blob = await self._blob(dest)
-        self._sizes.pop(dest, None)  # the copy gives it the source's size
+        self._forget(dest)  # the copy gives it the source's size and pages
         # The message names blobs, never the URL: it carries the SAS.
         with translate_errors(f"start a copy of blob '{source}' into '{dest}'"):
             result = await blob.start_copy_from_url(source_url)
+        # The copy will hold the source's pages: when it serves copies in turn (a region filled
+        # from its own finished copies), its pages need no listing either.
+        self._occupied[dest] = occupied
         return str(result["copy_id"])
 
     async def start_copy_from_url(self, source: SecretUrl, dest: BlobRef) -> str:
         blob = await self._blob(dest)
-        self._sizes.pop(dest, None)  # the copy gives it the source's size
+        self._forget(dest)  # the copy gives it the source's size and pages
         operation = f"start a copy from an access URL into blob '{dest}'"
         # The message names the destination only, and the SDK's own errors (which may quote the
         # URL) are replaced: the URL carries the SAS.
@@ -395,7 +403,7 @@ class AzureBlobStore(BlobStore):
 
     async def delete_blob(self, ref: BlobRef) -> bool:
         blob = await self._blob(ref)
-        self._sizes.pop(ref, None)
+        self._forget(ref)
         try:
             with translate_errors(f"delete blob '{ref}'"):
                 await blob.delete_blob(delete_snapshots="include")
@@ -482,6 +490,20 @@ class AzureBlobStore(BlobStore):
 
     async def _blob(self, ref: BlobRef) -> BlobClient:
         return (await self._service(ref.account)).get_blob_client(ref.container, ref.name)
+
+    async def _occupied_bytes(self, source: BlobRef) -> int:
+        occupied = self._occupied.get(source)
+        if occupied is None:
+            occupied = sum(end - start for start, end in await self.page_ranges(source))
+            if len(self._occupied) >= _MAX_CACHED_SIZES:
+                self._occupied.clear()  # only a shortcut: a forgotten source is listed again
+            self._occupied[source] = occupied
+        return occupied
+
+    def _forget(self, ref: BlobRef) -> None:
+        """What this instance remembers of a blob that is being replaced or deleted."""
+        self._sizes.pop(ref, None)
+        self._occupied.pop(ref, None)
 
     async def _raw_properties(self, ref: BlobRef) -> AzureBlobProperties:
         blob = await self._blob(ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AzureImageService"]
 
+#: Looks at images of one resource group asked within this many seconds share one listing.
+LOOK_WINDOW_SECONDS = 0.05
+
 
 class AzureImageService(ImageService):
     """:param arm_scope: the token scope of the ARM endpoint's cloud.
@@ -47,6 +51,10 @@ class AzureImageService(ImageService):
         self._groups: set[tuple[str, str]] = set()
         # In-flight creations of this process, so a failure can report Azure's code and message.
         self._pollers: dict[tuple[str, str, str], AsyncLROPoller[Any]] = {}
+        # Looks waiting for their resource group's next listing: (subscription, group) ->
+        # lower-case image name -> the futures of the callers asking for it.
+        self._looks: dict[tuple[str, str], dict[str, list[asyncio.Future[Image]]]] = {}
+        self._listers: set[asyncio.Task[None]] = set()
 
     def _compute_client(self, subscription: str) -> ComputeManagementClient:
         return self._arm.get(ComputeManagementClient, subscription)
@@ -93,6 +101,68 @@ class AzureImageService(ImageService):
         self._pollers[(spec.subscription, spec.resource_group.lower(), spec.name.lower())] = poller
 
     async def get_image(self, subscription: str, resource_group: str, name: str) -> Image:
+        """One image; looks at several images of one resource group asked together (within
+        LOOK_WINDOW_SECONDS) are answered by one listing of the group, sent after the last of
+        them was asked: as fresh as a GET each, at one request (ARM reads are throttled per
+        subscription)."""
+        group = (subscription, resource_group)
+        waiting = self._looks.get(group)
+        if waiting is None:
+            waiting = self._looks[group] = {}
+            lister = asyncio.get_running_loop().create_task(self._answer_looks(group))
+            self._listers.add(lister)
+            lister.add_done_callback(self._listers.discard)
+        answer: asyncio.Future[Image] = asyncio.get_running_loop().create_future()
+        waiting.setdefault(name.lower(), []).append(answer)
+        return await answer
+
+    async def _answer_looks(self, group: tuple[str, str]) -> None:
+        subscription, resource_group = group
+        asked: dict[str, list[asyncio.Future[Image]]] = {}
+        try:
+            await asyncio.sleep(LOOK_WINDOW_SECONDS)
+            asked = self._looks.pop(group, {})
+            if len(asked) == 1:
+                (name,) = asked
+                image: Image | BaseException = await self._get_one(
+                    subscription, resource_group, name
+                )
+                _settle(asked[name], image)
+                return
+            found = await self._list_named(subscription, resource_group)
+            for name, answers in asked.items():
+                image = found.get(name) or await self._missing(subscription, resource_group, name)
+                _settle(answers, image)
+        except BaseException as exc:
+            for answers in (asked or self._looks.pop(group, {})).values():
+                _settle(answers, exc if isinstance(exc, Exception) else OperationFailed(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _list_named(self, subscription: str, resource_group: str) -> dict[str, Image]:
+        try:
+            images = await self.list_images(subscription, resource_group)
+        except NotFound:
+            return {}  # no resource group, no image
+        return {image.name.lower(): image for image in images}
+
+    async def _missing(self, subscription: str, resource_group: str, name: str) -> Image | NotFound:
+        """What a GET of an image the listing did not hold answers: its failed creation of this
+        process, or NotFound."""
+        failed = await self._failure_of((subscription, resource_group.lower(), name.lower()))
+        if failed is None:
+            return NotFound(f"get image {name!r} failed: the image does not exist")
+        return self._missing_failed(subscription, resource_group, name, *failed)
+
+    async def _get_one(
+        self, subscription: str, resource_group: str, name: str
+    ) -> Image | BaseException:
+        try:
+            return await self._get_image(subscription, resource_group, name)
+        except Exception as exc:
+            return exc
+
+    async def _get_image(self, subscription: str, resource_group: str, name: str) -> Image:
         key = (subscription, resource_group.lower(), name.lower())
         client = self._compute_client(subscription)
         try:
@@ -239,6 +309,16 @@ class AzureImageService(ImageService):
                 key = (subscription, resource_group.lower(), str(image.name).lower())
                 images.append(await self._to_image(subscription, resource_group, image, key))
         return sorted(images, key=lambda image: image.name)
+
+
+def _settle(answers: list[asyncio.Future[Image]], outcome: Image | BaseException) -> None:
+    for answer in answers:
+        if answer.done():
+            continue
+        if isinstance(outcome, BaseException):
+            answer.set_exception(outcome)
+        else:
+            answer.set_result(outcome)
 
 
 def _blob_ref(uri: str) -> BlobRef:

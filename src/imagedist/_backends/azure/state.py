@@ -6,9 +6,15 @@ on first use (or by :meth:`AzureTableStateStore.ensure_tables`, for ``imagedist 
 * jobs: PartitionKey ``"job"``, RowKey the job id.
 * items: PartitionKey the job id, RowKey ``"s:<source id>"`` or ``"t:<target name>"``. Every item
   write is a compare-and-set: the entity is replaced only if its ETag is the one of the version the
-  caller read (``If-Match``), so of two workers writing the same version exactly one wins.
+  caller read (``If-Match``), so of two workers writing the same version exactly one wins. Writes
+  of one job that arrive together (within ``WRITE_WINDOW_SECONDS``) go in one entity-group
+  transaction of at most 100; the service applies all or none, so when one entity's ETag no
+  longer matches, its caller gets PreconditionFailed and the others are sent again without it.
 * logs: PartitionKey the job id, RowKey ``<ts, zero-padded>-<sequence>-<random>``, so lexical order
-  is time order and two processes never collide.
+  is time order and two processes never collide. Lines are buffered and written in batches (one
+  entity-group transaction per job and hundred lines) at least every second, when the store is
+  closed and before it lists a log: a killed process loses at most its last second of log lines,
+  never a state row (item writes are never buffered).
 * switches: PartitionKey ``"switch"``, RowKey the target name.
 
 Keys are escaped (:func:`escape_key`): target names hold ``/``, which keys forbid, and ``%`` and
@@ -26,6 +32,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-from azure.data.tables import EdmType, EntityProperty, TableEntity, UpdateMode
+from azure.data.tables import (
+    EdmType,
+    EntityProperty,
+    TableEntity,
+    TableTransactionError,
+    UpdateMode,
+)
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from ..._domain import (
@@ -83,6 +96,16 @@ TRUNCATED = " [truncated]"
 UPDATE_JOB_ATTEMPTS = 10
 #: ETags remembered from reads and writes, to save a read before each compare-and-set.
 ETAG_CACHE_SIZE = 50_000
+#: Item writes of one job arriving within this many seconds go in one transaction.
+WRITE_WINDOW_SECONDS = 0.05
+#: Log lines wait at most this long in memory before they are written, in batches.
+LOG_FLUSH_SECONDS = 1.0
+#: Characters of log entities in one transaction (UTF-8 and JSON escapes stay below 4 MiB).
+LOG_BATCH_CHARS = 1_000_000
+#: Lines kept while the log table refuses writes; older ones beyond this are dropped (a warning).
+LOG_BUFFER_LIMIT = 50_000
+
+logger = logging.getLogger("imagedist.state")
 
 _JOB_PK = "job"
 _SWITCH_PK = "switch"
@@ -210,6 +233,14 @@ class AzureTableStateStore(StateStore):
         self._tables_ready = False
         # (job id, row key) -> (version, etag) of the entity as last seen by this instance
         self._etags: dict[tuple[str, str], tuple[int, str]] = {}
+        # Log entities not written yet, in the order they were appended, and the task that
+        # writes them within LOG_FLUSH_SECONDS.
+        self._log_buffer: list[dict[str, Any]] = []
+        self._log_flusher: asyncio.Task[None] | None = None
+        # Item writes waiting for their job's next transaction, by PartitionKey, and the tasks
+        # that send them (held here: the loop keeps only weak references to tasks).
+        self._writes: dict[str, list[_Write]] = {}
+        self._senders: set[asyncio.Task[None]] = set()
 
     # clients, one per event loop
 
@@ -241,6 +272,7 @@ class AzureTableStateStore(StateStore):
         try:
             yield
         finally:
+            await self._flush_logs_quietly()  # before the loop's client goes
             if self._clients.get(loop) is not None and self._clients[loop].service is service:
                 del self._clients[loop]
             await service.close()
@@ -296,7 +328,7 @@ class AzureTableStateStore(StateStore):
             return
         entry = self._clients.get(loop)
         if entry is not None:
-            await entry.closer.aclose()  # closes the client and forgets it
+            await entry.closer.aclose()  # writes buffered log lines, closes the client
 
     # jobs
 
@@ -490,10 +522,7 @@ class AzureTableStateStore(StateStore):
         """
         items = await self._table("items")
         pk, rk = entity["PartitionKey"], entity["RowKey"]
-        stale: Override = {
-            404: lambda _: PreconditionFailed(f"The {what} does not exist."),
-            412: lambda _: PreconditionFailed(f"The {what} was changed by another worker."),
-        }
+        stale = _stale(what)
         try:
             cached = self._etags.get((pk, rk))
             if cached is not None and cached[0] == expected:
@@ -504,18 +533,89 @@ class AzureTableStateStore(StateStore):
                 if _version(current) != expected:
                     raise PreconditionFailed(f"The {what} was changed by another worker.")
                 etag = str(current.metadata["etag"])
-            with translate_errors(f"write the {what}", stale):
-                meta = await items.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
+            meta = await self._write_together(items, _Write(entity, etag, what))
         except PreconditionFailed:
             self._etags.pop((pk, rk), None)
             raise
         if new_etag := meta.get("etag"):
             self._remember(pk, rk, expected + 1, new_etag)
+
+    async def _write_together(self, items: TableClient, write: _Write) -> Mapping[str, Any]:
+        """Replace the entity if its ETag is still ``write.etag``, in one transaction with the
+        other writes of its job that arrive within the window; returns the write's metadata."""
+        pk = write.entity["PartitionKey"]
+        waiting = self._writes.get(pk)
+        if waiting is None:
+            waiting = self._writes[pk] = []
+            sender = asyncio.get_running_loop().create_task(self._send_writes(items, pk))
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        waiting.append(write)
+        return await write.done
+
+    async def _send_writes(self, items: TableClient, pk: str) -> None:
+        taken: list[_Write] | None = None
+        try:
+            await asyncio.sleep(WRITE_WINDOW_SECONDS)
+            taken = writes = self._writes.pop(pk, [])
+            while writes:
+                batch: list[_Write] = []
+                keys: set[str] = set()
+                for write in writes:  # a transaction names each entity at most once
+                    if len(batch) < BATCH_SIZE and write.entity["RowKey"] not in keys:
+                        batch.append(write)
+                        keys.add(write.entity["RowKey"])
+                writes = [write for write in writes if write not in batch]
+                await self._send_batch(items, batch)
+        finally:
+            # Cancelled (the loop ends) or broken: no caller may wait for ever.
+            for write in self._writes.pop(pk, []) if taken is None else taken:
+                write.settle_error(TransientError(f"the write of the {write.what} was not sent"))
+
+    async def _send_batch(self, items: TableClient, batch: list[_Write]) -> None:
+        """Send the writes; each caller gets its outcome, as if it had written alone."""
+        while len(batch) > 1:
+            operations: list[Any] = [
+                (
+                    "update",
+                    write.entity,
+                    {
+                        "mode": UpdateMode.REPLACE,
+                        "etag": write.etag,
+                        "match_condition": MatchConditions.IfNotModified,
+                    },
+                )
+                for write in batch
+            ]
+            try:
+                results = await items.submit_transaction(operations)
+            except TableTransactionError as exc:
+                if not _one_refused(exc, len(batch)):
+                    break  # not one entity's refusal: each write goes alone, for its own answer
+                failed = batch.pop(exc.index)  # nothing was applied: the others go again
+                failed.settle_error(_refusal(failed.what, exc.status_code))
+                continue
+            except Exception:
+                break
+            for write, meta in zip(batch, results, strict=True):
+                write.settle(meta)
+            return
+        for write in batch:
+            await self._send_alone(items, write)
+
+    async def _send_alone(self, items: TableClient, write: _Write) -> None:
+        try:
+            with translate_errors(f"write the {write.what}", _stale(write.what)):
+                meta = await items.update_entity(
+                    write.entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=write.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except Exception as exc:
+            write.settle_error(exc)
+        else:
+            write.settle(meta)
 
     def _remember(self, pk: str, rk: str, version: int, etag: str) -> None:
         key = (pk, rk)
@@ -528,17 +628,54 @@ class AzureTableStateStore(StateStore):
 
     async def append_log(self, record: LogRecord) -> None:
         record = redact_record(record)
-        logs = await self._table("logs")
+        await self._loop_client()  # whose closing writes the buffer when the loop ends
         # Lexical order of the RowKey is time order; the sequence keeps one process's lines with
         # equal timestamps in order; the random part makes keys of two processes distinct.
         row_key = f"{max(record.ts, 0.0):017.6f}-{next(_log_sequence):012d}-{uuid.uuid4().hex}"
         fields = log_fields(record, extra=_extra_json(record.extra))
-        entity = _entity(escape_key(record.job_id), row_key, fields)
-        with translate_errors(f"append to the log of job {record.job_id!r}"):
-            await logs.create_entity(entity)
+        self._log_buffer.append(_entity(escape_key(record.job_id), row_key, fields))
+        if len(self._log_buffer) > LOG_BUFFER_LIMIT:
+            dropped = len(self._log_buffer) - LOG_BUFFER_LIMIT
+            del self._log_buffer[:dropped]
+            logger.warning("the log table refuses writes: dropped %d log lines", dropped)
+        if self._log_flusher is None or self._log_flusher.done():
+            self._log_flusher = asyncio.get_running_loop().create_task(self._flush_logs_soon())
+
+    async def _flush_logs_soon(self) -> None:
+        await asyncio.sleep(LOG_FLUSH_SECONDS)
+        await self._flush_logs_quietly()
+
+    async def _flush_logs_quietly(self) -> None:
+        """Write the buffered lines; a failure keeps them for the next flush, with a warning."""
+        try:
+            await self.flush_logs()
+        except Exception as exc:  # a log line must never fail the work it describes
+            logger.warning("could not write log lines yet: %s", redact(str(exc)))
+
+    async def flush_logs(self) -> None:
+        """Write every buffered log line now, one transaction per job and hundred lines."""
+        if not self._log_buffer:
+            return
+        entities, self._log_buffer = self._log_buffer, []
+        batches = _log_batches(entities)
+        written: set[int] = set()
+        try:
+            logs = await self._table("logs")
+            for batch in batches:
+                # Upsert: a batch resent by the retry policy after a lost answer stays one write.
+                operations: list[Any] = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
+                job_id = unescape_key(batch[0]["PartitionKey"])
+                with translate_errors(f"append to the log of job {job_id!r}"):
+                    await logs.submit_transaction(operations)
+                written.update(id(e) for e in batch)
+        except BaseException:
+            # What was not written goes first in line for the next flush.
+            self._log_buffer[:0] = [e for e in entities if id(e) not in written]
+            raise
 
     async def list_logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
         where = where or LogFilter()
+        await self.flush_logs()  # this process's own lines are part of the log it reads
         logs = await self._read_table("logs")
         clauses, parameters = ["PartitionKey eq @pk"], {"pk": escape_key(job_id)}
         if where.step is not None:
@@ -592,6 +729,60 @@ class AzureTableStateStore(StateStore):
                 )
             }
         return {}
+
+
+def _log_batches(entities: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Entities in transactions: one job each, at most BATCH_SIZE lines and well within the
+    4 MiB a transaction may carry (a line's text is cut at MAX_TEXT characters)."""
+    batches: list[list[dict[str, Any]]] = []
+    open_batches: dict[str, tuple[list[dict[str, Any]], list[int]]] = {}
+    for entity in entities:
+        size = sum(len(str(value)) for value in entity.values())
+        batch, used = open_batches.get(entity["PartitionKey"], ([], [0]))
+        if not batch or len(batch) >= BATCH_SIZE or used[0] + size > LOG_BATCH_CHARS:
+            batch, used = [], [0]
+            batches.append(batch)
+            open_batches[entity["PartitionKey"]] = (batch, used)
+        batch.append(entity)
+        used[0] += size
+    return batches
+
+
+class _Write:
+    """One compare-and-set replacement of an item, waiting for its job's transaction."""
+
+    def __init__(self, entity: dict[str, Any], etag: str, what: str) -> None:
+        self.entity = entity
+        self.etag = etag
+        self.what = what
+        self.done: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
+
+    def settle(self, meta: Mapping[str, Any]) -> None:
+        if not self.done.done():
+            self.done.set_result(meta)
+
+    def settle_error(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+def _stale(what: str) -> Override:
+    return {
+        404: lambda _: PreconditionFailed(f"The {what} does not exist."),
+        412: lambda _: PreconditionFailed(f"The {what} was changed by another worker."),
+    }
+
+
+def _one_refused(exc: TableTransactionError, size: int) -> bool:
+    """Whether the service refused one entity's precondition, naming it (``"<index>:..."``)."""
+    named = str(exc.message or "").split(":", 1)[0].strip()
+    return exc.status_code in (404, 412) and named.isdigit() and 0 <= exc.index < size
+
+
+def _refusal(what: str, status: int | None) -> PreconditionFailed:
+    if status == 404:
+        return PreconditionFailed(f"The {what} does not exist.")
+    return PreconditionFailed(f"The {what} was changed by another worker.")
 
 
 def _empty_if_missing() -> contextlib.AbstractContextManager[None]:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Mapping
-from contextlib import closing
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -167,7 +166,7 @@ class LocalGalleryService(GalleryService):
         """How many creations were started for the version, ever (blocking; for tests)."""
         if not self._db.path.exists():
             return 0
-        with closing(self._db.connect()) as db:
+        with self._db.read() as db:
             row = db.execute(
                 "SELECT COUNT(*) FROM version_operations WHERE " + _REGIONS,
                 _key(gallery, definition, name),
@@ -437,7 +436,7 @@ class LocalGalleryService(GalleryService):
         def read() -> T | None:
             if not self._db.path.exists():
                 return None
-            with closing(self._db.connect()) as db:
+            with self._db.read() as db:
                 return fn(db)
 
         return await asyncio.to_thread(read)

@@ -14,7 +14,6 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Mapping
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -158,7 +157,7 @@ class LocalImageService(ImageService):
 
     def creation_count(self, subscription: str, resource_group: str, name: str) -> int:
         """How many creation operations were started for the image, ever (blocking; for tests)."""
-        with closing(self._db.connect()) as db:
+        with self._db.read() as db:
             row = db.execute(
                 f"SELECT COUNT(*) FROM operations WHERE {_KEY}",
                 (subscription, resource_group, name),
@@ -187,7 +186,7 @@ class LocalImageService(ImageService):
         """Grants and revocations of the disk so far, and whether a grant is active (blocking)."""
         key = parse_disk_id(disk_id)
         now = self._clock.now()
-        with closing(self._db.connect()) as db:
+        with self._db.read() as db:
             row = db.execute(f"SELECT grants, revokes FROM disks WHERE {_KEY}", key).fetchone()
             if row is None:
                 raise NotFound(
@@ -207,7 +206,7 @@ class LocalImageService(ImageService):
         """Whether the access whose token has this digest is granted now, to the disk held in
         ``blob`` (blocking; the local blob store's ``grant_live`` hook, asked when a copy
         from an access URL starts and each time it advances: a revoked access stops it)."""
-        with closing(self._db.connect()) as db:
+        with self._db.read() as db:
             rows = db.execute(
                 "SELECT d.blob_account, d.blob_container, d.blob_name "
                 "FROM disk_grants g JOIN disks d ON g.subscription = d.subscription "
@@ -355,7 +354,7 @@ class LocalImageService(ImageService):
             )
 
     def _disk_row(self, key: tuple[str, str, str]) -> sqlite3.Row:
-        with closing(self._db.connect()) as db:
+        with self._db.read() as db:
             row: sqlite3.Row | None = db.execute(
                 f"SELECT * FROM disks WHERE {_KEY}", key
             ).fetchone()
@@ -385,7 +384,7 @@ class LocalImageService(ImageService):
             db.execute(f"DELETE FROM disk_grants WHERE {_KEY}", key)
 
     def _row(self, key: tuple[str, str, str]) -> sqlite3.Row | None:
-        with closing(self._db.connect()) as db:
+        with self._db.read() as db:
             row: sqlite3.Row | None = db.execute(
                 f"SELECT * FROM images WHERE {_KEY}", key
             ).fetchone()
@@ -409,7 +408,7 @@ class LocalImageService(ImageService):
             return db.execute(f"DELETE FROM images WHERE {_KEY}", key).rowcount > 0
 
     def _names(self, subscription: str, resource_group: str) -> list[str]:
-        with closing(self._db.connect()) as db:
+        with self._db.read() as db:
             rows = db.execute(
                 "SELECT name FROM images WHERE subscription = ? AND resource_group = ? "
                 "ORDER BY name",

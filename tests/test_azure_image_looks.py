@@ -1,0 +1,85 @@
+"""The Azure image service answers looks at several images of one resource group, asked
+together, with one listing of the group (issue 13: ARM reads are throttled per subscription)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from armserver.credentials import AsyncStaticTokenCredential
+from armserver.process import ArmServerProcess
+from imagedist._backends.azure.images import AzureImageService
+from imagedist._domain import BlobRef
+from imagedist._exceptions import NotFound
+from imagedist.abc import Image, ProvisioningState
+
+from helpers import run
+
+GROUP = "rg-looks"
+
+
+def _service(arm: ArmServerProcess) -> AzureImageService:
+    return AzureImageService(
+        AsyncStaticTokenCredential(),
+        arm_endpoint=arm.url,
+        blob_url=lambda ref: f"https://{ref.account}.blob.core.windows.net/{ref.container}/x",
+        client_kwargs={"connection_verify": arm.ca_file, "retry_total": 2},
+    )
+
+
+def _group_with_an_image(arm: ArmServerProcess) -> None:
+    service = _service(arm)
+
+    async def main() -> None:
+        try:
+            await service.ensure_resource_group("sub-0", GROUP, "westeurope")
+        finally:
+            await service.aclose()
+
+    run(main())
+    arm.set_image_state("sub-0", GROUP, "golden.westeurope", "Succeeded", region="westeurope")
+
+
+def _look(arm: ArmServerProcess, *names: str, group: str = GROUP) -> list[Image | BaseException]:
+    service = _service(arm)
+
+    async def main() -> list[Image | BaseException]:
+        try:
+            looks = (service.get_image("sub-0", group, name) for name in names)
+            return list(await asyncio.gather(*looks, return_exceptions=True))
+        finally:
+            await service.aclose()
+
+    return run(main())
+
+
+def _requests(arm: ArmServerProcess) -> dict[str, int]:
+    return {k: int(v) for k, v in arm.counters()["requests"].items()}
+
+
+def test_looks_asked_together_share_one_listing_and_say_what_a_get_says(
+    arm: ArmServerProcess,
+) -> None:
+    _group_with_an_image(arm)
+    found, missing = _look(arm, "GOLDEN.westeurope", "golden.next-1")
+    assert isinstance(found, Image), found
+    assert found.name == "golden.westeurope"
+    assert found.provisioning_state is ProvisioningState.SUCCEEDED
+    assert found.source_blob != BlobRef("", "", "")
+    assert isinstance(missing, NotFound), missing
+    requests = _requests(arm)
+    assert requests.get("image_list") == 1
+    assert requests.get("image_get", 0) == 0
+
+
+def test_a_look_alone_is_one_get(arm: ArmServerProcess) -> None:
+    _group_with_an_image(arm)
+    [found] = _look(arm, "golden.westeurope")
+    assert isinstance(found, Image) and found.name == "golden.westeurope"
+    requests = _requests(arm)
+    assert requests.get("image_get") == 1
+    assert requests.get("image_list", 0) == 0
+
+
+def test_looks_in_a_group_that_does_not_exist_are_not_found(arm: ArmServerProcess) -> None:
+    looks = _look(arm, "a", "b", group="rg-nowhere")
+    assert all(isinstance(look, NotFound) for look in looks), looks
