@@ -10,11 +10,17 @@ import pytest
 
 from imagedist import Imagedist, JobStatus, LogFilter, OsType
 from imagedist._backends.local.blobs import LocalBlobStore
-from imagedist._domain import BlobRef, LogRecord, SourceKind
+from imagedist._backends.sim import scenario_config
+from imagedist._backends.sim.blobs import SimBlobStore
+from imagedist._backends.sim.scenario import run_scenario
+from imagedist._domain import BlobRef, JobState, LogRecord, SourceKind
 from imagedist._engine._ranged import missing_ranges, plan_ranges
-from imagedist._exceptions import NotFound
+from imagedist._exceptions import NotFound, OperationFailed
+from imagedist.abc import RANGED_COPY_UNSUPPORTED
 
 from helpers import call, config_text, leftover_blobs, make_disk
+
+GIB = 1024**3
 
 
 def ranged_config(folder: Path, method: str = "ranged", lease: float = 2.0) -> Path:
@@ -144,3 +150,23 @@ def test_a_worker_killed_mid_ranged_copy_is_resumed_without_recopying_what_lande
     for target, already in landed_in.items():
         # Each copy moved only what was missing: what landed before the kill is not sent again.
         assert f"4 ranges of data, {already} already there, {4 - already} calls" in lines[target]
+
+
+def test_a_store_that_turns_out_not_to_copy_ranges_still_distributes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "auto" tries ranges first; a service without Put Page From URL (Azurite: 501) makes it
+    # fall back to Copy Blob. A copy that had already been offered a parent still being made
+    # (pipelining) cannot follow it without ranges: it must wait for a whole source, not try
+    # ranges again forever (which hung three workers on Azurite).
+    async def unsupported(self: SimBlobStore, *args: object) -> None:
+        # Answered late, as over a network: meanwhile the row says its copy moves by ranges.
+        await self.storage.clock.sleep(30)
+        raise OperationFailed("501 Not Implemented", code=RANGED_COPY_UNSUPPORTED)
+
+    monkeypatch.setattr(SimBlobStore, "copy_range", unsupported)
+    config = scenario_config(6, 2, copies=100, images=100, copy_method="auto")
+    result = run_scenario(config, occupied=GIB, disk_bytes=2 * GIB)
+    assert result.state is JobState.COMPLETED
+    assert result.counts == {"done": 12}
+    assert result.stats.range_requests == 0

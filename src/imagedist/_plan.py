@@ -100,8 +100,12 @@ def plan_distribution(
     model: SimModel | None = None,
     seed: int = 0,
     publish: Sequence[str] | None = None,
+    compare_methods: bool = True,
 ) -> Plan:
     """Simulate one job over the config's fleet; ``upload_rate`` (bytes/s) prices the upload.
+
+    ``compare_methods``: simulate the other copy method too, for :attr:`Plan.copy_methods`
+    (a second simulation: it doubles the plan's time).
 
     ``publish`` ("images", "gallery"; default ``[publish] to``) says where the job goes; a
     config without a gallery plans one with the defaults, in the staging subscription and region.
@@ -137,7 +141,7 @@ def plan_distribution(
             )
 
     plan = simulate(config)
-    if "images" not in publish:
+    if "images" not in publish or not compare_methods:
         return plan
     # Both methods, side by side (issue 13): the other one is simulated on the same fleet.
     other = "ranged" if config.fanout.copy_method == "async" else "async"
