@@ -15,7 +15,7 @@ __all__ = ["SimBlobStore"]
 PUT_PAGE_BYTES = 4 * 1024 * 1024
 #: One simulated range copy call moves up to this much (256 modelled requests): a ranged copy of
 #: a 30 GiB disk is then a few dozen events, not thousands, so 10,000 targets simulate quickly.
-SIM_RANGE_BYTES = 256 * 1024 * 1024
+SIM_RANGE_BYTES = 1024 * 1024 * 1024
 
 
 class SimBlobStore(BlobStore):
