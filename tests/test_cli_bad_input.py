@@ -358,6 +358,7 @@ NUMBERS = [
     ("concurrency", "lease_seconds"),
     ("fanout", "tier1_copies"),
     ("fanout", "region_clones"),
+    ("fanout", "ranged_copies"),
     ("fanout", "max_reads_per_source"),
     ("upload", "concurrency"),
     ("local", "copy_bandwidth_mib_s"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from imagedist._backends.sim.blobs import SimBlobStore
 from imagedist._backends.sim.scenario import run_scenario
 from imagedist._domain import BlobRef, JobState, LogRecord, SourceKind
 from imagedist._engine._ranged import missing_ranges, plan_ranges
+from imagedist._engine._targets import TargetDriver
 from imagedist._exceptions import NotFound, OperationFailed
 from imagedist.abc import RANGED_COPY_UNSUPPORTED
 
@@ -170,3 +172,27 @@ def test_a_store_that_turns_out_not_to_copy_ranges_still_distributes(
     assert result.state is JobState.COMPLETED
     assert result.counts == {"done": 12}
     assert result.stats.range_requests == 0
+
+
+@pytest.mark.parametrize("slots", [0, 2])
+def test_auto_moves_no_more_copies_by_ranges_at_once_than_its_slots(
+    monkeypatch: pytest.MonkeyPatch, slots: int
+) -> None:
+    # A ranged copy costs the worker a request per 4 MiB: "auto" keeps [fanout] ranged_copies
+    # of them going and moves the rest by Copy Blob.
+    peak = 0
+    in_slot = TargetDriver._ranged_copy_in_slot
+
+    async def watched(self: TargetDriver, *args: Any, **kwargs: Any) -> Any:
+        nonlocal peak
+        peak = max(peak, self.ctx.ranged_running)
+        return await in_slot(self, *args, **kwargs)
+
+    monkeypatch.setattr(TargetDriver, "_ranged_copy_in_slot", watched)
+    config = scenario_config(8, 3, copies=100, images=100, copy_method="auto")
+    fanout = config.fanout.model_copy(update={"ranged_copies": slots})
+    result = run_scenario(config.model_copy(update={"fanout": fanout}), occupied=GIB)
+    assert result.state is JobState.COMPLETED
+    assert result.counts == {"done": 24}
+    assert peak <= slots
+    assert (result.stats.range_requests > 0) is (slots > 0)

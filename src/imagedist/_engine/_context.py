@@ -41,8 +41,10 @@ class EngineSettings:
     max_reads_per_source: int
     staging_region: str
     storage_sku: str  # of the accounts `setup` creates
-    # How a target's copy moves: "auto", "async" or "ranged" ([fanout] copy_method, issue 13).
+    # How a target's copy moves: "auto", "async" or "ranged" ([fanout] copy_method, issue 13),
+    # and how many ranged copies "auto" runs at once in one worker.
     copy_method: str = "auto"
+    ranged_copies: int = 16
     # How long an image may stay Updating, Deleting (or in a state we cannot read) before the
     # target fails: those are someone else's operations, which we wait for but never hurry.
     image_settle_seconds: float = 1800.0
@@ -59,6 +61,7 @@ class EngineSettings:
             fanout_strategy=config.fanout.strategy,
             max_reads_per_source=config.fanout.max_reads_per_source,
             copy_method=config.fanout.copy_method,
+            ranged_copies=config.fanout.ranged_copies,
             staging_region=config.staging.region,
             storage_sku=config.azure.storage_sku,
         )
@@ -92,6 +95,13 @@ class EngineContext:
     # into it; and whether the blob store turned out not to copy ranges ("auto" then stops).
     range_rates: dict[str, RequestRate] = field(init=False, default_factory=dict)
     ranged_unsupported: bool = field(init=False, default=False)
+    ranged_running: int = field(init=False, default=0)  # ranged copies this worker runs now
+
+    def ranged_slot_free(self) -> bool:
+        """Whether one more copy may move by ranges in this worker now."""
+        if self.settings.copy_method == "ranged":
+            return True
+        return self.ranged_running < self.settings.ranged_copies
 
     def __post_init__(self) -> None:
         self.settings = EngineSettings.from_config(self.config)

@@ -145,14 +145,15 @@ class TargetDriver:
 
     async def _start_copy(self, row: TargetRow, source: SourceRow) -> TargetRow:
         blobs = self.ctx.backend.blobs
-        if _pipelined(source) and not ranged_copies_possible(self.ctx):
+        if _pipelined(source) and not (
+            ranged_copies_possible(self.ctx) and self.ctx.ranged_slot_free()
+        ):
             # A copy still being made can be followed by ranges only, which this store turned
-            # out not to copy (Azurite answers 501): wait for a whole source instead.
+            # out not to copy (Azurite answers 501), or which this worker has no room for now:
+            # wait for a whole source instead.
             return await self.put(_wait_for_source(row))
         if self._ranged(source, row):
-            # Its first write creates the blob: the container must exist (one request beside
-            # a ranged copy's thousands).
-            await blobs.ensure_container(row.blob.account, row.blob.container)
+            self.ctx.ranged_running += 1  # taken now: the copy's first await lets others in
             return await self._ranged_copy(row, source, fresh=True)
         try:
             copy_id = await self._copy_into_container(source, row)
@@ -180,7 +181,8 @@ class TargetDriver:
             # A ranged copy a worker left part-way: resume it, copying only what is missing.
             if source is None:
                 return await self.put(_wait_for_source(row))
-            return await self._ranged_copy(await self.claim(row), source, fresh=False)
+            self.ctx.ranged_running += 1  # a ranged copy under way goes on by ranges
+            return await self._ranged_copy(row, source, fresh=False, claim=True)
         try:
             props = await self.ctx.backend.blobs.get_properties(row.blob)
         except NotFound:
@@ -246,9 +248,29 @@ class TargetDriver:
             and blobs.copy_range_bytes > 0
             and blobs.ranged_copy_faster
             and not self.ctx.ranged_unsupported
+            and self.ctx.ranged_slot_free()
         )
 
-    async def _ranged_copy(self, row: TargetRow, source: SourceRow, *, fresh: bool) -> TargetRow:
+    async def _ranged_copy(
+        self, row: TargetRow, source: SourceRow, *, fresh: bool, claim: bool = False
+    ) -> TargetRow:
+        """Copy by ranges in one of this worker's ranged-copy slots, taken by the caller and
+        given back here whatever happens."""
+        try:
+            if claim:
+                row = await self.claim(row)
+            if fresh:
+                # Its first write creates the blob: the container must exist (one request
+                # beside a ranged copy's thousands).
+                blobs = self.ctx.backend.blobs
+                await blobs.ensure_container(row.blob.account, row.blob.container)
+            return await self._ranged_copy_in_slot(row, source, fresh=fresh)
+        finally:
+            self.ctx.ranged_running -= 1
+
+    async def _ranged_copy_in_slot(
+        self, row: TargetRow, source: SourceRow, *, fresh: bool
+    ) -> TargetRow:
         """Copy by ranges inside this task, holding the target's lease (renewed as ranges land,
         so no other worker copies into the blob meanwhile), then verify it like any copy."""
         row = await self.put(dataclasses.replace(row, copy_id=RANGED_COPY_ID))

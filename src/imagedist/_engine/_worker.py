@@ -198,7 +198,11 @@ class Worker:
         """The job's fan-out for this pass: the last one renewed while the sources are the
         same (the targets' tables it reads are current), else a new one."""
         fanout = self._fanouts.get(job.id)
+        # Copies still being made are offered as sources only while this worker can follow
+        # one by ranges (the store copies ranges, and a ranged copy's slot is free).
+        pipelining = ranged_copies_possible(self.ctx) and self.ctx.ranged_slot_free()
         if fanout is not None and not sources_changed:
+            fanout.pipelining = pipelining
             fanout.renew()
             return fanout
         settings = self.ctx.settings
@@ -209,7 +213,7 @@ class Worker:
             targets,
             staging_region=settings.staging_region,
             max_reads=settings.max_reads_per_source,
-            pipelining=ranged_copies_possible(self.ctx),
+            pipelining=pipelining,
         )
         return fanout
 
