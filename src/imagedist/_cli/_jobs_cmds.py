@@ -34,6 +34,7 @@ from ._common import (
 from ._render import (
     live_progress,
     log_to_dict,
+    print_jobs,
     print_logs,
     print_status,
     status_to_dict,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 @functools.cache
 def _console() -> Console:
-    """The terminal's console; rich loads with the first table, not for `--json` (issue 13)."""
+    """The terminal's console for the live progress display; rich loads only for it (issue 13)."""
     from rich.console import Console
 
     return Console()
@@ -239,7 +240,7 @@ def _report(status: JobStatus, errors: list[LogRecord], as_json: bool) -> None:
     if as_json:
         echo_json(status_to_dict(status, errors))
     else:
-        print_status(_console(), status, errors)
+        print_status(status, errors)
     _exit_for(status)
 
 
@@ -312,24 +313,7 @@ def jobs(state: State, as_json: bool) -> None:
             [{k: v for k, v in status_to_dict(s).items() if k != "targets"} for s in statuses]
         )
         return
-    from rich.table import Table
-
-    columns = ["job", "image", "os", "state", "upload", "tier-1", "copies", "images"]
-    galleries = any(s.gallery_pct is not None for s in statuses)
-    table = Table(*columns, *(["gallery"] if galleries else []), "errors")
-    for s in statuses:
-        images = "images" in s.job.publish  # a gallery-only job has no target to count
-        table.add_row(
-            s.job.id,
-            s.job.image_name,
-            s.job.os_type.value,
-            s.state.value,
-            f"{s.upload_pct}%",
-            *(f"{pct}%" if images else "-" for pct in (s.tier1_pct, s.copies_pct, s.images_pct)),
-            *([f"{s.gallery_pct}%" if s.gallery_pct is not None else "-"] if galleries else []),
-            str(s.error_count),
-        )
-    _console().print(table)
+    print_jobs(statuses)
 
 
 @click.command()
@@ -373,7 +357,7 @@ def logs(
     if as_json:
         echo_json([log_to_dict(r) for r in records])
     else:
-        print_logs(_console(), records)
+        print_logs(records)
 
 
 @click.command()
@@ -427,7 +411,7 @@ def retry(
         )
     if final is not None:
         if not as_json:
-            print_status(_console(), *final)
+            print_status(*final)
         _exit_for(final[0])
 
 

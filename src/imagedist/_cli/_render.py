@@ -7,11 +7,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import click
+
 from .._api import JobStatus
 from .._domain import LogRecord, TargetState
 from .._domain.gallery import PublicationRow
+from ._text import Cell, Row, echo_lines, grid, table
 
-# Rich loads with the first table or line printed: `--json` prints neither (issue 13).
+# Rich loads only for the live progress display; `status`, `jobs` and `logs` print plain
+# aligned text (issue 13).
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -19,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "live_progress",
     "log_to_dict",
+    "print_jobs",
     "print_logs",
     "print_status",
     "status_grid",
@@ -109,31 +114,6 @@ def _publication_to_dict(row: PublicationRow) -> dict[str, Any]:
     }
 
 
-def gallery_grid(status: JobStatus) -> Table:
-    """Gallery versions down (the central one, then one per subscription in per-subscription
-    mode), target regions across, each cell the region's replication state and percent."""
-    from rich.table import Table
-
-    regions = sorted({name for p in status.publications for name in p.regions})
-    grid = Table(title="gallery versions", show_lines=False)
-    grid.add_column("gallery")
-    for region in regions:
-        grid.add_column(region, justify="center")
-    for row in status.publications:
-        cells = []
-        for region in regions:
-            seen = row.regions.get(region)
-            cells.append("" if seen is None else _replication_cell(seen.state, seen.progress))
-        grid.add_row(f"{row.key}: {row.gallery.name} {row.version_name}", *cells)
-    return grid
-
-
-def _replication_cell(state: str, progress: int) -> str:
-    style = {"completed": "green", "failed": "bold red", "replicating": "cyan"}.get(state, "dim")
-    shown = f"{state} {progress}%" if state == "replicating" else state
-    return f"[{style}]{shown}[/]"
-
-
 def log_to_dict(record: LogRecord) -> dict[str, Any]:
     return {
         "ts": _when(record.ts),
@@ -145,65 +125,123 @@ def log_to_dict(record: LogRecord) -> dict[str, Any]:
 
 
 def status_grid(status: JobStatus) -> Table:
-    """Subscriptions down, regions across, each cell the target's state."""
+    """Subscriptions down, regions across, each cell the target's state (the live display's)."""
     from rich.table import Table
 
     regions = sorted({t.region for t in status.targets})
     subscriptions = sorted({t.subscription for t in status.targets})
     cells = {(t.subscription, t.region): t.state for t in status.targets}
-    grid = Table(title="targets", show_lines=False)
-    grid.add_column("subscription")
+    shown = Table(title="targets", show_lines=False)
+    shown.add_column("subscription")
     for region in regions:
-        grid.add_column(region, justify="center")
+        shown.add_column(region, justify="center")
     for subscription in subscriptions:
         row = []
         for region in regions:
             state = cells.get((subscription, region))
             row.append("" if state is None else f"[{STATE_STYLE[state]}]{state.value}[/]")
-        grid.add_row(subscription, *row)
-    return grid
+        shown.add_row(subscription, *row)
+    return shown
 
 
-def _summary(status: JobStatus) -> Table:
-    from rich.table import Table
-
-    table = Table.grid(padding=(0, 2))
+def _summary(status: JobStatus) -> list[Row]:
     job = status.job
-    table.add_row(
-        "job", f"{job.id}  ({job.image_name}, {job.os_type.value}, {job.hyper_v_generation.value})"
-    )
+    rows: list[Row] = [
+        [
+            "job",
+            f"{job.id}  ({job.image_name}, {job.os_type.value}, {job.hyper_v_generation.value})",
+        ]
+    ]
     for label, attr in PHASES:
         if label != "upload" and "images" not in job.publish:
             continue  # a gallery-only job has no target: those phases say nothing
-        table.add_row(label, f"{getattr(status, attr)} %")
+        rows.append([label, f"{getattr(status, attr)} %"])
     if status.gallery_pct is not None:
-        table.add_row("gallery replication", f"{status.gallery_pct} %")
-    table.add_row("errors", str(status.error_count))
-    completed = "[green]yes[/]" if status.completed else f"no ({status.state.value})"
-    table.add_row("completed", completed)
-    return table
+        rows.append(["gallery replication", f"{status.gallery_pct} %"])
+    rows.append(["errors", str(status.error_count)])
+    completed = Cell("yes", "green") if status.completed else f"no ({status.state.value})"
+    rows.append(["completed", completed])
+    return rows
 
 
-def print_status(console: Console, status: JobStatus, errors: list[LogRecord]) -> None:
-    console.print(_summary(status))
+def _target_lines(status: JobStatus) -> list[str]:
+    """Subscriptions down, regions across, each cell the target's state."""
+    regions = sorted({t.region for t in status.targets})
+    subscriptions = sorted({t.subscription for t in status.targets})
+    cells = {(t.subscription, t.region): t.state for t in status.targets}
+    rows: list[Row] = []
+    for subscription in subscriptions:
+        states = [cells.get((subscription, region)) for region in regions]
+        shown = [Cell("") if s is None else Cell(s.value, STATE_STYLE[s]) for s in states]
+        rows.append([subscription, *shown])
+    centered = frozenset(range(1, len(regions) + 1))
+    return table(["subscription", *regions], rows, title="targets", centered=centered)
+
+
+def _gallery_lines(status: JobStatus) -> list[str]:
+    """Gallery versions down, target regions across, as `gallery_grid` shows them."""
+    regions = sorted({name for p in status.publications for name in p.regions})
+    rows: list[Row] = []
+    for row in status.publications:
+        seen = [row.regions.get(region) for region in regions]
+        cells = [Cell("") if r is None else _replication(r.state, r.progress) for r in seen]
+        rows.append([f"{row.key}: {row.gallery.name} {row.version_name}", *cells])
+    centered = frozenset(range(1, len(regions) + 1))
+    return table(["gallery", *regions], rows, title="gallery versions", centered=centered)
+
+
+def _replication(state: str, progress: int) -> Cell:
+    style = {"completed": "green", "failed": "bold red", "replicating": "cyan"}.get(state, "dim")
+    return Cell(f"{state} {progress}%" if state == "replicating" else state, style)
+
+
+def print_status(status: JobStatus, errors: list[LogRecord]) -> None:
+    """The summary, the target grid, the gallery grid and the error log, as plain aligned text
+    (coloured on a terminal)."""
+    lines = grid(_summary(status))
     if status.targets:
-        console.print(status_grid(status))
+        lines += ["", *_target_lines(status)]
     if status.publications:
-        console.print(gallery_grid(status))
+        lines += ["", *_gallery_lines(status)]
     if errors:
-        console.print("[bold]error log[/]")
-        print_logs(console, errors)
+        lines += ["", click.style("error log", bold=True), *_log_lines(errors)]
+    echo_lines(lines)
 
 
-def print_logs(console: Console, records: list[LogRecord]) -> None:
-    from rich.text import Text
+def print_jobs(statuses: list[JobStatus]) -> None:
+    """One line per job: its phase percentages and its error count."""
+    columns = ["job", "image", "os", "state", "upload", "tier-1", "copies", "images"]
+    galleries = any(s.gallery_pct is not None for s in statuses)
+    rows: list[Row] = []
+    for s in statuses:
+        images = "images" in s.job.publish  # a gallery-only job has no target to count
+        rows.append(
+            [
+                s.job.id,
+                s.job.image_name,
+                s.job.os_type.value,
+                s.state.value,
+                f"{s.upload_pct}%",
+                *(f"{p}%" if images else "-" for p in (s.tier1_pct, s.copies_pct, s.images_pct)),
+                *([f"{s.gallery_pct}%" if s.gallery_pct is not None else "-"] if galleries else []),
+                str(s.error_count),
+            ]
+        )
+    echo_lines(table([*columns, *(["gallery"] if galleries else []), "errors"], rows))
 
+
+def _log_lines(records: list[LogRecord]) -> list[str]:
     style = {"warning": "yellow", "error": "red"}
+    lines = []
     for r in records:
-        line = Text(f"{_when(r.ts)} ")
-        line.append(f"{r.level:<7}", style=style.get(r.level, ""))
-        line.append(f" {r.step:<7}" + (f" [{r.target}]" if r.target else "") + f" {r.message}")
-        console.print(line, highlight=False, soft_wrap=True)
+        level = click.style(f"{r.level:<7}", fg=style.get(r.level))
+        where = f" [{r.target}]" if r.target else ""
+        lines.append(f"{_when(r.ts)} {level} {r.step:<7}{where} {r.message}")
+    return lines
+
+
+def print_logs(records: list[LogRecord]) -> None:
+    echo_lines(_log_lines(records))
 
 
 @contextmanager

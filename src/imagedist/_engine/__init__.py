@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from ._context import EngineContext
-from ._jobs import (
-    cleanup_job,
-    get_job,
-    job_status,
-    retry_job,
-    select_targets,
-    submit_disk_job,
-    submit_job,
-    validate_image_name,
-)
-from ._status import JobStatus, summarize
-from ._tier0 import fill_tier0
-from ._worker import Worker, target_enablement
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._context import EngineContext
+    from ._jobs import (
+        cleanup_job,
+        retry_job,
+        select_targets,
+        submit_disk_job,
+        submit_job,
+        validate_image_name,
+    )
+    from ._status import JobStatus, get_job, job_status, summarize
+    from ._tier0 import fill_tier0
+    from ._worker import Worker, target_enablement
 
 __all__ = [
     "EngineContext",
@@ -33,3 +35,41 @@ __all__ = [
     "target_enablement",
     "validate_image_name",
 ]
+
+# Where each name lives. A name's module is imported when it is first asked for, so a command
+# that only reads a job's status loads the context and the status, not the worker, the
+# publications and the cleanup that writing needs (issue 13).
+_HOME = {
+    "EngineContext": "._context",
+    "JobStatus": "._status",
+    "get_job": "._status",
+    "job_status": "._status",
+    "summarize": "._status",
+    "fill_tier0": "._tier0",
+    "Worker": "._worker",
+    "target_enablement": "._worker",
+    **dict.fromkeys(
+        [
+            "cleanup_job",
+            "retry_job",
+            "select_targets",
+            "submit_disk_job",
+            "submit_job",
+            "validate_image_name",
+        ],
+        "._jobs",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home, __name__), name)
+    globals()[name] = value  # found once, then an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -42,11 +42,12 @@ from ._publish import (
     wanted_regions,
 )
 from ._sources import clone_name
-from ._status import PUBLICATION_ACTIVE_STATES, JobStatus, summarize
+from ._status import PUBLICATION_ACTIVE_STATES, get_job, job_status
 from ._worker import revive_source, target_enablement
 
 __all__ = [
     "cleanup_job",
+    "get_job",
     "job_status",
     "retry_job",
     "select_targets",
@@ -310,24 +311,6 @@ async def _register(ctx: EngineContext, job: Job, names: dict[str, str], note: s
         + (f", {skipped} disabled and skipped" if skipped else ""),
     )
     return job
-
-
-async def job_status(ctx: EngineContext, job_id: str) -> JobStatus:
-    """:raises InvalidInput: if there is no such job."""
-    job = await get_job(ctx, job_id)
-    state = ctx.backend.state
-    publications = await state.list_publications(job.id) if "gallery" in job.publish else []
-    return summarize(
-        job, await state.list_sources(job.id), await state.list_targets(job.id), publications
-    )
-
-
-async def get_job(ctx: EngineContext, job_id: str) -> Job:
-    """:raises InvalidInput: if there is no such job (a user's typo, so exit status 2)."""
-    try:
-        return await ctx.backend.state.get_job(job_id)
-    except NotFound as exc:
-        raise InvalidInput(str(exc)) from None
 
 
 async def retry_job(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .._domain import (
     ACTIVE_TARGET_STATES,
@@ -20,8 +21,19 @@ from .._domain import (
     TargetState,
 )
 from .._domain.gallery import PublicationRow, PublicationState
+from .._exceptions import InvalidInput, NotFound
 
-__all__ = ["PUBLICATION_ACTIVE_STATES", "JobStatus", "derive_job_state", "summarize"]
+if TYPE_CHECKING:
+    from ._context import EngineContext
+
+__all__ = [
+    "PUBLICATION_ACTIVE_STATES",
+    "JobStatus",
+    "derive_job_state",
+    "get_job",
+    "job_status",
+    "summarize",
+]
 
 PUBLICATION_ACTIVE_STATES = frozenset(
     {PublicationState.PENDING, PublicationState.CREATING, PublicationState.REPLICATING}
@@ -124,3 +136,25 @@ def derive_job_state(
     if any(p.state is PublicationState.FAILED for p in publications):
         return JobState.FAILED
     return JobState.COMPLETED
+
+
+# Reading a job is here, apart from the operations that change one (`_jobs`), so that `status`
+# and `jobs` load neither the worker nor the publications (issue 13).
+
+
+async def job_status(ctx: EngineContext, job_id: str) -> JobStatus:
+    """:raises InvalidInput: if there is no such job."""
+    job = await get_job(ctx, job_id)
+    state = ctx.backend.state
+    publications = await state.list_publications(job.id) if "gallery" in job.publish else []
+    return summarize(
+        job, await state.list_sources(job.id), await state.list_targets(job.id), publications
+    )
+
+
+async def get_job(ctx: EngineContext, job_id: str) -> Job:
+    """:raises InvalidInput: if there is no such job (a user's typo, so exit status 2)."""
+    try:
+        return await ctx.backend.state.get_job(job_id)
+    except NotFound as exc:
+        raise InvalidInput(str(exc)) from None
