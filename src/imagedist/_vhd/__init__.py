@@ -16,11 +16,11 @@ For the upload path::
 
 from __future__ import annotations
 
-from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._exceptions import InvalidInput
+from .._lazy import lazy_names
 from ._validate import MAX_VIRTUAL_SIZE, fixed_footer_problem, human
 
 if TYPE_CHECKING:
@@ -68,13 +68,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(home, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME, globals())
 
 
 def open_disk(path: str | Path) -> DiskImage:
