@@ -68,6 +68,12 @@ class Worker:
         self.ctx = ctx
         self.job_ids = tuple(job_ids)
         self._inflight: set[tuple[str, str]] = set()
+        # Reads of the store, counted, and the read during which each item's task last ended:
+        # a pass whose rows were read before an item's task wrote its last row must not start
+        # the item again from that stale row (its write would fail, a lease it never lost).
+        self._reads = 0
+        self._pass_read = 0
+        self._ended: dict[tuple[str, str], int] = {}
         self._copies = Limiter(ctx.settings.copies)
         self._images = Limiter(ctx.settings.images)
         self._gallery = GalleryScheduler(self)
@@ -129,6 +135,8 @@ class Worker:
 
     async def _reconcile(self, job: Job, group: asyncio.TaskGroup) -> bool:
         state = self.ctx.backend.state
+        self._reads += 1
+        self._pass_read = self._reads
         sources, sources_changed = await self._read_sources(job)
         tables = await self._read_targets(job)
         await self._apply_switches(job, tables)
@@ -347,7 +355,9 @@ class Worker:
         return sorted(tables.pending(), key=fanout.priority)
 
     def _lease_free(self, owner: str | None, until: float, key: tuple[str, str]) -> bool:
-        return key not in self._inflight and self.ctx.lease_is_free(owner, until)
+        if key in self._inflight or self._ended.get(key, -1) >= self._pass_read:
+            return False  # its task runs, or ended after this pass read its row
+        return self.ctx.lease_is_free(owner, until)
 
     # tasks
 
@@ -382,6 +392,7 @@ class Worker:
 
         def done() -> None:
             self._inflight.discard(key)
+            self._ended[key] = self._reads
             slot.release()
 
         group.create_task(
@@ -426,6 +437,7 @@ class Worker:
 
         def done() -> None:
             self._inflight.discard(key)
+            self._ended[key] = self._reads
             copy_slot.release()
 
         group.create_task(
