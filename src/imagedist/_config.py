@@ -173,9 +173,9 @@ class FanoutPolicy(_Strict):
     # (ceil(regions / max_reads_per_source) sources in all); original makes 300, as it did.
     tier1_copies: int | Literal["auto"] = Field(default="auto")
 
-    @field_validator("tier1_copies", mode="before")
+    @field_validator("tier1_copies", "region_clones", mode="before")
     @classmethod
-    def _tier1(cls, value: object) -> object:
+    def _count_or_auto(cls, value: object, info: ValidationInfo) -> object:
         # Before pydantic's own check, whose error for a union names neither the key nor the value.
         if value == "auto" or (
             isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1000
@@ -183,7 +183,7 @@ class FanoutPolicy(_Strict):
             return value
         shown = _toml(value) if isinstance(value, bool | int | float | str) else repr(value)
         raise ValueError(
-            f'tier1_copies must be a whole number between 0 and 1000, or "auto", not {shown}'
+            f'{info.field_name} must be a whole number between 0 and 1000, or "auto", not {shown}'
         )
 
     def tier1_count(self, regions: int) -> int:
@@ -199,18 +199,6 @@ class FanoutPolicy(_Strict):
     # "auto": broadcast clones each region's seed in its own account until every target of the
     # region can copy at once (ceil((targets - 1) / max_reads_per_source) sources); 0: no clones.
     region_clones: int | Literal["auto"] = Field(default="auto")
-
-    @field_validator("region_clones", mode="before")
-    @classmethod
-    def _region_clones(cls, value: object) -> object:
-        if value == "auto" or (
-            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1000
-        ):
-            return value
-        shown = _toml(value) if isinstance(value, bool | int | float | str) else repr(value)
-        raise ValueError(
-            f'region_clones must be a whole number between 0 and 1000, or "auto", not {shown}'
-        )
 
     def region_clone_count(self, targets: int) -> int:
         """How many clones of its seed a region of ``targets`` targets gets."""
