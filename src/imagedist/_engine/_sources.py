@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Iterable
 
 from .._domain import (
-    HOLDS_COPY_STATES,
     IN_PRODUCTION_SOURCE_STATES,
     SourceKind,
     SourceRow,
@@ -32,15 +31,13 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
-from ._rows import TargetTables, target_as_source
+from ._rows import TargetTables
 
 __all__ = [
     "BroadcastFanout",
     "Fanout",
     "OriginalFanout",
-    "live_sources",
     "make_fanout",
-    "target_as_source",
 ]
 
 ORIGINAL_CHAIN = 10  # the original copied tier-1 copy i from copy i - 1 up to here
@@ -59,16 +56,6 @@ def clone_region_of(source_id: str) -> str:
 def clone_region(row: SourceRow) -> str:
     """The region a clone source lies in (its seed target's)."""
     return clone_region_of(row.source_id)
-
-
-def live_sources(sources: Iterable[SourceRow], targets: Iterable[TargetRow]) -> list[SourceRow]:
-    """Every blob a copy may read now: verified staging copies and target copies whose blob
-    still exists (a deleted one serves nobody, whatever its row's state says)."""
-    live = [s for s in sources if s.state is SourceState.READY and not s.deleted]
-    live += [
-        target_as_source(t) for t in targets if t.state in HOLDS_COPY_STATES and not t.blob_deleted
-    ]
-    return live
 
 
 class Fanout:
@@ -117,12 +104,6 @@ class Fanout:
         readers are counted again, and what the last pass handed out is forgotten."""
         self.readers = Counter(self.tables.readers)
         self.readers.update(self._source_readers)
-
-    def by_id(self) -> dict[str, SourceRow]:
-        """Every source a copy may be reading from, by id (made for the asking: it is as long
-        as the job has finished targets; :meth:`live_source` looks one up)."""
-        clones = {k: v for region in self._clones_live.values() for k, v in region.items()}
-        return {**self._staged_live, **clones, **self.tables.live, **self.tables.pipelined}
 
     def live_source(self, source_id: str) -> SourceRow | None:
         """The source a copy may be reading from under this id, if it is live (to resume it):
@@ -202,10 +183,11 @@ class BroadcastFanout(Fanout):
         )
         # The target whose account holds its region's clones (its name is the clones' parent
         # from submit on): it is seeded first, so the clones can be made from it.
-        self._designated: dict[str, str] = {}
+        self._designated: dict[str, str] = {}  # region -> target name
         for source in self.sources:
             if source.kind is SourceKind.CLONE and (source.parent_id or "").startswith("target:"):
-                self._designated.setdefault(clone_region(source), source.parent_id or "")
+                name = (source.parent_id or "").removeprefix("target:")
+                self._designated.setdefault(clone_region(source), name)
 
     def renew(self) -> None:
         super().renew()
@@ -239,7 +221,7 @@ class BroadcastFanout(Fanout):
             return min(self._staged, key=lambda s: s.source_id) if self._staged else None
         # The designated target's whole copy, else a ready clone (all in its account).
         region = clone_region(row)
-        seed = self.tables.live.get(self._designated.get(region, ""))
+        seed = self.tables.live.get(f"target:{self._designated.get(region, '')}")
         if seed is not None and seed.blob.account == row.blob.account:
             return seed
         clones = [c for c in self._clones_live.get(region, {}).values() if c is not row]
@@ -249,7 +231,7 @@ class BroadcastFanout(Fanout):
         # Each region's designated target first (the staging region's too): its copy starts
         # the region's tree and its clones; then the seed of a region without one; a local
         # copy only grows a tree that exists.
-        if self._designated.get(row.region) == f"target:{row.target}":
+        if self._designated.get(row.region) == row.target:
             return 0
         return 2 if row.region in self._seeded else 1
 
@@ -266,22 +248,25 @@ class BroadcastFanout(Fanout):
         if not self._may_seed(row):
             return None
         # The region's seed: cross once, preferably from the staging copies.
-        # Else another region's copy, once its own targets need it no more: its reads are
-        # its region's first (seeding from it would leave them waiting for clones).
-        others = [*self.tables.live.values()]
-        if self.pipelining:
-            others += self.tables.pipelined.values()
-        waiting = self.tables.pending_by_region
-        elsewhere = [*self._staged, *(s for s in others if not waiting.get(self.region_of(s)))]
-        source = self._take(self._staged) or self._take(elsewhere)
+        source = self._take(self._staged) or self._take(self._elsewhere())
         if source is not None:
             self._seeded.add(row.region)
         return source
 
+    def _elsewhere(self) -> list[SourceRow]:
+        """Other regions' copies a seed may cross from, once their own targets need them no
+        more: a region's reads are its own first (seeding from them would leave its targets
+        waiting for clones)."""
+        others = [*self.tables.live.values()]
+        if self.pipelining:
+            others += self.tables.pipelined.values()
+        waiting = self.tables.pending_by_region
+        return [s for s in others if not waiting.get(self.region_of(s))]
+
     def _may_seed(self, row: TargetRow) -> bool:
         """Whether ``row`` may be its region's seed: the designated target while it can still be
         seeded (its clones need its account), any target once it cannot."""
-        designated = self.tables.rows.get(self._designated.get(row.region, "")[len("target:") :])
+        designated = self.tables.rows.get(self._designated.get(row.region, ""))
         if designated is None or designated.target == row.target:
             return True
         return designated.state is not TargetState.PENDING
