@@ -242,12 +242,9 @@ class TargetDriver:
         method = self.ctx.settings.copy_method
         if method != "auto":
             return method == "ranged"
-        blobs = self.ctx.backend.blobs
         return (
             source.blob.account != row.blob.account
-            and blobs.copy_range_bytes > 0
-            and blobs.ranged_copy_faster
-            and not self.ctx.ranged_unsupported
+            and ranged_copies_possible(self.ctx)
             and self.ctx.ranged_slot_free()
         )
 
