@@ -72,7 +72,6 @@ class Worker:
         # a pass whose rows were read before an item's task wrote its last row must not start
         # the item again from that stale row (its write would fail, a lease it never lost).
         self._reads = 0
-        self._pass_read = 0
         self._ended: dict[tuple[str, str], int] = {}
         self._copies = Limiter(ctx.settings.copies)
         self._images = Limiter(ctx.settings.images)
@@ -136,7 +135,6 @@ class Worker:
     async def _reconcile(self, job: Job, group: asyncio.TaskGroup) -> bool:
         state = self.ctx.backend.state
         self._reads += 1
-        self._pass_read = self._reads
         sources, sources_changed = await self._read_sources(job)
         tables = await self._read_targets(job)
         await self._apply_switches(job, tables)
@@ -355,7 +353,7 @@ class Worker:
         return sorted(tables.pending(), key=fanout.priority)
 
     def _lease_free(self, owner: str | None, until: float, key: tuple[str, str]) -> bool:
-        if key in self._inflight or self._ended.get(key, -1) >= self._pass_read:
+        if key in self._inflight or self._ended.get(key, -1) >= self._reads:
             return False  # its task runs, or ended after this pass read its row
         return self.ctx.lease_is_free(owner, until)
 
