@@ -207,13 +207,14 @@ async def _simulate(
         for e in events
         if e.kind is EventKind.IMAGE_SUCCEEDED and e.target.startswith("gallery/")
     ]
+    makespan = upload + ((job.finished_at or job.created_at) - job.created_at)
     return Plan(
         strategy=config.fanout.strategy,
         targets=len(targets),
         regions=len({t.region for t in targets}),
         disk_bytes=disk_bytes,
         occupied_bytes=occupied,
-        makespan_seconds=upload + ((job.finished_at or job.created_at) - job.created_at),
+        makespan_seconds=makespan,
         phases={"upload": upload, **_phase_ends(events, job.created_at, upload)},
         # Target copies of either method (restarts included) and same-account clones.
         copies=sum(1 for e in events if e.kind is EventKind.COPY_STARTED) + stats.clones,
@@ -232,18 +233,20 @@ async def _simulate(
         critical_path=tuple(path),
         bound_by=bound_by(path, events, caps, occupied, _copies_by(stats)),
         copy_method=config.fanout.copy_method,
-        copy_methods={
-            config.fanout.copy_method: MethodCost(
-                makespan_seconds=upload + ((job.finished_at or job.created_at) - job.created_at),
-                blob_calls=stats.blob_calls
-                - stats.by_call.get("copy_range", 0)
-                + stats.range_requests,
-                range_requests=stats.range_requests,
-                worker_cpu_seconds=(stats.blob_calls - stats.by_call.get("copy_range", 0))
-                * BLOB_CALL_CPU_SECONDS
-                + stats.range_requests * RANGE_REQUEST_CPU_SECONDS,
-            )
-        },
+        copy_methods={config.fanout.copy_method: _method_cost(stats, makespan)},
+    )
+
+
+def _method_cost(stats: SimStats, makespan: float) -> MethodCost:
+    """What the simulated copies cost: every blob request, a range copy call counted as the
+    4 MiB requests it stands for, and the worker CPU they take (estimated per request)."""
+    other_calls = stats.blob_calls - stats.by_call.get("copy_range", 0)
+    return MethodCost(
+        makespan_seconds=makespan,
+        blob_calls=other_calls + stats.range_requests,
+        range_requests=stats.range_requests,
+        worker_cpu_seconds=other_calls * BLOB_CALL_CPU_SECONDS
+        + stats.range_requests * RANGE_REQUEST_CPU_SECONDS,
     )
 
 
