@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from .._domain import Job, SourceKind, SourceRow, SourceState
+from .._domain import Job, SourceRow, SourceState
 from .._domain.events import LogLevel, Step
 from .._domain.gallery import PublicationRow, PublicationState, VersionSource
 from .._exceptions import NotFound, PreconditionFailed
@@ -37,9 +37,8 @@ class GalleryScheduler:
         self.worker = worker
         self.ctx = worker.ctx
 
-    def stuck(self, job: Job, sources: list[SourceRow], rows: list[PublicationRow]) -> bool:
-        """Whether a version waits for the upload while the upload is gone or failed."""
-        tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
+    def stuck(self, job: Job, tier0: SourceRow, rows: list[PublicationRow]) -> bool:
+        """Whether a version waits for the upload (``tier0``) while it is gone or failed."""
         gone = tier0.deleted or tier0.state is SourceState.FAILED
         return gone and any(
             row.state is PublicationState.PENDING and needs_upload(row) for row in rows

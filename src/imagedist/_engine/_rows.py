@@ -90,6 +90,8 @@ class TargetTables:
                 self._names.append(row.target)
                 self.region[f"target:{row.target}"] = row.region
                 added = True
+            elif old == row:
+                continue  # a store that cannot tell what changed gives every row again
             else:
                 self._forget(old)
             self.rows[row.target] = row

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from .._domain import (
     IN_PRODUCTION_SOURCE_STATES,
@@ -96,6 +96,18 @@ class Fanout:
         self._source_readers = Counter(
             s.parent_id for s in self.sources if s.state is SourceState.COPYING and s.parent_id
         )
+        self.tier0 = next(s for s in self.sources if s.kind is SourceKind.TIER0)
+        # The staging copies and clones still to make or being made, by tier1_group: those
+        # under way first, then the waiting ones by id.
+        self.tier1_work: dict[str, list[SourceRow]] = {}
+        moving = (
+            s
+            for s in self.sources
+            if s.kind in (SourceKind.TIER1, SourceKind.CLONE)
+            and s.state in (SourceState.PENDING, SourceState.COPYING)
+        )
+        for s in sorted(moving, key=lambda s: (s.state is SourceState.PENDING, s.source_id)):
+            self.tier1_work.setdefault(self.tier1_group(s), []).append(s)
         self.readers: Counter[str] = Counter()
         self.renew()
 
@@ -125,9 +137,28 @@ class Fanout:
         """The source tier-1 copy ``row`` should be made from now, or None to wait."""
         raise NotImplementedError
 
+    def tier1_group(self, row: SourceRow) -> str:
+        """Waiting tier-1 copies of one group get the same answer from :meth:`tier1_parent`
+        within a pass: once one must wait, the others need not be asked."""
+        return row.source_id
+
     def priority(self, row: TargetRow) -> int:
         """Waiting targets are served in this order, lowest first."""
         return 0
+
+    def waiting(self) -> Iterator[TargetRow]:
+        """The waiting targets to offer :meth:`target_source` this pass, in the order of
+        :meth:`priority`, then the store's. A priority depends on the target's region only,
+        so one look per region tells whether the order is the store's (the common case:
+        nothing to sort, and the caller stops once copies are full)."""
+        tables = self.tables
+        levels = {
+            self.priority(tables.rows[next(iter(names))])
+            for names in tables.pending_by_region.values()
+        }
+        if len(levels) <= 1:
+            return tables.pending()
+        return iter(sorted(tables.pending(), key=self.priority))
 
     def target_source(self, row: TargetRow) -> SourceRow | None:
         """The source target ``row`` should copy from now, or None to wait."""
@@ -227,6 +258,43 @@ class BroadcastFanout(Fanout):
         clones = [c for c in self._clones_live.get(region, {}).values() if c is not row]
         return min(clones, key=lambda s: s.source_id) if clones else None
 
+    def tier1_group(self, row: SourceRow) -> str:
+        # Every staging copy is made from the same staging source, a region's clones from its
+        # seed or its first clone.
+        return clone_region(row) if row.kind is SourceKind.CLONE else ""
+
+    def waiting(self) -> Iterator[TargetRow]:
+        """Every region's designated target first (so the seeds take the staging copies'
+        reads before the staging region's own targets do), then region by region: within a
+        pass every other waiting target of a region gets the same answer, so once one got
+        none the region is skipped, and a pass costs the copies it places plus one look per
+        region, not one per waiting target. The regions in the order of :meth:`priority`, then
+        of their first waiting target; in a region, the store's order."""
+        tables = self.tables
+        by_region = tables.pending_by_region
+        designated = sorted(
+            (
+                name
+                for region, name in self._designated.items()
+                if name in by_region.get(region, ())
+            ),
+            key=tables.rank.__getitem__,
+        )
+        for name in designated:
+            yield tables.rows[name]
+
+        def order(region: str) -> tuple[int, int]:
+            first = next(iter(by_region[region]))
+            return self.priority(tables.rows[first]), tables.rank[first]
+
+        for region in sorted(by_region, key=order):
+            seed = self._designated.get(region, "")
+            for name in by_region.get(region, ()):
+                if region in self._full:
+                    break
+                if name != seed:
+                    yield tables.rows[name]
+
     def priority(self, row: TargetRow) -> int:
         # Each region's designated target first (the staging region's too): its copy starts
         # the region's tree and its clones; then the seed of a region without one; a local
@@ -238,13 +306,18 @@ class BroadcastFanout(Fanout):
     def target_source(self, row: TargetRow) -> SourceRow | None:
         if row.region in self._full:
             return None  # reads only grow within a pass: still no free source there
+        source = self._source_for(row)
+        if source is None:
+            # Any other waiting target of the region would get none either this pass: the
+            # same sources, and no seeding while the designated target waits (waiting).
+            self._full.add(row.region)
+        return source
+
+    def _source_for(self, row: TargetRow) -> SourceRow | None:
         local = self._local(row.region)
         if local or row.region in self._seeded:
             # Wait for the region's seed rather than cross again.
-            source = self._take(local)
-            if source is None:
-                self._full.add(row.region)
-            return source
+            return self._take(local)
         if not self._may_seed(row):
             return None
         # The region's seed: cross once, preferably from the staging copies.
@@ -321,6 +394,11 @@ class OriginalFanout(Fanout):
         if not self._order:
             return None
         return self._order[self._index[row.target] % len(self._order)]
+
+    def waiting(self) -> Iterator[TargetRow]:
+        if self._tier1_coming() or not self._order:
+            return iter(())  # every waiting target would be told to wait
+        return super().waiting()
 
     def _tier1_coming(self) -> bool:
         if self._coming is None:

@@ -79,6 +79,10 @@ class Worker:
         self._tables: dict[str, TargetTables] = {}
         self._sources: dict[str, tuple[dict[str, SourceRow], int]] = {}  # by job: rows, cursor
         self._fanouts: dict[str, Fanout] = {}  # by job: the last pass's, while sources stay
+        self._source_lease_ends: dict[str, float] = {}  # by job: as the fan-out, see _fanout
+        # By job: moving targets that may need resuming (read changed, or their task ended, or
+        # another worker's lease on them may run out); every other moving row has its task.
+        self._to_resume: dict[str, set[str]] = {}
         self._config_disabled: set[str] | None = None
         # What tells whether a pass may find something to do (see run).
         self._seen_revision: int | None = None
@@ -139,19 +143,19 @@ class Worker:
         tables = await self._read_targets(job)
         await self._apply_switches(job, tables)
         publications = await state.list_publications(job.id) if "gallery" in job.publish else []
-        self._note_leases(sources, tables, publications)
         fanout = self._fanout(job, sources, tables, sources_changed)
+        self._note_leases(job, fanout, tables, publications)
+        tier0 = fanout.tier0
         # Nothing the waiting targets may copy from exists or is on its way: make it anew, and
         # act on the revived rows in the next pass.
         stuck = fanout.exhausted() and self._any_waiting(job, tables)
-        stuck = stuck or self._gallery.stuck(job, sources, publications)
+        stuck = stuck or self._gallery.stuck(job, tier0, publications)
         if stuck and await self._find_a_way_forward(job, sources, tables.all(), publications):
             self._pass_due = True
             return True
-        tier0 = next(s for s in sources if s.kind is SourceKind.TIER0)
         if tier0.state in UPLOAD_AHEAD_STATES:
             await self._spawn_source(job, tier0, None, group)
-        self._schedule_tier1(job, sources, fanout, group)
+        self._schedule_tier1(job, fanout, group)
         self._schedule_targets(job, tables, fanout, tier0, group)
         await self._gallery.schedule(job, tier0, publications, group)
         if any(key[0] == job.id for key in self._inflight):
@@ -182,17 +186,19 @@ class Worker:
             job.id, tables.cursor
         )
         tables.update(rows)
+        self._to_resume.setdefault(job.id, set()).update(row.target for row in rows)
         return tables
 
     def _note_leases(
         self,
-        sources: list[SourceRow],
+        job: Job,
+        fanout: Fanout,
         tables: TargetTables,
         publications: list[PublicationRow],
     ) -> None:
         """The earliest end of a lease another worker holds: a pass is due then."""
         ends = list(tables.foreign.values())
-        ends += [s.lease_until for s in sources if s.lease_owner not in (None, self.ctx.worker_id)]
+        ends.append(self._source_lease_ends[job.id])
         ends += [
             p.lease_until for p in publications if p.lease_owner not in (None, self.ctx.worker_id)
         ]
@@ -211,6 +217,12 @@ class Worker:
             fanout.pipelining = pipelining
             fanout.renew()
             return fanout
+        # Built when the sources change, like the fan-out: the earliest lease of another worker
+        # on one of them (a pass does not scan thousands of clones to find none).
+        self._source_lease_ends[job.id] = min(
+            (s.lease_until for s in sources if s.lease_owner not in (None, self.ctx.worker_id)),
+            default=float("inf"),
+        )
         settings = self.ctx.settings
         fanout = self._fanouts[job.id] = make_fanout(
             settings.fanout_strategy,
@@ -294,22 +306,21 @@ class Worker:
             reason = f"no source to copy from: {why}"
             await self._try_put_target_failed(job, row, FailedPhase.COPY, reason)
 
-    def _schedule_tier1(
-        self, job: Job, sources: list[SourceRow], fanout: Fanout, group: asyncio.TaskGroup
-    ) -> None:
-        moving = [s for s in sources if s.state in _TIER1_MOVING and s.kind in COPIED_SOURCE_KINDS]
-        for row in moving:
-            if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
-                continue
-            if row.state is SourceState.PENDING:
-                if self._copies.full:
-                    return
-                parent = fanout.tier1_parent(row)
-                if parent is not None:
+    def _schedule_tier1(self, job: Job, fanout: Fanout, group: asyncio.TaskGroup) -> None:
+        for rows in fanout.tier1_work.values():
+            for row in rows:
+                if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
+                    continue
+                if row.state is SourceState.PENDING:
+                    if self._copies.full:
+                        return
+                    parent = fanout.tier1_parent(row)
+                    if parent is None:
+                        break  # the group's other waiting copies would wait too
                     self._launch_source(job, row, parent, group)
-            else:
-                # Resumed: its parent may be a target's copy, which no sources row holds.
-                self._launch_source(job, row, fanout.live_source(row.parent_id or ""), group)
+                else:
+                    # Resumed: its parent may be a target's copy, which no sources row holds.
+                    self._launch_source(job, row, fanout.live_source(row.parent_id or ""), group)
 
     def _schedule_targets(
         self,
@@ -320,16 +331,12 @@ class Worker:
         group: asyncio.TaskGroup,
     ) -> None:
         # Resume what is already moving before starting anything new, then seed before filling.
-        resumed = [
-            tables.rows[name] for name in tables.moving if (job.id, name) not in self._inflight
-        ]
-        for row in sorted(resumed, key=lambda t: (fanout.priority(t), tables.rank[t.target])):
-            if self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
-                source = fanout.live_source(row.source_id or "")
-                self._launch_target(job, row, source, tier0, group)
+        for row in self._resumable(job, tables, fanout):
+            source = fanout.live_source(row.source_id or "")
+            self._launch_target(job, row, source, tier0, group)
         if self._copies.full:
             return
-        for row in self._by_priority(tables, fanout):
+        for row in fanout.waiting():
             if self._copies.full:
                 return
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
@@ -338,19 +345,21 @@ class Worker:
             if source is not None:
                 self._launch_target(job, row, source, tier0, group)
 
-    @staticmethod
-    def _by_priority(tables: TargetTables, fanout: Fanout) -> Iterable[TargetRow]:
-        """The waiting targets in the fan-out's order of priority, then the store's. A priority
-        depends on the target's region only, so one look per region tells whether the order is
-        the store's (the common case: nothing to sort, and the caller stops once copies are
-        full)."""
-        levels = {
-            fanout.priority(tables.rows[next(iter(names))])
-            for names in tables.pending_by_region.values()
-        }
-        if len(levels) <= 1:
-            return tables.pending()
-        return sorted(tables.pending(), key=fanout.priority)
+    def _resumable(self, job: Job, tables: TargetTables, fanout: Fanout) -> list[TargetRow]:
+        """The moving targets whose task may start now, in the fan-out's order. Only the rows
+        that may need it are looked at (see _to_resume); a row leased by another worker, or
+        whose task ended after this pass read it, stays to be looked at again."""
+        names = self._to_resume.setdefault(job.id, set())
+        names.update(tables.foreign)
+        ready = []
+        for name in list(names):
+            row = tables.rows.get(name)
+            if row is None or name not in tables.moving or (job.id, name) in self._inflight:
+                names.discard(name)  # not moving, or its task runs (and says when it ends)
+            elif self._lease_free(row.lease_owner, row.lease_until, (job.id, name)):
+                names.discard(name)
+                ready.append(row)
+        return sorted(ready, key=lambda t: (fanout.priority(t), tables.rank[t.target]))
 
     def _lease_free(self, owner: str | None, until: float, key: tuple[str, str]) -> bool:
         if key in self._inflight or self._ended.get(key, -1) >= self._reads:
@@ -436,6 +445,7 @@ class Worker:
         def done() -> None:
             self._inflight.discard(key)
             self._ended[key] = self._reads
+            self._to_resume.setdefault(job.id, set()).add(row.target)
             copy_slot.release()
 
         group.create_task(
