@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -321,3 +322,28 @@ def test_a_pipelined_copy_ends_about_one_range_after_its_parent() -> None:
     one_range = 256 * MIB / SimModel().ranged_copy_rate
     assert max(ended) < one_copy + hops * (one_range + 2.0)  # a range and a look per hop
     assert max(ended) < 1.5 * one_copy  # a chain of whole copies would take 3 copy times
+
+
+def test_a_follower_wakes_at_the_look_that_sees_a_range_and_its_looks_are_counted() -> None:
+    """The simulator's event-driven follow (wait_for_ranges) is what polling every ``every``
+    seconds would do: the follower wakes at the first look at or after the range landed, and
+    each listing it spared counts as the call it would have been."""
+    parent = BlobRef("t00", "c", "parent.vhd")
+
+    async def body(store: SimBlobStore, clock: VirtualClock, storage: SimStorage) -> None:
+        await store.create_page_blob(parent, 32 * GIB)
+        start = clock.now()
+        landing = asyncio.ensure_future(store.copy_range(SRC, parent, 0, SIM_RANGE_BYTES))
+        before = storage.stats.by_call.get("page_ranges", 0)
+        assert await store.wait_for_ranges(parent, 3600.0, 2.0)
+        landed_after = SIM_RANGE_BYTES / SimModel().ranged_copy_rate
+        looks = math.ceil(landed_after / 2.0)
+        assert landing.done()
+        assert clock.now() - start == pytest.approx(looks * 2.0)
+        assert storage.stats.by_call.get("page_ranges", 0) - before == looks - 1
+        # Nothing lands: it gives up after ``longest``, at a look.
+        start = clock.now()
+        assert await store.wait_for_ranges(parent, 7.0, 2.0)
+        assert clock.now() - start == pytest.approx(8.0)
+
+    in_world(body)

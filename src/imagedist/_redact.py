@@ -99,6 +99,17 @@ _ENCODED = re.compile(r"%[0-9a-f]{2}|\\u[0-9a-f]{4}|\\[/\"\\]|&amp;", re.IGNOREC
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([/\"\\])")
 
 
+# What every pattern above needs somewhere in the text, in one of its forms: a '?' or '=' (a
+# query, a name=value, an account key's padding), the '%', '\\' or '&' of an encoded form, or the
+# name of a scheme. Text with none of them (most log lines) holds nothing to redact, and one
+# search tells.
+_MAY_HOLD_A_SECRET = re.compile(r"[?=%\\&]|sharedkey|bearer|authorization|eyj", re.IGNORECASE)
+
+
+def _may_hold_a_secret(text: str) -> bool:
+    return _MAY_HOLD_A_SECRET.search(text) is not None
+
+
 def _apply(text: str) -> str:
     for pattern, replacement in _patterns():
         text = pattern.sub(replacement, text)
@@ -138,8 +149,12 @@ def redact(text: str) -> str:
     URLs keep their scheme, host and path, which name the blob; their query string goes.
     Idempotent, and cheap for text with nothing to redact.
     """
-    if not text:
+    if not _may_hold_a_secret(text):
         return text
+    return _redact_everywhere(text)
+
+
+def _redact_everywhere(text: str) -> str:
     # First the whole text (a header's scheme and token are separated by whitespace), then each
     # whitespace-free chunk through its decoded form.
     text = _apply(text)

@@ -227,6 +227,14 @@ class BlobStore(ABC):
         it a look every poll interval."""
         return False
 
+    async def wait_for_ranges(self, ref: BlobRef, longest: float, every: float) -> bool:
+        """Wait until a range lands in ``ref`` (a copy being made by ranges, which another copy
+        follows), ``longest`` seconds at most, if this store can tell when; return whether it
+        waited. A real service cannot (the follower lists the blob's page ranges every
+        ``every`` seconds), so the default returns False at once; the simulator knows when
+        each range lands, and wakes the follower at the look that would have seen it."""
+        return False
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
         """Release connections and handles."""
 

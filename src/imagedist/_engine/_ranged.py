@@ -115,27 +115,35 @@ class Pacer:
         self.trace = [self.limit]
         self.in_flight = 0
         self._window = 0
-        self._changed = asyncio.Condition()
+        # Ranges waiting for room, woken in turn (a plain queue: acquiring room that is free
+        # costs no lock, which a range's few requests would otherwise pay every time).
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self) -> int:
         """Wait for room under the limit; returns the window the range starts in."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
-            self.in_flight += 1
-            return self._window
+        while self.in_flight >= max(1, int(self.limit)):
+            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(room)
+            await room
+        self.in_flight += 1
+        return self._window
 
-    async def release(self, window: int, *, busy: bool) -> None:
+    def release(self, window: int, *, busy: bool) -> None:
         limits = self._limits
-        async with self._changed:
-            self.in_flight -= 1
-            if busy and window == self._window:
-                self.limit = max(float(limits.min_concurrency), self.limit * limits.backoff)
-                self._window += 1
-                self.lowest = min(self.lowest, self.limit)
-                self.trace.append(self.limit)
-            elif not busy:
-                self.limit = min(float(limits.max_concurrency), self.limit + 1.0 / self.limit)
-            self._changed.notify_all()
+        self.in_flight -= 1
+        if busy and window == self._window:
+            self.limit = max(float(limits.min_concurrency), self.limit * limits.backoff)
+            self._window += 1
+            self.lowest = min(self.lowest, self.limit)
+            self.trace.append(self.limit)
+        elif not busy:
+            self.limit = min(float(limits.max_concurrency), self.limit + 1.0 / self.limit)
+        room = max(1, int(self.limit)) - self.in_flight
+        while room > 0 and self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # else cancelled while it waited
+                waiter.set_result(None)
+                room -= 1
 
 
 def plan_ranges(data: Iterable[Range], step: int) -> list[Range]:
@@ -189,6 +197,11 @@ class _RangedCopy:
     async def run(self, ranges: list[Range]) -> None:
         self.todo.extend(ranges)
         movers = min(len(ranges), self.limits.max_concurrency)
+        if movers == 1:
+            # One range (a copy following its parent gets them one by one): no tasks to start.
+            await self._mover()
+            self._note_pacer()
+            return
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(movers):
@@ -197,6 +210,9 @@ class _RangedCopy:
             # The first range that failed stops the others; the caller handles one error, as
             # from any other copy.
             raise _first_leaf(failed) from None
+        self._note_pacer()
+
+    def _note_pacer(self) -> None:
         self.report.lowest_concurrency = self.pacer.lowest
         self.report.concurrency_trace = list(self.pacer.trace)
 
@@ -204,11 +220,11 @@ class _RangedCopy:
         while self.todo:
             window = await self.pacer.acquire()
             if not self.todo:
-                await self.pacer.release(window, busy=False)
+                self.pacer.release(window, busy=False)
                 return
             start, end = self.todo.popleft()
             busy = await self._move(start, end)
-            await self.pacer.release(window, busy=busy is not None)
+            self.pacer.release(window, busy=busy is not None)
             if busy is not None:
                 self.todo.append((start, end))
                 await self.clock.sleep(busy)
@@ -300,12 +316,17 @@ async def copy_ranged(
     while todo:
         ready = todo if origin is None else _held(todo, await blobs.page_ranges(source))
         if not ready:
-            if clock.now() - moved_at > stall_seconds:
+            idle = clock.now() - moved_at
+            if idle > stall_seconds:
                 raise ParentStalled(
                     f"the copy being followed ({source}) landed nothing for {stall_seconds:.0f} s"
                 )
             run.report.waits += 1
-            await clock.sleep(follow_seconds)  # the parent has not landed them yet
+            # The parent has not landed them yet: look again in a while, or (a store that can
+            # tell) once it landed one, until the stall would be seen.
+            longest = stall_seconds - idle + follow_seconds
+            if not await blobs.wait_for_ranges(source, longest, follow_seconds):
+                await clock.sleep(follow_seconds)
             continue
         moved_at = clock.now()
         await run.run(ready)

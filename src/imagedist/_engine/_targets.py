@@ -102,10 +102,11 @@ class TargetDriver:
 
     async def keep(self, row: TargetRow) -> TargetRow:
         """Nothing changed: renew the lease only once half of it is gone (fewer writes)."""
+        return row if self._lease_fresh(row) else await self.put(row)
+
+    def _lease_fresh(self, row: TargetRow) -> bool:
         left = row.lease_until - self.ctx.backend.clock.now()
-        if left > self.ctx.settings.lease_seconds / 2:
-            return row
-        return await self.put(row)
+        return left > self.ctx.settings.lease_seconds / 2
 
     async def fail(self, row: TargetRow, phase: FailedPhase, reason: str) -> TargetRow:
         await self.ctx.log(self.job.id, LogLevel.ERROR, Step(phase.value), reason, row.target)
@@ -276,6 +277,8 @@ class TargetDriver:
 
         async def renew() -> None:
             nonlocal current
+            if self._lease_fresh(current):
+                return  # the common case, after most ranges: no lock to take
             async with renewing:  # ranges land together: one renewal at a time
                 current = await self.keep(current)
 

@@ -123,5 +123,5 @@ class SimStats:
     images_failed: int = 0
     by_call: dict[str, int] = field(default_factory=dict)
 
-    def count(self, call: str) -> None:
-        self.by_call[call] = self.by_call.get(call, 0) + 1
+    def count(self, call: str, calls: int = 1) -> None:
+        self.by_call[call] = self.by_call.get(call, 0) + calls

@@ -93,6 +93,7 @@ class SimStorage:
         # Callers waiting for a copy's end (wait_for_copy), and the timer that processes the
         # copies' events on time while anyone waits (they are otherwise processed lazily).
         self._waiters: dict[SimCopy, list[asyncio.Future[None]]] = {}
+        self._range_waiters: dict[BlobRef, list[asyncio.Future[None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
 
@@ -112,6 +113,24 @@ class SimStorage:
         self._arm()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended, longest)
+
+    async def wait_for_range(self, ref: BlobRef, longest: float, every: float) -> int:
+        """Return at the first look (one every ``every`` seconds from now) that sees a range
+        landed in ``ref`` since, or after ``longest`` seconds; returns how many looks that was.
+        """
+        began = self.clock.now()
+        if longest > 0:
+            loop = asyncio.get_running_loop()
+            landed = loop.create_future()
+            self._range_waiters.setdefault(ref, []).append(landed)
+            timer = loop.call_later(longest, _resolve, landed)
+            await landed
+            timer.cancel()
+        waited = self.clock.now() - began
+        looks = max(1, math.ceil(waited / every - 1e-9)) if every > 0 else 1
+        if every > 0 and looks * every > waited:
+            await self.clock.sleep(looks * every - waited)  # until the look that sees it
+        return looks
 
     def _arm(self) -> None:
         """Have the copies' next event processed at its time, while anyone waits for an end."""
@@ -256,6 +275,8 @@ class SimStorage:
         # Either blob may have gone meanwhile: the range is read and written at the end.
         src, target = self.blob(source), self.blob(dest)
         self._land_range(src, target, offset, length)
+        for waiter in self._range_waiters.pop(dest, ()):
+            _resolve(waiter)
         self.stats.ranges_landed += 1
         self.stats.bytes_copied += length
         if self._region(source.account) != self._region(dest.account):
@@ -394,3 +415,8 @@ def check_range(offset: int, length: int, size: int, *, aligned: bool) -> None:
         raise ValueError(f"offset {offset} and length {length} must be multiples of {PAGE} > 0")
     if offset < 0 or length < 0 or offset + length > size:
         raise ValueError(f"range {offset}+{length} is outside the blob of {size} bytes")
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
