@@ -4,13 +4,20 @@ image, leg by leg, adds up to the makespan, and the sentence names the limit tha
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from imagedist import Imagedist, load_config
+from imagedist._backends.sim import SimModel
 from imagedist._cli import cli
+from imagedist._domain.events import COPIED_BY_COPY_BLOB, COPIED_BY_RANGES
+from imagedist._plan import _elsewhere, _simulate_in_folder
+from imagedist._plan_path import FOLLOW
 
 from helpers import config_text
 
@@ -44,6 +51,23 @@ def test_ranged_copies_leave_the_upload_as_the_bound(tmp_path: Path) -> None:
         disk_bytes=30 * GIB, occupied_bytes=15 * GIB
     )
     assert plan.bound_by.startswith("bound by upload:")
+
+
+@pytest.mark.parametrize(
+    ("copy_method", "moved_by"),
+    [("async", COPIED_BY_COPY_BLOB), ("ranged", COPIED_BY_RANGES)],
+)
+def test_each_copy_on_the_critical_path_names_the_method_that_moved_it(
+    tmp_path: Path, copy_method: str, moved_by: str
+) -> None:
+    plan = Imagedist(load_config(_config(tmp_path, copy_method=copy_method))).plan(
+        disk_bytes=30 * GIB, occupied_bytes=15 * GIB
+    )
+    copies = [leg for leg in plan.critical_path if leg.kind in ("copy", FOLLOW)]
+    assert copies
+    assert {leg.method for leg in copies} == {moved_by}
+    if plan.bound_by.startswith("bound by copy:"):
+        assert f"({moved_by})" in plan.bound_by
 
 
 def test_a_copy_cap_that_binds_is_named(tmp_path: Path) -> None:
@@ -98,3 +122,35 @@ def test_plan_shows_both_copy_methods(tmp_path: Path) -> None:
     assert methods["auto"]["makespan_seconds"] < methods["async"]["makespan_seconds"]
     assert methods["auto"]["range_requests"] > 0 == methods["async"]["range_requests"]
     assert methods["auto"]["worker_cpu_seconds"] > methods["async"]["worker_cpu_seconds"]
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "disk_bytes": 30 * GIB,
+        "occupied_bytes": 15 * GIB,
+        "upload_rate": 60 * 1024 * 1024,
+        "model": SimModel(),
+        "seed": 0,
+        "publish": ("images",),
+    }
+
+
+def test_the_other_method_simulated_in_a_process_of_its_own_plans_the_same(
+    tmp_path: Path,
+) -> None:
+    # A big fleet's second simulation runs in another process (a core each): the same plan.
+    config = load_config(_config(tmp_path, copy_method="ranged"))
+    here = _simulate_in_folder(config, **_options())
+    with _elsewhere(_options(), config) as elsewhere:
+        there = elsewhere()
+    assert there == here
+
+
+def test_a_second_process_that_fails_costs_only_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(_config(tmp_path, copy_method="async"))
+    monkeypatch.setattr(sys, "executable", shutil.which("false") or "false")
+    with _elsewhere(_options(), config) as elsewhere:
+        plan = elsewhere()
+    assert plan == _simulate_in_folder(config, **_options())

@@ -3,11 +3,19 @@ the simulated backend in virtual time (no cloud is touched)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
+import os
+import pickle
 import random
+import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ._backends.sim import (
     SimModel,
@@ -34,6 +42,11 @@ BLOB_CALL_CPU_SECONDS = 0.001
 RANGE_REQUEST_CPU_SECONDS = 0.001
 
 GB = 1e9
+# From this many targets the other copy method is simulated in a second process (a simulation
+# of 1,000 targets takes about as long as starting one).
+IN_PARALLEL_FROM_TARGETS = 1_000
+
+logger = logging.getLogger("imagedist.plan")
 PLAN_LEASE_SECONDS = 86_400.0  # the longest a config allows
 
 
@@ -105,7 +118,8 @@ def plan_distribution(
     """Simulate one job over the config's fleet; ``upload_rate`` (bytes/s) prices the upload.
 
     ``compare_methods``: simulate the other copy method too, for :attr:`Plan.copy_methods`
-    (a second simulation: it doubles the plan's time).
+    (a second simulation: in a second process when two cores are free, else it doubles the
+    plan's time).
 
     ``publish`` ("images", "gallery"; default ``[publish] to``) says where the job goes; a
     config without a gallery plans one with the defaults, in the staging subscription and region.
@@ -122,33 +136,100 @@ def plan_distribution(
     if "gallery" in publish:
         config = _with_plan_gallery(config)
 
-    def simulate(config: Config) -> Plan:
-        with tempfile.TemporaryDirectory(prefix="imagedist-plan-") as folder:
-            work = config.model_copy(
-                update={"upload": config.upload.model_copy(update={"work_dir": folder})}
-            )
-            return run_virtual(
-                _simulate(
-                    work,
-                    disk_bytes,
-                    occupied_bytes,
-                    upload_rate,
-                    model or SimModel(),
-                    seed,
-                    Path(folder),
-                    publish,
-                )
-            )
-
-    plan = simulate(config)
+    run = functools.partial(
+        _simulate_in_folder,
+        disk_bytes=disk_bytes,
+        occupied_bytes=occupied_bytes,
+        upload_rate=upload_rate,
+        model=model or SimModel(),
+        seed=seed,
+        publish=publish,
+    )
     if "images" not in publish or not compare_methods:
-        return plan
-    # Both methods, side by side (issue 13): the other one is simulated on the same fleet.
+        return run(config)
+    # Both methods, side by side (issue 13): the other one is simulated on the same fleet, in
+    # a second process where a second core is free (each simulation is single-threaded).
     other = "ranged" if config.fanout.copy_method == "async" else "async"
     fanout = config.fanout.model_copy(update={"copy_method": other})
-    alternative = simulate(config.model_copy(update={"fanout": fanout}))
+    other_config = config.model_copy(update={"fanout": fanout})
+    if len(config.fleet_targets()) < IN_PARALLEL_FROM_TARGETS or _free_cores() < 2:
+        plan, alternative = run(config), run(other_config)
+    else:
+        with _elsewhere(run.keywords, other_config) as alternative_plan:
+            plan = run(config)
+            alternative = alternative_plan()
     methods = {**plan.copy_methods, **alternative.copy_methods}
     return replace(plan, copy_methods=methods)
+
+
+def _free_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _elsewhere(options: dict[str, Any], config: Config) -> Iterator[Callable[[], Plan]]:
+    """One simulation started in a Python process of its own (``imagedist._plan_process``:
+    arguments and result pickled through files, so nothing of the caller's process, its main
+    module or its threads, is copied or run again); the context gives the call that waits for
+    its plan. Where that process cannot run, the plan is simulated here when asked for."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="imagedist-plan-") as folder:
+        given, taken = Path(folder) / "arguments.pickle", Path(folder) / "plan.pickle"
+        errors = Path(folder) / "errors.txt"
+        given.write_bytes(pickle.dumps((config, options)))
+        command = [sys.executable, "-m", "imagedist._plan_process", str(given), str(taken)]
+        try:
+            with errors.open("wb") as stderr:
+                child = subprocess.Popen(command, env=env, stderr=stderr)
+        except OSError:
+            yield functools.partial(_simulate_in_folder, config, **options)
+            return
+
+        def result() -> Plan:
+            child.wait()
+            if child.returncode != 0 or not taken.exists():
+                # Whatever stopped it (a missing module, memory) stops nothing here.
+                why = errors.read_text(errors="replace")[-500:]
+                logger.warning("plan: the second simulation's process failed: %s", why)
+                return _simulate_in_folder(config, **options)
+            plan: Plan = pickle.loads(taken.read_bytes())
+            return plan
+
+        try:
+            yield result
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def _simulate_in_folder(
+    config: Config,
+    *,
+    disk_bytes: int,
+    occupied_bytes: int,
+    upload_rate: float,
+    model: SimModel,
+    seed: int,
+    publish: tuple[str, ...],
+) -> Plan:
+    """One simulated job, its files in a folder of its own (a module-level function, so a
+    second process can run it)."""
+    with tempfile.TemporaryDirectory(prefix="imagedist-plan-") as folder:
+        work = config.model_copy(
+            update={"upload": config.upload.model_copy(update={"work_dir": folder})}
+        )
+        return run_virtual(
+            _simulate(
+                work, disk_bytes, occupied_bytes, upload_rate, model, seed, Path(folder), publish
+            )
+        )
 
 
 def _with_plan_gallery(config: Config) -> Config:
@@ -231,7 +312,7 @@ async def _simulate(
         gallery_egress_cost=gallery_cost,
         done_at=_images_done(events, job.created_at, upload),
         critical_path=tuple(path),
-        bound_by=bound_by(path, events, caps, occupied, _copies_by(stats)),
+        bound_by=bound_by(path, events, caps, occupied),
         copy_method=config.fanout.copy_method,
         copy_methods={config.fanout.copy_method: _method_cost(stats, makespan)},
     )
@@ -248,11 +329,6 @@ def _method_cost(stats: SimStats, makespan: float) -> MethodCost:
         worker_cpu_seconds=other_calls * BLOB_CALL_CPU_SECONDS
         + stats.range_requests * RANGE_REQUEST_CPU_SECONDS,
     )
-
-
-def _copies_by(stats: SimStats) -> str:
-    """The method the simulated target copies used (clones are Copy Blob whatever it is)."""
-    return "ranged, Put Page From URL" if stats.range_requests else "Copy Blob"
 
 
 def _replicated_away(row: PublicationRow) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._domain import SourceRow
-from ._domain.events import EngineEvent, EventKind
+from ._domain.events import COPIED_BY_COPY_BLOB, EngineEvent, EventKind
 
 __all__ = ["Leg", "bound_by", "critical_path"]
 
@@ -28,11 +28,13 @@ FOLLOW = "pipelined copy, after its parent's last range"
 
 @dataclass(frozen=True)
 class Leg:
-    """One stretch of the critical path: ``kind``, the item it moved, and how long it took."""
+    """One stretch of the critical path: ``kind``, the item it moved, and how long it took;
+    for a copy, the method that moved it (``COPIED_BY_*``)."""
 
     kind: str
     item: str
     seconds: float
+    method: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ def critical_path(
         return []
     last = max(done, key=lambda e: e.ts)
     at = _first_times(events)
+    method = {
+        e.target: e.detail for e in reversed(events) if e.kind is EventKind.COPY_VERIFIED
+    }  # the first verification's, as ``at``
     at.setdefault((EventKind.UPLOAD_DONE, "tier0"), start)
     parents = {s.source_id: s.parent_id or "" for s in sources}
     legs: list[Leg] = []
@@ -73,10 +78,10 @@ def critical_path(
             ready = _ready_at(at, source)
             if copy_start < ready:
                 # Pipelined: it followed a copy still being made, and ended this long after it.
-                legs.append(Leg(FOLLOW, name, end - ready))
+                legs.append(Leg(FOLLOW, name, end - ready, method.get(name, "")))
             else:
                 legs += [
-                    Leg(COPY, name, end - copy_start),
+                    Leg(COPY, name, end - copy_start, method.get(name, "")),
                     Leg(SOURCE_WAIT, name, copy_start - ready),
                 ]
             node, end = source, ready
@@ -96,10 +101,9 @@ def bound_by(
     events: Sequence[EngineEvent],
     caps: Caps,
     data_bytes: int,
-    copies_by: str = "Copy Blob",
 ) -> str:
     """One or two sentences: which limit shaped the makespan, and why (``data_bytes``: what
-    one copy moves, to tell the copies' rates; ``copies_by``: the method that moved them)."""
+    one copy moves, to tell the copies' rates)."""
     if not legs:
         return "no image was made: nothing bounded a makespan."
     total = {kind: sum(leg.seconds for leg in legs if leg.kind == kind) for kind in _KINDS}
@@ -109,6 +113,7 @@ def bound_by(
     if kind == COPY:
         slowest = max(leg.seconds for leg in copies)
         rate = f"{data_bytes / slowest / 1e6:.1f} MB/s" if slowest > 0 else "instant"
+        copies_by = " and ".join(sorted({leg.method or COPIED_BY_COPY_BLOB for leg in copies}))
         why = (
             f"{len(copies)} copies ({copies_by}) in series on the critical path"
             f" ({_minutes(total[COPY])} of copying, the slowest at {rate}): the copy tree's"

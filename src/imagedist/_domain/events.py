@@ -6,7 +6,18 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["EngineEvent", "EventKind", "LogLevel", "Step"]
+__all__ = [
+    "COPIED_BY_COPY_BLOB",
+    "COPIED_BY_RANGES",
+    "EngineEvent",
+    "EventKind",
+    "LogLevel",
+    "Step",
+]
+
+# A COPY_VERIFIED event's detail: the method that moved the copy.
+COPIED_BY_COPY_BLOB = "Copy Blob"
+COPIED_BY_RANGES = "ranged, Put Page From URL"
 
 
 class LogLevel(enum.StrEnum):

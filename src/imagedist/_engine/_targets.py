@@ -21,7 +21,7 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
-from .._domain.events import EventKind, LogLevel, Step
+from .._domain.events import COPIED_BY_COPY_BLOB, COPIED_BY_RANGES, EventKind, LogLevel, Step
 from .._domain.regions import region_name
 from .._exceptions import Conflict, NotFound, OperationFailed
 from ..abc import (
@@ -214,7 +214,9 @@ class TargetDriver:
                 " `imagedist retry` copies it again",
             )
         await self.ctx.log(self.job.id, LogLevel.INFO, Step.COPY, "copy verified", row.target)
-        self.ctx.emit(self.job.id, EventKind.COPY_VERIFIED, target=row.target)
+        # The detail names the method that moved it (the plan's critical path tells them).
+        method = COPIED_BY_RANGES if row.copy_id == RANGED_COPY_ID else COPIED_BY_COPY_BLOB
+        self.ctx.emit(self.job.id, EventKind.COPY_VERIFIED, target=row.target, detail=method)
         return await self.put(dataclasses.replace(row, state=TargetState.COPIED))
 
     def _is_ours(self, row: TargetRow, props: BlobProperties, source: SourceRow | None) -> bool:
