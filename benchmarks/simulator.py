@@ -4,7 +4,11 @@ uncapped one, and how the CPU grows against N log N (the baseline is the smalles
 same strategy and config, measured in the same run).
 
     .venv/bin/python benchmarks/simulator.py [--sizes 300x30,1020x30,3000x60,9960x60]
-        [--strategies broadcast,original] [--configs default,uncapped]
+        [--strategies broadcast,original] [--configs default,uncapped] [--methods auto,ranged]
+
+Every plan simulates both copy methods, as `imagedist plan` does: the configured one, and the
+other (async, or ranged for async) in a second process from 1,000 targets on; CPU seconds are
+both processes'.
 
 Each plan runs in a fresh process, so its peak resident memory (ru_maxrss) is its own.
 To measure an older commit with the same script: check it out in a git worktree and run this
@@ -67,30 +71,40 @@ def uncapped_config(subscriptions: int, regions: int) -> Config:
     )
 
 
-def measure(config_name: str, strategy: str, subscriptions: int, regions: int) -> dict[str, float]:
-    """One plan in this process: targets, makespan, real and CPU seconds, peak RSS in MiB."""
+def measure(
+    config_name: str, strategy: str, method: str, subscriptions: int, regions: int
+) -> dict[str, float]:
+    """One plan in this process (its second simulation, the other copy method, in a process of
+    its own where the plan starts one): targets, makespan, real and CPU seconds (both
+    processes), peak RSS in MiB (the larger process)."""
     if config_name == "default":
         config, model = default_config(subscriptions, regions), None
     else:
         config = uncapped_config(subscriptions, regions)
         model = SimModel(copy_rate_min=20e6, copy_rate_max=20e6)
+    fanout = config.fanout.model_copy(update={"copy_method": method})
+    config = config.model_copy(update={"fanout": fanout})
     wall, cpu = time.perf_counter(), time.process_time()
     plan = plan_distribution(
         config, disk_bytes=30 * GIB, occupied_bytes=15 * GIB, strategy=strategy, model=model
     )
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "targets": plan.targets,
         "makespan_h": plan.makespan_seconds / 3600,
         "outcome": plan.outcome == "completed",
         "wall": time.perf_counter() - wall,
-        "cpu": time.process_time() - cpu,
-        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu": time.process_time() - cpu + children.ru_utime + children.ru_stime,
+        "rss_mib": max(own.ru_maxrss, children.ru_maxrss) / 1024,
     }
 
 
-def in_child(config_name: str, strategy: str, size: tuple[int, int]) -> dict[str, float]:
+def in_child(
+    config_name: str, strategy: str, method: str, size: tuple[int, int]
+) -> dict[str, float]:
     subscriptions, regions = max(1, size[0] // size[1]), size[1]
-    args = [config_name, strategy, str(subscriptions), str(regions)]
+    args = [config_name, strategy, method, str(subscriptions), str(regions)]
     out = subprocess.run(
         [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
     )
@@ -103,33 +117,35 @@ def main() -> None:
     parser.add_argument("--sizes", default="300x30,1020x30,3000x60,9960x60")
     parser.add_argument("--strategies", default="broadcast,original")
     parser.add_argument("--configs", default="default,uncapped")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--methods", default="auto,ranged", help="[fanout] copy_method values")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        config_name, strategy, subscriptions, regions = args.child
-        print(json.dumps(measure(config_name, strategy, int(subscriptions), int(regions))))
+        config_name, strategy, method, subscriptions, regions = args.child
+        print(json.dumps(measure(config_name, strategy, method, int(subscriptions), int(regions))))
         return
     sizes = [tuple(int(n) for n in item.split("x")) for item in args.sizes.split(",")]
     print(
-        "| config | strategy | targets | makespan (h) | real s | CPU s | CPU ms per target"
-        " | peak MiB | CPU ÷ first | N log N ÷ first |"
+        "| config | strategy | copy_method | targets | makespan (h) | real s | CPU s"
+        " | CPU ms per target | peak MiB | CPU ÷ first | N log N ÷ first |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for config_name in args.configs.split(","):
         for strategy in args.strategies.split(","):
-            base: tuple[float, float] | None = None
-            for size in sizes:
-                r = in_child(config_name, strategy, (size[0], size[1]))
-                n = r["targets"]
-                base = base or (r["cpu"], n * math.log(n))
-                done = "" if r["outcome"] else " (unfinished)"
-                print(
-                    f"| {config_name} | {strategy} | {n:,.0f} | {r['makespan_h']:.2f}{done}"
-                    f" | {r['wall']:.1f} | {r['cpu']:.1f} | {r['cpu'] / n * 1000:.2f}"
-                    f" | {r['rss_mib']:.0f} | {r['cpu'] / base[0]:.1f}"
-                    f" | {n * math.log(n) / base[1]:.1f} |",
-                    flush=True,
-                )
+            for method in args.methods.split(","):
+                base: tuple[float, float] | None = None
+                for size in sizes:
+                    r = in_child(config_name, strategy, method, (size[0], size[1]))
+                    n = r["targets"]
+                    base = base or (r["cpu"], n * math.log(n))
+                    done = "" if r["outcome"] else " (unfinished)"
+                    print(
+                        f"| {config_name} | {strategy} | {method} | {n:,.0f}"
+                        f" | {r['makespan_h']:.2f}{done} | {r['wall']:.1f} | {r['cpu']:.1f}"
+                        f" | {r['cpu'] / n * 1000:.2f} | {r['rss_mib']:.0f}"
+                        f" | {r['cpu'] / base[0]:.1f} | {n * math.log(n) / base[1]:.1f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

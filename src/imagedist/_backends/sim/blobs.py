@@ -7,15 +7,17 @@ import random
 from ..._domain import BlobRef, SecretUrl
 from ..._exceptions import NotFound, TransientError
 from ...abc import BlobProperties, BlobStore
+from .model import SimModel
 from .storage import SimStorage
 
 __all__ = ["SimBlobStore"]
 
 #: Azure's largest Put Page From URL request.
 PUT_PAGE_BYTES = 4 * 1024 * 1024
-#: One simulated range copy call moves up to this much (256 modelled requests): a ranged copy of
-#: a 30 GiB disk is then a few dozen events, not thousands, so 10,000 targets simulate quickly.
-SIM_RANGE_BYTES = 1024 * 1024 * 1024
+#: One simulated range copy call moves up to this much by default (SimModel.ranged_call_bytes,
+#: 256 modelled requests): a ranged copy of a 30 GiB disk is then a few dozen events, not
+#: thousands, so 10,000 targets simulate quickly.
+SIM_RANGE_BYTES = SimModel.ranged_call_bytes
 
 
 class SimBlobStore(BlobStore):
@@ -31,12 +33,12 @@ class SimBlobStore(BlobStore):
         *,
         copy_rate: float | None = None,
         seed: int = 0,
-        range_bytes: int = SIM_RANGE_BYTES,
+        range_bytes: int | None = None,
     ) -> None:
         self.storage = storage
         self._copy_rate = copy_rate
         self._fault_rng = random.Random(f"{seed}:blob-faults")
-        self.copy_range_bytes = range_bytes
+        self.copy_range_bytes = range_bytes or storage.model.ranged_call_bytes
         self.ranged_copy_faster = True
 
     def _call(self, name: str) -> SimStorage:
