@@ -11,10 +11,17 @@ import pytest
 
 from imagedist import Imagedist, JobStatus, LogFilter, OsType
 from imagedist._backends.local.blobs import LocalBlobStore
-from imagedist._backends.sim import scenario_config
+from imagedist._backends.sim import open_sim_backend, preload_tier0, run_virtual, scenario_config
 from imagedist._backends.sim.blobs import SimBlobStore
-from imagedist._backends.sim.scenario import run_scenario
-from imagedist._domain import BlobRef, JobState, LogRecord, SourceKind
+from imagedist._backends.sim.scenario import _sparse_fixed_vhd, run_scenario
+from imagedist._domain import BlobRef, JobState, LogRecord, SourceKind, TargetRow
+from imagedist._domain.events import (
+    COPIED_BY_COPY_BLOB,
+    COPIED_BY_RANGES,
+    EngineEvent,
+    EventKind,
+)
+from imagedist._engine import EngineContext, Worker, submit_job
 from imagedist._engine._ranged import missing_ranges, plan_ranges
 from imagedist._engine._targets import TargetDriver
 from imagedist._exceptions import NotFound, OperationFailed
@@ -196,3 +203,32 @@ def test_auto_moves_no_more_copies_by_ranges_at_once_than_its_slots(
     assert result.counts == {"done": 24}
     assert peak <= slots
     assert (result.stats.range_requests > 0) is (slots > 0)
+
+
+def test_auto_lands_every_region_s_seed_by_ranges_however_few_its_slots(tmp_path: Path) -> None:
+    # A region's seed is on the critical path of all its targets: under "auto" it waits for a
+    # ranged copy's slot (a minute or two) rather than start a Copy Blob across regions (up to
+    # an hour); the other copies of the region go by Copy Blob while the slots are taken.
+    config = scenario_config(4, 6, copies=100, images=100, copy_method="auto")
+    fanout = config.fanout.model_copy(update={"ranged_copies": 2})
+    upload = config.upload.model_copy(update={"work_dir": str(tmp_path)})
+    config = config.model_copy(update={"fanout": fanout, "upload": upload})
+    events: list[EngineEvent] = []
+
+    async def distribute() -> list[TargetRow]:
+        backend = open_sim_backend(config, seed=0)
+        ctx = EngineContext(backend, config, worker_id="w-test", on_event=events.append)
+        disk = _sparse_fixed_vhd(tmp_path / "golden.vhd", 30 * GIB)
+        job = await submit_job(ctx, disk, "golden", OsType.LINUX, "test")
+        await preload_tier0(backend, job, 15 * GIB)
+        await Worker(ctx, [job.id]).run()
+        assert (await backend.state.get_job(job.id)).state is JobState.COMPLETED
+        return await backend.state.list_targets(job.id)
+
+    targets = run_virtual(distribute())
+    region = {f"target:{t.target}": t.region for t in targets}
+    moved_by = {e.target: e.detail for e in events if e.kind is EventKind.COPY_VERIFIED}
+    seeds = [t for t in targets if region.get(t.source_id or "", config.staging.region) != t.region]
+    assert len(seeds) == 5  # one per region but the staging one
+    assert {moved_by[t.target] for t in seeds} == {COPIED_BY_RANGES}
+    assert COPIED_BY_COPY_BLOB in moved_by.values()  # the slots were too few for the rest

@@ -336,14 +336,37 @@ class Worker:
             self._launch_target(job, row, source, tier0, group)
         if self._copies.full:
             return
+        ranged_slots = self._ranged_slots_to_hand_out()
         for row in fanout.waiting():
             if self._copies.full:
                 return
             if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.target)):
                 continue
             source = fanout.target_source(row)
-            if source is not None:
-                self._launch_target(job, row, source, tier0, group)
+            if source is None:
+                continue
+            if ranged_slots is not None:
+                crossing = fanout.region_of(source) != row.region
+                if crossing and ranged_slots <= 0:
+                    continue  # a region's seed waits for a ranged copy's slot (see below)
+                if crossing or source.state is SourceState.COPYING:
+                    ranged_slots -= 1  # it will move by ranges (a follower always does)
+            self._launch_target(job, row, source, tier0, group)
+
+    def _ranged_slots_to_hand_out(self) -> int | None:
+        """With ``copy_method = "auto"`` where ranges can be copied: the ranged copies' slots
+        still free, which this pass hands out first to the regions' seeds, else None.
+
+        A seed is on the critical path of its whole region, and a ranged copy (~190 MB/s)
+        lands it in a minute or two where a Copy Blob across regions may take an hour (4-45
+        MB/s): so under "auto" a seed waits for a slot rather than start a Copy Blob. Slots
+        free as ranged copies end; with none configured, or on a store that turns out to copy
+        no ranges, nothing waits."""
+        ctx = self.ctx
+        slots = ctx.settings.ranged_copies
+        if ctx.settings.copy_method != "auto" or not slots or not ranged_copies_possible(ctx):
+            return None  # no slot will ever free: nothing waits for one
+        return slots - ctx.ranged_running
 
     def _resumable(self, job: Job, tables: TargetTables, fanout: Fanout) -> list[TargetRow]:
         """The moving targets whose task may start now, in the fan-out's order. Only the rows
