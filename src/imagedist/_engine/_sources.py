@@ -40,6 +40,8 @@ __all__ = [
     "make_fanout",
 ]
 
+_COPIED_KINDS = frozenset({SourceKind.TIER1, SourceKind.CLONE})
+_MOVING_STATES = frozenset({SourceState.PENDING, SourceState.COPYING})
 ORIGINAL_CHAIN = 10  # the original copied tier-1 copy i from copy i - 1 up to here
 # A region's clones are named clone-<region>-<nnn> (Azure region names hold no '-').
 CLONE_PREFIX = "clone-"
@@ -49,6 +51,7 @@ def clone_name(region: str, number: int) -> str:
     return f"{CLONE_PREFIX}{region}-{number:03d}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def clone_region_of(source_id: str) -> str:
     return source_id.removeprefix(CLONE_PREFIX).rpartition("-")[0]
 
@@ -83,29 +86,28 @@ class Fanout:
         self.staging_region = staging_region
         self.max_reads = max_reads
         # The staging copies a copy may read now (the targets' live copies are in the tables),
-        # and the regions' ready clones.
-        self._staged_live = {
-            s.source_id: s
-            for s in self.sources
-            if s.state is SourceState.READY and not s.deleted and s.kind is not SourceKind.CLONE
-        }
+        # the regions' ready clones, readers of each source, and the staging copies and clones
+        # still to make or being made: one look at each source (a fan-out is built again each
+        # time a source changes, which with a copy cap is every few passes).
+        self._staged_live: dict[str, SourceRow] = {}
         self._clones_live: dict[str, dict[str, SourceRow]] = {}
+        self._source_readers: Counter[str] = Counter()
+        moving: list[SourceRow] = []
         for s in self.sources:
-            if s.kind is SourceKind.CLONE and s.state is SourceState.READY and not s.deleted:
-                self._clones_live.setdefault(clone_region(s), {})[s.source_id] = s
-        self._source_readers = Counter(
-            s.parent_id for s in self.sources if s.state is SourceState.COPYING and s.parent_id
-        )
-        self.tier0 = next(s for s in self.sources if s.kind is SourceKind.TIER0)
-        # The staging copies and clones still to make or being made, by tier1_group: those
-        # under way first, then the waiting ones by id.
+            state, kind = s.state, s.kind
+            if kind is SourceKind.TIER0:
+                self.tier0 = s
+            if state is SourceState.READY and not s.deleted:
+                if kind is SourceKind.CLONE:
+                    self._clones_live.setdefault(clone_region(s), {})[s.source_id] = s
+                else:
+                    self._staged_live[s.source_id] = s
+            elif state is SourceState.COPYING and s.parent_id:
+                self._source_readers[s.parent_id] += 1
+            if kind in _COPIED_KINDS and state in _MOVING_STATES:
+                moving.append(s)
+        # By tier1_group: those under way first, then the waiting ones by id.
         self.tier1_work: dict[str, list[SourceRow]] = {}
-        moving = (
-            s
-            for s in self.sources
-            if s.kind in (SourceKind.TIER1, SourceKind.CLONE)
-            and s.state in (SourceState.PENDING, SourceState.COPYING)
-        )
         for s in sorted(moving, key=lambda s: (s.state is SourceState.PENDING, s.source_id)):
             self.tier1_work.setdefault(self.tier1_group(s), []).append(s)
         self.readers: Counter[str] = Counter()
