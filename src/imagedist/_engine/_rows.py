@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from .._domain import (
     COPY_STATES,
     HOLDS_COPY_STATES,
     IMAGE_STATES,
+    IN_PRODUCTION_SOURCE_STATES,
     TERMINAL_TARGET_STATES,
     SourceKind,
     SourceRow,
@@ -26,10 +29,16 @@ from .._domain import (
     TargetState,
 )
 
-__all__ = ["RANGED_COPY_ID", "TargetTables", "target_as_source"]
+__all__ = ["RANGED_COPY_ID", "SourceTables", "TargetTables", "target_as_source"]
+
+_V = TypeVar("_V")
 
 # A target row's copy id while its copy moves by ranges inside a worker (no platform copy id).
 RANGED_COPY_ID = "ranged"
+# A region's clones are named clone-<region>-<nnn> (Azure region names hold no '-').
+CLONE_PREFIX = "clone-"
+_COPIED_KINDS = frozenset({SourceKind.TIER1, SourceKind.CLONE})
+_MOVING_STATES = frozenset({SourceState.PENDING, SourceState.COPYING})
 
 
 def target_as_source(row: TargetRow) -> SourceRow:
@@ -168,3 +177,98 @@ def _add(counts: Counter[str], key: str, n: int) -> None:
         counts[key] = total
     else:
         del counts[key]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def clone_region_of(source_id: str) -> str:
+    """The region a clone source lies in (its seed target's), from its id."""
+    return source_id.removeprefix(CLONE_PREFIX).rpartition("-")[0]
+
+
+class SourceTables:
+    """A job's source rows as a worker last read them, and what the fan-out looks up in them,
+    kept up to date row by row (as :class:`TargetTables`): with region clones a job has
+    thousands of sources, and with a copy cap one of them changes every few passes.
+
+    :param owner: the worker reading them; the earliest lease anyone else holds on one is kept.
+    """
+
+    def __init__(self, owner: str = "") -> None:
+        self.owner = owner
+        self.rows: dict[str, SourceRow] = {}
+        self.tier0: SourceRow | None = None
+        # READY and not deleted: the upload and staging copies; the clones, by region.
+        self.staged_live: dict[str, SourceRow] = {}
+        self.clones_live: dict[str, dict[str, SourceRow]] = {}
+        self.readers: Counter[str] = Counter()  # source id -> sources being copied from it
+        # The upload or a copy still being made (not deleted): a source on its way.
+        self.in_production: dict[str, None] = {}
+        # Staging copies and clones to make or being made, by group ("" for the staging
+        # copies, a clone's region for clones): (copying, waiting) by id.
+        self.work: dict[str, tuple[dict[str, SourceRow], dict[str, SourceRow]]] = {}
+        # A region's designated seed (the clones' parent from submit on): region -> target.
+        self.designated: dict[str, str] = {}
+        self._foreign: dict[str, float] = {}  # leased by anyone else -> lease end
+
+    @classmethod
+    def of(cls, rows: Iterable[SourceRow]) -> SourceTables:
+        tables = cls()
+        tables.update(rows)
+        return tables
+
+    def all(self) -> list[SourceRow]:
+        return list(self.rows.values())
+
+    def foreign_lease_end(self) -> float:
+        return min(self._foreign.values(), default=float("inf"))
+
+    def update(self, rows: Iterable[SourceRow]) -> bool:
+        """Take these rows as the current ones; returns whether any changed."""
+        changed = False
+        for row in rows:
+            old = self.rows.get(row.source_id)
+            if old == row:
+                continue
+            if old is not None:
+                self._index(old, -1)
+            self.rows[row.source_id] = row
+            self._index(row, +1)
+            changed = True
+        return changed
+
+    def _index(self, row: SourceRow, sign: int) -> None:
+        key, kind, state = row.source_id, row.kind, row.state
+        if kind is SourceKind.TIER0 and sign > 0:
+            self.tier0 = row
+        live = state is SourceState.READY and not row.deleted
+        if live and kind is SourceKind.CLONE:
+            region = self.clones_live.setdefault(clone_region_of(key), {})
+            _place(region, key, row, sign)
+            if not region:
+                del self.clones_live[clone_region_of(key)]
+        elif live:
+            _place(self.staged_live, key, row, sign)
+        if state is SourceState.COPYING and row.parent_id:
+            _add(self.readers, row.parent_id, sign)
+        producing = kind is SourceKind.TIER0 or state is SourceState.COPYING
+        if producing and state in IN_PRODUCTION_SOURCE_STATES and not row.deleted:
+            _place(self.in_production, key, None, sign)
+        if kind in _COPIED_KINDS and state in _MOVING_STATES:
+            group = clone_region_of(key) if kind is SourceKind.CLONE else ""
+            copying, waiting = self.work.setdefault(group, ({}, {}))
+            _place(copying if state is SourceState.COPYING else waiting, key, row, sign)
+            if not copying and not waiting:
+                del self.work[group]
+        parent = row.parent_id or ""
+        if kind is SourceKind.CLONE and parent.startswith("target:") and sign > 0:
+            self.designated.setdefault(clone_region_of(key), parent.removeprefix("target:"))
+        if row.lease_owner not in (None, self.owner):
+            _place(self._foreign, key, row.lease_until, sign)
+
+
+def _place(table: dict[str, _V], key: str, value: _V, sign: int) -> None:
+    """Put ``key`` in (``sign`` > 0) or take it out of ``table``."""
+    if sign > 0:
+        table[key] = value
+    else:
+        del table[key]

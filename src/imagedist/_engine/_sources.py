@@ -31,7 +31,7 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
-from ._rows import TargetTables
+from ._rows import CLONE_PREFIX, SourceTables, TargetTables, clone_region_of
 
 __all__ = [
     "BroadcastFanout",
@@ -40,20 +40,11 @@ __all__ = [
     "make_fanout",
 ]
 
-_COPIED_KINDS = frozenset({SourceKind.TIER1, SourceKind.CLONE})
-_MOVING_STATES = frozenset({SourceState.PENDING, SourceState.COPYING})
 ORIGINAL_CHAIN = 10  # the original copied tier-1 copy i from copy i - 1 up to here
-# A region's clones are named clone-<region>-<nnn> (Azure region names hold no '-').
-CLONE_PREFIX = "clone-"
 
 
 def clone_name(region: str, number: int) -> str:
     return f"{CLONE_PREFIX}{region}-{number:03d}"
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def clone_region_of(source_id: str) -> str:
-    return source_id.removeprefix(CLONE_PREFIX).rpartition("-")[0]
 
 
 def clone_region(row: SourceRow) -> str:
@@ -72,44 +63,27 @@ class Fanout:
 
     def __init__(
         self,
-        sources: Iterable[SourceRow],
+        sources: Iterable[SourceRow] | SourceTables,
         targets: Iterable[TargetRow] | TargetTables,
         *,
         staging_region: str,
         max_reads: int,
         pipelining: bool = False,
     ) -> None:
-        self.sources = list(sources)
+        self.sources = sources if isinstance(sources, SourceTables) else SourceTables.of(sources)
         # Whether a copy still being made by ranges may serve others (ranged copies follow it).
         self.pipelining = pipelining
         self.tables = targets if isinstance(targets, TargetTables) else TargetTables.of(targets)
         self.staging_region = staging_region
         self.max_reads = max_reads
+        if self.sources.tier0 is None:
+            raise ValueError("a job's sources hold its upload (tier0)")
+        self.tier0: SourceRow = self.sources.tier0
         # The staging copies a copy may read now (the targets' live copies are in the tables),
-        # the regions' ready clones, readers of each source, and the staging copies and clones
-        # still to make or being made: one look at each source (a fan-out is built again each
-        # time a source changes, which with a copy cap is every few passes).
-        self._staged_live: dict[str, SourceRow] = {}
-        self._clones_live: dict[str, dict[str, SourceRow]] = {}
-        self._source_readers: Counter[str] = Counter()
-        moving: list[SourceRow] = []
-        for s in self.sources:
-            state, kind = s.state, s.kind
-            if kind is SourceKind.TIER0:
-                self.tier0 = s
-            if state is SourceState.READY and not s.deleted:
-                if kind is SourceKind.CLONE:
-                    self._clones_live.setdefault(clone_region(s), {})[s.source_id] = s
-                else:
-                    self._staged_live[s.source_id] = s
-            elif state is SourceState.COPYING and s.parent_id:
-                self._source_readers[s.parent_id] += 1
-            if kind in _COPIED_KINDS and state in _MOVING_STATES:
-                moving.append(s)
-        # By tier1_group: those under way first, then the waiting ones by id.
-        self.tier1_work: dict[str, list[SourceRow]] = {}
-        for s in sorted(moving, key=lambda s: (s.state is SourceState.PENDING, s.source_id)):
-            self.tier1_work.setdefault(self.tier1_group(s), []).append(s)
+        # and the regions' ready clones: kept by the source tables, so building a fan-out when
+        # a source changed costs the staging copies, not the thousands of clones.
+        self._staged_live = self.sources.staged_live
+        self._clones_live = self.sources.clones_live
         self.readers: Counter[str] = Counter()
         self.renew()
 
@@ -117,7 +91,7 @@ class Fanout:
         """Ready for a new pass over the same sources, the targets' tables being current: the
         readers are counted again, and what the last pass handed out is forgotten."""
         self.readers = Counter(self.tables.readers)
-        self.readers.update(self._source_readers)
+        self.readers.update(self.sources.readers)
 
     def live_source(self, source_id: str) -> SourceRow | None:
         """The source a copy may be reading from under this id, if it is live (to resume it):
@@ -139,10 +113,13 @@ class Fanout:
         """The source tier-1 copy ``row`` should be made from now, or None to wait."""
         raise NotImplementedError
 
-    def tier1_group(self, row: SourceRow) -> str:
-        """Waiting tier-1 copies of one group get the same answer from :meth:`tier1_parent`
-        within a pass: once one must wait, the others need not be asked."""
-        return row.source_id
+    def tier1_work(self) -> Iterator[list[SourceRow]]:
+        """The staging copies and clones still to make or being made, in groups whose waiting
+        members get the same answer from :meth:`tier1_parent` within a pass (so once one must
+        wait, the others need not be asked): in each, those under way first, then the waiting
+        ones by id."""
+        for copying, waiting in self.sources.work.values():
+            yield [*copying.values(), *waiting.values()]
 
     def priority(self, row: TargetRow) -> int:
         """Waiting targets are served in this order, lowest first."""
@@ -172,11 +149,7 @@ class Fanout:
         raise NotImplementedError
 
     def _staged_in_production(self) -> bool:
-        return any(
-            s.state in IN_PRODUCTION_SOURCE_STATES and not s.deleted
-            for s in self.sources
-            if s.kind is SourceKind.TIER0 or s.state is SourceState.COPYING
-        )
+        return bool(self.sources.in_production)
 
     def _take(self, candidates: list[SourceRow]) -> SourceRow | None:
         free = [s for s in candidates if self.readers[s.source_id] < self.max_reads]
@@ -200,7 +173,7 @@ class BroadcastFanout(Fanout):
 
     def __init__(
         self,
-        sources: Iterable[SourceRow],
+        sources: Iterable[SourceRow] | SourceTables,
         targets: Iterable[TargetRow] | TargetTables,
         *,
         staging_region: str,
@@ -216,11 +189,7 @@ class BroadcastFanout(Fanout):
         )
         # The target whose account holds its region's clones (its name is the clones' parent
         # from submit on): it is seeded first, so the clones can be made from it.
-        self._designated: dict[str, str] = {}  # region -> target name
-        for source in self.sources:
-            if source.kind is SourceKind.CLONE and (source.parent_id or "").startswith("target:"):
-                name = (source.parent_id or "").removeprefix("target:")
-                self._designated.setdefault(clone_region(source), name)
+        self._designated = self.sources.designated  # region -> target name
 
     def renew(self) -> None:
         super().renew()
@@ -259,11 +228,6 @@ class BroadcastFanout(Fanout):
             return seed
         clones = [c for c in self._clones_live.get(region, {}).values() if c is not row]
         return min(clones, key=lambda s: s.source_id) if clones else None
-
-    def tier1_group(self, row: SourceRow) -> str:
-        # Every staging copy is made from the same staging source, a region's clones from its
-        # seed or its first clone.
-        return clone_region(row) if row.kind is SourceKind.CLONE else ""
 
     def waiting(self) -> Iterator[TargetRow]:
         """Every region's designated target first (so the seeds take the staging copies'
@@ -356,7 +320,7 @@ class OriginalFanout(Fanout):
 
     def __init__(
         self,
-        sources: Iterable[SourceRow],
+        sources: Iterable[SourceRow] | SourceTables,
         targets: Iterable[TargetRow] | TargetTables,
         *,
         job_id: str,
@@ -366,7 +330,7 @@ class OriginalFanout(Fanout):
         super().__init__(sources, targets, staging_region=staging_region, max_reads=max_reads)
         self._order = [self._staged_live[i] for i in _shuffled(job_id, tuple(self._staged_live))]
         self._index = self.tables.rank
-        self._by_id = {s.source_id: s for s in self.sources}
+        self._by_id = self.sources.rows
         self._coming: bool | None = None  # _tier1_coming, worked out once per pass
 
     def tier1_parent(self, row: SourceRow) -> SourceRow | None:
@@ -404,12 +368,19 @@ class OriginalFanout(Fanout):
 
     def _tier1_coming(self) -> bool:
         if self._coming is None:
-            tier1 = [s for s in self.sources if s.kind is SourceKind.TIER1 and not s.deleted]
+            tier1 = [
+                s for s in self._by_id.values() if s.kind is SourceKind.TIER1 and not s.deleted
+            ]
             pending = any(s.state is SourceState.PENDING for s in tier1)
             self._coming = any(s.state is SourceState.COPYING for s in tier1) or (
                 pending and (bool(self._order) or self._staged_in_production())
             )
         return self._coming
+
+    def tier1_work(self) -> Iterator[list[SourceRow]]:
+        # Each waiting copy has a parent of its own (the chain): every one is asked.
+        for group in super().tier1_work():
+            yield from ([row] for row in group)
 
     def exhausted(self) -> bool:
         return not self._order and not self._staged_in_production()
@@ -434,7 +405,7 @@ def _shuffled(job_id: str, ids: tuple[str, ...]) -> tuple[str, ...]:
 def make_fanout(
     strategy: str,
     job_id: str,
-    sources: list[SourceRow],
+    sources: list[SourceRow] | SourceTables,
     targets: list[TargetRow] | TargetTables,
     *,
     staging_region: str,

@@ -41,7 +41,7 @@ from ._context import EngineContext
 from ._disk import give_up_disk
 from ._limits import Limiter, Slot
 from ._publications import GalleryScheduler
-from ._rows import TargetTables
+from ._rows import SourceTables, TargetTables
 from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
 from ._targets import TargetDriver, ranged_copies_possible
@@ -77,9 +77,8 @@ class Worker:
         self._images = Limiter(ctx.settings.images)
         self._gallery = GalleryScheduler(self)
         self._tables: dict[str, TargetTables] = {}
-        self._sources: dict[str, tuple[dict[str, SourceRow], int]] = {}  # by job: rows, cursor
+        self._sources: dict[str, tuple[SourceTables, int]] = {}  # by job: rows, cursor
         self._fanouts: dict[str, Fanout] = {}  # by job: the last pass's, while sources stay
-        self._source_lease_ends: dict[str, float] = {}  # by job: as the fan-out, see _fanout
         # By job: moving targets that may need resuming (read changed, or their task ended, or
         # another worker's lease on them may run out); every other moving row has its task.
         self._to_resume: dict[str, set[str]] = {}
@@ -139,18 +138,18 @@ class Worker:
     async def _reconcile(self, job: Job, group: asyncio.TaskGroup) -> bool:
         state = self.ctx.backend.state
         self._reads += 1
-        sources, sources_changed = await self._read_sources(job)
+        known, sources_changed = await self._read_sources(job)
         tables = await self._read_targets(job)
         await self._apply_switches(job, tables)
         publications = await state.list_publications(job.id) if "gallery" in job.publish else []
-        fanout = self._fanout(job, sources, tables, sources_changed)
-        self._note_leases(job, fanout, tables, publications)
+        fanout = self._fanout(job, known, tables, sources_changed)
+        self._note_leases(known, tables, publications)
         tier0 = fanout.tier0
         # Nothing the waiting targets may copy from exists or is on its way: make it anew, and
         # act on the revived rows in the next pass.
         stuck = fanout.exhausted() and self._any_waiting(job, tables)
         stuck = stuck or self._gallery.stuck(job, tier0, publications)
-        if stuck and await self._find_a_way_forward(job, sources, tables.all(), publications):
+        if stuck and await self._find_a_way_forward(job, known.all(), tables.all(), publications):
             self._pass_due = True
             return True
         if tier0.state in UPLOAD_AHEAD_STATES:
@@ -160,21 +159,20 @@ class Worker:
         await self._gallery.schedule(job, tier0, publications, group)
         if any(key[0] == job.id for key in self._inflight):
             return True
-        targets = tables.all()
+        sources, targets = known.all(), tables.all()
         if await drop_intermediates_if_unneeded(self.ctx, job, sources, targets, publications):
             self._pass_due = True
             return True  # settle on the next pass, from the rows as they are now
         return await self._settle(job, sources, targets, publications)
 
-    async def _read_sources(self, job: Job) -> tuple[list[SourceRow], bool]:
+    async def _read_sources(self, job: Job) -> tuple[SourceTables, bool]:
         """The job's sources as they are now (read as its targets are, see _read_targets), and
         whether any changed since the last pass."""
-        known, cursor = self._sources.get(job.id, ({}, 0))
+        known, cursor = self._sources.get(job.id, (SourceTables(self.ctx.worker_id), 0))
         rows, cursor = await self.ctx.backend.state.list_sources_changed(job.id, cursor)
-        changed = [row for row in rows if known.get(row.source_id) != row]
-        known.update((row.source_id, row) for row in changed)
+        changed = known.update(rows)
         self._sources[job.id] = known, cursor
-        return list(known.values()), bool(changed)
+        return known, changed
 
     async def _read_targets(self, job: Job) -> TargetTables:
         """The job's targets as they are now: what changed since the last pass, read into the
@@ -191,21 +189,20 @@ class Worker:
 
     def _note_leases(
         self,
-        job: Job,
-        fanout: Fanout,
+        sources: SourceTables,
         tables: TargetTables,
         publications: list[PublicationRow],
     ) -> None:
         """The earliest end of a lease another worker holds: a pass is due then."""
         ends = list(tables.foreign.values())
-        ends.append(self._source_lease_ends[job.id])
+        ends.append(sources.foreign_lease_end())
         ends += [
             p.lease_until for p in publications if p.lease_owner not in (None, self.ctx.worker_id)
         ]
         self._lease_ends = min([self._lease_ends, *ends])
 
     def _fanout(
-        self, job: Job, sources: list[SourceRow], targets: TargetTables, sources_changed: bool
+        self, job: Job, sources: SourceTables, targets: TargetTables, sources_changed: bool
     ) -> Fanout:
         """The job's fan-out for this pass: the last one renewed while the sources are the
         same (the targets' tables it reads are current), else a new one."""
@@ -217,12 +214,6 @@ class Worker:
             fanout.pipelining = pipelining
             fanout.renew()
             return fanout
-        # Built when the sources change, like the fan-out: the earliest lease of another worker
-        # on one of them (a pass does not scan thousands of clones to find none).
-        self._source_lease_ends[job.id] = min(
-            (s.lease_until for s in sources if s.lease_owner not in (None, self.ctx.worker_id)),
-            default=float("inf"),
-        )
         settings = self.ctx.settings
         fanout = self._fanouts[job.id] = make_fanout(
             settings.fanout_strategy,
@@ -307,7 +298,7 @@ class Worker:
             await self._try_put_target_failed(job, row, FailedPhase.COPY, reason)
 
     def _schedule_tier1(self, job: Job, fanout: Fanout, group: asyncio.TaskGroup) -> None:
-        for rows in fanout.tier1_work.values():
+        for rows in fanout.tier1_work():
             for row in rows:
                 if not self._lease_free(row.lease_owner, row.lease_until, (job.id, row.source_id)):
                     continue
