@@ -440,6 +440,12 @@ class StateStore(ABC):
         nothing else can have), so a simulated job costs its events, not its duration."""
         return None
 
+    def wake_on_write(self, waiter: asyncio.Future[None]) -> bool:
+        """Have ``waiter`` resolved at the next write that changes :meth:`revision`, if this
+        store can tell (an in-memory one); returns whether it will be. A worker with nothing
+        to do then sleeps until that write instead of looking every poll interval."""
+        return False
+
     @abstractmethod
     async def list_publications(self, job_id: str) -> list[PublicationRow]:
         """The job's gallery versions, sorted by key."""

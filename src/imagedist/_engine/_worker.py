@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from .._domain import (
@@ -87,6 +88,7 @@ class Worker:
         self._seen_revision: int | None = None
         self._pass_due = True
         self._lease_ends = float("inf")
+        self._wake: asyncio.Future[None] | None = None  # resolved when a task ends (_idle)
 
     async def run(self, *, forever: bool = False) -> None:
         """Work until no active job is left (or forever)."""
@@ -97,7 +99,34 @@ class Worker:
                     active = await self.tick(group)
                 if not active and not self._inflight and not forever:
                     return
-                await self.ctx.pause()
+                await self._idle()
+
+    async def _idle(self) -> None:
+        """Wait for the next pass: one poll interval; or, where the store can tell when it is
+        written and no pass is due yet, until the look (on the same grid of poll intervals)
+        that would first see a write, a task of ours ended or another's lease run out. Then a
+        long wait costs one wake-up, not one per poll interval (the simulator's copy caps)."""
+        state, clock = self.ctx.backend.state, self.ctx.backend.clock
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+        if self._pass_may_matter() or not state.wake_on_write(wake):
+            await self.ctx.pause()
+            return
+        began, every = clock.now(), self.ctx.settings.poll_interval
+        self._wake = wake
+        # A microsecond past the lease's end: the look must come after it (_pass_may_matter).
+        timer = None
+        if self._lease_ends < float("inf"):
+            timer = loop.call_later(self._lease_ends - began + 1e-6, _resolve, wake)
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
+        waited = clock.now() - began
+        looks = max(1, math.ceil(waited / every - 1e-9)) if every > 0 else 1
+        await clock.sleep(looks * every - waited)
 
     def _pass_may_matter(self) -> bool:
         """Whether anything can have changed since the last pass: a write to the store (when
@@ -534,6 +563,8 @@ class Worker:
         finally:
             done()
             self._pass_due = True  # its slot and its item are free: the next pass may use them
+            if self._wake is not None:
+                _resolve(self._wake)
 
     def _give_up_target(self, job: Job, name: str) -> Callable[[str], Awaitable[None]]:
         async def give_up(reason: str) -> None:
@@ -641,6 +672,11 @@ async def target_enablement(ctx: EngineContext) -> dict[str, bool]:
 
 
 _TIER1_MOVING = frozenset({SourceState.PENDING, SourceState.COPYING})
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _copying(row: TargetRow) -> bool:

@@ -7,6 +7,7 @@ of each row. Several adapters may share one :class:`MemoryTables`, like processe
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,18 @@ class MemoryTables:
     written: dict[str, list[int]] = field(default_factory=dict)
     sources_written: dict[str, list[int]] = field(default_factory=dict)
     writes: int = 0
+    # Workers waiting for the next write that counts (MemoryStateStore.wake_on_write).
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def count_writes(self, writes: int) -> None:
+        """Count writes that matter to a worker's pass, and wake whoever waits for one."""
+        if not writes:
+            return
+        self.writes += writes
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class MemoryStateStore(StateStore):
@@ -77,7 +90,7 @@ class MemoryStateStore(StateStore):
         t.publications[job.id] = {p.key: _clone(p) for p in sorted(publications, key=_by_key)}
         t.written[job.id] = []
         t.sources_written[job.id] = []
-        t.writes += 1
+        t.count_writes(1)
 
     async def get_job(self, job_id: str) -> Job:
         job = self.tables.jobs.get(job_id)
@@ -97,7 +110,7 @@ class MemoryStateStore(StateStore):
             raise PreconditionFailed(f"Job {job.id!r} was changed by a retry meanwhile.")
         stored.state, stored.finished_at = job.state, job.finished_at
         stored.revision = job.revision
-        self.tables.writes += 1
+        self.tables.count_writes(1)
 
     # items
 
@@ -120,6 +133,10 @@ class MemoryStateStore(StateStore):
     def revision(self) -> int:
         return self.tables.writes
 
+    def wake_on_write(self, waiter: asyncio.Future[None]) -> bool:
+        self.tables.waiters.append(waiter)
+        return True
+
     async def list_publications(self, job_id: str) -> list[PublicationRow]:
         rows = self.tables.publications.get(job_id, {})
         return [_clone(row) for row in sorted(rows.values(), key=_by_key)]
@@ -135,7 +152,7 @@ class MemoryStateStore(StateStore):
         new = redact_publication(_clone(row))
         new.version = row.version + 1
         rows[row.key] = _clone(new)
-        self.tables.writes += 1
+        self.tables.count_writes(1)
         return new
 
     async def put_source(self, row: SourceRow) -> SourceRow:
@@ -148,7 +165,7 @@ class MemoryStateStore(StateStore):
         new = _clone(row)
         new.version = row.version + 1
         new.error = redact(new.error)
-        self.tables.writes += _news(rows[i], new)
+        self.tables.count_writes(_news(rows[i], new))
         rows[i] = _clone(new)
         self.tables.sources_written.setdefault(row.job_id, []).append(i)
         return new
@@ -163,7 +180,7 @@ class MemoryStateStore(StateStore):
         new = _clone(row)
         new.version = row.version + 1
         new.error = redact(new.error)
-        self.tables.writes += _news(rows[i], new)
+        self.tables.count_writes(_news(rows[i], new))
         rows[i] = _clone(new)
         self.tables.written.setdefault(row.job_id, []).append(i)
         return new
@@ -185,7 +202,7 @@ class MemoryStateStore(StateStore):
     async def set_target_switch(self, names: Sequence[str], enabled: bool) -> None:
         for name in names:
             self.tables.switches[name] = enabled
-        self.tables.writes += 1
+        self.tables.count_writes(1)
 
     async def target_switches(self) -> dict[str, bool]:
         return dict(self.tables.switches)
