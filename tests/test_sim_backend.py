@@ -26,7 +26,9 @@ from imagedist._backends.sim import (
     scenario_config,
 )
 from imagedist._backends.sim.blobs import SIM_RANGE_BYTES
-from imagedist._domain import BlobRef, OsType
+from imagedist._backends.sim.state import MemoryStateStore
+from imagedist._domain import BlobRef, JobState, OsType
+from imagedist._engine import EngineContext
 from imagedist._engine._ranged import copy_ranged
 from imagedist._exceptions import TransientError
 from imagedist.abc import CopyStatus, ImageSpec
@@ -347,3 +349,32 @@ def test_a_follower_wakes_at_the_look_that_sees_a_range_and_its_looks_are_counte
         assert clock.now() - start == pytest.approx(8.0)
 
     in_world(body)
+
+
+@pytest.mark.parametrize("copies", [1, 100])
+def test_an_idle_worker_wakes_at_the_look_that_sees_news_as_polling_would(
+    monkeypatch: pytest.MonkeyPatch, copies: int
+) -> None:
+    """A worker with nothing to do sleeps until the first look (on its grid of poll intervals)
+    after a write, a task's end or a lease's end, where the store can tell when it is written:
+    the job goes as when it looks every poll interval, at a fraction of the wake-ups. (Events
+    at the same virtual instant as a look may fall either side of it, in either mode: with one
+    copy at a time, that shifts a few of the nine copies by a look.)"""
+    config = scenario_config(3, 3, copies=copies, images=100, poll_interval_seconds=2.0)
+    pauses = 0
+    pause = EngineContext.pause
+
+    async def counted(self: EngineContext) -> None:
+        nonlocal pauses
+        pauses += 1
+        await pause(self)
+
+    monkeypatch.setattr(EngineContext, "pause", counted)
+    woken = run_scenario(config, occupied=GIB)
+    woken_pauses, pauses = pauses, 0
+    monkeypatch.setattr(MemoryStateStore, "wake_on_write", lambda self, waiter: False)
+    polled = run_scenario(config, occupied=GIB)
+    assert woken.state is polled.state is JobState.COMPLETED
+    assert woken.makespan == pytest.approx(polled.makespan, rel=0.05)
+    assert woken.counts == polled.counts
+    assert woken_pauses * 2 < pauses
