@@ -19,6 +19,7 @@ shuffled list of the upload and its tier-1 copies, regardless of region or load.
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -113,13 +114,13 @@ class Fanout:
         """The source tier-1 copy ``row`` should be made from now, or None to wait."""
         raise NotImplementedError
 
-    def tier1_work(self) -> Iterator[list[SourceRow]]:
+    def tier1_work(self) -> Iterator[Iterable[SourceRow]]:
         """The staging copies and clones still to make or being made, in groups whose waiting
         members get the same answer from :meth:`tier1_parent` within a pass (so once one must
         wait, the others need not be asked): in each, those under way first, then the waiting
-        ones by id."""
+        ones by id (lazily: the caller stops at the first that must wait)."""
         for copying, waiting in self.sources.work.values():
-            yield [*copying.values(), *waiting.values()]
+            yield itertools.chain(copying.values(), waiting.values())
 
     def priority(self, row: TargetRow) -> int:
         """Waiting targets are served in this order, lowest first."""
@@ -377,7 +378,7 @@ class OriginalFanout(Fanout):
             )
         return self._coming
 
-    def tier1_work(self) -> Iterator[list[SourceRow]]:
+    def tier1_work(self) -> Iterator[Iterable[SourceRow]]:
         # Each waiting copy has a parent of its own (the chain): every one is asked.
         for group in super().tier1_work():
             yield from ([row] for row in group)
