@@ -1,10 +1,11 @@
 """The simulator's own cost: real seconds, CPU seconds and peak memory to `plan` a distribution
-of N targets, for each strategy, with a plain default config and with the fan-out benchmark's
-uncapped one, and how the CPU grows against N log N (the baseline is the smallest size of the
+of N targets, for each strategy and copy method, with a plain default config, the fan-out
+benchmark's uncapped one and a capped one, and how the CPU grows against N log N (the baseline is the smallest size of the
 same strategy and config, measured in the same run).
 
     .venv/bin/python benchmarks/simulator.py [--sizes 300x30,1020x30,3000x60,9960x60]
-        [--strategies broadcast,original] [--configs default,uncapped] [--methods auto,ranged]
+        [--strategies broadcast,original] [--configs default,uncapped,capped]
+        [--methods auto,ranged]
 
 Every plan simulates both copy methods, as `imagedist plan` does: the configured one, and the
 other (async, or ranged for async) in a second process from 1,000 targets on; CPU seconds are
@@ -16,7 +17,8 @@ file with ``PYTHONPATH=<worktree>/src``.
 
 A 30 GiB disk half full. "default": the config holds only the fleet (every other setting its
 default) and the model's own copy rates (4-45 MB/s). "uncapped": as benchmarks/fanout.py, copies
-at a fixed 20 MB/s, no concurrency cap, 3 reads per source, polls every 30 s.
+at a fixed 20 MB/s, no concurrency cap, 3 reads per source, polls every 30 s. "capped": the
+default with 32 copies and 16 images at once (the defaults before issue 13: a long job).
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def measure(
     processes), peak RSS in MiB (the larger process)."""
     if config_name == "default":
         config, model = default_config(subscriptions, regions), None
+    elif config_name == "capped":
+        config, model = default_config(subscriptions, regions), None
+        capped = config.concurrency.model_copy(update={"copies": 32, "images": 16})
+        config = config.model_copy(update={"concurrency": capped})
     else:
         config = uncapped_config(subscriptions, regions)
         model = SimModel(copy_rate_min=20e6, copy_rate_max=20e6)
@@ -116,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="300x30,1020x30,3000x60,9960x60")
     parser.add_argument("--strategies", default="broadcast,original")
-    parser.add_argument("--configs", default="default,uncapped")
+    parser.add_argument("--configs", default="default,uncapped,capped")
     parser.add_argument("--methods", default="auto,ranged", help="[fanout] copy_method values")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
