@@ -261,6 +261,20 @@ def test_a_remembered_config_edited_into_a_bad_one_is_refused_as_every_command_r
     assert stderr.startswith("Error: Invalid config") or "TOML" in stderr
 
 
+def test_a_cache_folder_that_cannot_be_made_means_validating_every_time(
+    tmp_path: Path, finished_job: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, job = finished_job
+    monkeypatch.setenv("XDG_CACHE_HOME", str(config / "cache"))  # under a file
+
+    for _ in range(2):
+        code, modules, stdout, stderr = _run(tmp_path, "-c", str(config), "status", job)
+
+        assert (code, stderr) == (0, "")
+        assert job in stdout
+        assert "pydantic" in modules
+
+
 def test_a_missing_config_is_the_same_error_for_reading_as_for_every_command(
     tmp_path: Path,
 ) -> None:

@@ -12,6 +12,7 @@ always got. Nothing here imports pydantic.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -72,7 +73,8 @@ def remember_valid(content: bytes, config: Config) -> None:
         partial.write_text(json.dumps(record), encoding="utf-8")
         os.replace(partial, path)  # whole or not at all, for a reader at the same moment
     except OSError:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not made, or its folder cannot be reached either
+            partial.unlink()
 
 
 def _read_record(content: bytes) -> dict[str, Any] | None:
