@@ -1,4 +1,4 @@
-"""The command line's own start: `imagedist --help` and `imagedist status JOB`, wall time.
+"""The command line's own start: `imagedist --help`, `status`, `jobs` and `logs`, wall time.
 
     .venv/bin/python benchmarks/startup.py [--runs 10] [--jobs 3] [--before SRC]
 
@@ -7,6 +7,9 @@ times each command as a user runs it (a new process each time: the interpreter's
 imports, the config, the work and the output) and prints a markdown table of the median of
 ``--runs`` runs, with the ratio to ``python -c pass`` measured in the same run. Run it once
 before timing anything so that the bytecode caches exist, as they do in an installed package.
+The commands that read jobs take a config validated before from the cache folder (a folder of
+the run's own); the row "config not remembered" has a cache folder that cannot exist, so that
+``status`` validates the config in full every time, as it does on a config's first read.
 ``--before SRC`` also times the same commands with ``PYTHONPATH=SRC`` (another checkout's
 ``src``, e.g. the code before a change), in the same turns.
 """
@@ -64,15 +67,23 @@ def _medians(commands: dict[str, Command], runs: int, cwd: Path) -> list[tuple[s
     return [(name, statistics.median(seconds)) for name, seconds in times.items()]
 
 
-def _commands(job: str, before: str | None) -> dict[str, Command]:
-    env = dict(os.environ)
+def _commands(job: str, before: str | None, folder: Path) -> dict[str, Command]:
+    env = _environment(folder)
     imagedist = {
         "imagedist --help": ["--help"],
         "imagedist status JOB": ["status", job],
         "imagedist status JOB --json": ["status", job, "--json"],
+        "imagedist jobs": ["jobs"],
+        "imagedist logs JOB": ["logs", job],
     }
     commands = {"python -c pass": ([sys.executable, "-c", "pass"], env)}
     commands |= {name: ([*imagedist_command(), *a], env) for name, a in imagedist.items()}
+    # A cache folder under a file can be neither read nor made: the config is validated each time.
+    unremembered = env | {"XDG_CACHE_HOME": str(folder / "imagedist.toml" / "cache")}
+    commands["imagedist status JOB, config not remembered"] = (
+        [*imagedist_command(), "status", job],
+        unremembered,
+    )
     if before is not None:
         old = env | {"PYTHONPATH": before}
         commands |= {
@@ -81,9 +92,16 @@ def _commands(job: str, before: str | None) -> dict[str, Command]:
     return commands
 
 
+def _environment(folder: Path) -> dict[str, str]:
+    """This process's environment with a cache folder of the run's own (where the readers
+    remember a validated config), so that the run neither uses nor leaves the user's."""
+    return dict(os.environ) | {"XDG_CACHE_HOME": str(folder / "cache")}
+
+
 def _finished_jobs(folder: Path, jobs: int) -> str:
     """Run ``jobs`` small jobs to the end in ``folder``; the id of the newest."""
     (folder / "imagedist.toml").write_text(CONFIG, encoding="utf-8")
+    env = _environment(folder)
     disk = sparse_disk(folder / "disk.raw", 8 * MIB, 2 * MIB, extents=2)
     for i in range(jobs):
         command = [
@@ -96,11 +114,17 @@ def _finished_jobs(folder: Path, jobs: int) -> str:
             "linux",
         ]
         subprocess.run(
-            command, cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command,
+            cwd=folder,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     listed = subprocess.run(
         [*imagedist_command(), "jobs", "--json"],
         cwd=folder,
+        env=env,
         check=True,
         capture_output=True,
         text=True,
@@ -118,7 +142,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="imagedist-startup-"))
     try:
         job = _finished_jobs(folder, options.jobs)
-        commands = _commands(job, options.before)
+        commands = _commands(job, options.before, folder)
         for command in commands.values():  # warm: bytecode caches, the page cache
             _seconds(command, folder)
         rows = _medians(commands, options.runs, folder)
