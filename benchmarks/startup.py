@@ -5,8 +5,9 @@
 Makes a local-backend config in a temporary folder, runs a few small jobs to completion, then
 times each command as a user runs it (a new process each time: the interpreter's start, the
 imports, the config, the work and the output) and prints a markdown table of the median of
-``--runs`` runs, with the ratio to ``python -c pass`` measured in the same run. Run it once
-before timing anything so that the bytecode caches exist, as they do in an installed package.
+``--runs`` runs, with the ratio to ``python -c pass`` measured in the same run, and the median
+CPU time (user and system) of each. Run it once before timing anything so that the bytecode
+caches exist, as they do in an installed package.
 The commands that read jobs take a config validated before from the cache folder (a folder of
 the run's own); the row "config not remembered" has a cache folder that cannot exist, so that
 ``status`` validates the config in full every time, as it does on a config's first read.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,20 +53,28 @@ image_create_seconds = 0.0
 Command = tuple[list[str], dict[str, str]]  # the arguments and the environment
 
 
-def _seconds(command: Command, cwd: Path) -> float:
+def _seconds(command: Command, cwd: Path) -> tuple[float, float]:
+    """The command's wall time and CPU time (user and system), in seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command[0], cwd=cwd, env=command[1], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _medians(commands: dict[str, Command], runs: int, cwd: Path) -> list[tuple[str, float]]:
-    """The median seconds of each command, run in turns so that a burst of load elsewhere on
-    the machine falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in commands}
+def _medians(commands: dict[str, Command], runs: int, cwd: Path) -> list[tuple[str, float, float]]:
+    """The median wall and CPU seconds of each command, run in turns so that a burst of load
+    elsewhere on the machine falls on all of them alike. On a shared machine the CPU time
+    stretches less than the wall time: a process waiting for a core uses none."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, command in commands.items():
             times[name].append(_seconds(command, cwd))
-    return [(name, statistics.median(seconds)) for name, seconds in times.items()]
+    return [
+        (name, statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
+        for name, runs in times.items()
+    ]
 
 
 def _commands(job: str, before: str | None, folder: Path) -> dict[str, Command]:
@@ -150,11 +160,11 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     base = rows[0][1]
     print(f"median of {options.runs} runs, {options.jobs} finished jobs of 4 targets each\n")
-    print("| command | seconds | × python -c pass |\n|---|---:|---:|")
-    for name, seconds in rows:
-        command, before, _ = name.partition(" (before)")
-        label = f"`{command}`" + (" before" if before else "")
-        print(f"| {label} | {seconds:.3f} | {seconds / base:.1f} |")
+    print("| command | seconds | × python -c pass | CPU seconds |\n|---|---:|---:|---:|")
+    for name, seconds, cpu in rows:
+        shown, before, _ = name.partition(" (before)")
+        label = f"`{shown}`" + (" before" if before else "")
+        print(f"| {label} | {seconds:.3f} | {seconds / base:.1f} | {cpu:.3f} |")
 
 
 if __name__ == "__main__":
