@@ -600,8 +600,8 @@ async def read_jobs(config_path: Path) -> AsyncIterator[JobReader]:
     from ._config import config_from_bytes
 
     config = config_from_bytes(content, config_path)
+    remember_valid(content, config)
     backend = open_backend(config)
-    remember_valid(content, config)  # once the backend opened: its folder is fit for one
     try:
         yield JobReader(backend.state)
     finally:
