@@ -26,6 +26,15 @@ settings.register_profile("imagedist", deadline=None)
 settings.load_profile("imagedist")
 
 
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own cache folder (where the configs `status` validated are remembered), so
+    that no test reads or writes the user's, nor one test another's; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
     """``write_config(**sections)`` writes ``imagedist.toml`` (see :func:`helpers.config_text`)."""

@@ -1,5 +1,7 @@
 """The command line starts light (issue 13): `imagedist --help` and `imagedist status` import only
-what they use. Asserted on the modules a fresh interpreter has loaded, never on wall time."""
+what they use. Asserted on the modules a fresh interpreter has loaded, never on wall time; and
+`status`, `jobs` and `logs`, which skip validating a config validated before, answer a good
+config and a bad one exactly as the full validation does."""
 
 from __future__ import annotations
 
@@ -69,6 +71,17 @@ NEVER_FOR_STATUS = (
     "imagedist._fleet",
     "imagedist._engine._setup",
     "imagedist._engine._versions",
+    # A config validated before is not validated again: where its state store is, is remembered.
+    "pydantic",
+    "pydantic_core",
+    "imagedist._config",
+    "imagedist._config_gallery",
+    # Reading jobs opens the state store alone, not the other ports of the local backend.
+    "imagedist._backends.local.blobs",
+    "imagedist._backends.local.images",
+    "imagedist._backends.local.gallery",
+    "imagedist._backends.local.provisioner",
+    "imagedist._engine._context",
     # Reading a status needs the engine's context and status only, not what changes a job.
     "imagedist._engine._jobs",
     "imagedist._engine._worker",
@@ -85,8 +98,9 @@ NEVER_FOR_STATUS = (
 )
 
 
-def _loaded(tmp_path: Path, *args: str, load_all: bool = False) -> tuple[int, set[str], str]:
-    """Run ``imagedist ARGS`` in a new interpreter: its exit status, modules and stdout."""
+def _run(tmp_path: Path, *args: str, load_all: bool = False) -> tuple[int, set[str], str, str]:
+    """Run ``imagedist ARGS`` in a new interpreter: its exit status, modules, stdout and
+    stderr."""
     out = tmp_path / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(out), "all" if load_all else "lazy", *args],
@@ -97,7 +111,13 @@ def _loaded(tmp_path: Path, *args: str, load_all: bool = False) -> tuple[int, se
     )
     assert out.exists(), done.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
-    return int(report["exit"] or 0), set(report["modules"]), done.stdout
+    return int(report["exit"] or 0), set(report["modules"]), done.stdout, done.stderr
+
+
+def _loaded(tmp_path: Path, *args: str, load_all: bool = False) -> tuple[int, set[str], str]:
+    """Run ``imagedist ARGS`` in a new interpreter: its exit status, modules and stdout."""
+    code, modules, stdout, _ = _run(tmp_path, *args, load_all=load_all)
+    return code, modules, stdout
 
 
 def _offending(modules: set[str], heavy: tuple[str, ...]) -> list[str]:
@@ -162,6 +182,110 @@ def test_status_imports_only_what_status_needs(
         "imagedist._cli._render",
         "imagedist._cli._text",
     }
+
+
+READING = [["status", "JOB"], ["status", "JOB", "--json"], ["jobs"], ["jobs", "--json"]]
+READING += [["logs", "JOB"], ["logs", "JOB", "--json", "--step", "upload"]]
+
+
+def _remembered(cache_home: Path) -> list[Path]:
+    return sorted(cache_home.rglob("*.json"))
+
+
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+def test_reading_a_remembered_config_answers_as_validating_it(
+    tmp_path: Path, cache_home: Path, finished_job: tuple[Path, str], command: list[str]
+) -> None:
+    config, job = finished_job
+    args = ["-c", str(config), *(job if a == "JOB" else a for a in command)]
+    for record in _remembered(cache_home):
+        record.unlink()
+
+    validated = _run(tmp_path, *args)
+    remembered = _run(tmp_path, *args)
+
+    assert "pydantic" in validated[1]
+    assert "pydantic" not in remembered[1]
+    assert (remembered[0], remembered[2], remembered[3]) == (validated[0], *validated[2:])
+    assert validated[0] == 0
+    assert job in validated[2]
+
+
+@pytest.mark.parametrize("command", [["status", "JOB"], ["logs", "JOB"]], ids=" ".join)
+def test_an_unknown_job_is_the_same_error_whether_the_config_is_remembered_or_not(
+    tmp_path: Path, cache_home: Path, finished_job: tuple[Path, str], command: list[str]
+) -> None:
+    config, _ = finished_job
+    args = ["-c", str(config), *("no-such-job" if a == "JOB" else a for a in command)]
+    remembered = _run(tmp_path, *args)
+    for record in _remembered(cache_home):
+        record.unlink()
+
+    validated = _run(tmp_path, *args)
+
+    assert "pydantic" not in remembered[1]
+    assert remembered[0] == validated[0] == 2
+    assert remembered[3] == validated[3]
+    assert "no-such-job" in validated[3]
+    assert validated[3].startswith("Error: ") and validated[3].count("\n") == 1
+
+
+# A remembered config edited into a bad one: each line is put after the config's own lines.
+BAD_EDITS = {
+    "unknown key": 'colour = "blue"\n',
+    "bad name": '[naming]\nimages_resource_group = "bad group!"\n',
+    "bad region": '[[targets]]\nsubscription = "s"\nregion = "atlantis"\naccount = "imgdx"\n',
+    "not TOML": "[staging\n",
+    "wrong type": '[upload]\nconcurrency = "8"\n',
+}
+
+
+@pytest.mark.parametrize("edit", list(BAD_EDITS), ids=str)
+@pytest.mark.parametrize("command", [["status", "JOB"], ["jobs", "--json"], ["logs", "JOB"]])
+def test_a_remembered_config_edited_into_a_bad_one_is_refused_as_every_command_refuses_it(
+    tmp_path: Path, finished_job: tuple[Path, str], edit: str, command: list[str]
+) -> None:
+    config, job = finished_job
+    assert _run(tmp_path, "-c", str(config), "jobs")[0] == 0  # remembered
+    with config.open("a", encoding="utf-8") as file:
+        file.write(BAD_EDITS[edit])
+
+    code, _, stdout, stderr = _run(
+        tmp_path, "-c", str(config), *(job if a == "JOB" else a for a in command)
+    )
+    # `targets list` validates the whole config as every command but the readers always does.
+    full = _run(tmp_path, "-c", str(config), "targets", "list")
+
+    assert (code, stdout, stderr) == (2, "", full[3])
+    assert full[0] == 2
+    assert stderr.startswith("Error: Invalid config") or "TOML" in stderr
+
+
+def test_a_cache_folder_that_cannot_be_made_means_validating_every_time(
+    tmp_path: Path, finished_job: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, job = finished_job
+    monkeypatch.setenv("XDG_CACHE_HOME", str(config / "cache"))  # under a file
+
+    for _ in range(2):
+        code, modules, stdout, stderr = _run(tmp_path, "-c", str(config), "status", job)
+
+        assert (code, stderr) == (0, "")
+        assert job in stdout
+        assert "pydantic" in modules
+
+
+def test_a_missing_config_is_the_same_error_for_reading_as_for_every_command(
+    tmp_path: Path,
+) -> None:
+    missing = str(tmp_path / "nowhere.toml")
+
+    reading = _run(tmp_path, "-c", missing, "status", "JOB")
+    full = _run(tmp_path, "-c", missing, "targets", "list")
+
+    assert reading[0] == full[0] == 2
+    assert reading[3] == full[3]
+    assert "does not exist" in reading[3]
 
 
 def test_the_listing_is_each_commands_own_help() -> None:

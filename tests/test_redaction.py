@@ -22,7 +22,7 @@ from click.testing import Result
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imagedist import Imagedist
+from imagedist._api import JobReader
 from imagedist._backends.azure.errors import translate_errors
 from imagedist._backends.local import blobs as _local_blobs
 from imagedist._backends.local import images as _local_images
@@ -295,10 +295,10 @@ def test_no_secret_reaches_any_output_of_the_local_backend(
 def test_no_secret_reaches_the_cli_s_error_line(
     config_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def refused(self: Imagedist, job_id: str) -> None:
+    async def refused(self: JobReader, job_id: str) -> None:
         raise OperationFailed(planted("percent"))
 
-    monkeypatch.setattr(Imagedist, "status", refused)
+    monkeypatch.setattr(JobReader, "status", refused)
     result = cli(config_path, "status", "some-job")
     assert result.exit_code == 1
     assert "PLANTED" in result.stderr
@@ -334,7 +334,7 @@ def test_no_secret_reaches_the_sim_state(
         job = await submit_job(ctx, disk, "golden", OsType.LINUX)
         await preload_tier0(backend, job, 16 * 1024 * 1024)
         await Worker(ctx, [job.id]).run()
-        status = await job_status(ctx, job.id)
+        status = await job_status(ctx.backend.state, job.id)
         logs = await backend.state.list_logs(job.id)
         return json.dumps([status_to_dict(status, logs), [log_to_dict(r) for r in logs]])
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from ._api import Imagedist
+    from ._api import Imagedist, JobReader, read_jobs
     from ._config import Config, load_config
     from ._domain import (
         BlobRef,
@@ -47,6 +47,7 @@ __all__ = [
     "ImagedistError",
     "InvalidInput",
     "Job",
+    "JobReader",
     "JobState",
     "JobStatus",
     "LogFilter",
@@ -59,6 +60,7 @@ __all__ = [
     "TransientError",
     "Worker",
     "load_config",
+    "read_jobs",
 ]
 
 # Where each public name lives. They are imported on first use, not with the package: the
@@ -66,6 +68,8 @@ __all__ = [
 # models, the engine and the backends (issue 13).
 _HOME = {
     "Imagedist": "._api",
+    "JobReader": "._api",
+    "read_jobs": "._api",
     "Config": "._config",
     "load_config": "._config",
     "JobStatus": "._engine",

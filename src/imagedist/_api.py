@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._backends import open_backend
+from ._backends import open_backend, open_local_state_store
+from ._config_file import read_config_bytes
+from ._config_memo import remember_valid, remembered_local_root
 from ._domain import (
     BlobRef,
     EngineEvent,
@@ -42,9 +45,18 @@ if TYPE_CHECKING:
     from ._engine._versions import RetireResult
     from ._plan import Plan
     from ._vhd import ConvertResult, Inspection
-    from .abc import Backend, DiskSources
+    from .abc import Backend, DiskSources, StateStore
 
-__all__ = ["Change", "Demo", "Imagedist", "JobStatus", "PhaseSpan", "Problem"]
+__all__ = [
+    "Change",
+    "Demo",
+    "Imagedist",
+    "JobReader",
+    "JobStatus",
+    "PhaseSpan",
+    "Problem",
+    "read_jobs",
+]
 
 ChangeCallback = Callable[["Change"], None]
 SetupProgress = Callable[[int, int, "Change"], None]  # (done, total, the change just made)
@@ -174,8 +186,8 @@ class Imagedist:
         """
         from ._engine import fill_tier0, get_job
 
-        job = await get_job(self.ctx, job_id)
         state = self.ctx.backend.state
+        job = await get_job(state, job_id)
         tier0 = next(s for s in await state.list_sources(job.id) if s.kind is SourceKind.TIER0)
         if not self.ctx.lease_is_free(tier0.lease_owner, tier0.lease_until):
             return tier0  # a worker is uploading it right now
@@ -195,7 +207,7 @@ class Imagedist:
         from ._engine import Worker, get_job
 
         for job_id in job_ids:
-            await get_job(self.ctx, job_id)
+            await get_job(self.ctx.backend.state, job_id)
         await Worker(self.ctx, job_ids).run(forever=forever)
 
     async def wait(self, job_id: str) -> JobStatus:
@@ -255,30 +267,21 @@ class Imagedist:
 
     async def jobs(self) -> list[JobStatus]:
         """Every job with its status, newest first."""
-        from ._engine import job_status
-
-        return [
-            await job_status(self.ctx, job.id) for job in await self.ctx.backend.state.list_jobs()
-        ]
+        return await JobReader(self.ctx.backend.state).jobs()
 
     async def status(self, job_id: str) -> JobStatus:
-        from ._engine import job_status
-
-        return await job_status(self.ctx, job_id)
+        return await JobReader(self.ctx.backend.state).status(job_id)
 
     async def logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
         """The job's log in time order: every line, or those ``where`` matches."""
-        from ._engine import get_job
-
-        job = await get_job(self.ctx, job_id)
-        return await self.ctx.backend.state.list_logs(job.id, where)
+        return await JobReader(self.ctx.backend.state).logs(job_id, where)
 
     async def has_job(self, job_id: str) -> bool:
         """Whether a job of this id exists (a page asks before it shows one)."""
         from ._engine import get_job
 
         try:
-            await get_job(self.ctx, job_id)
+            await get_job(self.ctx.backend.state, job_id)
         except InvalidInput:
             return False
         return True
@@ -540,6 +543,69 @@ class Imagedist:
         check_regular_file(source, DISK_FIX)
         _check_output(out)
         return convert_to_fixed_vhd(source, out, force=force)
+
+
+class JobReader:
+    """The jobs as the state store has them: their status and logs, nothing that changes them.
+
+    :class:`Imagedist` reads jobs with it; :func:`read_jobs` opens one from the config file
+    alone, for the commands that only read.
+    """
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    async def jobs(self) -> list[JobStatus]:
+        """Every job with its status, newest first."""
+        from ._engine import job_status
+
+        return [await job_status(self.state, job.id) for job in await self.state.list_jobs()]
+
+    async def status(self, job_id: str) -> JobStatus:
+        """:raises InvalidInput: if there is no such job."""
+        from ._engine import job_status
+
+        return await job_status(self.state, job_id)
+
+    async def logs(self, job_id: str, where: LogFilter | None = None) -> list[LogRecord]:
+        """The job's log in time order: every line, or those ``where`` matches.
+
+        :raises InvalidInput: if there is no such job.
+        """
+        from ._engine import get_job
+
+        job = await get_job(self.state, job_id)
+        return await self.state.list_logs(job.id, where)
+
+
+@asynccontextmanager
+async def read_jobs(config_path: Path) -> AsyncIterator[JobReader]:
+    """A :class:`JobReader` of the state store of the config file at ``config_path``.
+
+    A config whose very contents this code validated before opens its state store without
+    loading the config's models (see :mod:`imagedist._config_memo`); any other is validated in
+    full first, as :func:`load_config` does, so a bad one raises the same error.
+
+    :raises ConfigError: if the config file is missing, unreadable or invalid.
+    """
+    content = read_config_bytes(config_path)
+    root = remembered_local_root(content, config_path)
+    if root is not None:
+        state = open_local_state_store(root)
+        try:
+            yield JobReader(state)
+        finally:
+            await state.aclose()
+        return
+    from ._config import config_from_bytes
+
+    config = config_from_bytes(content, config_path)
+    remember_valid(content, config)
+    backend = open_backend(config)
+    try:
+        yield JobReader(backend.state)
+    finally:
+        await backend.aclose()
 
 
 def __getattr__(name: str) -> Any:

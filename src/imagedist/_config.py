@@ -22,12 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from ._config_file import local_root, read_config_bytes
 from ._config_gallery import GallerySpec, PublishPolicy
 from ._domain import Target
 from ._domain.names import ACCOUNT_NAME, CONTAINER_NAME, RESOURCE_GROUP_NAME, NameRule
 from ._domain.regions import REGIONS, unknown_region
 from ._exceptions import ConfigError
-from ._files import NotARegularFile, read_regular_file
 
 __all__ = [
     "CLOUDS",
@@ -45,6 +45,7 @@ __all__ = [
     "UploadPolicy",
     "account_locations",
     "cloud_of_url",
+    "config_from_bytes",
     "generated_account_name",
     "load_config",
 ]
@@ -456,7 +457,7 @@ class Config(_Strict):
 
     def local_root(self) -> Path:
         """The local backend's folder, relative paths taken from the config file's folder."""
-        return (Path(self.base_dir) / self.local.root).resolve()
+        return local_root(Path(self.base_dir), self.local.root)
 
 
 def _check_gallery(config: Config) -> None:
@@ -597,21 +598,17 @@ def load_config(path: str | Path) -> Config:
     :raises ConfigError: naming the key path and the fix, if the file is missing or invalid.
     """
     path = Path(path)
+    return config_from_bytes(read_config_bytes(path), path)
+
+
+def config_from_bytes(content: bytes, path: Path) -> Config:
+    """Validate the contents of the config file at ``path`` (read by :func:`read_config_bytes`).
+
+    :raises ConfigError: naming the key path and the fix, if they are invalid.
+    """
     where = repr(str(path))
     try:
-        raw = tomllib.loads(read_regular_file(path).decode("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"Config file {where} does not exist; pass --config or create it"
-            " (see `imagedist demo` for an example)."
-        ) from None
-    except NotARegularFile as exc:
-        raise ConfigError(
-            f"Cannot read config file {where}: it is {exc.kind}, not a file; pass the path of"
-            " a TOML file."
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"Cannot read config file {where}: {exc.strerror}.") from None
+        raw = tomllib.loads(content.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"Cannot read config file {where}: {exc}.") from None
     except tomllib.TOMLDecodeError as exc:

@@ -4,15 +4,16 @@ and is imported only when a config asks for it."""
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._exceptions import BackendUnavailable
 
 if TYPE_CHECKING:
     from .._config import Config
-    from ..abc import Backend
+    from ..abc import Backend, StateStore
 
-__all__ = ["open_backend"]
+__all__ = ["open_backend", "open_local_state_store"]
 
 EXTRAS = {"azure": "azure"}
 
@@ -34,3 +35,14 @@ def open_backend(config: Config) -> Backend:
         ) from None
     backend: Backend = module.open_backend(config)
     return backend
+
+
+def open_local_state_store(root: Path) -> StateStore:
+    """The local backend's state store alone, in the folder ``root`` (reading jobs needs no
+    other port).
+
+    :raises InvalidInput: if ``root`` is, or lies under, something that is not a folder.
+    """
+    from .local import open_state_store
+
+    return open_state_store(root)

@@ -14,7 +14,7 @@ import click
 from .._exceptions import BackendUnavailable, ImagedistError, InvalidInput
 
 if TYPE_CHECKING:
-    from .._api import Imagedist
+    from .._api import Imagedist, JobReader
     from .._config import Config
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "json_option",
     "pass_state",
     "run_with_app",
+    "run_with_reader",
 ]
 
 EXIT_FAILED = 1
@@ -93,6 +94,20 @@ def run_with_app(state: State, body: Callable[[Imagedist], Awaitable[R]]) -> R:
     async def main() -> R:
         async with Imagedist(state.config) as app:
             return await body(app)
+
+    return asyncio.run(main())
+
+
+def run_with_reader(state: State, body: Callable[[JobReader], Awaitable[R]]) -> R:
+    """Open the config's jobs for reading only and run ``body`` in an event loop: a config
+    validated before opens them without loading the config's models."""
+    import asyncio
+
+    from .._api import read_jobs
+
+    async def main() -> R:
+        async with read_jobs(state.config_path) as reader:
+            return await body(reader)
 
     return asyncio.run(main())
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._api import Imagedist, JobStatus
+from .._api import Imagedist, JobReader, JobStatus
 from .._domain import (
     FailedPhase,
     HyperVGeneration,
@@ -30,6 +30,7 @@ from ._common import (
     json_option,
     pass_state,
     run_with_app,
+    run_with_reader,
 )
 from ._render import (
     live_progress,
@@ -222,7 +223,7 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
     return job.id
 
 
-async def _final(app: Imagedist, job_id: str) -> tuple[JobStatus, list[LogRecord]]:
+async def _final(app: Imagedist | JobReader, job_id: str) -> tuple[JobStatus, list[LogRecord]]:
     return await app.status(job_id), await app.logs(job_id, LogFilter(level="error"))
 
 
@@ -307,7 +308,7 @@ def run(state: State, args: SubmitArgs, as_json: bool) -> None:
 @friendly_errors
 def jobs(state: State, as_json: bool) -> None:
     """List the jobs, newest first, with their phase percentages."""
-    statuses = run_with_app(state, lambda app: app.jobs())
+    statuses = run_with_reader(state, lambda reader: reader.jobs())
     if as_json:
         echo_json(
             [{k: v for k, v in status_to_dict(s).items() if k != "targets"} for s in statuses]
@@ -326,7 +327,7 @@ def status(state: State, job_id: str, as_json: bool) -> None:
 
     Exits 1 if the job failed.
     """
-    _report(*run_with_app(state, lambda app: _final(app, job_id)), as_json)
+    _report(*run_with_reader(state, lambda reader: _final(reader, job_id)), as_json)
 
 
 @click.command()
@@ -353,7 +354,7 @@ def logs(
 ) -> None:
     """Show a job's log."""
     where = LogFilter(step=step, level=level, target=target)
-    records = run_with_app(state, lambda app: app.logs(job_id, where))
+    records = run_with_reader(state, lambda reader: reader.logs(job_id, where))
     if as_json:
         echo_json([log_to_dict(r) for r in records])
     else:

@@ -331,7 +331,7 @@ async def retry_job(
     :return: the names of the targets put back to work.
     :raises InvalidInput: on an unknown job or target name.
     """
-    job = await get_job(ctx, job_id)
+    job = await get_job(ctx.backend.state, job_id)
     state = ctx.backend.state
     rows = await state.list_targets(job.id)
     _check_names(targets, rows)
@@ -485,7 +485,7 @@ async def cleanup_job(ctx: EngineContext, job_id: str, *, force: bool = False) -
     :raises InvalidInput: if there is no such job, something is in flight, or (without
         ``force``) an enabled target is not done.
     """
-    job = await get_job(ctx, job_id)
+    job = await get_job(ctx.backend.state, job_id)
     state = ctx.backend.state
     targets = await state.list_targets(job.id)
     sources = await state.list_sources(job.id)

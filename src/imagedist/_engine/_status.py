@@ -24,7 +24,7 @@ from .._domain.gallery import PublicationRow, PublicationState
 from .._exceptions import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from ._context import EngineContext
+    from ..abc import StateStore
 
 __all__ = [
     "PUBLICATION_ACTIVE_STATES",
@@ -142,19 +142,18 @@ def derive_job_state(
 # and `jobs` load neither the worker nor the publications (issue 13).
 
 
-async def job_status(ctx: EngineContext, job_id: str) -> JobStatus:
+async def job_status(state: StateStore, job_id: str) -> JobStatus:
     """:raises InvalidInput: if there is no such job."""
-    job = await get_job(ctx, job_id)
-    state = ctx.backend.state
+    job = await get_job(state, job_id)
     publications = await state.list_publications(job.id) if "gallery" in job.publish else []
     return summarize(
         job, await state.list_sources(job.id), await state.list_targets(job.id), publications
     )
 
 
-async def get_job(ctx: EngineContext, job_id: str) -> Job:
+async def get_job(state: StateStore, job_id: str) -> Job:
     """:raises InvalidInput: if there is no such job (a user's typo, so exit status 2)."""
     try:
-        return await ctx.backend.state.get_job(job_id)
+        return await state.get_job(job_id)
     except NotFound as exc:
         raise InvalidInput(str(exc)) from None

@@ -8,19 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ..._config import account_locations
 from ..._files import check_folder
-from ...abc import Backend, SystemClock
-from .blobs import LocalBlobStore
-from .gallery import LocalGalleryService
-from .images import LocalImageService
-from .provisioner import LocalProvisioner
+from ...abc import Backend, StateStore, SystemClock
 from .state import SqliteStateStore
 
 if TYPE_CHECKING:
     from ..._config import Config
 
-__all__ = ["open_backend"]
+__all__ = ["open_backend", "open_state_store"]
 
 MIB = 1024 * 1024
 T = TypeVar("T")
@@ -34,8 +29,15 @@ def open_backend(config: Config) -> Backend:
 
     :raises InvalidInput: if ``local.root`` is, or lies under, something that is not a folder.
     """
+    # The other ports load here, not with the package: reading jobs needs the state store only.
+    from ..._config import account_locations
+    from .blobs import LocalBlobStore
+    from .gallery import LocalGalleryService
+    from .images import LocalImageService
+    from .provisioner import LocalProvisioner
+
     root = config.local_root()
-    check_folder(root, "[local] root")
+    state = open_state_store(root)
     clock = SystemClock()
     options = config.local
     blobs = LocalBlobStore(
@@ -65,11 +67,20 @@ def open_backend(config: Config) -> Backend:
     return Backend(
         blobs=blobs,
         images=images,
-        state=_StateMadeOnFirstWrite(root / "state.db"),
+        state=state,
         clock=clock,
         provisioner=LocalProvisioner(root),
         gallery=gallery,
     )
+
+
+def open_state_store(root: Path) -> StateStore:
+    """Open the state store of the local backend whose folder is ``root``.
+
+    :raises InvalidInput: if ``root`` is, or lies under, something that is not a folder.
+    """
+    check_folder(root, "[local] root")
+    return _StateMadeOnFirstWrite(root / "state.db")
 
 
 class _StateMadeOnFirstWrite(SqliteStateStore):
