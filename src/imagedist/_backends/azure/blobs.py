@@ -32,6 +32,7 @@ from ..._domain.access import copy_access_lifetime
 from ..._exceptions import Conflict, NotFound, OperationFailed
 from ...abc import RANGED_COPY_UNSUPPORTED, BlobProperties, BlobStore, CopyStatus
 from .errors import redact, translate_errors
+from .proxies import proxy_options
 
 __all__ = [
     "AccountAccess",
@@ -458,7 +459,7 @@ class AzureBlobStore(BlobStore):
         return client
 
     def _new_client(self, access: AccountAccess) -> BlobServiceClient:
-        options = dict(self._options)
+        options = {**proxy_options(access.blob_endpoint), **self._options}
         if "transport" not in options:
             # The settings the SDK gives the transport it makes, unless the caller chose others.
             config = {
@@ -466,6 +467,7 @@ class AzureBlobStore(BlobStore):
                 "read_timeout": 60,
                 "connection_data_block_size": 256 * 1024,
                 "connection_verify": True,  # or a CA bundle's path: the transport owns TLS
+                "use_env_settings": False,  # the proxy is in the options (see .proxies)
             }
             for name in config:
                 config[name] = options.pop(name, config[name])
