@@ -74,6 +74,7 @@ from ..codec import (
     target_from,
 )
 from .errors import Override, translate_errors
+from .proxies import proxy_options
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
@@ -211,19 +212,21 @@ class AzureTableStateStore(StateStore):
                     "A table endpoint URL needs a credential (DefaultAzureCredential, for example)."
                 )
             endpoint = target.rstrip("/")
+            kwargs = {**proxy_options(endpoint), **kwargs}
 
             def make() -> TableServiceClient:
                 return TableServiceClient(endpoint, credential=credential, **kwargs)
 
         else:
             try:  # parse now, so a bad string fails early; no session is opened before first use
-                TableServiceClient.from_connection_string(target, **kwargs)
+                parsed = TableServiceClient.from_connection_string(target, **kwargs)
             except (ValueError, KeyError, TypeError):
                 # Never the string itself in the message: it holds the account key.
                 raise InvalidInput(
                     "The table storage connection string is malformed (expected"
                     " 'AccountName=...;AccountKey=...;TableEndpoint=...')."
                 ) from None
+            kwargs = {**proxy_options(parsed.url), **kwargs}
 
             def make() -> TableServiceClient:
                 return TableServiceClient.from_connection_string(target, **kwargs)
