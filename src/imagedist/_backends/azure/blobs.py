@@ -142,6 +142,9 @@ class _LoopClients:
     """The clients opened in one event loop, and the generator that closes them when it ends."""
 
     clients: dict[str, BlobServiceClient] = field(default_factory=dict)
+    # A blob's client, kept: making one builds the SDK's serializers anew (a few % of a worker's
+    # CPU when made per call), and a target's blob is called several times.
+    blobs: dict[BlobRef, BlobClient] = field(default_factory=dict)
     closer: AsyncGenerator[None, None] | None = None
 
 
@@ -487,11 +490,19 @@ class AzureBlobStore(BlobStore):
             if self._loops.get(loop) is entry:
                 del self._loops[loop]
             clients, entry.clients = list(entry.clients.values()), {}
+            entry.blobs = {}  # they share their service client's transport, closed here
             for client in clients:
                 await client.close()
 
     async def _blob(self, ref: BlobRef) -> BlobClient:
-        return (await self._service(ref.account)).get_blob_client(ref.container, ref.name)
+        service = await self._service(ref.account)
+        blobs = self._loops[asyncio.get_running_loop()].blobs
+        blob = blobs.get(ref)
+        if blob is None:
+            if len(blobs) >= _MAX_CACHED_SIZES:
+                blobs.clear()  # only a shortcut: a forgotten client is made again
+            blob = blobs[ref] = service.get_blob_client(ref.container, ref.name)
+        return blob
 
     async def _occupied_bytes(self, source: BlobRef) -> int:
         occupied = self._occupied.get(source)
@@ -526,7 +537,7 @@ class AzureBlobStore(BlobStore):
         service = await self._service(ref.account)
         now = datetime.now(UTC)
         start, expiry = now - CLOCK_SKEW, now + lifetime
-        blob = service.get_blob_client(ref.container, ref.name)
+        blob = await self._blob(ref)
         protocol = "https" if blob.url.lower().startswith("https:") else None
         if access.account_key is not None:
             sas = generate_blob_sas(
