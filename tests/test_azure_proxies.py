@@ -52,3 +52,13 @@ def test_arm_clients_carry_the_endpoints_proxy(environment: pytest.MonkeyPatch) 
 
     assert clients.options["use_env_settings"] is False
     assert clients.options["proxies"] == {"https": "http://proxy.example:3128"}
+
+
+def test_proxies_read_once_are_used_as_given(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("https_proxy", "http://ignored.example:1")
+    read_before = {"https": "http://proxy.example:3128", "no": "localhost"}
+
+    assert proxy_options("https://acct.blob.core.windows.net", read_before)["proxies"] == {
+        "https": "http://proxy.example:3128"
+    }
+    assert "proxies" not in proxy_options("https://localhost:8443", read_before)

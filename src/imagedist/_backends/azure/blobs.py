@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies_environment
 
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobProperties as AzureBlobProperties
@@ -188,6 +189,8 @@ class AzureBlobStore(BlobStore):
             **(client_options or {}),
         }
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        # Read once for the clients of every account (see .proxies).
+        self._proxies = getproxies_environment()
         # Sizes of blobs as last seen, so that writes are checked without a request each.
         self._sizes: dict[BlobRef, int] = {}
         # Read-SAS URLs of range-copy sources and when they expire; held in memory only.
@@ -462,7 +465,7 @@ class AzureBlobStore(BlobStore):
         return client
 
     def _new_client(self, access: AccountAccess) -> BlobServiceClient:
-        options = {**proxy_options(access.blob_endpoint), **self._options}
+        options = {**proxy_options(access.blob_endpoint, self._proxies), **self._options}
         if "transport" not in options:
             # The settings the SDK gives the transport it makes, unless the caller chose others.
             config = {
