@@ -10,6 +10,8 @@ on first use (or by :meth:`AzureTableStateStore.ensure_tables`, for ``imagedist 
   of one job that arrive together (within ``WRITE_WINDOW_SECONDS``) go in one entity-group
   transaction of at most 100; the service applies all or none, so when one entity's ETag no
   longer matches, its caller gets PreconditionFailed and the others are sent again without it.
+  A worker's pass lists only the items written lately, by their Timestamp (see
+  :meth:`AzureTableStateStore._list_items_changed`).
 * logs: PartitionKey the job id, RowKey ``<ts, zero-padded>-<sequence>-<random>``, so lexical order
   is time order and two processes never collide. Lines are buffered and written in batches (one
   entity-group transaction per job and hundred lines) at least every second, when the store is
