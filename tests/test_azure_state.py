@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from azurite import AzuriteServer
+from imagedist._backends.azure import state as state_module
 from imagedist._backends.azure.state import (
     MAX_TEXT,
     AzureTableStateStore,
@@ -235,6 +236,32 @@ def test_writes_of_one_job_go_together_and_a_stale_one_fails_alone(
         if isinstance(outcome, TargetRow):
             assert stored[row.target] == outcome
             assert outcome.lease_owner == "w-1" and outcome.version == row.version + 1
+
+
+# listings of what changed
+
+
+def test_a_listing_of_changes_reads_what_was_written_since_and_all_now_and_then(
+    stores: list[AzureTableStateStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = stores
+    monkeypatch.setattr(state_module, "CHANGE_OVERLAP_SECONDS", 0.0)
+    job = make_job(new_id())
+    names = [f"sub-a/region{i}" for i in range(5)]
+    run(store.create_job(job, [tier0(job.id)], [make_target(job.id, n) for n in names]))
+    rows, cursor = run(store.list_targets_changed(job.id, 0))
+    assert [row.target for row in rows] == names
+
+    first = run(other.put_target(dataclasses.replace(rows[1], attempts=1)))
+    changed, cursor = run(store.list_targets_changed(job.id, cursor))
+    assert first in changed
+    second = run(other.put_target(dataclasses.replace(rows[3], attempts=2)))
+    changed, cursor = run(store.list_targets_changed(job.id, cursor))
+    assert changed == [first, second]  # the newest stamp seen comes again, nothing older
+
+    monkeypatch.setattr(state_module, "FULL_LISTING_SECONDS", 0.0)
+    everything, _ = run(store.list_targets_changed(job.id, cursor))
+    assert everything == run(other.list_targets(job.id))
 
 
 # batching, sizes

@@ -282,6 +282,39 @@ def test_put_target_bumps_the_version_and_persists_every_field(state: StateHarne
     assert target_row(state.store, job.id, "sub-a/westeurope") == written
 
 
+def test_listings_of_changes_give_every_row_written_since_the_cursor(
+    state: StateHarness,
+) -> None:
+    """What a worker keeps from listings of changes (later rows replacing earlier ones) is what
+    the store holds, whichever instance wrote; a first listing gives every row."""
+    job = create(state.store)
+    other = state.other()
+    targets, target_cursor = run(state.store.list_targets_changed(job.id, 0))
+    sources, source_cursor = run(state.store.list_sources_changed(job.id, 0))
+    assert targets == run(state.store.list_targets(job.id))
+    assert sources == run(state.store.list_sources(job.id))
+    kept_targets = {row.target: row for row in targets}
+    kept_sources = {row.source_id: row for row in sources}
+
+    for attempts, writer in enumerate([state.store, other, other, state.store], start=1):
+        name = "sub-a/eastus" if attempts % 2 else "sub-b/eastus"
+        run(writer.put_target(dataclasses.replace(kept_targets[name], attempts=attempts)))
+        run(writer.put_source(dataclasses.replace(kept_sources["tier1-001"], error=f"{attempts}")))
+        changed, target_cursor = run(state.store.list_targets_changed(job.id, target_cursor))
+        kept_targets.update((row.target, row) for row in changed)
+        assert kept_targets[name].attempts == attempts
+        changed_sources, source_cursor = run(
+            state.store.list_sources_changed(job.id, source_cursor)
+        )
+        kept_sources.update((row.source_id, row) for row in changed_sources)
+        assert kept_sources["tier1-001"].error == f"{attempts}"
+
+    assert sorted(kept_targets.values(), key=lambda t: t.target) == run(other.list_targets(job.id))
+    assert sorted(kept_sources.values(), key=lambda s: s.source_id) == run(
+        other.list_sources(job.id)
+    )
+
+
 def test_put_source_bumps_the_version_and_persists_every_field(state: StateHarness) -> None:
     job = create(state.store)
     row = source_row(state.store, job.id, "tier1-001")

@@ -3,8 +3,8 @@ kept up to date row by row from what changed.
 
 A pass then costs what changed since the last one (plus the work it starts), not the job's
 size: at 10,000 targets the worker no longer sorts and scans every row each pass. On a store
-that cannot tell what changed, every pass reads every row again (as before), and the tables are
-updated from all of them.
+that cannot tell what changed exactly (SQLite: every row; Azure Tables: the rows written lately,
+some of them again), rows read again unchanged are skipped.
 """
 
 from __future__ import annotations

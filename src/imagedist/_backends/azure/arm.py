@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from .proxies import proxy_options
+
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
@@ -32,12 +34,13 @@ class ArmClients:
     ) -> None:
         self.credential = credential
         self.scope = scope
+        self._endpoint = endpoint.rstrip("/")
         self.options: dict[str, Any] = {
             "retry_total": 6,
             "retry_backoff_factor": 1.0,
+            **proxy_options(self._endpoint),
             **(client_kwargs or {}),
         }
-        self._endpoint = endpoint.rstrip("/")
         self._clients: dict[tuple[Callable[..., Any], str], Any] = {}
 
     def get(self, make: Callable[..., C], subscription: str) -> C:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies_environment
 
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobProperties as AzureBlobProperties
@@ -32,6 +33,7 @@ from ..._domain.access import copy_access_lifetime
 from ..._exceptions import Conflict, NotFound, OperationFailed
 from ...abc import RANGED_COPY_UNSUPPORTED, BlobProperties, BlobStore, CopyStatus
 from .errors import redact, translate_errors
+from .proxies import proxy_options
 
 __all__ = [
     "AccountAccess",
@@ -141,6 +143,9 @@ class _LoopClients:
     """The clients opened in one event loop, and the generator that closes them when it ends."""
 
     clients: dict[str, BlobServiceClient] = field(default_factory=dict)
+    # A blob's client, kept: making one builds the SDK's serializers anew (a few % of a worker's
+    # CPU when made per call), and a target's blob is called several times.
+    blobs: dict[BlobRef, BlobClient] = field(default_factory=dict)
     closer: AsyncGenerator[None, None] | None = None
 
 
@@ -184,6 +189,8 @@ class AzureBlobStore(BlobStore):
             **(client_options or {}),
         }
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        # Read once for the clients of every account (see .proxies).
+        self._proxies = getproxies_environment()
         # Sizes of blobs as last seen, so that writes are checked without a request each.
         self._sizes: dict[BlobRef, int] = {}
         # Read-SAS URLs of range-copy sources and when they expire; held in memory only.
@@ -458,7 +465,7 @@ class AzureBlobStore(BlobStore):
         return client
 
     def _new_client(self, access: AccountAccess) -> BlobServiceClient:
-        options = dict(self._options)
+        options = {**proxy_options(access.blob_endpoint, self._proxies), **self._options}
         if "transport" not in options:
             # The settings the SDK gives the transport it makes, unless the caller chose others.
             config = {
@@ -466,6 +473,7 @@ class AzureBlobStore(BlobStore):
                 "read_timeout": 60,
                 "connection_data_block_size": 256 * 1024,
                 "connection_verify": True,  # or a CA bundle's path: the transport owns TLS
+                "use_env_settings": False,  # the proxy is in the options (see .proxies)
             }
             for name in config:
                 config[name] = options.pop(name, config[name])
@@ -485,11 +493,19 @@ class AzureBlobStore(BlobStore):
             if self._loops.get(loop) is entry:
                 del self._loops[loop]
             clients, entry.clients = list(entry.clients.values()), {}
+            entry.blobs = {}  # they share their service client's transport, closed here
             for client in clients:
                 await client.close()
 
     async def _blob(self, ref: BlobRef) -> BlobClient:
-        return (await self._service(ref.account)).get_blob_client(ref.container, ref.name)
+        service = await self._service(ref.account)
+        blobs = self._loops[asyncio.get_running_loop()].blobs
+        blob = blobs.get(ref)
+        if blob is None:
+            if len(blobs) >= _MAX_CACHED_SIZES:
+                blobs.clear()  # only a shortcut: a forgotten client is made again
+            blob = blobs[ref] = service.get_blob_client(ref.container, ref.name)
+        return blob
 
     async def _occupied_bytes(self, source: BlobRef) -> int:
         occupied = self._occupied.get(source)
@@ -524,7 +540,7 @@ class AzureBlobStore(BlobStore):
         service = await self._service(ref.account)
         now = datetime.now(UTC)
         start, expiry = now - CLOCK_SKEW, now + lifetime
-        blob = service.get_blob_client(ref.container, ref.name)
+        blob = await self._blob(ref)
         protocol = "https" if blob.url.lower().startswith("https:") else None
         if access.account_key is not None:
             sas = generate_blob_sas(

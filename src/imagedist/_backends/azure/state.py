@@ -10,6 +10,8 @@ on first use (or by :meth:`AzureTableStateStore.ensure_tables`, for ``imagedist 
   of one job that arrive together (within ``WRITE_WINDOW_SECONDS``) go in one entity-group
   transaction of at most 100; the service applies all or none, so when one entity's ETag no
   longer matches, its caller gets PreconditionFailed and the others are sent again without it.
+  A worker's pass lists only the items written lately, by their Timestamp (see
+  :meth:`AzureTableStateStore._list_items_changed`).
 * logs: PartitionKey the job id, RowKey ``<ts, zero-padded>-<sequence>-<random>``, so lexical order
   is time order and two processes never collide. Lines are buffered and written in batches (one
   entity-group transaction per job and hundred lines) at least every second, when the store is
@@ -33,9 +35,12 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
+import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -74,6 +79,7 @@ from ..codec import (
     target_from,
 )
 from .errors import Override, translate_errors
+from .proxies import proxy_options
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
@@ -104,6 +110,10 @@ LOG_FLUSH_SECONDS = 1.0
 LOG_BATCH_CHARS = 1_000_000
 #: Lines kept while the log table refuses writes; older ones beyond this are dropped (a warning).
 LOG_BUFFER_LIMIT = 50_000
+#: A listing of changed items reads back this far before the newest write it has seen.
+CHANGE_OVERLAP_SECONDS = 10.0
+#: A listing of changed items reads every item at least this often (see _list_items_changed).
+FULL_LISTING_SECONDS = 300.0
 
 logger = logging.getLogger("imagedist.state")
 
@@ -112,6 +122,7 @@ _SWITCH_PK = "switch"
 _SOURCE_PREFIX = "s:"
 _TARGET_PREFIX = "t:"
 _PUBLICATION_PREFIX = "p:"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Characters kept as they are in keys; everything else is escaped as ``!XX`` per UTF-8 byte.
 _KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:@+=,")
@@ -211,19 +222,21 @@ class AzureTableStateStore(StateStore):
                     "A table endpoint URL needs a credential (DefaultAzureCredential, for example)."
                 )
             endpoint = target.rstrip("/")
+            kwargs = {**proxy_options(endpoint), **kwargs}
 
             def make() -> TableServiceClient:
                 return TableServiceClient(endpoint, credential=credential, **kwargs)
 
         else:
             try:  # parse now, so a bad string fails early; no session is opened before first use
-                TableServiceClient.from_connection_string(target, **kwargs)
+                parsed = TableServiceClient.from_connection_string(target, **kwargs)
             except (ValueError, KeyError, TypeError):
                 # Never the string itself in the message: it holds the account key.
                 raise InvalidInput(
                     "The table storage connection string is malformed (expected"
                     " 'AccountName=...;AccountKey=...;TableEndpoint=...')."
                 ) from None
+            kwargs = {**proxy_options(parsed.url), **kwargs}
 
             def make() -> TableServiceClient:
                 return TableServiceClient.from_connection_string(target, **kwargs)
@@ -241,6 +254,8 @@ class AzureTableStateStore(StateStore):
         # that send them (held here: the loop keeps only weak references to tasks).
         self._writes: dict[str, list[_Write]] = {}
         self._senders: set[asyncio.Task[None]] = set()
+        # (job id, item kind) -> when a listing of its changes last read every item (monotonic)
+        self._full_listings: dict[tuple[str, str], float] = {}
 
     # clients, one per event loop
 
@@ -455,6 +470,18 @@ class AzureTableStateStore(StateStore):
         rows.sort(key=lambda row: row.target)
         return rows
 
+    async def list_sources_changed(self, job_id: str, cursor: int) -> tuple[list[SourceRow], int]:
+        entities, cursor = await self._list_items_changed(job_id, _SOURCE_PREFIX, cursor)
+        rows = [source_from(_plain(entity)) for entity in entities]
+        rows.sort(key=lambda row: row.source_id)
+        return rows, cursor
+
+    async def list_targets_changed(self, job_id: str, cursor: int) -> tuple[list[TargetRow], int]:
+        entities, cursor = await self._list_items_changed(job_id, _TARGET_PREFIX, cursor)
+        rows = [target_from(_plain(entity)) for entity in entities]
+        rows.sort(key=lambda row: row.target)
+        return rows, cursor
+
     async def list_publications(self, job_id: str) -> list[PublicationRow]:
         entities = await self._list_items(job_id, _PUBLICATION_PREFIX)
         rows = [publication_from(_plain(entity)) for entity in entities]
@@ -472,18 +499,45 @@ class AzureTableStateStore(StateStore):
         )
         return new
 
-    async def _list_items(self, job_id: str, prefix: str) -> list[TableEntity]:
+    async def _list_items_changed(
+        self, job_id: str, prefix: str, cursor: int
+    ) -> tuple[list[TableEntity], int]:
+        """The job's items of a kind written since ``cursor``, and the next cursor: the newest
+        Timestamp seen, in microseconds (0: read them all).
+
+        The Table service stamps each entity with its time of writing; a listing reads the items
+        stamped since CHANGE_OVERLAP_SECONDS before the newest stamp it saw (a write may become
+        visible a little after a later one, and a partition's servers' clocks differ a little),
+        so some unchanged items come again, which callers skip. Every FULL_LISTING_SECONDS a
+        listing reads every item, whatever their stamps say.
+        """
+        key = (job_id, prefix)
+        now = time.monotonic()
+        if cursor and now - self._full_listings.get(key, -math.inf) < FULL_LISTING_SECONDS:
+            since = cursor - int(CHANGE_OVERLAP_SECONDS * 1_000_000)
+            entities = await self._list_items(job_id, prefix, since=_datetime_of(since))
+        else:
+            self._full_listings[key] = now
+            entities = await self._list_items(job_id, prefix)
+        stamps = (_microseconds_of(entity.metadata.get("timestamp")) for entity in entities)
+        return entities, max(cursor, *stamps, 0)
+
+    async def _list_items(
+        self, job_id: str, prefix: str, *, since: datetime | None = None
+    ) -> list[TableEntity]:
+        """The job's items of a kind (``prefix``), or those written at or after ``since``."""
         items = await self._read_table("items")
         pk = escape_key(job_id)
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # "s:" .. "s;"
+        query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        parameters: dict[str, Any] = {"pk": pk, "lo": prefix, "hi": upper}
+        if since is not None:
+            query += " and Timestamp ge @since"
+            parameters["since"] = since
         entities: list[TableEntity] = []
         with _empty_if_missing(), translate_errors(f"list the items of job {job_id!r}"):
             entities = [
-                entity
-                async for entity in items.query_entities(
-                    "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                    parameters={"pk": pk, "lo": prefix, "hi": upper},
-                )
+                entity async for entity in items.query_entities(query, parameters=parameters)
             ]
         for entity in entities:
             if etag := entity.metadata.get("etag"):
@@ -804,6 +858,15 @@ def _int(value: Any) -> int:
 
 def _int64(value: int) -> EntityProperty:
     return EntityProperty(int(value), EdmType.INT64)
+
+
+def _microseconds_of(stamp: datetime | None) -> int:
+    """An entity's Timestamp as microseconds since the epoch (0 if it has none)."""
+    return 0 if stamp is None else (stamp - _EPOCH) // timedelta(microseconds=1)
+
+
+def _datetime_of(microseconds: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=microseconds)
 
 
 def _version(entity: Mapping[str, Any]) -> int:
