@@ -205,12 +205,13 @@ def test_auto_moves_no_more_copies_by_ranges_at_once_than_its_slots(
     assert (result.stats.range_requests > 0) is (slots > 0)
 
 
-def test_auto_lands_every_region_s_seed_by_ranges_however_few_its_slots(tmp_path: Path) -> None:
-    # A region's seed is on the critical path of all its targets: under "auto" it waits for a
-    # ranged copy's slot (a minute or two) rather than start a Copy Blob across regions (up to
-    # an hour); the other copies of the region go by Copy Blob while the slots are taken.
+def _distribute_in_the_simulator(
+    tmp_path: Path, strategy: str, ranged_copies: int
+) -> tuple[list[TargetRow], dict[str, str], str]:
+    """Targets, the method that moved each copy, and the staging region of a simulated job
+    under ``copy_method = "auto"``."""
     config = scenario_config(4, 6, copies=100, images=100, copy_method="auto")
-    fanout = config.fanout.model_copy(update={"ranged_copies": 2})
+    fanout = config.fanout.model_copy(update={"ranged_copies": ranged_copies, "strategy": strategy})
     upload = config.upload.model_copy(update={"work_dir": str(tmp_path)})
     config = config.model_copy(update={"fanout": fanout, "upload": upload})
     events: list[EngineEvent] = []
@@ -226,9 +227,27 @@ def test_auto_lands_every_region_s_seed_by_ranges_however_few_its_slots(tmp_path
         return await backend.state.list_targets(job.id)
 
     targets = run_virtual(distribute())
-    region = {f"target:{t.target}": t.region for t in targets}
     moved_by = {e.target: e.detail for e in events if e.kind is EventKind.COPY_VERIFIED}
-    seeds = [t for t in targets if region.get(t.source_id or "", config.staging.region) != t.region]
+    return targets, moved_by, config.staging.region
+
+
+def test_auto_lands_every_region_s_seed_by_ranges_however_few_its_slots(tmp_path: Path) -> None:
+    # A region's seed is on the critical path of all its targets: under "auto" it waits for a
+    # ranged copy's slot (a minute or two) rather than start a Copy Blob across regions (up to
+    # an hour); the other copies of the region go by Copy Blob while the slots are taken.
+    targets, moved_by, staging = _distribute_in_the_simulator(tmp_path, "broadcast", 2)
+    region = {f"target:{t.target}": t.region for t in targets}
+    seeds = [t for t in targets if region.get(t.source_id or "", staging) != t.region]
     assert len(seeds) == 5  # one per region but the staging one
     assert {moved_by[t.target] for t in seeds} == {COPIED_BY_RANGES}
     assert COPIED_BY_COPY_BLOB in moved_by.values()  # the slots were too few for the rest
+
+
+def test_auto_keeps_the_original_strategy_s_copies_from_waiting_for_a_slot(
+    tmp_path: Path,
+) -> None:
+    # The original copies every target from the staging account: none seeds a region the
+    # others fill from, so none waits for a ranged slot (they would all queue behind one).
+    _, moved_by, _ = _distribute_in_the_simulator(tmp_path, "original", 1)
+    by_copy_blob = sum(method == COPIED_BY_COPY_BLOB for method in moved_by.values())
+    assert by_copy_blob >= len(moved_by) - 2

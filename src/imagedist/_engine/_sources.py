@@ -126,6 +126,11 @@ class Fanout:
         """Waiting targets are served in this order, lowest first."""
         return 0
 
+    def seeds_a_region(self, row: TargetRow, source: SourceRow) -> bool:
+        """Whether copying ``source`` into ``row`` seeds a region the fan-out then fills from
+        it (on the critical path of all its targets)."""
+        return False
+
     def waiting(self) -> Iterator[TargetRow]:
         """The waiting targets to offer :meth:`target_source` this pass, in the order of
         :meth:`priority`, then the store's. A priority depends on the target's region only,
@@ -261,6 +266,9 @@ class BroadcastFanout(Fanout):
                     break
                 if name != seed:
                     yield tables.rows[name]
+
+    def seeds_a_region(self, row: TargetRow, source: SourceRow) -> bool:
+        return self.region_of(source) != row.region  # the one copy into the region
 
     def priority(self, row: TargetRow) -> int:
         # Each region's designated target first (the staging region's too): its copy starts

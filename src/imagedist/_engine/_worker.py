@@ -366,10 +366,10 @@ class Worker:
             if source is None:
                 continue
             if ranged_slots is not None:
-                crossing = fanout.region_of(source) != row.region
-                if crossing and ranged_slots <= 0:
+                seed = fanout.seeds_a_region(row, source)
+                if seed and ranged_slots <= 0:
                     continue  # a region's seed waits for a ranged copy's slot (see below)
-                if crossing or source.state is SourceState.COPYING:
+                if seed or source.state is SourceState.COPYING:
                     ranged_slots -= 1  # it will move by ranges (a follower always does)
             self._launch_target(job, row, source, tier0, group)
 
