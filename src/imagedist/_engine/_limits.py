@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 
 __all__ = ["Limiter", "Slot"]
 
@@ -18,7 +19,9 @@ class Limiter:
     def __init__(self, capacity: int | None) -> None:
         self.capacity = capacity  # None: no cap
         self.held = 0
-        self._freed = asyncio.Event()
+        # Waiters in turn, one woken per slot freed: waking all of them at every release cost
+        # thousands of wake-ups per release when thousands of images wait for 16 slots.
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def full(self) -> bool:
@@ -30,16 +33,28 @@ class Limiter:
         return Slot(self)
 
     async def acquire(self) -> Slot:
-        """A slot once one is free."""
+        """A slot once one is free (waiters served in turn)."""
         while self.full:
-            await self._freed.wait()
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._wake_next()  # woken, then cancelled: the slot goes to the next
+                raise
         return self.take()
 
     def _release(self) -> None:
         self.held -= 1
-        # Wake every waiter once; the first to run takes the slot, the others wait again.
-        freed, self._freed = self._freed, asyncio.Event()
-        freed.set()
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():  # else its waiter was cancelled meanwhile
+                turn.set_result(None)
+                return
 
 
 class Slot:
