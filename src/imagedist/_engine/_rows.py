@@ -29,7 +29,13 @@ from .._domain import (
     TargetState,
 )
 
-__all__ = ["RANGED_COPY_ID", "SourceTables", "TargetTables", "target_as_source"]
+__all__ = [
+    "COPIED_SOURCE_KINDS",
+    "RANGED_COPY_ID",
+    "SourceTables",
+    "TargetTables",
+    "target_as_source",
+]
 
 _V = TypeVar("_V")
 
@@ -37,7 +43,8 @@ _V = TypeVar("_V")
 RANGED_COPY_ID = "ranged"
 # A region's clones are named clone-<region>-<nnn> (Azure region names hold no '-').
 CLONE_PREFIX = "clone-"
-_COPIED_KINDS = frozenset({SourceKind.TIER1, SourceKind.CLONE})
+# Sources made by a server-side copy of another source: tier-1 and regional clones.
+COPIED_SOURCE_KINDS = frozenset({SourceKind.TIER1, SourceKind.CLONE})
 _MOVING_STATES = frozenset({SourceState.PENDING, SourceState.COPYING})
 
 
@@ -253,7 +260,7 @@ class SourceTables:
         producing = kind is SourceKind.TIER0 or state is SourceState.COPYING
         if producing and state in IN_PRODUCTION_SOURCE_STATES and not row.deleted:
             _place(self.in_production, key, None, sign)
-        if kind in _COPIED_KINDS and state in _MOVING_STATES:
+        if kind in COPIED_SOURCE_KINDS and state in _MOVING_STATES:
             group = clone_region_of(key) if kind is SourceKind.CLONE else ""
             copying, waiting = self.work.setdefault(group, ({}, {}))
             _place(copying if state is SourceState.COPYING else waiting, key, row, sign)

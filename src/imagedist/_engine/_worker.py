@@ -42,7 +42,7 @@ from ._context import EngineContext
 from ._disk import give_up_disk
 from ._limits import Limiter, Slot
 from ._publications import GalleryScheduler
-from ._rows import SourceTables, TargetTables
+from ._rows import COPIED_SOURCE_KINDS, SourceTables, TargetTables
 from ._sources import Fanout, make_fanout
 from ._status import derive_job_state
 from ._targets import TargetDriver, ranged_copies_possible
@@ -55,8 +55,6 @@ __all__ = ["Worker", "revive_source", "target_enablement"]
 logger = logging.getLogger("imagedist.worker")
 
 MAX_TRANSIENT_RETRIES = 8
-# Sources made by a server-side copy of another source: tier-1 and regional clones.
-COPIED_SOURCE_KINDS = frozenset({SourceKind.TIER1, SourceKind.CLONE})
 
 
 class Worker:
@@ -669,9 +667,6 @@ async def target_enablement(ctx: EngineContext) -> dict[str, bool]:
     enabled = {t.name: t.enabled for t in ctx.config.fleet_targets()}
     enabled.update(await ctx.backend.state.target_switches())
     return enabled
-
-
-_TIER1_MOVING = frozenset({SourceState.PENDING, SourceState.COPYING})
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
