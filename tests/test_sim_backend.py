@@ -326,6 +326,48 @@ def test_a_pipelined_copy_ends_about_one_range_after_its_parent() -> None:
     assert max(ended) < 1.5 * one_copy  # a chain of whole copies would take 3 copy times
 
 
+@pytest.mark.parametrize("ranges", [1, 2, 3, 32])
+def test_two_range_calls_at_once_keep_a_simulated_blob_as_busy_as_many(ranges: int) -> None:
+    """The simulator tells the engine that two calls in flight into a blob are enough (each
+    stands for many requests into a blob that moves at one rate): a ranged copy ends at the
+    same instant as with every range in flight, and never has more than two calls out."""
+
+    async def copy(at_once: int) -> tuple[float, int]:
+        clock = VirtualClock()
+        accounts = {"a": ("sub-a", "westeurope"), "b": ("sub-a", "westeurope")}
+        storage = SimStorage(clock, accounts, model=SimModel(), faults=SimFaults(), seed=1,
+                             stats=SimStats())  # fmt: skip
+        store = SimBlobStore(storage, range_bytes=256 * MIB)
+        store.copy_range_calls_at_once = at_once
+        source, dest = BlobRef("a", "c", "disk.vhd"), BlobRef("b", "c", "disk.vhd")
+        for ref in (source, dest):
+            storage.ensure_container(ref.account, "c")
+        storage.create(source, 16 * GIB, overwrite=True).add_range(0, ranges * 256 * MIB)
+        in_flight, most = 0, 0
+        land = store.copy_range
+
+        async def counted(src: BlobRef, dst: BlobRef, offset: int, length: int) -> None:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                await land(src, dst, offset, length)
+            finally:
+                in_flight -= 1
+
+        store.copy_range = counted  # type: ignore[method-assign,assignment]
+        start = clock.now()
+        await copy_ranged(store, source, dest, clock=clock)
+        assert storage.blob(dest).ranges == [(0, ranges * 256 * MIB)]
+        return clock.now() - start, most
+
+    two, most_of_two = run_virtual(copy(2))
+    every, most_of_every = run_virtual(copy(0))
+    assert two == pytest.approx(every, rel=1e-9)
+    assert most_of_two == min(2, ranges)
+    assert most_of_every >= min(ranges, 3)  # without the hint, more went out at once
+
+
 def test_a_follower_wakes_at_the_look_that_sees_a_range_and_its_looks_are_counted() -> None:
     """The simulator's event-driven follow (wait_for_ranges) is what polling every ``every``
     seconds would do: the follower wakes at the first look at or after the range landed, and

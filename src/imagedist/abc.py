@@ -176,6 +176,11 @@ class BlobStore(ABC):
     #: the adapter cannot copy ranges. The simulator allows more: one call there stands for many
     #: modelled requests, so a copy of 10,000 targets stays a few events each.
     copy_range_bytes: int = 0
+    #: How many :meth:`copy_range` calls into one blob are worth having in flight at once; 0: as
+    #: many as the ranged copy's pacer allows. The simulator's calls each stand for many
+    #: parallel requests into a blob that moves at one rate, so two keep it busy (one landing
+    #: while the next waits its turn) and more would only be tasks waiting in line.
+    copy_range_calls_at_once: int = 0
     #: Whether a ranged copy across accounts beats an asynchronous Copy Blob here, for
     #: ``copy_method = "auto"``: on Azure it does (~190 MB/s against 4-45 MB/s, PERF-MODEL.md);
     #: the local store's Copy Blob moves at disk speed without costing the worker a call.

@@ -196,7 +196,8 @@ class _RangedCopy:
 
     async def run(self, ranges: list[Range]) -> None:
         self.todo.extend(ranges)
-        movers = min(len(ranges), self.limits.max_concurrency)
+        movers = min(len(ranges), self.blobs.copy_range_calls_at_once or len(ranges))
+        movers = min(movers, self.limits.max_concurrency)
         if movers == 1:
             # One range (a copy following its parent gets them one by one): no tasks to start.
             await self._mover()

@@ -39,6 +39,7 @@ class SimBlobStore(BlobStore):
         self._copy_rate = copy_rate
         self._fault_rng = random.Random(f"{seed}:blob-faults")
         self.copy_range_bytes = range_bytes or storage.model.ranged_call_bytes
+        self.copy_range_calls_at_once = 2
         self.ranged_copy_faster = True
 
     def _call(self, name: str) -> SimStorage:
