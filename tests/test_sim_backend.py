@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from imagedist._backends.sim import (
 )
 from imagedist._backends.sim.blobs import SIM_RANGE_BYTES
 from imagedist._backends.sim.state import MemoryStateStore
+from imagedist._backends.sim.storage import SimBlob
 from imagedist._domain import BlobRef, JobState, OsType
 from imagedist._engine import EngineContext
 from imagedist._engine._ranged import copy_ranged
@@ -290,24 +292,18 @@ def test_engine_at_scale() -> None:
     assert result.counts == {"done": BIG_TARGETS}
 
 
-def test_a_pipelined_copy_ends_about_one_range_after_its_parent() -> None:
+@pytest.mark.parametrize("range_mib", [256, 1024])
+def test_a_pipelined_copy_ends_about_a_look_after_its_parent(range_mib: int) -> None:
     """A chain of copies, each from the one before while it is still being made (issue 13,
-    pipelining): the last ends about one copy time plus one range time per hop, not one copy
-    time per hop."""
+    pipelining): the last ends about one copy time plus one look per hop, not one copy time per
+    hop, and not one simulated call per hop either: a call stands for 4 MiB requests that a
+    follower sends as its parent's land, so the model's resolution does not lengthen the
+    chain. No hop lands a range before the hop it follows."""
     data, hops = 8 * GIB, 3
-    accounts = {f"acct{i}": ("sub-a", "westeurope") for i in range(hops + 1)}
 
-    async def chain() -> list[float]:
+    async def chain() -> tuple[list[float], list[SimBlob]]:
         clock = VirtualClock()
-        storage = SimStorage(clock, accounts, model=SimModel(), faults=SimFaults(), seed=1,
-                             stats=SimStats())  # fmt: skip
-        store = SimBlobStore(storage, range_bytes=256 * MIB)
-        refs = [BlobRef(account, "c", "disk.vhd") for account in accounts]
-        for ref in refs:
-            storage.ensure_container(ref.account, "c")
-        storage.create(refs[0], 2 * data, overwrite=True).add_range(0, data)
-        for ref in refs[1:]:
-            storage.create(ref, 2 * data, overwrite=True)
+        storage, store, refs = _chain_world(clock, data, hops, range_mib)
         start, ended = clock.now(), []
 
         async def hop(i: int) -> None:
@@ -316,14 +312,51 @@ def test_a_pipelined_copy_ends_about_one_range_after_its_parent() -> None:
             ended.append(clock.now() - start)
 
         await asyncio.gather(*(hop(i) for i in range(1, hops + 1)))
-        assert all(storage.blob(ref).ranges == [(0, data)] for ref in refs)  # every byte moved
-        return ended
+        blobs = [storage.blob(ref) for ref in refs]
+        assert all(blob.ranges == [(0, data)] for blob in blobs)  # every byte moved
+        return ended, blobs
 
-    ended = run_virtual(chain())
+    ended, blobs = run_virtual(chain())
     one_copy = data / SimModel().ranged_copy_rate
-    one_range = 256 * MIB / SimModel().ranged_copy_rate
-    assert max(ended) < one_copy + hops * (one_range + 2.0)  # a range and a look per hop
-    assert max(ended) < 1.5 * one_copy  # a chain of whole copies would take 3 copy times
+    look = 1.0  # copy_ranged's follow_seconds
+    assert max(ended) < one_copy + hops * (look + 0.1)
+    for parent, child in itertools.pairwise(blobs[1:]):
+        for offset, (_, landed) in child.landing.items():
+            assert landed > parent.landing[offset][1]
+
+
+def test_a_copy_of_a_finished_copy_takes_a_whole_copy_time() -> None:
+    """The follower's credit is for time it was following: a copy started after its source's
+    ranges all landed moves every byte from its own start, at the blob's rate."""
+    data = 8 * GIB
+
+    async def later_copy() -> float:
+        clock = VirtualClock()
+        _, store, refs = _chain_world(clock, data, 2, 1024)
+        await copy_ranged(store, refs[0], refs[1], clock=clock)
+        await clock.sleep(600.0)
+        start = clock.now()
+        await copy_ranged(store, refs[1], refs[2], clock=clock)
+        return clock.now() - start
+
+    assert run_virtual(later_copy()) >= data / SimModel().ranged_copy_rate
+
+
+def _chain_world(
+    clock: VirtualClock, data: int, hops: int, range_mib: int
+) -> tuple[SimStorage, SimBlobStore, list[BlobRef]]:
+    """Accounts in one region, the first holding ``data`` of a disk twice that size."""
+    accounts = {f"acct{i}": ("sub-a", "westeurope") for i in range(hops + 1)}
+    storage = SimStorage(clock, accounts, model=SimModel(), faults=SimFaults(), seed=1,
+                         stats=SimStats())  # fmt: skip
+    store = SimBlobStore(storage, range_bytes=range_mib * MIB)
+    refs = [BlobRef(account, "c", "disk.vhd") for account in accounts]
+    for ref in refs:
+        storage.ensure_container(ref.account, "c")
+    storage.create(refs[0], 2 * data, overwrite=True).add_range(0, data)
+    for ref in refs[1:]:
+        storage.create(ref, 2 * data, overwrite=True)
+    return storage, store, refs
 
 
 @pytest.mark.parametrize("ranges", [1, 2, 3, 32])

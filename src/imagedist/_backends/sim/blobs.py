@@ -8,12 +8,10 @@ from ..._domain import BlobRef, SecretUrl
 from ..._exceptions import NotFound, TransientError
 from ...abc import BlobProperties, BlobStore
 from .model import SimModel
-from .storage import SimStorage
+from .storage import PUT_PAGE_BYTES, SimStorage
 
 __all__ = ["SimBlobStore"]
 
-#: Azure's largest Put Page From URL request.
-PUT_PAGE_BYTES = 4 * 1024 * 1024
 #: One simulated range copy call moves up to this much by default (SimModel.ranged_call_bytes,
 #: 256 modelled requests): a ranged copy of a 30 GiB disk is then a few dozen events, not
 #: thousands, so 10,000 targets simulate quickly.

@@ -44,10 +44,10 @@ class SimModel:
     ranged_copy_rate: float = 190 * MB
     ranged_call_seconds: float = 0.02
     #: the simulator's resolution of a ranged copy: one simulated call stands for this many
-    #: bytes of 4 MiB requests. A copy that follows one still being made ends about one call
-    #: after it (on Azure: about one look at its parent's pages, 1 s), so finer is truer and
-    #: slower: 1 GiB keeps a 10,000-target `plan` within half a minute and overstates each
-    #: pipelined hop by about 4 s; 256 MiB by about 1 s, at about twice the simulation's time
+    #: bytes of 4 MiB requests. A copy following one still being made is credited with the
+    #: requests it sent as its parent's landed (SimStorage.copy_range), so it ends a look
+    #: after its parent whatever this is; coarser is cheaper to simulate (1 GiB keeps a
+    #: 10,000-target `plan` within half a minute)
     ranged_call_bytes: int = 1024 * MIB
     #: ARM token buckets per subscription: capacity and refill per second
     arm_write_bucket: float = 200.0

@@ -24,6 +24,7 @@ from .model import SimFaults, SimModel, SimStats
 __all__ = ["PAGE", "SimBlob", "SimStorage"]
 
 PAGE = 512
+PUT_PAGE_BYTES = 4 * 1024 * 1024  # the most one Put Page From URL request moves
 
 
 @dataclass(eq=False)
@@ -40,6 +41,11 @@ class SimBlob:
     # Until when the ranged copies into this blob keep its write bandwidth busy (a fluid model:
     # ranges share the blob's rate, one event per call).
     ranges_busy_until: float = 0.0
+    # When its ranged copier last began (made or resumed the blob), and when each range a
+    # ranged copy wrote into it began and ended moving: what a copy following this one may
+    # have streamed meanwhile (see SimStorage.copy_range).
+    copier_since: float = 0.0
+    landing: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def occupied(self) -> int:
@@ -181,11 +187,12 @@ class SimStorage:
         old = blobs.get(ref.name)
         if old is not None and not overwrite:
             if old.size == size:
+                old.copier_since = self.now()
                 return old  # keep the pages written so far, so an upload can resume
             raise Conflict(f"blob '{ref}' exists with size {old.size}, not {size}")
         if old is not None:
             self._replaced(ref, old)
-        blob = SimBlob(size, data={} if self.keep_data else None)
+        blob = SimBlob(size, data={} if self.keep_data else None, copier_since=self.now())
         blobs[ref.name] = blob
         return blob
 
@@ -269,9 +276,10 @@ class SimStorage:
         target = self.blob(dest)
         check_range(offset, length, target.size, aligned=True)
         now = self.now()
-        began = max(now, target.ranges_busy_until)
-        target.ranges_busy_until = began + length / self.model.ranged_copy_rate
-        await self.clock.sleep(target.ranges_busy_until - now + self.model.ranged_call_seconds)
+        moved = self._range_transfer(self.blob(source), target, offset, length, now)
+        target.ranges_busy_until = moved[1]
+        target.landing[offset] = moved
+        await self.clock.sleep(max(0.0, moved[1] - now) + self.model.ranged_call_seconds)
         # Either blob may have gone meanwhile: the range is read and written at the end.
         src, target = self.blob(source), self.blob(dest)
         self._land_range(src, target, offset, length)
@@ -281,6 +289,28 @@ class SimStorage:
         self.stats.bytes_copied += length
         if self._region(source.account) != self._region(dest.account):
             self.stats.cross_region_bytes += length
+
+    def _range_transfer(
+        self, src: SimBlob, target: SimBlob, offset: int, length: int, now: float
+    ) -> tuple[float, float]:
+        """When one call's bytes begin and end moving into ``target``, at its blob's rate.
+
+        A call stands for the 4 MiB requests of its range. Where the source's own range was
+        itself moved by a ranged copy (a copy following one still being made), those requests
+        went out as the source's landed, one look behind: the call may have begun streaming once
+        the source's first request landed (not before this copier began, nor before its previous
+        range), and ends no sooner than one request after the source's last. So a follower
+        trails its parent by a look and a request, as on Azure, whatever range a call stands
+        for; the call itself is made only once the whole range is listed at the source.
+        """
+        rate = self.model.ranged_copy_rate
+        window = src.landing.get(offset)
+        if window is None:
+            began = max(now, target.ranges_busy_until)
+            return began, began + length / rate
+        request = PUT_PAGE_BYTES / rate
+        began = max(target.copier_since, target.ranges_busy_until, window[0] + request)
+        return began, max(began + length / rate, window[1] + request)
 
     def _land_range(self, src: SimBlob, target: SimBlob, offset: int, length: int) -> None:
         end = offset + length
