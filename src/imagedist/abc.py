@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -49,6 +50,7 @@ __all__ = [
     "ProvisioningState",
     "StateStore",
     "SystemClock",
+    "looks_until",
 ]
 
 
@@ -836,6 +838,20 @@ class SystemClock(Clock):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def looks_until(waited: float, every: float) -> int:
+    """How many looks, one every ``every`` seconds from the start of a wait, until the first
+    that sees what happened ``waited`` seconds in (at least one; one when ``every`` is 0).
+
+    For the hooks that wake a caller instead of letting it poll (``wake_on_write``,
+    ``wait_for_ranges``, ``wait_for_image``): their caller wakes at the look polling would have
+    made, so an event-driven simulation keeps polling's timings, and the looks spared can be
+    counted as the calls they would have been.
+    """
+    if every <= 0:
+        return 1
+    return max(1, math.ceil(waited / every - 1e-9))
 
 
 @dataclass

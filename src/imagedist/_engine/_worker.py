@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from .._domain import (
@@ -37,6 +36,7 @@ from .._domain import (
 from .._domain.events import EventKind, LogLevel, Step
 from .._domain.gallery import PublicationRow
 from .._exceptions import ImagedistError, PreconditionFailed, TransientError
+from ..abc import looks_until
 from ._cleanup import drop_intermediates_if_unneeded
 from ._context import EngineContext
 from ._disk import give_up_disk
@@ -123,8 +123,7 @@ class Worker:
             if timer is not None:
                 timer.cancel()
         waited = clock.now() - began
-        looks = max(1, math.ceil(waited / every - 1e-9)) if every > 0 else 1
-        await clock.sleep(looks * every - waited)
+        await clock.sleep(looks_until(waited, every) * every - waited)
 
     def _pass_may_matter(self) -> bool:
         """Whether anything can have changed since the last pass: a write to the store (when

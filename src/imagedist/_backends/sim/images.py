@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from dataclasses import dataclass, replace
 
@@ -11,7 +10,7 @@ from ..._domain import SecretUrl
 from ..._domain.names import parse_disk_id
 from ..._domain.regions import check_image_place, region_name
 from ..._exceptions import Conflict, NotFound
-from ...abc import CopyStatus, Image, ImageService, ImageSpec, ProvisioningState
+from ...abc import CopyStatus, Image, ImageService, ImageSpec, ProvisioningState, looks_until
 from .arm import ArmThrottle
 from .storage import SimStorage
 
@@ -150,7 +149,7 @@ class SimImageService(ImageService):
         # The looks the caller spares, one every ``every`` seconds until the first at or after
         # the wake, are counted as the ARM reads they would have been (not charged to the
         # subscription's throttle: they would have been spread over the wait).
-        spared = max(0, math.ceil((wake - now) / every - 1e-6) - 1) if every > 0 else 0
+        spared = looks_until(wake - now, every) - 1 if every > 0 else 0
         self._arm.count_reads(subscription, "get_image", spared)
         if wake > now:
             await asyncio.sleep(wake - now)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..._domain import BlobRef
 from ..._exceptions import Conflict, NotFound
-from ...abc import BlobProperties, Clock, CopyStatus
+from ...abc import BlobProperties, Clock, CopyStatus, looks_until
 from .copies import CopyEngine, SimCopy
 from .model import SimFaults, SimModel, SimStats
 
@@ -133,7 +133,7 @@ class SimStorage:
             await landed
             timer.cancel()
         waited = self.clock.now() - began
-        looks = max(1, math.ceil(waited / every - 1e-9)) if every > 0 else 1
+        looks = looks_until(waited, every)
         if every > 0 and looks * every > waited:
             await self.clock.sleep(looks * every - waited)  # until the look that sees it
         return looks
