@@ -7,6 +7,7 @@ model, keeping data) and azure through the Put Page From URL proxy in front of A
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import hashlib
 import threading
@@ -61,37 +62,40 @@ class RangedHarness:
 class _CountingLocal(LocalBlobStore):
     """The local store, counting range copies and answering some 503 (no server to be busy).
 
-    Counted in the copying thread: a cancelled call's thread still finishes its write, as a
-    cancelled request may still land on a server.
+    Each range is copied by a thread of the store's own pool, counted there: a cancelled call's
+    thread still finishes its write once it has begun, as a cancelled request may still land on
+    a server, and one cancelled before its thread began never writes. ``settle`` waits for every
+    call to be one or the other (counting calls in flight from the coroutine instead hung when a
+    call was cancelled before its thread began).
     """
 
     every = 0
     calls = 0
     landed = 0
     busy = 0
-    in_flight = 0
     lock = threading.Lock()
+
+    def __init__(self, root: Path, clock: FakeClock) -> None:
+        super().__init__(root, clock)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
+        self.work: list[concurrent.futures.Future[None]] = []
 
     async def copy_range(self, source: BlobRef, dest: BlobRef, offset: int, length: int) -> None:
         self.calls += 1
         if self.every and self.calls % self.every == 0:
             self.busy += 1
             raise TransientError("503 ServerBusy (injected)")
-        with self.lock:
-            self.in_flight += 1
-        await super().copy_range(source, dest, offset, length)
+        work = self.pool.submit(self._copy_range, source, dest, offset, length)
+        self.work.append(work)
+        await asyncio.wrap_future(work)
 
     def _copy_range(self, source: BlobRef, dest: BlobRef, offset: int, length: int) -> None:
-        try:
-            super()._copy_range(source, dest, offset, length)
-            with self.lock:
-                self.landed += 1
-        finally:
-            with self.lock:
-                self.in_flight -= 1
+        super()._copy_range(source, dest, offset, length)
+        with self.lock:
+            self.landed += 1
 
     def settle(self) -> None:
-        wait_until(lambda: self.in_flight == 0)
+        wait_until(lambda: all(work.done() for work in self.work))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -105,6 +109,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 def _local(request: pytest.FixtureRequest, tmp_path: Path) -> RangedHarness:
     clock = FakeClock()
     store = _CountingLocal(tmp_path / "blobs", clock)
+    request.addfinalizer(store.pool.shutdown)
 
     def busy_every(n: int) -> None:
         store.every = n
