@@ -46,9 +46,10 @@ class SimModel:
     #: the simulator's resolution of a ranged copy: one simulated call stands for this many
     #: bytes of 4 MiB requests. A copy following one still being made is credited with the
     #: requests it sent as its parent's landed (SimStorage.copy_range), so it ends a look
-    #: after its parent whatever this is; coarser is cheaper to simulate (1 GiB keeps a
-    #: 10,000-target `plan` within half a minute)
-    ranged_call_bytes: int = 1024 * MIB
+    #: after its parent whatever this is (the same makespans at 256 MiB, 1 GiB, 2 GiB and
+    #: 4 GiB, docs/benchmarks.md); coarser is cheaper to simulate, and 2 GiB keeps a
+    #: 10,000-target `plan` within half a minute
+    ranged_call_bytes: int = 2048 * MIB
     #: ARM token buckets per subscription: capacity and refill per second
     arm_write_bucket: float = 200.0
     arm_write_refill: float = 10.0
