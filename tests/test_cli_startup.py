@@ -57,6 +57,9 @@ NEVER_FOR_HELP = (
     "imagedist._redact",
 )
 NEVER_FOR_STATUS = (
+    # Reading jobs runs in this thread, without an event loop or a worker thread.
+    "asyncio",
+    "concurrent.futures",
     "azure",
     "starlette",
     "jinja2",

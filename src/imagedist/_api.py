@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +30,7 @@ from ._domain import (
 )
 from ._exceptions import InvalidInput
 from ._files import check_folder, check_regular_file, kind_of
+from ._no_loop import finish
 
 # The engine, the config's models, asyncio, provisioning, gallery versions, the demo, the fleet
 # generator and the disk tools are imported by the methods that use them: a command starts
@@ -56,6 +57,7 @@ __all__ = [
     "PhaseSpan",
     "Problem",
     "read_jobs",
+    "read_jobs_in_this_thread",
 ]
 
 ChangeCallback = Callable[["Change"], None]
@@ -576,6 +578,26 @@ class JobReader:
 
         job = await get_job(self.state, job_id)
         return await self.state.list_logs(job.id, where)
+
+
+@contextmanager
+def read_jobs_in_this_thread(config_path: Path) -> Iterator[JobReader | None]:
+    """A :class:`JobReader` whose coroutines end without suspending, for a process that only
+    reads and runs no event loop: run them with :func:`imagedist._no_loop.finish`. It reads the
+    state store of a config whose very contents this code validated before, in the caller's
+    thread; for any other config it is None (:func:`read_jobs` validates that one in full).
+
+    :raises ConfigError: if the config file is missing or unreadable.
+    """
+    root = remembered_local_root(read_config_bytes(config_path), config_path)
+    if root is None:
+        yield None
+        return
+    state = open_local_state_store(root, in_worker_threads=False)
+    try:
+        yield JobReader(state)
+    finally:
+        finish(state.aclose())
 
 
 @asynccontextmanager

@@ -7,13 +7,13 @@ A contract test suite per port (``tests/contract/``) runs against every implemen
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._domain import BlobRef, Job, LogFilter, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
 from ._domain.changes import DataRole, Role
@@ -27,6 +27,9 @@ from ._domain.gallery import (
     VersionSpec,
 )
 from ._exceptions import OperationFailed
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "RANGED_COPY_UNSUPPORTED",
@@ -830,6 +833,8 @@ class SystemClock(Clock):
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # not with the ports: a command that only reads jobs runs no event loop
+
         await asyncio.sleep(seconds)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
 from .._exceptions import BackendUnavailable, ImagedistError, InvalidInput
+from .._no_loop import finish
 
 if TYPE_CHECKING:
     from .._api import Imagedist, JobReader
@@ -98,9 +99,16 @@ def run_with_app(state: State, body: Callable[[Imagedist], Awaitable[R]]) -> R:
     return asyncio.run(main())
 
 
-def run_with_reader(state: State, body: Callable[[JobReader], Awaitable[R]]) -> R:
-    """Open the config's jobs for reading only and run ``body`` in an event loop: a config
-    validated before opens them without loading the config's models."""
+def run_with_reader(state: State, body: Callable[[JobReader], Coroutine[Any, Any, R]]) -> R:
+    """Open the config's jobs for reading only and run ``body``: a config validated before
+    opens them without loading the config's models, and ``body`` runs in this thread without
+    an event loop (asyncio is not even imported); any other config is validated, and ``body``
+    runs in an event loop."""
+    from .._api import read_jobs_in_this_thread
+
+    with read_jobs_in_this_thread(state.config_path) as reader:
+        if reader is not None:
+            return finish(body(reader))
     import asyncio
 
     from .._api import read_jobs
