@@ -74,6 +74,8 @@ NEVER_FOR_STATUS = (
     "imagedist._fleet",
     "imagedist._engine._setup",
     "imagedist._engine._versions",
+    # A job's gallery rows (`_domain.publications`) without the gallery's other values.
+    "imagedist._domain.gallery",
     # A config validated before is not validated again: where its state store is, is remembered.
     "pydantic",
     "pydantic_core",

@@ -17,19 +17,21 @@ from typing import TYPE_CHECKING
 
 from ._domain import BlobRef, Job, LogFilter, LogRecord, OsType, SecretUrl, SourceRow, TargetRow
 from ._domain.changes import DataRole, Role
-from ._domain.gallery import (
-    DefinitionSpec,
-    GalleryRef,
-    GallerySharing,
-    ImageVersion,
-    PublicationRow,
-    TargetRegion,
-    VersionSpec,
-)
 from ._exceptions import OperationFailed
 
 if TYPE_CHECKING:
     import asyncio
+
+    # Named in the ports' signatures only: a state store's reader loads no gallery values.
+    from ._domain.gallery import (
+        DefinitionSpec,
+        GalleryRef,
+        GallerySharing,
+        ImageVersion,
+        TargetRegion,
+        VersionSpec,
+    )
+    from ._domain.publications import PublicationRow
 
 __all__ = [
     "RANGED_COPY_UNSUPPORTED",
