@@ -76,6 +76,8 @@ NEVER_FOR_STATUS = (
     "imagedist._engine._versions",
     # A job's gallery rows (`_domain.publications`) without the gallery's other values.
     "imagedist._domain.gallery",
+    # The state store port alone (`_state_store`), not the other ports' values in abc.
+    "imagedist.abc",
     # A config validated before is not validated again: where its state store is, is remembered.
     "pydantic",
     "pydantic_core",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._backends import open_backend, open_local_state_store
 from ._config_file import read_config_bytes
@@ -57,13 +57,14 @@ __all__ = [
     "PhaseSpan",
     "Problem",
     "read_jobs",
-    "read_jobs_in_this_thread",
+    "run_reader",
 ]
 
 ChangeCallback = Callable[["Change"], None]
 SetupProgress = Callable[[int, int, "Change"], None]  # (done, total, the change just made)
 StatusCallback = Callable[["JobStatus"], None]
 DISK_FIX = "give the path of a disk image file"
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -580,22 +581,29 @@ class JobReader:
         return await self.state.list_logs(job.id, where)
 
 
-@contextmanager
-def read_jobs_in_this_thread(config_path: Path) -> Iterator[JobReader | None]:
-    """A :class:`JobReader` whose coroutines end without suspending, for a process that only
-    reads and runs no event loop: run them with :func:`imagedist._no_loop.finish`. It reads the
-    state store of a config whose very contents this code validated before, in the caller's
-    thread; for any other config it is None (:func:`read_jobs` validates that one in full).
+def run_reader(config_path: Path, body: Callable[[JobReader], Coroutine[Any, Any, R]]) -> R:
+    """Run ``body`` over the jobs of the config file at ``config_path`` and return its result,
+    for a program that runs no event loop of its own (the commands that only read).
 
-    :raises ConfigError: if the config file is missing or unreadable.
+    A config whose very contents this code validated before has its state store read in this
+    thread: ``body`` ends without suspending and is finished without an event loop (asyncio is
+    not even imported). Any other config is validated in full by :func:`read_jobs`, and
+    ``body`` runs in an event loop.
+
+    :raises ConfigError: if the config file is missing, unreadable or invalid.
     """
     root = remembered_local_root(read_config_bytes(config_path), config_path)
     if root is None:
-        yield None
-        return
+        import asyncio
+
+        async def main() -> R:
+            async with read_jobs(config_path) as reader:
+                return await body(reader)
+
+        return asyncio.run(main())
     state = open_local_state_store(root, in_worker_threads=False)
     try:
-        yield JobReader(state)
+        return finish(body(JobReader(state)))
     finally:
         finish(state.aclose())
 

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 import click
 
 from .._exceptions import BackendUnavailable, ImagedistError, InvalidInput
-from .._no_loop import finish
 
 if TYPE_CHECKING:
     from .._api import Imagedist, JobReader
@@ -101,23 +100,11 @@ def run_with_app(state: State, body: Callable[[Imagedist], Awaitable[R]]) -> R:
 
 def run_with_reader(state: State, body: Callable[[JobReader], Coroutine[Any, Any, R]]) -> R:
     """Open the config's jobs for reading only and run ``body``: a config validated before
-    opens them without loading the config's models, and ``body`` runs in this thread without
-    an event loop (asyncio is not even imported); any other config is validated, and ``body``
-    runs in an event loop."""
-    from .._api import read_jobs_in_this_thread
+    opens them without the config's models, in this thread and without an event loop (see
+    :func:`imagedist._api.run_reader`)."""
+    from .._api import run_reader
 
-    with read_jobs_in_this_thread(state.config_path) as reader:
-        if reader is not None:
-            return finish(body(reader))
-    import asyncio
-
-    from .._api import read_jobs
-
-    async def main() -> R:
-        async with read_jobs(state.config_path) as reader:
-            return await body(reader)
-
-    return asyncio.run(main())
+    return run_reader(state.config_path, body)
 
 
 def json_option(fn: Callable[P, R]) -> Callable[P, R]:

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ..._files import check_folder
-from ...abc import Backend, StateStore, SystemClock
+from ..._state_store import StateStore
 from .state import SqliteStateStore
 
 if TYPE_CHECKING:
     from ..._config import Config
+    from ...abc import Backend
 
 __all__ = ["open_backend", "open_state_store"]
 
@@ -28,8 +29,10 @@ def open_backend(config: Config) -> Backend:
 
     :raises InvalidInput: if ``local.root`` is, or lies under, something that is not a folder.
     """
-    # The other ports load here, not with the package: reading jobs needs the state store only.
+    # The other ports (and their values in abc) load here, not with the package: reading jobs
+    # needs the state store only.
     from ..._config import account_locations
+    from ...abc import Backend, SystemClock
     from .blobs import LocalBlobStore
     from .gallery import LocalGalleryService
     from .images import LocalImageService

@@ -23,7 +23,7 @@ from ..._domain import (
 from ..._domain.publications import PublicationRow
 from ..._exceptions import Conflict, NotFound, PreconditionFailed
 from ..._redact import redact, redact_publication, redact_record
-from ...abc import StateStore
+from ..._state_store import StateStore
 from ..codec import (
     JOB_FIELDS,
     LOG_FIELDS,
