@@ -185,7 +185,7 @@ def test_status_imports_only_what_status_needs(
     assert _offending(modules, NEVER_FOR_STATUS) == []
     assert _offending(modules, ("rich",)) == []  # plain aligned text: rich is for live progress
     assert _command_modules(modules) == {
-        "imagedist._cli._jobs_cmds",
+        "imagedist._cli._read_cmds",
         "imagedist._cli._render",
         "imagedist._cli._text",
     }
