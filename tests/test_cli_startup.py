@@ -78,6 +78,9 @@ NEVER_FOR_STATUS = (
     "imagedist._domain.gallery",
     # The state store port alone (`_state_store`), not the other ports' values in abc.
     "imagedist.abc",
+    # Nor the domain's values a status does not hold: the fleet's targets, setup's changes.
+    "imagedist._domain.targets",
+    "imagedist._domain.changes",
     # A config validated before is not validated again: where its state store is, is remembered.
     "pydantic",
     "pydantic_core",

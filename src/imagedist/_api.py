@@ -15,7 +15,6 @@ from ._config_file import read_config_bytes
 from ._config_memo import remember_valid, remembered_local_root
 from ._domain import (
     BlobRef,
-    EngineEvent,
     FailedPhase,
     HyperVGeneration,
     Job,
@@ -25,7 +24,6 @@ from ._domain import (
     OsType,
     SourceKind,
     SourceRow,
-    Target,
     TargetState,
 )
 from ._exceptions import InvalidInput
@@ -39,6 +37,7 @@ from ._no_loop import finish
 if TYPE_CHECKING:
     from ._config import Config
     from ._demo import Demo
+    from ._domain import EngineEvent, Target
     from ._domain.gallery import ImageVersion
     from ._engine import EngineContext, JobStatus
     from ._engine._setup import Change, Problem
