@@ -57,6 +57,9 @@ NEVER_FOR_HELP = (
     "imagedist._redact",
 )
 NEVER_FOR_STATUS = (
+    # Reading jobs runs in this thread, without an event loop or a worker thread.
+    "asyncio",
+    "concurrent.futures",
     "azure",
     "starlette",
     "jinja2",
@@ -71,6 +74,13 @@ NEVER_FOR_STATUS = (
     "imagedist._fleet",
     "imagedist._engine._setup",
     "imagedist._engine._versions",
+    # A job's gallery rows (`_domain.publications`) without the gallery's other values.
+    "imagedist._domain.gallery",
+    # The state store port alone (`_state_store`), not the other ports' values in abc.
+    "imagedist.abc",
+    # Nor the domain's values a status does not hold: the fleet's targets, setup's changes.
+    "imagedist._domain.targets",
+    "imagedist._domain.changes",
     # A config validated before is not validated again: where its state store is, is remembered.
     "pydantic",
     "pydantic_core",
@@ -178,7 +188,7 @@ def test_status_imports_only_what_status_needs(
     assert _offending(modules, NEVER_FOR_STATUS) == []
     assert _offending(modules, ("rich",)) == []  # plain aligned text: rich is for live progress
     assert _command_modules(modules) == {
-        "imagedist._cli._jobs_cmds",
+        "imagedist._cli._read_cmds",
         "imagedist._cli._render",
         "imagedist._cli._text",
     }

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._backends import open_backend, open_local_state_store
 from ._config_file import read_config_bytes
 from ._config_memo import remember_valid, remembered_local_root
 from ._domain import (
     BlobRef,
-    EngineEvent,
     FailedPhase,
     HyperVGeneration,
     Job,
@@ -25,11 +24,11 @@ from ._domain import (
     OsType,
     SourceKind,
     SourceRow,
-    Target,
     TargetState,
 )
 from ._exceptions import InvalidInput
 from ._files import check_folder, check_regular_file, kind_of
+from ._no_loop import finish
 
 # The engine, the config's models, asyncio, provisioning, gallery versions, the demo, the fleet
 # generator and the disk tools are imported by the methods that use them: a command starts
@@ -38,6 +37,7 @@ from ._files import check_folder, check_regular_file, kind_of
 if TYPE_CHECKING:
     from ._config import Config
     from ._demo import Demo
+    from ._domain import EngineEvent, Target
     from ._domain.gallery import ImageVersion
     from ._engine import EngineContext, JobStatus
     from ._engine._setup import Change, Problem
@@ -56,12 +56,14 @@ __all__ = [
     "PhaseSpan",
     "Problem",
     "read_jobs",
+    "run_reader",
 ]
 
 ChangeCallback = Callable[["Change"], None]
 SetupProgress = Callable[[int, int, "Change"], None]  # (done, total, the change just made)
 StatusCallback = Callable[["JobStatus"], None]
 DISK_FIX = "give the path of a disk image file"
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -576,6 +578,33 @@ class JobReader:
 
         job = await get_job(self.state, job_id)
         return await self.state.list_logs(job.id, where)
+
+
+def run_reader(config_path: Path, body: Callable[[JobReader], Coroutine[Any, Any, R]]) -> R:
+    """Run ``body`` over the jobs of the config file at ``config_path`` and return its result,
+    for a program that runs no event loop of its own (the commands that only read).
+
+    A config whose very contents this code validated before has its state store read in this
+    thread: ``body`` ends without suspending and is finished without an event loop (asyncio is
+    not even imported). Any other config is validated in full by :func:`read_jobs`, and
+    ``body`` runs in an event loop.
+
+    :raises ConfigError: if the config file is missing, unreadable or invalid.
+    """
+    root = remembered_local_root(read_config_bytes(config_path), config_path)
+    if root is None:
+        import asyncio
+
+        async def main() -> R:
+            async with read_jobs(config_path) as reader:
+                return await body(reader)
+
+        return asyncio.run(main())
+    state = open_local_state_store(root, in_worker_threads=False)
+    try:
+        return finish(body(JobReader(state)))
+    finally:
+        finish(state.aclose())
 
 
 @asynccontextmanager

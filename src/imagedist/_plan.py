@@ -30,7 +30,7 @@ from ._config import Config
 from ._config_gallery import GalleryDefinitionSpec, GallerySpec
 from ._domain import JobState, OsType, SourceKind, SourceRow, TargetRow
 from ._domain.events import EngineEvent, EventKind
-from ._domain.gallery import PublicationRow
+from ._domain.publications import PublicationRow
 from ._domain.regions import EGRESS_PRICE_PER_GB, zone_of
 from ._engine import EngineContext, Worker, submit_job
 from ._plan_path import Caps, Leg, bound_by, critical_path

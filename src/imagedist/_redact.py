@@ -16,7 +16,7 @@ import re
 from urllib.parse import unquote
 
 from ._domain import LogRecord
-from ._domain.gallery import PublicationRow
+from ._domain.publications import PublicationRow
 
 __all__ = ["REDACTED", "redact", "redact_record"]
 

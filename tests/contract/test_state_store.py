@@ -62,6 +62,17 @@ def _sqlite(tmp_path: Path) -> StateHarness:
     return StateHarness("local", SqliteStateStore(path), lambda: SqliteStateStore(path))
 
 
+def _sqlite_in_this_thread(tmp_path: Path) -> StateHarness:
+    """The SQLite store as the commands that only read open it: every call in the caller's
+    thread (no worker thread, so no event loop is needed)."""
+    path = tmp_path / "state" / "state.db"
+
+    def open_store() -> StateStore:
+        return SqliteStateStore(path, in_worker_threads=False)
+
+    return StateHarness("local", open_store(), open_store)
+
+
 def _azure(server: AzuriteServer) -> StateHarness:
     """Azure Table storage on Azurite; every instance shares the session's tables."""
     connection_string = server.connection_string("stagingacct")
@@ -83,6 +94,7 @@ def _memory(tmp_path: Path) -> StateHarness:
 @pytest.fixture(
     params=[
         pytest.param(_sqlite, id="local"),
+        pytest.param(_sqlite_in_this_thread, id="local-in-this-thread"),
         pytest.param(_azure, id="azure"),
         pytest.param(_memory, id="sim"),
     ]

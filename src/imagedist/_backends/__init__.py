@@ -37,12 +37,14 @@ def open_backend(config: Config) -> Backend:
     return backend
 
 
-def open_local_state_store(root: Path) -> StateStore:
+def open_local_state_store(root: Path, *, in_worker_threads: bool = True) -> StateStore:
     """The local backend's state store alone, in the folder ``root`` (reading jobs needs no
     other port).
 
+    :param in_worker_threads: False: its calls run in the caller's thread, needing no event
+        loop (see :class:`imagedist._backends.local.state.SqliteStateStore`).
     :raises InvalidInput: if ``root`` is, or lies under, something that is not a folder.
     """
     from .local import open_state_store
 
-    return open_state_store(root)
+    return open_state_store(root, in_worker_threads=in_worker_threads)

@@ -27,7 +27,7 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
-from .._domain.gallery import GalleryRef, PublicationRow, PublicationState, RegionStatus
+from .._domain.publications import GalleryRef, PublicationRow, PublicationState, RegionStatus
 
 __all__ = [
     "JOB_FIELDS",

@@ -47,12 +47,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Submit FILE (as `submit` does), distribute it with a worker in this process, and show "
         "live progress.",
     ),
-    "jobs": ("_jobs_cmds", "List the jobs, newest first, with their phase percentages."),
+    "jobs": ("_read_cmds", "List the jobs, newest first, with their phase percentages."),
     "status": (
-        "_jobs_cmds",
+        "_read_cmds",
         "Show a job: the four phase percentages, errors, and the target grid.",
     ),
-    "logs": ("_jobs_cmds", "Show a job's log."),
+    "logs": ("_read_cmds", "Show a job's log."),
     "retry": (
         "_jobs_cmds",
         "Put a job's unfinished targets back to work; finished ones are never touched.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
@@ -98,18 +98,13 @@ def run_with_app(state: State, body: Callable[[Imagedist], Awaitable[R]]) -> R:
     return asyncio.run(main())
 
 
-def run_with_reader(state: State, body: Callable[[JobReader], Awaitable[R]]) -> R:
-    """Open the config's jobs for reading only and run ``body`` in an event loop: a config
-    validated before opens them without loading the config's models."""
-    import asyncio
+def run_with_reader(state: State, body: Callable[[JobReader], Coroutine[Any, Any, R]]) -> R:
+    """Open the config's jobs for reading only and run ``body``: a config validated before
+    opens them without the config's models, in this thread and without an event loop (see
+    :func:`imagedist._api.run_reader`)."""
+    from .._api import run_reader
 
-    from .._api import read_jobs
-
-    async def main() -> R:
-        async with read_jobs(state.config_path) as reader:
-            return await body(reader)
-
-    return asyncio.run(main())
+    return run_reader(state.config_path, body)
 
 
 def json_option(fn: Callable[P, R]) -> Callable[P, R]:

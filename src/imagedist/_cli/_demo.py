@@ -10,7 +10,8 @@ from rich.console import Console
 from .._api import Demo, Imagedist, JobStatus
 from .._domain import LogRecord
 from ._common import State, friendly_errors, run_with_app
-from ._jobs_cmds import SubmitArgs, _final, _report, _run_showing_progress, _submit_and_upload
+from ._jobs_cmds import SubmitArgs, _run_showing_progress, _submit_and_upload
+from ._read_cmds import report, status_and_errors
 from ._serve_cmds import serve_dashboard, serve_options
 
 __all__ = ["demo"]
@@ -49,7 +50,7 @@ def demo(folder: Path | None, with_dashboard: bool, host: str, port: int) -> Non
             app, SubmitArgs(made.disk, "golden-demo", "linux", "demo", convert=True), quiet=False
         )
         await _run_showing_progress(app, job_id, quiet=False)
-        return job_id, await _final(app, job_id)
+        return job_id, await status_and_errors(app, job_id)
 
     job_id, final = run_with_app(State(made.config_path, made.config), body)
     # Plain echo: a console would wrap the long path and put the job id on a line of its own.
@@ -57,7 +58,7 @@ def demo(folder: Path | None, with_dashboard: bool, host: str, port: int) -> Non
         f"\nInspect it: imagedist -c {made.config_path} status {job_id}"
         f"\n            imagedist -c {made.config_path} logs {job_id}"
     )
-    _report(final[0], final[1], False)
+    report(final[0], final[1], False)
 
 
 def _demo_in_dashboard(config_path: Path, made: Demo, host: str, port: int) -> None:

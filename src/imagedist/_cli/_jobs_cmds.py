@@ -1,4 +1,5 @@
-"""Job commands: submit, worker, run, jobs, status, logs, retry, cleanup."""
+"""The commands that change jobs: submit, worker, run, retry, cleanup (the reading ones are in
+`_read_cmds`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._api import Imagedist, JobReader, JobStatus
+from .._api import Imagedist, JobStatus
 from .._domain import (
     FailedPhase,
     HyperVGeneration,
-    JobState,
-    LogFilter,
     LogRecord,
     OsType,
     SourceRow,
@@ -30,18 +29,11 @@ from ._common import (
     json_option,
     pass_state,
     run_with_app,
-    run_with_reader,
 )
-from ._render import (
-    live_progress,
-    log_to_dict,
-    print_jobs,
-    print_logs,
-    print_status,
-    status_to_dict,
-)
+from ._read_cmds import exit_for, report, status_and_errors
+from ._render import live_progress, print_status
 
-__all__ = ["cleanup", "jobs", "logs", "retry", "run", "status", "submit", "worker"]
+__all__ = ["cleanup", "retry", "run", "submit", "worker"]
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -53,11 +45,6 @@ def _console() -> Console:
     from rich.console import Console
 
     return Console()
-
-
-def _exit_for(status: JobStatus) -> None:
-    if status.state is JobState.FAILED:
-        sys.exit(EXIT_FAILED)
 
 
 def _exit_if_failed(tier0: SourceRow) -> None:
@@ -223,10 +210,6 @@ async def _submit_and_upload(app: Imagedist, args: SubmitArgs, quiet: bool) -> s
     return job.id
 
 
-async def _final(app: Imagedist | JobReader, job_id: str) -> tuple[JobStatus, list[LogRecord]]:
-    return await app.status(job_id), await app.logs(job_id, LogFilter(level="error"))
-
-
 async def _run_showing_progress(app: Imagedist, job_id: str, *, quiet: bool) -> None:
     """Work on the job in this process, with a live display unless ``quiet``."""
     if quiet:
@@ -235,14 +218,6 @@ async def _run_showing_progress(app: Imagedist, job_id: str, *, quiet: bool) -> 
 
     with live_progress(_console()) as show:
         await app.run(job_id, show)
-
-
-def _report(status: JobStatus, errors: list[LogRecord], as_json: bool) -> None:
-    if as_json:
-        echo_json(status_to_dict(status, errors))
-    else:
-        print_status(status, errors)
-    _exit_for(status)
 
 
 @click.command()
@@ -266,7 +241,7 @@ def submit(state: State, args: SubmitArgs, wait: bool, as_json: bool) -> None:
             echo_json({"job": job_id}) if as_json else click.echo(job_id)
             return
         await app.wait(job_id)
-        _report(*await _final(app, job_id), as_json)
+        report(*await status_and_errors(app, job_id), as_json)
 
     run_with_app(state, body)
 
@@ -297,68 +272,9 @@ def run(state: State, args: SubmitArgs, as_json: bool) -> None:
     async def body(app: Imagedist) -> None:
         job_id = await _submit_and_upload(app, args, as_json)
         await _run_showing_progress(app, job_id, quiet=as_json)
-        _report(*await _final(app, job_id), as_json)
+        report(*await status_and_errors(app, job_id), as_json)
 
     run_with_app(state, body)
-
-
-@click.command()
-@json_option
-@pass_state
-@friendly_errors
-def jobs(state: State, as_json: bool) -> None:
-    """List the jobs, newest first, with their phase percentages."""
-    statuses = run_with_reader(state, lambda reader: reader.jobs())
-    if as_json:
-        echo_json(
-            [{k: v for k, v in status_to_dict(s).items() if k != "targets"} for s in statuses]
-        )
-        return
-    print_jobs(statuses)
-
-
-@click.command()
-@click.argument("job_id")
-@json_option
-@pass_state
-@friendly_errors
-def status(state: State, job_id: str, as_json: bool) -> None:
-    """Show a job: the four phase percentages, errors, and the target grid.
-
-    Exits 1 if the job failed.
-    """
-    _report(*run_with_reader(state, lambda reader: _final(reader, job_id)), as_json)
-
-
-@click.command()
-@click.argument("job_id")
-@click.option(
-    "--step",
-    type=click.Choice(["submit", "upload", "tier1", "copy", "image", "cleanup", "job"]),
-    help="Only this step.",
-)
-@click.option(
-    "--level", type=click.Choice(["info", "warning", "error"]), help="Only this level and above."
-)
-@click.option("--target", help="Only this target (e.g. 'sub-a/westeurope').")
-@json_option
-@pass_state
-@friendly_errors
-def logs(
-    state: State,
-    job_id: str,
-    step: str | None,
-    level: str | None,
-    target: str | None,
-    as_json: bool,
-) -> None:
-    """Show a job's log."""
-    where = LogFilter(step=step, level=level, target=target)
-    records = run_with_reader(state, lambda reader: reader.logs(job_id, where))
-    if as_json:
-        echo_json([log_to_dict(r) for r in records])
-    else:
-        print_logs(records)
 
 
 @click.command()
@@ -401,7 +317,7 @@ def retry(
 
         if reset:
             await app.work([job_id])
-        return reset, await _final(app, job_id)
+        return reset, await status_and_errors(app, job_id)
 
     reset, final = run_with_app(state, body)
     if as_json:
@@ -413,7 +329,7 @@ def retry(
     if final is not None:
         if not as_json:
             print_status(*final)
-        _exit_for(final[0])
+        exit_for(final[0])
 
 
 @click.command()

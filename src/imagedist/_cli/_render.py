@@ -11,7 +11,7 @@ import click
 
 from .._api import JobStatus
 from .._domain import LogRecord, TargetState
-from .._domain.gallery import PublicationRow
+from .._domain.publications import PublicationRow
 from ._text import Cell, Row, echo_lines, grid, table
 
 # Rich loads only for the live progress display; `status`, `jobs` and `logs` print plain

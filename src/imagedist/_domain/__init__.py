@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .._exceptions import InvalidInput
-from .changes import ChangeAction, ChangeKind
+from .._lazy import lazy_names
 from .events import EngineEvent, EventKind, LogLevel, Step
+
+if TYPE_CHECKING:
+    from .changes import ChangeAction, ChangeKind
+    from .targets import Target
 
 __all__ = [
     "ACTIVE_TARGET_STATES",
@@ -96,20 +101,6 @@ class SecretUrl:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("a SecretUrl is not serialised")
-
-
-@dataclass(frozen=True)
-class Target:
-    """One (subscription, region) pair of the fleet, with the storage account that serves it."""
-
-    name: str
-    subscription: str
-    region: str
-    account: str
-    container: str
-    resource_group: str  # where its images go
-    storage_resource_group: str = "imagedist-storage"  # where its storage account lives
-    enabled: bool = True
 
 
 class JobState(enum.StrEnum):
@@ -300,3 +291,16 @@ class LogFilter:
             and rank.get(record.level, 0) >= rank.get(self.level or "info", 0)
             and (self.target is None or record.target == self.target)
         )
+
+
+# Imported when first asked for: reading a job's status needs neither the fleet's targets nor
+# setup's change kinds (issue 13).
+__getattr__ = lazy_names(
+    __name__,
+    {"ChangeAction": ".changes", "ChangeKind": ".changes", "Target": ".targets"},
+    globals(),
+)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -15,7 +15,7 @@ from .._domain import (
     TargetState,
 )
 from .._domain.events import LogLevel, Step
-from .._domain.gallery import PublicationRow
+from .._domain.publications import PublicationRow
 from .._exceptions import PreconditionFailed
 from ._context import EngineContext
 from ._gallery import needs_upload

@@ -27,8 +27,8 @@ from .._domain import (
     TargetState,
 )
 from .._domain.events import LogLevel, Step
-from .._domain.gallery import PublicationRow, PublicationState
 from .._domain.names import IMAGE_NAME
+from .._domain.publications import PublicationRow, PublicationState
 from .._exceptions import InvalidInput, NotFound, PreconditionFailed
 from .._vhd import Firmware, disk_firmware
 from ..abc import CopyStatus

@@ -20,7 +20,7 @@ from .._domain import (
     TargetRow,
     TargetState,
 )
-from .._domain.gallery import PublicationRow, PublicationState
+from .._domain.publications import PublicationRow, PublicationState
 from .._exceptions import InvalidInput, NotFound
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from .._domain import (
     TargetState,
 )
 from .._domain.events import EventKind, LogLevel, Step
-from .._domain.gallery import PublicationRow
+from .._domain.publications import PublicationRow
 from .._exceptions import ImagedistError, PreconditionFailed, TransientError
 from ..abc import looks_until
 from ._cleanup import drop_intermediates_if_unneeded

@@ -61,7 +61,7 @@ from ..._domain import (
     SourceRow,
     TargetRow,
 )
-from ..._domain.gallery import PublicationRow
+from ..._domain.publications import PublicationRow
 from ..._exceptions import Conflict, InvalidInput, NotFound, PreconditionFailed, TransientError
 from ..._redact import redact, redact_publication, redact_record
 from ...abc import StateStore

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ..._files import check_folder
-from ...abc import Backend, StateStore, SystemClock
+from ..._state_store import StateStore
 from .state import SqliteStateStore
 
 if TYPE_CHECKING:
     from ..._config import Config
+    from ...abc import Backend
 
 __all__ = ["open_backend", "open_state_store"]
 
@@ -29,8 +29,10 @@ def open_backend(config: Config) -> Backend:
 
     :raises InvalidInput: if ``local.root`` is, or lies under, something that is not a folder.
     """
-    # The other ports load here, not with the package: reading jobs needs the state store only.
+    # The other ports (and their values in abc) load here, not with the package: reading jobs
+    # needs the state store only.
     from ..._config import account_locations
+    from ...abc import Backend, SystemClock
     from .blobs import LocalBlobStore
     from .gallery import LocalGalleryService
     from .images import LocalImageService
@@ -74,13 +76,14 @@ def open_backend(config: Config) -> Backend:
     )
 
 
-def open_state_store(root: Path) -> StateStore:
+def open_state_store(root: Path, *, in_worker_threads: bool = True) -> StateStore:
     """Open the state store of the local backend whose folder is ``root``.
 
+    :param in_worker_threads: see :class:`SqliteStateStore`.
     :raises InvalidInput: if ``root`` is, or lies under, something that is not a folder.
     """
     check_folder(root, "[local] root")
-    return _StateMadeOnFirstWrite(root / "state.db")
+    return _StateMadeOnFirstWrite(root / "state.db", in_worker_threads=in_worker_threads)
 
 
 class _StateMadeOnFirstWrite(SqliteStateStore):
@@ -91,8 +94,8 @@ class _StateMadeOnFirstWrite(SqliteStateStore):
     creating it, and runs again there. A file another process makes meanwhile is picked up.
     """
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(Path(":memory:"))
+    def __init__(self, path: Path, *, in_worker_threads: bool = True) -> None:
+        super().__init__(Path(":memory:"), in_worker_threads=in_worker_threads)
         self._db.execute("PRAGMA query_only = ON")
         self._path = path
         self._in_memory = True
@@ -109,7 +112,7 @@ class _StateMadeOnFirstWrite(SqliteStateStore):
         return await super()._run(fn)
 
     async def _open_file(self) -> None:
-        real = await asyncio.to_thread(SqliteStateStore, self._path)
+        real = await self._call(lambda: SqliteStateStore(self._path))  # only its connection
 
         def swap() -> None:
             with self._lock:
@@ -119,7 +122,7 @@ class _StateMadeOnFirstWrite(SqliteStateStore):
                 self._db.close()
                 self._db, self._in_memory = real._db, False
 
-        await asyncio.to_thread(swap)
+        await self._call(swap)
 
 
 def _pair(item: str) -> tuple[str, str]:

@@ -6,7 +6,6 @@ every item write is a compare-and-set on its version, so none overwrites another
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sqlite3
 import threading
@@ -21,10 +20,10 @@ from ..._domain import (
     SourceRow,
     TargetRow,
 )
-from ..._domain.gallery import PublicationRow
+from ..._domain.publications import PublicationRow
 from ..._exceptions import Conflict, NotFound, PreconditionFailed
 from ..._redact import redact, redact_publication, redact_record
-from ...abc import StateStore
+from ..._state_store import StateStore
 from ..codec import (
     JOB_FIELDS,
     LOG_FIELDS,
@@ -109,14 +108,20 @@ UPDATE_PUBLICATION = _update_sql("publications", PUBLICATION_FIELDS, "key")
 
 
 class SqliteStateStore(StateStore):
-    """:param path: the database file; created with its schema if missing."""
+    """:param path: the database file; created with its schema if missing.
+    :param in_worker_threads: run each database call in a worker thread, so that an event
+        loop runs on meanwhile (the default); False runs it in the caller's thread, so that
+        every method's coroutine ends without suspending: a process that only reads jobs then
+        needs no event loop, nor asyncio (see :func:`imagedist._no_loop.finish`).
+    """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, in_worker_threads: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             path, timeout=30.0, check_same_thread=False, isolation_level=None
         )
         self._lock = threading.Lock()
+        self._in_worker_threads = in_worker_threads
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -127,7 +132,15 @@ class SqliteStateStore(StateStore):
             with self._lock:
                 return fn(self._db)
 
-        return await asyncio.to_thread(locked)
+        return await self._call(locked)
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """``fn()``, in a worker thread unless the store works in the caller's thread."""
+        if not self._in_worker_threads:
+            return fn()
+        import asyncio  # here, not with the module: reading jobs in this thread never needs it
+
+        return await asyncio.to_thread(fn)
 
     async def aclose(self) -> None:
         await self._run(lambda db: db.close())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..._domain import Job, LogFilter, LogRecord, SourceRow, TargetRow
-from ..._domain.gallery import PublicationRow
+from ..._domain.publications import PublicationRow
 from ..._exceptions import Conflict, NotFound, PreconditionFailed
 from ..._redact import redact, redact_publication, redact_record
 from ...abc import StateStore
