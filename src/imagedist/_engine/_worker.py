@@ -389,16 +389,20 @@ class Worker:
         """The moving targets whose task may start now, in the fan-out's order. Only the rows
         that may need it are looked at (see _to_resume); a row leased by another worker, or
         whose task ended after this pass read it, stays to be looked at again."""
-        names = self._to_resume.setdefault(job.id, set())
+        names = self._to_resume.pop(job.id, set())
         names.update(tables.foreign)
+        # The rows to look at again go into a new set: a set never shrinks its table, and
+        # one that once held every target (the first pass) costs its whole size to walk.
+        again = self._to_resume[job.id] = set()
         ready = []
-        for name in list(names):
+        for name in names:
             row = tables.rows.get(name)
             if row is None or name not in tables.moving or (job.id, name) in self._inflight:
-                names.discard(name)  # not moving, or its task runs (and says when it ends)
-            elif self._lease_free(row.lease_owner, row.lease_until, (job.id, name)):
-                names.discard(name)
+                continue  # not moving, or its task runs (and says when it ends)
+            if self._lease_free(row.lease_owner, row.lease_until, (job.id, name)):
                 ready.append(row)
+            else:
+                again.add(name)
         return sorted(ready, key=lambda t: (fanout.priority(t), tables.rank[t.target]))
 
     def _lease_free(self, owner: str | None, until: float, key: tuple[str, str]) -> bool:
