@@ -158,19 +158,20 @@ class Fanout:
         return bool(self.sources.in_production)
 
     def _take(self, candidates: list[SourceRow]) -> SourceRow | None:
-        free = [s for s in candidates if self.readers[s.source_id] < self.max_reads]
-        if not free:
-            return None
-        # A whole copy before one still being made (its child would wait for its ranges).
-        best = min(
-            free,
-            key=lambda s: (
-                s.state is not SourceState.READY,
-                self.readers[s.source_id],
-                s.source_id,
-            ),
-        )
-        self.readers[best.source_id] += 1
+        """The free source with the fewest readers (a whole copy before one still being made:
+        its child would wait for its ranges; then by id), now read once more; None if none is
+        free. One walk of a region's sources, which number in the hundreds."""
+        readers, most = self.readers, self.max_reads
+        best, best_key = None, None
+        for source in candidates:
+            reading = readers[source.source_id]
+            if reading >= most:
+                continue
+            key = (source.state is not SourceState.READY, reading, source.source_id)
+            if best_key is None or key < best_key:
+                best, best_key = source, key
+        if best is not None:
+            readers[best.source_id] += 1
         return best
 
 
