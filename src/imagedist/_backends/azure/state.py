@@ -11,7 +11,8 @@ on first use (or by :meth:`AzureTableStateStore.ensure_tables`, for ``imagedist 
   transaction of at most 100; the service applies all or none, so when one entity's ETag no
   longer matches, its caller gets PreconditionFailed and the others are sent again without it.
   A worker's pass lists only the items written lately, by their Timestamp (see
-  :meth:`AzureTableStateStore._list_items_changed`).
+  :meth:`AzureTableStateStore._list_items_changed`). Transactions are written and read by
+  :mod:`.transactions`, through the SDK client's pipeline.
 * logs: PartitionKey the job id, RowKey ``<ts, zero-padded>-<sequence>-<random>``, so lexical order
   is time order and two processes never collide. Lines are buffered and written in batches (one
   entity-group transaction per job and hundred lines) at least every second, when the store is
@@ -78,8 +79,10 @@ from ..codec import (
     target_fields,
     target_from,
 )
+from . import transactions
 from .errors import Override, translate_errors
 from .proxies import proxy_options
+from .transactions import Operation
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
@@ -380,10 +383,11 @@ class AzureTableStateStore(StateStore):
         async def submit(batch: list[dict[str, Any]]) -> None:
             # Upsert, not create: a batch the retry policy resends after a lost answer must not
             # fail on its own first attempt; the job entity already proved the id is ours.
-            operations: list[Any] = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
             async with limit:
                 with translate_errors(f"create the items of job {unescape_key(pk)!r}"):
-                    results = await items.submit_transaction(operations)
+                    results = await transactions.submit_transaction(
+                        items, [Operation(e) for e in batch]
+                    )
             for entity, meta in zip(batch, results, strict=False):
                 if etag := meta.get("etag"):
                     self._remember(pk, entity["RowKey"], _version(entity), etag)
@@ -629,20 +633,9 @@ class AzureTableStateStore(StateStore):
     async def _send_batch(self, items: TableClient, batch: list[_Write]) -> None:
         """Send the writes; each caller gets its outcome, as if it had written alone."""
         while len(batch) > 1:
-            operations: list[Any] = [
-                (
-                    "update",
-                    write.entity,
-                    {
-                        "mode": UpdateMode.REPLACE,
-                        "etag": write.etag,
-                        "match_condition": MatchConditions.IfNotModified,
-                    },
-                )
-                for write in batch
-            ]
+            operations = [Operation(write.entity, write.etag) for write in batch]
             try:
-                results = await items.submit_transaction(operations)
+                results = await transactions.submit_transaction(items, operations)
             except TableTransactionError as exc:
                 if not _one_refused(exc, len(batch)):
                     break  # not one entity's refusal: each write goes alone, for its own answer
@@ -717,10 +710,9 @@ class AzureTableStateStore(StateStore):
             logs = await self._table("logs")
             for batch in batches:
                 # Upsert: a batch resent by the retry policy after a lost answer stays one write.
-                operations: list[Any] = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
                 job_id = unescape_key(batch[0]["PartitionKey"])
                 with translate_errors(f"append to the log of job {job_id!r}"):
-                    await logs.submit_transaction(operations)
+                    await transactions.submit_transaction(logs, [Operation(e) for e in batch])
                 written.update(id(e) for e in batch)
         except BaseException:
             # What was not written goes first in line for the next flush.
@@ -757,21 +749,19 @@ class AzureTableStateStore(StateStore):
         switches = await self._table("switches")
         unique = list(dict.fromkeys(names))  # a transaction may not touch an entity twice
         for i in range(0, len(unique), BATCH_SIZE):
-            operations: list[Any] = [
-                (
-                    "upsert",
+            operations = [
+                Operation(
                     {
                         "PartitionKey": _SWITCH_PK,
                         "RowKey": escape_key(name),
                         "name": name,
                         "enabled": bool(enabled),
-                    },
-                    {"mode": UpdateMode.REPLACE},
+                    }
                 )
                 for name in unique[i : i + BATCH_SIZE]
             ]
             with translate_errors("set target switches"):
-                await switches.submit_transaction(operations)
+                await transactions.submit_transaction(switches, operations)
 
     async def target_switches(self) -> dict[str, bool]:
         switches = await self._read_table("switches")
