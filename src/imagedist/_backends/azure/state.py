@@ -651,13 +651,12 @@ class AzureTableStateStore(StateStore):
             await self._send_alone(items, write)
 
     async def _send_alone(self, items: TableClient, write: _Write) -> None:
+        # A transaction of one: the same request count and answers as the SDK's update_entity
+        # (404, 412), for about two thirds of its CPU (no generated serializers).
         try:
             with translate_errors(f"write the {write.what}", _stale(write.what)):
-                meta = await items.update_entity(
-                    write.entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=write.etag,
-                    match_condition=MatchConditions.IfNotModified,
+                (meta,) = await transactions.submit_transaction(
+                    items, [Operation(write.entity, write.etag)]
                 )
         except Exception as exc:
             write.settle_error(exc)
