@@ -34,9 +34,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Operation",
     "Part",
+    "base_url",
     "decode_response",
     "encode_request",
     "entity_json",
+    "service_error",
     "submit_transaction",
 ]
 
@@ -75,7 +77,7 @@ async def submit_transaction(
     :raises TableTransactionError: an operation was refused (``index``, ``status_code``).
     :raises HttpResponseError: the service refused the transaction as a whole.
     """
-    base = _base_url(table.url)
+    base = base_url(table.url)
     body, content_type = encode_request(base, table.table_name, operations)
     request = HttpRequest(
         "POST",
@@ -94,7 +96,7 @@ async def submit_transaction(
     response = await table._client.send_request(request, stream=True)
     await response.read()
     if response.status_code != 202:
-        raise _error(
+        raise service_error(
             HttpResponseError,
             response.status_code,
             response.reason,
@@ -105,11 +107,13 @@ async def submit_transaction(
     parts = decode_response(response.headers.get("Content-Type", ""), response.content)
     for part in parts:
         if not 200 <= part.status < 300:
-            raise _error(TableTransactionError, part.status, part.reason, part.headers, part.body)
+            raise service_error(
+                TableTransactionError, part.status, part.reason, part.headers, part.body
+            )
     return [{"etag": part.headers["etag"]} if "etag" in part.headers else {} for part in parts]
 
 
-def _base_url(url: str) -> str:
+def base_url(url: str) -> str:
     """The account's endpoint without a query (a SAS is the pipeline's to add)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
@@ -276,7 +280,7 @@ def _strip_line_end(content: bytes) -> bytes:
 # errors
 
 
-def _error(
+def service_error(
     kind: type[HttpResponseError],
     status: int,
     reason: str | None,
