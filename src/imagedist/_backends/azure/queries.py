@@ -105,23 +105,23 @@ def _literal(value: str | datetime) -> str:
 
 def row_of(entity: Mapping[str, Any]) -> Row:
     """A query answer's entity (minimal metadata) as a :class:`Row`."""
-    types = {
-        name.removesuffix("@odata.type"): value
-        for name, value in entity.items()
-        if name.endswith("@odata.type")
-    }
     fields: dict[str, Any] = {}
+    types: dict[str, str] = {}
     for name, value in entity.items():
-        if name.startswith("odata.") or name.endswith("@odata.type") or name == "Timestamp":
-            continue
-        fields[name] = _plain(types.get(name), value)
+        if name.endswith("@odata.type"):
+            types[name[: -len("@odata.type")]] = value
+        elif not name.startswith("odata.") and name != "Timestamp":
+            fields[name] = value
+    for name, edm in types.items():  # only annotated properties need converting
+        if name in fields:
+            fields[name] = _plain(edm, fields[name])
     stamp = entity.get("Timestamp")
     return Row(fields, str(entity.get("odata.etag", "")), _microseconds(stamp) if stamp else 0)
 
 
-def _plain(edm: str | None, value: Any) -> Any:
-    """A property's value, by its type annotation (none: as JSON gives it)."""
-    if edm is None or edm in ("Edm.String", "Edm.Boolean", "Edm.Int32"):
+def _plain(edm: str, value: Any) -> Any:
+    """A property's value, by its type annotation."""
+    if edm in ("Edm.String", "Edm.Boolean", "Edm.Int32"):
         return value
     if edm == "Edm.Int64":
         return int(value)

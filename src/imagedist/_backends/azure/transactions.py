@@ -47,6 +47,11 @@ _INT64 = 2**63
 _CRLF = "\r\n"
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _STATUS_LINE = re.compile(rb"HTTP/\d\.\d (\d{3})(?: ([^\r\n]*))?")
+#: azure-core's retry policy retries a POST only on 500, 503 and 504; a transaction of ours
+#: replaces entities, as a PUT does, so it goes again as a PUT would (a lost answer, 408, 429,
+#: 502): a replacement applied twice is applied once, and a conditional one whose first attempt
+#: was applied is refused (412), as a retried PUT is.
+_RETRIED_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST"})
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,9 @@ async def submit_transaction(
     )
     # The SDK's own transactions go through this client's send_request: no public door to it.
     # Streamed, as the SDK does: else the pipeline tries to decode the multipart body itself.
-    response = await table._client.send_request(request, stream=True)
+    response = await table._client.send_request(
+        request, stream=True, retry_on_methods=_RETRIED_METHODS
+    )
     await response.read()
     if response.status_code != 202:
         raise service_error(
