@@ -11,7 +11,9 @@ on first use (or by :meth:`AzureTableStateStore.ensure_tables`, for ``imagedist 
   transaction of at most 100; the service applies all or none, so when one entity's ETag no
   longer matches, its caller gets PreconditionFailed and the others are sent again without it.
   A worker's pass lists only the items written lately, by their Timestamp (see
-  :meth:`AzureTableStateStore._list_items_changed`).
+  :meth:`AzureTableStateStore._list_items_changed`). Transactions are written and read by
+  :mod:`.transactions` and item listings read by :mod:`.queries`, through the SDK client's
+  pipeline.
 * logs: PartitionKey the job id, RowKey ``<ts, zero-padded>-<sequence>-<random>``, so lexical order
   is time order and two processes never collide. Lines are buffered and written in batches (one
   entity-group transaction per job and hundred lines) at least every second, when the store is
@@ -78,8 +80,11 @@ from ..codec import (
     target_fields,
     target_from,
 )
+from . import transactions
 from .errors import Override, translate_errors
 from .proxies import proxy_options
+from .queries import Row, query_rows
+from .transactions import Operation
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
@@ -380,10 +385,11 @@ class AzureTableStateStore(StateStore):
         async def submit(batch: list[dict[str, Any]]) -> None:
             # Upsert, not create: a batch the retry policy resends after a lost answer must not
             # fail on its own first attempt; the job entity already proved the id is ours.
-            operations: list[Any] = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
             async with limit:
                 with translate_errors(f"create the items of job {unescape_key(pk)!r}"):
-                    results = await items.submit_transaction(operations)
+                    results = await transactions.submit_transaction(
+                        items, [Operation(e) for e in batch]
+                    )
             for entity, meta in zip(batch, results, strict=False):
                 if etag := meta.get("etag"):
                     self._remember(pk, entity["RowKey"], _version(entity), etag)
@@ -459,32 +465,32 @@ class AzureTableStateStore(StateStore):
     # items
 
     async def list_sources(self, job_id: str) -> list[SourceRow]:
-        entities = await self._list_items(job_id, _SOURCE_PREFIX)
-        rows = [source_from(_plain(entity)) for entity in entities]
+        found = await self._list_items(job_id, _SOURCE_PREFIX)
+        rows = [source_from(row.fields) for row in found]
         rows.sort(key=lambda row: row.source_id)
         return rows
 
     async def list_targets(self, job_id: str) -> list[TargetRow]:
-        entities = await self._list_items(job_id, _TARGET_PREFIX)
-        rows = [target_from(_plain(entity)) for entity in entities]
+        found = await self._list_items(job_id, _TARGET_PREFIX)
+        rows = [target_from(row.fields) for row in found]
         rows.sort(key=lambda row: row.target)
         return rows
 
     async def list_sources_changed(self, job_id: str, cursor: int) -> tuple[list[SourceRow], int]:
-        entities, cursor = await self._list_items_changed(job_id, _SOURCE_PREFIX, cursor)
-        rows = [source_from(_plain(entity)) for entity in entities]
+        found, cursor = await self._list_items_changed(job_id, _SOURCE_PREFIX, cursor)
+        rows = [source_from(row.fields) for row in found]
         rows.sort(key=lambda row: row.source_id)
         return rows, cursor
 
     async def list_targets_changed(self, job_id: str, cursor: int) -> tuple[list[TargetRow], int]:
-        entities, cursor = await self._list_items_changed(job_id, _TARGET_PREFIX, cursor)
-        rows = [target_from(_plain(entity)) for entity in entities]
+        found, cursor = await self._list_items_changed(job_id, _TARGET_PREFIX, cursor)
+        rows = [target_from(row.fields) for row in found]
         rows.sort(key=lambda row: row.target)
         return rows, cursor
 
     async def list_publications(self, job_id: str) -> list[PublicationRow]:
-        entities = await self._list_items(job_id, _PUBLICATION_PREFIX)
-        rows = [publication_from(_plain(entity)) for entity in entities]
+        found = await self._list_items(job_id, _PUBLICATION_PREFIX)
+        rows = [publication_from(row.fields) for row in found]
         rows.sort(key=lambda row: row.key)
         return rows
 
@@ -501,7 +507,7 @@ class AzureTableStateStore(StateStore):
 
     async def _list_items_changed(
         self, job_id: str, prefix: str, cursor: int
-    ) -> tuple[list[TableEntity], int]:
+    ) -> tuple[list[Row], int]:
         """The job's items of a kind written since ``cursor``, and the next cursor: the newest
         Timestamp seen, in microseconds (0: read them all).
 
@@ -515,34 +521,31 @@ class AzureTableStateStore(StateStore):
         now = time.monotonic()
         if cursor and now - self._full_listings.get(key, -math.inf) < FULL_LISTING_SECONDS:
             since = cursor - int(CHANGE_OVERLAP_SECONDS * 1_000_000)
-            entities = await self._list_items(job_id, prefix, since=_datetime_of(since))
+            found = await self._list_items(job_id, prefix, since=_datetime_of(since))
         else:
             self._full_listings[key] = now
-            entities = await self._list_items(job_id, prefix)
-        stamps = (_microseconds_of(entity.metadata.get("timestamp")) for entity in entities)
-        return entities, max(cursor, *stamps, 0)
+            found = await self._list_items(job_id, prefix)
+        return found, max(cursor, *(row.stamp for row in found), 0)
 
     async def _list_items(
         self, job_id: str, prefix: str, *, since: datetime | None = None
-    ) -> list[TableEntity]:
+    ) -> list[Row]:
         """The job's items of a kind (``prefix``), or those written at or after ``since``."""
         items = await self._read_table("items")
         pk = escape_key(job_id)
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # "s:" .. "s;"
         query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
-        parameters: dict[str, Any] = {"pk": pk, "lo": prefix, "hi": upper}
+        parameters: dict[str, str | datetime] = {"pk": pk, "lo": prefix, "hi": upper}
         if since is not None:
             query += " and Timestamp ge @since"
             parameters["since"] = since
-        entities: list[TableEntity] = []
+        found: list[Row] = []
         with _empty_if_missing(), translate_errors(f"list the items of job {job_id!r}"):
-            entities = [
-                entity async for entity in items.query_entities(query, parameters=parameters)
-            ]
-        for entity in entities:
-            if etag := entity.metadata.get("etag"):
-                self._remember(pk, entity["RowKey"], _version(entity), etag)
-        return entities
+            found = await query_rows(items, query, parameters)
+        for row in found:
+            if row.etag:
+                self._remember(pk, row.fields["RowKey"], _version(row.fields), row.etag)
+        return found
 
     async def put_source(self, row: SourceRow) -> SourceRow:
         new = dataclasses.replace(row, version=row.version + 1, error=_truncate(redact(row.error)))
@@ -629,20 +632,9 @@ class AzureTableStateStore(StateStore):
     async def _send_batch(self, items: TableClient, batch: list[_Write]) -> None:
         """Send the writes; each caller gets its outcome, as if it had written alone."""
         while len(batch) > 1:
-            operations: list[Any] = [
-                (
-                    "update",
-                    write.entity,
-                    {
-                        "mode": UpdateMode.REPLACE,
-                        "etag": write.etag,
-                        "match_condition": MatchConditions.IfNotModified,
-                    },
-                )
-                for write in batch
-            ]
+            operations = [Operation(write.entity, write.etag) for write in batch]
             try:
-                results = await items.submit_transaction(operations)
+                results = await transactions.submit_transaction(items, operations)
             except TableTransactionError as exc:
                 if not _one_refused(exc, len(batch)):
                     break  # not one entity's refusal: each write goes alone, for its own answer
@@ -658,13 +650,12 @@ class AzureTableStateStore(StateStore):
             await self._send_alone(items, write)
 
     async def _send_alone(self, items: TableClient, write: _Write) -> None:
+        # A transaction of one: the same request count and answers as the SDK's update_entity
+        # (404, 412), for about two thirds of its CPU (no generated serializers).
         try:
             with translate_errors(f"write the {write.what}", _stale(write.what)):
-                meta = await items.update_entity(
-                    write.entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=write.etag,
-                    match_condition=MatchConditions.IfNotModified,
+                (meta,) = await transactions.submit_transaction(
+                    items, [Operation(write.entity, write.etag)]
                 )
         except Exception as exc:
             write.settle_error(exc)
@@ -717,10 +708,9 @@ class AzureTableStateStore(StateStore):
             logs = await self._table("logs")
             for batch in batches:
                 # Upsert: a batch resent by the retry policy after a lost answer stays one write.
-                operations: list[Any] = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
                 job_id = unescape_key(batch[0]["PartitionKey"])
                 with translate_errors(f"append to the log of job {job_id!r}"):
-                    await logs.submit_transaction(operations)
+                    await transactions.submit_transaction(logs, [Operation(e) for e in batch])
                 written.update(id(e) for e in batch)
         except BaseException:
             # What was not written goes first in line for the next flush.
@@ -757,21 +747,19 @@ class AzureTableStateStore(StateStore):
         switches = await self._table("switches")
         unique = list(dict.fromkeys(names))  # a transaction may not touch an entity twice
         for i in range(0, len(unique), BATCH_SIZE):
-            operations: list[Any] = [
-                (
-                    "upsert",
+            operations = [
+                Operation(
                     {
                         "PartitionKey": _SWITCH_PK,
                         "RowKey": escape_key(name),
                         "name": name,
                         "enabled": bool(enabled),
-                    },
-                    {"mode": UpdateMode.REPLACE},
+                    }
                 )
                 for name in unique[i : i + BATCH_SIZE]
             ]
             with translate_errors("set target switches"):
-                await switches.submit_transaction(operations)
+                await transactions.submit_transaction(switches, operations)
 
     async def target_switches(self) -> dict[str, bool]:
         switches = await self._read_table("switches")
@@ -858,11 +846,6 @@ def _int(value: Any) -> int:
 
 def _int64(value: int) -> EntityProperty:
     return EntityProperty(int(value), EdmType.INT64)
-
-
-def _microseconds_of(stamp: datetime | None) -> int:
-    """An entity's Timestamp as microseconds since the epoch (0 if it has none)."""
-    return 0 if stamp is None else (stamp - _EPOCH) // timedelta(microseconds=1)
 
 
 def _datetime_of(microseconds: int) -> datetime:

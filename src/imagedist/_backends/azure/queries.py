@@ -1,0 +1,139 @@
+"""Queries of Table storage entities, with a reader of our own for the answers.
+
+The tables SDK reads each entity of a query's answer through its generated deserializer (a
+model object per entity, each property looked at by type name) and then converts it again: a
+worker's listings of changed items read thousands of entities, and that was their main cost. The
+answer is plain JSON; it is read here with :func:`json.loads` and the property types the state
+store writes. The request still goes through the SDK client's own pipeline (its
+``send_request``, as for :mod:`.transactions`): authentication, retries, proxies and the transport
+stay the SDK's, and a refusal is raised as an ``HttpResponseError`` with the service's status and
+error code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+
+from .transactions import base_url, service_error
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+__all__ = ["Row", "filter_text", "query_rows", "row_of"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NEXT = ("NextPartitionKey", "NextRowKey")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One entity as read: its properties as plain values (Int64 as ``int``), its ETag and the
+    time the service stamped it with, in microseconds since the epoch."""
+
+    fields: dict[str, Any]
+    etag: str
+    stamp: int
+
+
+async def query_rows(
+    table: TableClient, where: str, parameters: Mapping[str, str | datetime]
+) -> list[Row]:
+    """Every entity of ``table`` matching the filter ``where``, whose ``@name`` placeholders are
+    filled from ``parameters`` (quoted as the SDK quotes them), page after page.
+
+    :raises HttpResponseError: the service refused the query (a missing table is a 404).
+    """
+    url = f"{base_url(table.url)}/{table.table_name}()"
+    params: dict[str, str] = {"$filter": filter_text(where, parameters)}
+    rows: list[Row] = []
+    while True:
+        request = HttpRequest(
+            "GET",
+            url,
+            params=params,
+            headers={
+                "x-ms-version": table.api_version,
+                "DataServiceVersion": "3.0",
+                "Accept": "application/json;odata=minimalmetadata",
+            },
+        )
+        # Streamed, so the pipeline leaves the body to us (else it decodes the JSON once more).
+        response = await table._client.send_request(request, stream=True)
+        await response.read()
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        if response.status_code != 200:
+            raise service_error(
+                HttpResponseError,
+                response.status_code,
+                response.reason,
+                headers,
+                response.content,
+                response=response,
+            )
+        rows += [row_of(entity) for entity in json.loads(response.content)["value"]]
+        following = {
+            name: headers[f"x-ms-continuation-{name.lower()}"]
+            for name in _NEXT
+            if f"x-ms-continuation-{name.lower()}" in headers
+        }
+        if not following:
+            return rows
+        params = {**{k: v for k, v in params.items() if k not in _NEXT}, **following}
+
+
+def filter_text(where: str, parameters: Mapping[str, str | datetime]) -> str:
+    """``where`` with each ``@name`` replaced by its parameter as an OData literal (a string
+    quoted, its quotes doubled; a datetime as ``datetime'...Z'``), longest names first."""
+    for name in sorted(parameters, key=len, reverse=True):
+        where = where.replace(f"@{name}", _literal(parameters[name]))
+    return where
+
+
+def _literal(value: str | datetime) -> str:
+    if isinstance(value, datetime):
+        stamp = value.astimezone(UTC) if value.tzinfo else value
+        return f"datetime'{stamp.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def row_of(entity: Mapping[str, Any]) -> Row:
+    """A query answer's entity (minimal metadata) as a :class:`Row`."""
+    fields: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    for name, value in entity.items():
+        if name.endswith("@odata.type"):
+            types[name[: -len("@odata.type")]] = value
+        elif not name.startswith("odata.") and name != "Timestamp":
+            fields[name] = value
+    for name, edm in types.items():  # only annotated properties need converting
+        if name in fields:
+            fields[name] = _plain(edm, fields[name])
+    stamp = entity.get("Timestamp")
+    return Row(fields, str(entity.get("odata.etag", "")), _microseconds(stamp) if stamp else 0)
+
+
+def _plain(edm: str, value: Any) -> Any:
+    """A property's value, by its type annotation."""
+    if edm in ("Edm.String", "Edm.Boolean", "Edm.Int32"):
+        return value
+    if edm == "Edm.Int64":
+        return int(value)
+    if edm == "Edm.Double":
+        return float(value)  # also "NaN", "Infinity", "-Infinity"
+    raise TypeError(f"A property of type {edm} is not one the state store writes.")
+
+
+def _microseconds(text: str) -> int:
+    """An ``Edm.DateTime`` (``2026-01-02T03:04:05.1234567Z``, 0 to 7 decimals) in microseconds
+    since the epoch, cut to whole microseconds as the SDK cuts it."""
+    whole, _, fraction = text.removesuffix("Z").partition(".")
+    stamp = datetime.fromisoformat(whole).replace(tzinfo=UTC)
+    micros = int((fraction + "000000")[:6])
+    return (stamp - _EPOCH) // timedelta(microseconds=1) + micros
