@@ -47,9 +47,9 @@ class SimModel:
     #: bytes of 4 MiB requests. A copy following one still being made is credited with the
     #: requests it sent as its parent's landed (SimStorage.copy_range), so it ends a look
     #: after its parent whatever this is (the same makespans at 256 MiB, 1 GiB, 2 GiB and
-    #: 4 GiB, docs/benchmarks.md); coarser is cheaper to simulate, and 2 GiB keeps a
+    #: 4 GiB, docs/benchmarks.md); coarser is cheaper to simulate, and 4 GiB keeps a
     #: 10,000-target `plan` within half a minute
-    ranged_call_bytes: int = 2048 * MIB
+    ranged_call_bytes: int = 4096 * MIB
     #: ARM token buckets per subscription: capacity and refill per second
     arm_write_bucket: float = 200.0
     arm_write_refill: float = 10.0
