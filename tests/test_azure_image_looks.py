@@ -9,7 +9,7 @@ from armserver.credentials import AsyncStaticTokenCredential
 from armserver.process import ArmServerProcess
 from imagedist._backends.azure.images import AzureImageService
 from imagedist._domain import BlobRef
-from imagedist._exceptions import NotFound
+from imagedist._exceptions import ImagedistError, NotFound
 from imagedist.abc import Image, ProvisioningState
 
 from helpers import run
@@ -83,3 +83,52 @@ def test_a_look_alone_is_one_get(arm: ArmServerProcess) -> None:
 def test_looks_in_a_group_that_does_not_exist_are_not_found(arm: ArmServerProcess) -> None:
     looks = _look(arm, "a", "b", group="rg-nowhere")
     assert all(isinstance(look, NotFound) for look in looks), looks
+
+
+def test_images_of_one_group_starting_together_look_at_the_group_once(
+    arm: ArmServerProcess,
+) -> None:
+    """Every image of a resource group asks that its group exist before it starts; asked
+    together, they share one look (and one creation), and each caller hears the outcome."""
+    service = _service(arm)
+
+    async def main() -> None:
+        try:
+            asks = (
+                service.ensure_resource_group("sub-0", "rg-new", "westeurope") for _ in range(8)
+            )
+            await asyncio.gather(*asks)
+            await service.ensure_resource_group("sub-0", "RG-NEW", "westeurope")  # known now
+        finally:
+            await service.aclose()
+
+    run(main())
+    requests = _requests(arm)
+    assert requests.get("rg_head") == 1
+    assert requests.get("rg_put") == 1
+
+
+def test_a_failed_look_at_a_group_fails_every_caller_and_is_tried_again(
+    arm: ArmServerProcess,
+) -> None:
+    """ARM refuses the name (400 InvalidResourceGroup): every caller asking together hears it,
+    and the next ask looks again rather than remember a failure."""
+    service = _service(arm)
+    heads: list[int] = []
+
+    async def ask_together() -> list[BaseException | None]:
+        asks = (service.ensure_resource_group("sub-0", "bad name!", "westeurope") for _ in range(3))
+        outcomes = list(await asyncio.gather(*asks, return_exceptions=True))
+        heads.append(_requests(arm).get("rg_head", 0))
+        return outcomes
+
+    async def main() -> list[list[BaseException | None]]:
+        try:
+            return [await ask_together(), await ask_together()]
+        finally:
+            await service.aclose()
+
+    for outcomes in run(main()):
+        assert all(isinstance(outcome, ImagedistError) for outcome in outcomes), outcomes
+        assert "HTTP 400" in str(outcomes[0])  # a HEAD answer has no body to quote
+    assert heads[1] > heads[0] > 0

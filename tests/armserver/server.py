@@ -730,12 +730,15 @@ class ArmState:
         m = req.method
         if m == "HEAD":
             self.requests["rg_head"] += 1
+            _check_group_name(rg)
             return Response(204 if key in self.groups else 404)
         if m == "GET":
             self.requests["rg_get"] += 1
+            _check_group_name(rg)
             return Response(200, self._group_json(self._require_group(sub, rg)))
         if m == "PUT":
             self.requests["rg_put"] += 1
+            _check_group_name(rg)
             body = req.json()
             location = body.get("location")
             if not location:
@@ -766,6 +769,7 @@ class ArmState:
             return Response(201, self._group_json(group))
         if m == "DELETE":
             self.requests["rg_delete"] += 1
+            _check_group_name(rg)
             self._require_group(sub, rg)
             del self.groups[key]
             for name, account in list(self.accounts.items()):
@@ -1533,3 +1537,17 @@ class ArmServer(Control):
         if status >= 400:
             raise RuntimeError(f"armserver control {method} {path} failed: {status} {result}")
         return result
+
+
+def _check_group_name(name: str) -> None:
+    """Refuse a resource group name with characters ARM does not allow, as ARM does on every
+    method: 400 InvalidResourceGroup naming the characters (letters and digits of any script,
+    '-', '.', '(', ')' and '_' are allowed)."""
+    invalid = "".join(c for c in name if not (c.isalnum() or c in "-._()"))
+    if invalid:
+        raise ArmError(
+            400,
+            "InvalidResourceGroup",
+            f"The provided resource group name '{name}' has these invalid characters:"
+            f" '{invalid}'. The name can only be a letter, digit, '-', '.', '(', ')' or '_'.",
+        )

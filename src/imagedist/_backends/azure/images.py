@@ -49,6 +49,7 @@ class AzureImageService(ImageService):
         )
         self._blob_url = blob_url
         self._groups: set[tuple[str, str]] = set()
+        self._ensuring: dict[tuple[str, str], asyncio.Future[None]] = {}
         # In-flight creations of this process, so a failure can report Azure's code and message.
         self._pollers: dict[tuple[str, str, str], AsyncLROPoller[Any]] = {}
         # Looks waiting for their resource group's next listing: (subscription, group) ->
@@ -69,13 +70,27 @@ class AzureImageService(ImageService):
         key = (subscription.lower(), name.lower())
         if key in self._groups:
             return  # ARM writes are throttled per subscription: never repeat one
+        # The images of a group start together: one look at the group answers them all (each
+        # caller gets its outcome, error included; a failed look is tried again next time).
+        ensuring = self._ensuring.get(key)
+        if ensuring is None:
+            ensuring = asyncio.ensure_future(self._ensure_group(subscription, name, region))
+            self._ensuring[key] = ensuring
+            ensuring.add_done_callback(lambda done: self._ensured(key, done))
+        await asyncio.shield(ensuring)
+
+    async def _ensure_group(self, subscription: str, name: str, region: str) -> None:
         client = self._resource_client(subscription)
         with translate_errors(f"ensure resource group {name!r}"):
             if not await client.resource_groups.check_existence(name):
                 await client.resource_groups.create_or_update(
                     name, resource_models.ResourceGroup(location=region)
                 )
-        self._groups.add(key)
+
+    def _ensured(self, key: tuple[str, str], done: asyncio.Future[None]) -> None:
+        del self._ensuring[key]
+        if not done.cancelled() and done.exception() is None:
+            self._groups.add(key)
 
     async def begin_create_image(self, spec: ImageSpec) -> None:
         body = models.Image(
