@@ -18,6 +18,7 @@ issues user delegation keys, so the SDKs' token-credential path runs against it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -25,9 +26,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
 
 import pytest
 
@@ -284,3 +290,15 @@ def azurite_server() -> Iterator[AzuriteServer]:
         pytest.skip(str(exc))
     with server:
         yield server
+
+
+@contextlib.asynccontextmanager
+async def fresh_table(connection_string: str, prefix: str) -> AsyncIterator[TableClient]:
+    """A new table (named ``prefix`` and a random tail) and its client, both closed with the
+    service client on the running loop."""
+    from azure.data.tables.aio import TableServiceClient
+
+    async with TableServiceClient.from_connection_string(connection_string) as service:
+        name = f"{prefix}{uuid.uuid4().hex[:12]}"
+        await service.create_table(name)
+        yield service.get_table_client(name)

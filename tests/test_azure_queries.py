@@ -4,19 +4,15 @@ that against Azurite it lists what the SDK lists, page after page."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.data.tables import EdmType, EntityProperty
-from azure.data.tables.aio import TableClient, TableServiceClient
 
-from azurite import AzuriteServer
+from azurite import AzuriteServer, fresh_table
 from imagedist._backends.azure.queries import filter_text, query_rows, row_of
 from imagedist._backends.azure.transactions import Operation, submit_transaction
 
@@ -86,14 +82,6 @@ def connection_string(azurite_server: AzuriteServer) -> str:
     return azurite_server.connection_string(ACCOUNT)
 
 
-@contextlib.asynccontextmanager
-async def fresh_table(connection_string: str) -> AsyncIterator[TableClient]:
-    async with TableServiceClient.from_connection_string(connection_string) as service:
-        name = f"query{uuid.uuid4().hex[:12]}"
-        await service.create_table(name)
-        yield service.get_table_client(name)
-
-
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, EntityProperty) else value
 
@@ -101,7 +89,7 @@ def _plain(value: Any) -> Any:
 def test_a_listing_reads_what_the_sdk_reads_across_pages(connection_string: str) -> None:
     # Azurite, like Azure, answers at most 1,000 entities a page: 1,150 take two.
     async def both() -> tuple[list[Any], list[Any]]:
-        async with fresh_table(connection_string) as table:
+        async with fresh_table(connection_string, "query") as table:
             for start in range(0, 1_150, 100):
                 await submit_transaction(
                     table,
@@ -137,7 +125,7 @@ def test_a_listing_since_a_time_reads_only_what_was_written_since(
     connection_string: str,
 ) -> None:
     async def listed() -> tuple[list[str], list[str]]:
-        async with fresh_table(connection_string) as table:
+        async with fresh_table(connection_string, "query") as table:
             await submit_transaction(table, [Operation({"PartitionKey": "p", "RowKey": "old"})])
             (old,) = await query_rows(table, "PartitionKey eq @pk", {"pk": "p"})
             # A margin: with one microsecond more, Azurite still matched the older entity
@@ -157,7 +145,7 @@ def test_a_query_of_a_missing_table_fails_with_its_status_and_code(
     connection_string: str,
 ) -> None:
     async def query() -> None:
-        async with fresh_table(connection_string) as table:
+        async with fresh_table(connection_string, "query") as table:
             await table.delete_table()
             await query_rows(table, "PartitionKey eq @pk", {"pk": "p"})
 

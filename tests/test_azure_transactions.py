@@ -3,13 +3,10 @@ reads, and that against Azurite it stores what the SDK stores and fails as the S
 
 from __future__ import annotations
 
-import contextlib
 import email.parser
 import email.policy
 import json
 import math
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,11 +14,11 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables import EdmType, EntityProperty, TableTransactionError, UpdateMode
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from azurite import AzuriteServer
+from azurite import AzuriteServer, fresh_table
 from imagedist._backends.azure.transactions import (
     Operation,
     decode_response,
@@ -179,15 +176,6 @@ def connection_string(azurite_server: AzuriteServer) -> str:
     return azurite_server.connection_string(ACCOUNT)
 
 
-@contextlib.asynccontextmanager
-async def fresh_table(connection_string: str) -> AsyncIterator[TableClient]:
-    """A new table's client, closed with the running loop's service client."""
-    async with TableServiceClient.from_connection_string(connection_string) as service:
-        name = f"codec{uuid.uuid4().hex[:12]}"
-        await service.create_table(name)
-        yield service.get_table_client(name)
-
-
 # Property values as the state store writes them: text of any characters, ints, flags.
 _TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 _VALUES = st.one_of(
@@ -221,7 +209,7 @@ def test_what_a_transaction_writes_reads_back_as_given(
     connection_string: str, rows: list[tuple[str, dict[str, Any]]]
 ) -> None:
     async def write_and_read() -> list[dict[str, Any]]:
-        async with fresh_table(connection_string) as client:
+        async with fresh_table(connection_string, "codec") as client:
             entities = [{"PartitionKey": "p", "RowKey": key, **props} for key, props in rows]
             metas = await submit_transaction(client, [Operation(e) for e in entities])
             read = [await client.get_entity("p", key) for key, _ in rows]
@@ -268,7 +256,7 @@ def test_a_stale_etag_fails_as_the_sdk_fails_naming_the_operation(
     connection_string: str,
 ) -> None:
     async def both() -> list[tuple[type[BaseException], int | None, str, str, int]]:
-        async with fresh_table(connection_string) as client:
+        async with fresh_table(connection_string, "codec") as client:
             entities = [{"PartitionKey": "p", "RowKey": f"r{i}", "n": i} for i in range(3)]
             metas = await submit_transaction(client, [Operation(e) for e in entities])
             etags = [metas[0]["etag"], STALE_ETAG, metas[2]["etag"]]
@@ -293,7 +281,7 @@ def test_a_stale_etag_fails_as_the_sdk_fails_naming_the_operation(
 @pytest.mark.parametrize("case", ["missing table", "two writes of one entity"])
 def test_a_refused_transaction_fails_as_the_sdk_fails(connection_string: str, case: str) -> None:
     async def both() -> list[tuple[type[BaseException], int | None, str, str, int]]:
-        async with fresh_table(connection_string) as client:
+        async with fresh_table(connection_string, "codec") as client:
             if case == "missing table":
                 await client.delete_table()
                 entities = [{"PartitionKey": "p", "RowKey": "a"}]
@@ -325,7 +313,7 @@ def test_a_changeset_over_the_limit_is_refused_naming_the_first_operation(
     # Azurite writes the changeset's name before the status line of this refusal, which the
     # SDK's own parser cannot read (http.client.BadStatusLine): ours skips to the status line.
     async def submit() -> None:
-        async with fresh_table(connection_string) as client:
+        async with fresh_table(connection_string, "codec") as client:
             entities = [{"PartitionKey": "p", "RowKey": f"r{i}"} for i in range(101)]
             await submit_transaction(client, [Operation(e) for e in entities])
 
@@ -357,7 +345,7 @@ def test_a_transaction_whose_answer_was_lost_is_sent_again(connection_string: st
     # azure-core retries a POST only on 500, 503 and 504; a transaction goes again on a lost
     # answer, as a PUT would (replacing twice what the first attempt wrote changes nothing).
     async def submit() -> list[str]:
-        async with fresh_table(connection_string) as created:
+        async with fresh_table(connection_string, "codec") as created:
             name = created.table_name
         transport = _DropsFirstAnswers(drops=1)
         async with TableClient.from_connection_string(
