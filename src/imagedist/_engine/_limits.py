@@ -5,7 +5,35 @@ from __future__ import annotations
 import asyncio
 import collections
 
-__all__ = ["Limiter", "Slot"]
+__all__ = ["Limiter", "Slot", "Turns"]
+
+
+class Turns:
+    """Waiters for room, woken in turn: one per unit of room freed, not all of them at once
+    (waking every waiter at each release cost thousands of wake-ups when thousands wait)."""
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def wait(self) -> None:
+        """Until :meth:`wake` reaches this waiter. One woken, then cancelled before it could
+        use the room, hands its turn to the next."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.wake()
+            raise
+
+    def wake(self, count: int = 1) -> None:
+        """Wake the next ``count`` waiters still waiting."""
+        while count > 0 and self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():  # else its waiter was cancelled meanwhile
+                turn.set_result(None)
+                count -= 1
 
 
 class Limiter:
@@ -19,9 +47,7 @@ class Limiter:
     def __init__(self, capacity: int | None) -> None:
         self.capacity = capacity  # None: no cap
         self.held = 0
-        # Waiters in turn, one woken per slot freed: waking all of them at every release cost
-        # thousands of wake-ups per release when thousands of images wait for 16 slots.
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._turns = Turns()
 
     @property
     def full(self) -> bool:
@@ -35,26 +61,12 @@ class Limiter:
     async def acquire(self) -> Slot:
         """A slot once one is free (waiters served in turn)."""
         while self.full:
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.append(turn)
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():
-                    self._wake_next()  # woken, then cancelled: the slot goes to the next
-                raise
+            await self._turns.wait()
         return self.take()
 
     def _release(self) -> None:
         self.held -= 1
-        self._wake_next()
-
-    def _wake_next(self) -> None:
-        while self._waiting:
-            turn = self._waiting.popleft()
-            if not turn.done():  # else its waiter was cancelled meanwhile
-                turn.set_result(None)
-                return
+        self._turns.wake()
 
 
 class Slot:

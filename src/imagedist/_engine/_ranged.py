@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from .._domain import BlobRef
 from .._exceptions import TransientError
 from ..abc import BlobStore, Clock
+from ._limits import Turns
 
 __all__ = [
     "Pacer",
@@ -115,16 +116,14 @@ class Pacer:
         self.trace = [self.limit]
         self.in_flight = 0
         self._window = 0
-        # Ranges waiting for room, woken in turn (a plain queue: acquiring room that is free
-        # costs no lock, which a range's few requests would otherwise pay every time).
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Ranges waiting for room, woken in turn (no lock: acquiring room that is free costs
+        # nothing, which a range's few requests would otherwise pay every time).
+        self._turns = Turns()
 
     async def acquire(self) -> int:
         """Wait for room under the limit; returns the window the range starts in."""
         while self.in_flight >= max(1, int(self.limit)):
-            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.append(room)
-            await room
+            await self._turns.wait()
         self.in_flight += 1
         return self._window
 
@@ -138,12 +137,7 @@ class Pacer:
             self.trace.append(self.limit)
         elif not busy:
             self.limit = min(float(limits.max_concurrency), self.limit + 1.0 / self.limit)
-        room = max(1, int(self.limit)) - self.in_flight
-        while room > 0 and self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():  # else cancelled while it waited
-                waiter.set_result(None)
-                room -= 1
+        self._turns.wake(max(1, int(self.limit)) - self.in_flight)
 
 
 def plan_ranges(data: Iterable[Range], step: int) -> list[Range]:
