@@ -591,12 +591,13 @@ def run_reader(config_path: Path, body: Callable[[JobReader], Coroutine[Any, Any
 
     :raises ConfigError: if the config file is missing, unreadable or invalid.
     """
-    root = remembered_local_root(read_config_bytes(config_path), config_path)
+    content = read_config_bytes(config_path)
+    root = remembered_local_root(content, config_path)
     if root is None:
         import asyncio
 
         async def main() -> R:
-            async with read_jobs(config_path) as reader:
+            async with _read_validating(content, config_path) as reader:
                 return await body(reader)
 
         return asyncio.run(main())
@@ -626,6 +627,14 @@ async def read_jobs(config_path: Path) -> AsyncIterator[JobReader]:
         finally:
             await state.aclose()
         return
+    async with _read_validating(content, config_path) as reader:
+        yield reader
+
+
+@asynccontextmanager
+async def _read_validating(content: bytes, config_path: Path) -> AsyncIterator[JobReader]:
+    """A :class:`JobReader` of the config ``content`` (read from ``config_path``), validated in
+    full first and remembered as valid."""
     from ._config import config_from_bytes
 
     config = config_from_bytes(content, config_path)
