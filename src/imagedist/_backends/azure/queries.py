@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
-from .transactions import base_url, service_error
+from .transactions import base_url, edm_datetime, send
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
 
-__all__ = ["Row", "filter_text", "query_rows", "row_of"]
+__all__ = ["Row", "datetime_of", "filter_text", "query_rows", "row_of"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NEXT = ("NextPartitionKey", "NextRowKey")
@@ -64,19 +63,7 @@ async def query_rows(
                 "Accept": "application/json;odata=minimalmetadata",
             },
         )
-        # Streamed, so the pipeline leaves the body to us (else it decodes the JSON once more).
-        response = await table._client.send_request(request, stream=True)
-        await response.read()
-        headers = {name.lower(): value for name, value in response.headers.items()}
-        if response.status_code != 200:
-            raise service_error(
-                HttpResponseError,
-                response.status_code,
-                response.reason,
-                headers,
-                response.content,
-                response=response,
-            )
+        response, headers = await send(table, request, 200)
         rows += [row_of(entity) for entity in json.loads(response.content)["value"]]
         following = {
             name: headers[f"x-ms-continuation-{name.lower()}"]
@@ -98,8 +85,7 @@ def filter_text(where: str, parameters: Mapping[str, str | datetime]) -> str:
 
 def _literal(value: str | datetime) -> str:
     if isinstance(value, datetime):
-        stamp = value.astimezone(UTC) if value.tzinfo else value
-        return f"datetime'{stamp.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
+        return f"datetime'{edm_datetime(value)}'"
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -137,3 +123,8 @@ def _microseconds(text: str) -> int:
     stamp = datetime.fromisoformat(whole).replace(tzinfo=UTC)
     micros = int((fraction + "000000")[:6])
     return (stamp - _EPOCH) // timedelta(microseconds=1) + micros
+
+
+def datetime_of(microseconds: int) -> datetime:
+    """The instant ``microseconds`` after the epoch (a :attr:`Row.stamp`), in UTC."""
+    return _EPOCH + timedelta(microseconds=microseconds)

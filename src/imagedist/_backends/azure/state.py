@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -83,7 +83,7 @@ from ..codec import (
 from . import transactions
 from .errors import Override, translate_errors
 from .proxies import proxy_options
-from .queries import Row, query_rows
+from .queries import Row, datetime_of, query_rows
 from .transactions import Operation
 
 if TYPE_CHECKING:
@@ -127,7 +127,6 @@ _SWITCH_PK = "switch"
 _SOURCE_PREFIX = "s:"
 _TARGET_PREFIX = "t:"
 _PUBLICATION_PREFIX = "p:"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Characters kept as they are in keys; everything else is escaped as ``!XX`` per UTF-8 byte.
 _KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:@+=,")
@@ -521,7 +520,7 @@ class AzureTableStateStore(StateStore):
         now = time.monotonic()
         if cursor and now - self._full_listings.get(key, -math.inf) < FULL_LISTING_SECONDS:
             since = cursor - int(CHANGE_OVERLAP_SECONDS * 1_000_000)
-            found = await self._list_items(job_id, prefix, since=_datetime_of(since))
+            found = await self._list_items(job_id, prefix, since=datetime_of(since))
         else:
             self._full_listings[key] = now
             found = await self._list_items(job_id, prefix)
@@ -846,10 +845,6 @@ def _int(value: Any) -> int:
 
 def _int64(value: int) -> EntityProperty:
     return EntityProperty(int(value), EdmType.INT64)
-
-
-def _datetime_of(microseconds: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=microseconds)
 
 
 def _version(entity: Mapping[str, Any]) -> int:

@@ -29,6 +29,7 @@ from azure.core.rest import HttpRequest
 from azure.data.tables import EdmType, EntityProperty, TableTransactionError
 
 if TYPE_CHECKING:
+    from azure.core.rest import AsyncHttpResponse
     from azure.data.tables.aio import TableClient
 
 __all__ = [
@@ -36,8 +37,10 @@ __all__ = [
     "Part",
     "base_url",
     "decode_response",
+    "edm_datetime",
     "encode_request",
     "entity_json",
+    "send",
     "service_error",
     "submit_transaction",
 ]
@@ -96,28 +99,46 @@ async def submit_transaction(
         },
         content=body,
     )
-    # The SDK's own transactions go through this client's send_request: no public door to it.
-    # Streamed, as the SDK does: else the pipeline tries to decode the multipart body itself.
-    response = await table._client.send_request(
-        request, stream=True, retry_on_methods=_RETRIED_METHODS
-    )
-    await response.read()
-    if response.status_code != 202:
-        raise service_error(
-            HttpResponseError,
-            response.status_code,
-            response.reason,
-            {k.lower(): v for k, v in response.headers.items()},
-            response.content,
-            response=response,
-        )
-    parts = decode_response(response.headers.get("Content-Type", ""), response.content)
+    response, headers = await send(table, request, 202, retry_on_methods=_RETRIED_METHODS)
+    parts = decode_response(headers.get("content-type", ""), response.content)
     for part in parts:
         if not 200 <= part.status < 300:
             raise service_error(
                 TableTransactionError, part.status, part.reason, part.headers, part.body
             )
     return [{"etag": part.headers["etag"]} if "etag" in part.headers else {} for part in parts]
+
+
+async def send(
+    table: TableClient, request: HttpRequest, expected: int, **options: Any
+) -> tuple[AsyncHttpResponse, dict[str, str]]:
+    """Send ``request`` through ``table``'s own pipeline (the SDK sends its transactions through
+    this ``send_request``: there is no public door to it) and read the answer; the answer and
+    its headers, names in lower case.
+
+    :raises HttpResponseError: unless the service answered ``expected``, with its status and
+        error code.
+    """
+    # Streamed, as the SDK does: else the pipeline decodes the body itself, once more.
+    response = await table._client.send_request(request, stream=True, **options)
+    await response.read()
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    if response.status_code != expected:
+        raise service_error(
+            HttpResponseError,
+            response.status_code,
+            response.reason,
+            headers,
+            response.content,
+            response=response,
+        )
+    return response, headers
+
+
+def edm_datetime(value: datetime) -> str:
+    """A datetime as the Table service writes an ``Edm.DateTime`` (UTC, microseconds, ``Z``)."""
+    stamp = value.astimezone(UTC) if value.tzinfo else value
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def base_url(url: str) -> str:
@@ -210,8 +231,7 @@ def _typed_as(edm: EdmType, value: Any) -> tuple[str | None, Any]:
             return edm.value, "Infinity" if number > 0 else "-Infinity"
         return edm.value, number
     if edm is EdmType.DATETIME and isinstance(value, datetime):
-        stamp = value.astimezone(UTC) if value.tzinfo else value
-        return edm.value, stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return edm.value, edm_datetime(value)
     if edm in (EdmType.STRING, EdmType.BOOLEAN, EdmType.INT32):
         return edm.value, value
     raise TypeError(f"An entity property of type {edm.value} is not supported.")
