@@ -207,7 +207,25 @@ def three_workers_one_killed(
         assert time.monotonic() < deadline, "no image creation started"
         time.sleep(0.05)
     os.kill(workers[0].pid, signal.SIGKILL)
-    for worker in workers:
-        worker.wait(timeout=patience + 30)
+    job_id = submit.stdout.strip()
+    try:
+        for worker in workers:
+            worker.wait(timeout=patience + 30)
+    except subprocess.TimeoutExpired as exc:
+        stuck = _progress(setup, job_id, logs)
+        raise AssertionError(f"the workers did not finish: {stuck}") from exc
+    finally:
+        for worker in workers:  # none outlives the test, whatever failed
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
     assert [w.returncode for w in workers] == [-signal.SIGKILL, 0, 0]
-    return submit.stdout.strip(), logs
+    return job_id, logs
+
+
+def _progress(setup: AzureSetup, job_id: str, logs: list[Path]) -> str:
+    """What a stuck run shows: the job's status, the end of its log and the workers' output."""
+    status = setup.imagedist("status", job_id, "--json", timeout=60)
+    log = setup.imagedist("logs", job_id, timeout=60)
+    outputs = [f"{path.name}: {path.read_text(errors='replace')[-2000:]}" for path in logs]
+    return "\n".join([status.stdout[-4000:], log.stdout[-4000:], *outputs])
