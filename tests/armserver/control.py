@@ -57,7 +57,8 @@ class Control:
     # -- observation
 
     def counters(self) -> Json:
-        """``{"image_creations": [{"subscription", "resource_group", "name", "count"}], "requests": {...}}``."""
+        """``{"image_creations": [{"subscription", "resource_group", "name", "count"}], "requests": {...},
+        "tls_handshakes": n}``."""
         return self._control("GET", "counters")
 
     def image_creations(self, subscription: str, resource_group: str, name: str) -> int:

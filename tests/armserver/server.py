@@ -31,7 +31,8 @@ it behind a threaded HTTPS server. Extra routes (role assignments, provider regi
 in as ``route_handlers`` (see :data:`RouteHandler`). Test-only endpoints live under ``/_test/``
 and need no token:
 
-* ``GET  /_test/counters``  image creations per (subscription, resource group, name) and request counts
+* ``GET  /_test/counters``  image creations per (subscription, resource group, name), request counts
+  and TLS handshakes (one per connection)
 * ``GET  /_test/state``     a dump of groups, accounts and images (storage keys redacted)
 * ``POST /_test/reset``     forget everything (config back to the start-up values)
 * ``POST /_test/config``    ``{"image_delay": s, "lro_delay": s, "lro_retry_after": s|null,
@@ -228,6 +229,7 @@ class ArmState:
         self.operations: dict[str, Json] = {}
         self.image_creations: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.requests: collections.Counter[str] = collections.Counter()
+        self.tls_handshakes = 0  # connections, each with its own handshake
         self.image_faults: list[Json] = []
         self.throttle: Json = {"remaining": 0, "retry_after": 1, "include_reads": False}
         self.disks: dict[tuple[str, str, str], Json] = {}
@@ -406,7 +408,16 @@ class ArmState:
                 {"subscription": sub, "resource_group": rg, "name": name, "count": count}
             )
         disks = [self._disk_counters(d) for _, d in sorted(self.disks.items())]
-        return {"image_creations": creations, "requests": dict(self.requests), "disks": disks}
+        return {
+            "image_creations": creations,
+            "requests": dict(self.requests),
+            "disks": disks,
+            "tls_handshakes": self.tls_handshakes,
+        }
+
+    def count_handshake(self) -> None:
+        with self._lock:
+            self.tls_handshakes += 1
 
     @staticmethod
     def _disk_counters(d: Json) -> Json:
@@ -1390,6 +1401,7 @@ class _Handler(BaseHTTPRequestHandler):
         # TLS handshake here, in this request's thread, not in the accept loop
         self.request.settimeout(self.timeout)
         self.request.do_handshake()
+        self.server.state.count_handshake()
         super().setup()
 
     def _dispatch(self) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .proxies import proxy_options
+from .transport import with_transport
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -52,7 +53,7 @@ class ArmClients:
                 subscription,
                 base_url=self._endpoint,
                 credential_scopes=[self.scope],
-                **self.options,
+                **with_transport(self.options),
             )
         return cast(C, self._clients[key])
 

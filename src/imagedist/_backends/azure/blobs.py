@@ -14,7 +14,6 @@ policy, configured through client keyword arguments); whatever still fails is tr
 from __future__ import annotations
 
 import asyncio
-import io
 import ipaddress
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies_environment
 
-from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobProperties as AzureBlobProperties
 from azure.storage.blob import BlobSasPermissions, BlobType, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
@@ -34,6 +32,7 @@ from ..._exceptions import Conflict, NotFound, OperationFailed
 from ...abc import RANGED_COPY_UNSUPPORTED, BlobProperties, BlobStore, CopyStatus
 from .errors import redact, translate_errors
 from .proxies import proxy_options
+from .transport import with_transport
 
 __all__ = [
     "AccountAccess",
@@ -118,24 +117,13 @@ class AccountAccess:
 
 Accounts = Callable[[str], AccountAccess] | Mapping[str, AccountAccess]
 
-#: aiohttp writes a ``bytes`` body in one piece and warns above this size; a stream goes in chunks.
-_STREAM_BODIES_OVER = 1024 * 1024
-
-
-# azure-core exports the transport through a module __getattr__, so mypy sees Any.
-class _StreamingAioHttpTransport(AioHttpTransport):  # type: ignore[misc]
-    """azure-core's aiohttp transport, handing big byte bodies to aiohttp as streams.
-
-    The SDK passes a Put Page body as ``bytes``; above 1 MiB aiohttp then warns (``ResourceWarning:
-    Sending a large body directly with raw bytes might lock the event loop``, Azure SDK issue
-    #39845). A fresh ``BytesIO`` per attempt keeps retries intact.
-    """
-
-    def _get_request_data(self, request: Any) -> Any:
-        data = super()._get_request_data(request)
-        if isinstance(data, bytes | bytearray) and len(data) > _STREAM_BODIES_OVER:
-            return io.BytesIO(data)
-        return data
+#: The transport's settings for a blob client, unless the caller chose others.
+_TRANSPORT_DEFAULTS = {
+    "connection_timeout": 20,
+    "read_timeout": 60,
+    "connection_data_block_size": 256 * 1024,
+    "use_env_settings": False,  # the proxy is in the options (see .proxies)
+}
 
 
 @dataclass
@@ -466,18 +454,7 @@ class AzureBlobStore(BlobStore):
 
     def _new_client(self, access: AccountAccess) -> BlobServiceClient:
         options = {**proxy_options(access.blob_endpoint, self._proxies), **self._options}
-        if "transport" not in options:
-            # The settings the SDK gives the transport it makes, unless the caller chose others.
-            config = {
-                "connection_timeout": 20,
-                "read_timeout": 60,
-                "connection_data_block_size": 256 * 1024,
-                "connection_verify": True,  # or a CA bundle's path: the transport owns TLS
-                "use_env_settings": False,  # the proxy is in the options (see .proxies)
-            }
-            for name in config:
-                config[name] = options.pop(name, config[name])
-            options["transport"] = _StreamingAioHttpTransport(**config)
+        options = with_transport(options, _TRANSPORT_DEFAULTS)
         if self._wrap_transport is not None:
             options["transport"] = self._wrap_transport(options["transport"])
         if access.connection_string is not None:

@@ -85,6 +85,7 @@ from .errors import Override, translate_errors
 from .proxies import proxy_options
 from .queries import Row, datetime_of, query_rows
 from .transactions import Operation
+from .transport import with_transport
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
@@ -229,7 +230,7 @@ class AzureTableStateStore(StateStore):
             kwargs = {**proxy_options(endpoint), **kwargs}
 
             def make() -> TableServiceClient:
-                return TableServiceClient(endpoint, credential=credential, **kwargs)
+                return TableServiceClient(endpoint, credential=credential, **with_transport(kwargs))
 
         else:
             try:  # parse now, so a bad string fails early; no session is opened before first use
@@ -243,7 +244,7 @@ class AzureTableStateStore(StateStore):
             kwargs = {**proxy_options(parsed.url), **kwargs}
 
             def make() -> TableServiceClient:
-                return TableServiceClient.from_connection_string(target, **kwargs)
+                return TableServiceClient.from_connection_string(target, **with_transport(kwargs))
 
         self._make_client: Callable[[], TableServiceClient] = make
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
