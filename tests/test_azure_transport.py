@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from azure.core import AsyncPipelineClient
-from azure.core.rest import HttpRequest
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 
 from armserver.credentials import AsyncStaticTokenCredential
 from armserver.process import ArmServerProcess
@@ -65,10 +65,13 @@ def test_with_transport_moves_the_transport_settings_into_one_transport(
         transport = Transport(connection_verify=True)
 
     async def main() -> list[int]:
-        async with AsyncPipelineClient(arm.url, transport=transport) as client:
+        pipeline = AsyncPipelineClient[HttpRequest, AsyncHttpResponse]
+        async with pipeline(arm.url, transport=transport) as client:
             statuses = []
             for _ in range(REQUESTS):
-                response = await client.send_request(HttpRequest("GET", f"{arm.url}/_test/counters"))
+                response = await client.send_request(
+                    HttpRequest("GET", f"{arm.url}/_test/counters")
+                )
                 statuses.append(response.status_code)
             return statuses
 
