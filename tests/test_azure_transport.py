@@ -5,6 +5,9 @@ each request paid a TLS handshake. The ARM test server counts its handshakes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +93,62 @@ def test_options_naming_a_transport_keep_it(tmp_path: Path) -> None:
         "transport": mine,
         "connection_verify": str(tmp_path),
     }
+
+
+CONFIG = """\
+backend = "azure"
+
+[staging]
+subscription = "sub-staging"
+region = "westeurope"
+account = "stagingacct"
+
+[azure]
+auth = "connection-strings"
+ca_bundle = "bundle.pem"
+
+[[targets]]
+subscription = "sub-a"
+region = "japaneast"
+account = "targetacct"
+"""
+
+
+@pytest.mark.parametrize("bundle", ["text", "empty", "binary", "folder", "fifo", "missing"])
+def test_a_ca_bundle_that_is_no_pem_file_is_refused_in_one_sentence(
+    tmp_path: Path, bundle: str
+) -> None:
+    (tmp_path / "imagedist.toml").write_text(CONFIG, encoding="utf-8")
+    path = tmp_path / "bundle.pem"
+    if bundle == "text":
+        path.write_text("not a certificate\n", encoding="utf-8")
+    elif bundle == "empty":
+        path.write_bytes(b"")
+    elif bundle == "binary":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif bundle == "folder":
+        path.mkdir()
+    elif bundle == "fifo":
+        os.mkfifo(path)
+    # A connection string for each account, to a port where nothing listens: never reached.
+    string = (
+        "DefaultEndpointsProtocol=https;AccountName={0};AccountKey=a2V5;"
+        "BlobEndpoint=https://127.0.0.1:9/{0};TableEndpoint=https://127.0.0.1:9/{0}"
+    )
+    env = {
+        **os.environ,
+        "IMAGEDIST_CONNECTION_STRING_STAGINGACCT": string.format("stagingacct"),
+        "IMAGEDIST_CONNECTION_STRING_TARGETACCT": string.format("targetacct"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "imagedist", "-c", str(tmp_path / "imagedist.toml"), "jobs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Error: [azure] ca_bundle 'bundle.pem' ")
+    assert "PEM" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -11,6 +11,7 @@ scope, so it never reaches storage (issue 10).
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from .gallery import AzureGalleryService
 from .images import AzureImageService
 from .provisioner import AzureProvisioner
 from .state import AzureTableStateStore
+from .transport import tls_context
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -164,7 +166,16 @@ def _tls_options(config: Config) -> dict[str, Any]:
             f"[azure] ca_bundle {bundle!r} is not a file; give the path of a PEM file of CA"
             " certificates, relative to the config file."
         )
-    return {"connection_verify": str(path.resolve())}
+    cafile = str(path.resolve())
+    try:
+        tls_context(cafile)
+    except (ssl.SSLError, OSError) as exc:
+        reason = exc.strerror or str(exc)
+        raise InvalidInput(
+            f"[azure] ca_bundle {bundle!r} holds no CA certificate in PEM form ({reason}); give"
+            " a PEM file of CA certificates, relative to the config file."
+        ) from None
+    return {"connection_verify": cafile}
 
 
 def open_backend(config: Config) -> Backend:

@@ -18,7 +18,7 @@ from typing import Any
 
 from azure.core.pipeline.transport import AioHttpTransport
 
-__all__ = ["Transport", "with_transport"]
+__all__ = ["Transport", "tls_context", "with_transport"]
 
 #: aiohttp writes a ``bytes`` body in one piece and warns above this size; a stream goes in chunks.
 _STREAM_BODIES_OVER = 1024 * 1024
@@ -34,7 +34,11 @@ _TRANSPORT_OPTIONS = (
 
 
 @functools.cache
-def _context(cafile: str) -> ssl.SSLContext:
+def tls_context(cafile: str) -> ssl.SSLContext:
+    """The TLS context trusting the CAs of the PEM file ``cafile`` (one per file and process).
+
+    :raises ssl.SSLError: the file holds no CA certificate in PEM form.
+    """
     return ssl.create_default_context(cafile=cafile)
 
 
@@ -50,7 +54,7 @@ class Transport(AioHttpTransport):  # type: ignore[misc]
 
     def _build_ssl_config(self, cert: Any, verify: Any) -> Any:
         if not cert and isinstance(verify, str):
-            return _context(verify)
+            return tls_context(verify)
         return super()._build_ssl_config(cert, verify)
 
     def _get_request_data(self, request: Any) -> Any:
