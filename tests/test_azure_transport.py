@@ -6,8 +6,10 @@ each request paid a TLS handshake. The ARM test server counts its handshakes."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,9 @@ from azure.core.rest import AsyncHttpResponse, HttpRequest
 from armserver.credentials import AsyncStaticTokenCredential
 from armserver.process import ArmServerProcess
 from imagedist._backends.azure.images import AzureImageService
-from imagedist._backends.azure.transport import Transport, with_transport
+from imagedist._backends.azure.state import AzureTableStateStore
+from imagedist._backends.azure.transport import TIMEOUTS, Transport, with_transport
+from imagedist._exceptions import ImagedistError
 
 from helpers import run
 
@@ -152,3 +156,35 @@ def test_a_ca_bundle_that_is_no_pem_file_is_refused_in_one_sentence(
     assert done.stderr.startswith("Error: [azure] ca_bundle 'bundle.pem' ")
     assert "PEM" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_client_waits_seconds_for_an_answer_not_azure_cores_five_minutes() -> None:
+    transport = with_transport({})["transport"]
+    assert (transport.connection_config.timeout, transport.connection_config.read_timeout) == (
+        TIMEOUTS["connection_timeout"],
+        TIMEOUTS["read_timeout"],
+    )
+    assert TIMEOUTS["read_timeout"] <= 60  # azure-core's own default is 300 s
+
+
+def test_a_server_that_never_answers_costs_a_request_its_read_timeout() -> None:
+    """A connection that went silent (accepted, never answered) ends in the client's read
+    timeout, as an error the engine retries, instead of holding the request."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        string = (
+            "DefaultEndpointsProtocol=http;AccountName=silentacct;AccountKey=a2V5;"
+            f"TableEndpoint=http://127.0.0.1:{port}/silentacct"
+        )
+        store = AzureTableStateStore(string, client_kwargs={"read_timeout": 1, "retry_total": 0})
+
+        async def main() -> None:
+            try:
+                await store.list_jobs()
+            finally:
+                await store.aclose()
+
+        began = time.monotonic()
+        with pytest.raises(ImagedistError):
+            run(main())
+        assert time.monotonic() - began < 30

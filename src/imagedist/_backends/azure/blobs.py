@@ -117,10 +117,8 @@ class AccountAccess:
 
 Accounts = Callable[[str], AccountAccess] | Mapping[str, AccountAccess]
 
-#: The transport's settings for a blob client, unless the caller chose others.
+#: The transport's settings for a blob client (and its timeouts), unless the caller chose others.
 _TRANSPORT_DEFAULTS = {
-    "connection_timeout": 20,
-    "read_timeout": 60,
     "connection_data_block_size": 256 * 1024,
     "use_env_settings": False,  # the proxy is in the options (see .proxies)
 }

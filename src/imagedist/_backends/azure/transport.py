@@ -18,7 +18,7 @@ from typing import Any
 
 from azure.core.pipeline.transport import AioHttpTransport
 
-__all__ = ["Transport", "tls_context", "with_transport"]
+__all__ = ["TIMEOUTS", "Transport", "tls_context", "with_transport"]
 
 #: aiohttp writes a ``bytes`` body in one piece and warns above this size; a stream goes in chunks.
 _STREAM_BODIES_OVER = 1024 * 1024
@@ -31,6 +31,12 @@ _TRANSPORT_OPTIONS = (
     "connection_cert",
     "use_env_settings",
 )
+
+
+#: Unless a client's options say otherwise: azure-core waits 300 s to connect and 300 s for each
+#: read, so a connection dropped without a word (a NAT's idle timeout, a half-open socket) held a
+#: request for five minutes before its retry; every request of ours answers within seconds.
+TIMEOUTS = {"connection_timeout": 20, "read_timeout": 60}
 
 
 @functools.cache
@@ -69,11 +75,12 @@ def with_transport(
 ) -> dict[str, Any]:
     """Client ``options`` with a :class:`Transport` of their own (unless they name one): the
     transport's settings (timeouts, TLS verification, environment) move into it, over
-    ``defaults``. One per client: a client closes its transport when it closes."""
+    ``defaults``, over :data:`TIMEOUTS`. One per client: a client closes its transport when it
+    closes."""
     rest = dict(options)
     if "transport" in rest:
         return rest
-    settings = dict(defaults or {})
+    settings = {**TIMEOUTS, **(defaults or {})}
     for name in _TRANSPORT_OPTIONS:
         if name in rest:
             settings[name] = rest.pop(name)
