@@ -188,3 +188,50 @@ def test_a_server_that_never_answers_costs_a_request_its_read_timeout() -> None:
         with pytest.raises(ImagedistError):
             run(main())
         assert time.monotonic() - began < 30
+
+
+def test_the_clients_of_one_loop_share_their_connections(arm: ArmServerProcess) -> None:
+    """Every subscription has its ARM clients (resources, compute), all talking to the one ARM
+    endpoint: they share one session, so one connection serves them in turn."""
+    service = AzureImageService(
+        AsyncStaticTokenCredential(),
+        arm_endpoint=arm.url,
+        blob_url=lambda ref: f"https://{ref.account}.blob.core.windows.net/{ref.container}/x",
+        client_kwargs={"connection_verify": str(arm.ca_file), "retry_total": 0},
+    )
+    subscriptions = [f"sub-{n}" for n in range(5)]
+
+    async def main() -> None:
+        try:
+            for subscription in subscriptions:  # ten clients, one after the other
+                await service.ensure_resource_group(subscription, "rg-shared", "westeurope")
+                assert await service.list_images(subscription, "rg-shared") == []
+        finally:
+            await service.aclose()
+
+    before = _handshakes(arm)
+    run(main())
+    assert _handshakes(arm) - before <= 2  # ours, and the count's own
+
+
+def test_the_shared_session_closes_with_its_last_transport() -> None:
+    async def main() -> None:
+        first, second = Transport(), Transport()
+        await first.open()
+        await second.open()
+        shared = first.session
+        assert shared is not None and second.session is shared
+        await first.close()
+        assert not shared.closed  # the other transport still uses it
+        await first.close()  # a second close changes nothing
+        assert not shared.closed
+        await second.close()
+        assert shared.closed
+        with pytest.raises(ValueError, match="already been closed"):
+            await second.open()  # as azure-core's own: closed for good, the session not remade
+        third = Transport()
+        await third.open()  # a transport opened later gets a new one
+        assert third.session is not None and third.session is not shared
+        await third.close()
+
+    run(main())
