@@ -62,6 +62,7 @@ class Result:
     cpu: float
     outcome: str
     calls: collections.Counter[str] = field(default_factory=collections.Counter)
+    connections: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def cpu_ms_per_target(self) -> float:
@@ -72,11 +73,13 @@ class Result:
 
 
 class RequestCounter:
-    """Counts what the SDKs send, by ``service verb kind``, knowing each service by its port."""
+    """Counts what the SDKs send, by ``service verb kind``, knowing each service by its port,
+    and the connections aiohttp opens, by service."""
 
     def __init__(self) -> None:
         self.ports: dict[int, str] = {}
         self.calls: collections.Counter[str] = collections.Counter()
+        self.connections: collections.Counter[str] = collections.Counter()
         self.on = False
 
     def count(self, request: Any) -> None:
@@ -90,20 +93,28 @@ class RequestCounter:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
+        import aiohttp
         from azure.core.pipeline.transport import AioHttpTransport
 
-        original = AioHttpTransport.send
+        original, connect = AioHttpTransport.send, aiohttp.TCPConnector._create_connection
         counter = self
 
         async def send(transport: Any, request: Any, **kwargs: Any) -> Any:
             counter.count(request)
             return await original(transport, request, **kwargs)
 
+        async def create_connection(connector: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
+            if counter.on:
+                counter.connections[counter.ports.get(req.url.port or 0, "other")] += 1
+            return await connect(connector, req, *args, **kwargs)
+
         AioHttpTransport.send = send
+        aiohttp.TCPConnector._create_connection = create_connection  # type: ignore[method-assign]
         try:
             yield
         finally:
             AioHttpTransport.send = original
+            aiohttp.TCPConnector._create_connection = connect  # type: ignore[method-assign]
 
 
 def _blob_kind(request: Any, parts: Any) -> str:
@@ -253,7 +264,7 @@ table_endpoint = "{tables}"
     with counter.installed():
         counter.on = True
         wall, cpu, outcome = asyncio.run(run_job(config, disk))
-    return Result("azure", targets, wall, cpu, outcome, counter.calls)
+    return Result("azure", targets, wall, cpu, outcome, counter.calls, counter.connections)
 
 
 def local_run(targets: int, poll: float, folder: Path) -> Result:
@@ -287,6 +298,15 @@ def report(results: list[Result]) -> str:
         for kind in kinds:
             row = " | ".join(f"{r.calls[kind] / r.targets:.2f}" for r in counted)
             lines.append(f"| {kind} | {row} |")
+        services = sorted({k for r in counted for k in r.connections})
+        lines += [
+            "",
+            "| connections opened | " + " | ".join(f"{r.targets}" for r in counted) + " |",
+        ]
+        lines.append("|---|" + "---:|" * len(counted))
+        for service in services:
+            row = " | ".join(f"{r.connections[service]}" for r in counted)
+            lines.append(f"| {service} | {row} |")
     return "\n".join(lines)
 
 
