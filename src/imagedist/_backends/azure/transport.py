@@ -5,8 +5,8 @@ azure-core gives each client a session of its own, and so a pool of connections 
 worker has a client per storage account and one per subscription and kind of ARM client, and
 each opened its own connections to hosts the others were already connected to (every ARM client
 talks to the same endpoint), and made a session (about half a millisecond of CPU each). Here the
-clients of one event loop share one session, closed when the loop shuts down; a client's own
-``close`` leaves it open for the others.
+clients of one event loop share one session; a client's ``close`` leaves it open for the others,
+and the last one to close closes it.
 
 Given a CA bundle's path (``connection_verify``, from ``[azure] ca_bundle``), azure-core's
 transport builds a new ``ssl.SSLContext`` from the file for every request; aiohttp keeps apart
