@@ -125,12 +125,19 @@ class _OneLineUsageError(click.UsageError):
         click.echo(f"Error: {message}; `{command} --help` shows the usage.", err=True)
 
 
+#: What click 8.2 and later raise for a bare `imagedist` or command group (a usage error that
+#: shows the help: what was asked for); click 8.1 shows the help and exits without one.
+_HELP_ASKED: tuple[type[Exception], ...] = tuple(
+    kind for kind in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if kind is not None
+)
+
+
 @contextmanager
 def _one_line_usage_errors() -> Iterator[None]:
     try:
         yield
-    except click.exceptions.NoArgsIsHelpError:
-        raise  # a bare `imagedist` or command group: the help is what was asked for
+    except _HELP_ASKED:
+        raise
     except _OneLineUsageError:
         raise
     except click.UsageError as exc:
