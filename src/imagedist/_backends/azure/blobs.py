@@ -117,11 +117,9 @@ class AccountAccess:
 
 Accounts = Callable[[str], AccountAccess] | Mapping[str, AccountAccess]
 
-#: The transport's settings for a blob client (and its timeouts), unless the caller chose others.
-_TRANSPORT_DEFAULTS = {
-    "connection_data_block_size": 256 * 1024,
-    "use_env_settings": False,  # the proxy is in the options (see .proxies)
-}
+#: The transport's settings for a blob client, unless the caller chose others (the proxy and
+#: ``use_env_settings`` come with the options, see .proxies; the timeouts are every client's).
+_TRANSPORT_DEFAULTS = {"connection_data_block_size": 256 * 1024}
 
 
 @dataclass

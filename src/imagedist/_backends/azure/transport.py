@@ -135,7 +135,7 @@ def _join(trust_env: bool) -> _Shared:
     its own cap of 100)."""
     sessions = _SESSIONS.setdefault(asyncio.get_running_loop(), {})
     shared = sessions.get(trust_env)
-    if shared is None or shared.session.closed:
+    if shared is None:  # or its last transport left, which closed it and took it out
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),
             trust_env=trust_env,
