@@ -32,13 +32,18 @@ def _handshakes(arm: ArmServerProcess) -> int:
     return int(arm.counters()["tls_handshakes"])
 
 
-def test_an_arm_client_with_a_ca_bundle_keeps_its_connection(arm: ArmServerProcess) -> None:
-    service = AzureImageService(
+def _image_service(arm: ArmServerProcess) -> AzureImageService:
+    """The image service's ARM clients, trusting the test server's CA through a bundle."""
+    return AzureImageService(
         AsyncStaticTokenCredential(),
         arm_endpoint=arm.url,
         blob_url=lambda ref: f"https://{ref.account}.blob.core.windows.net/{ref.container}/x",
         client_kwargs={"connection_verify": str(arm.ca_file), "retry_total": 0},
     )
+
+
+def test_an_arm_client_with_a_ca_bundle_keeps_its_connection(arm: ArmServerProcess) -> None:
+    service = _image_service(arm)
 
     async def main() -> None:
         try:
@@ -193,12 +198,7 @@ def test_a_server_that_never_answers_costs_a_request_its_read_timeout() -> None:
 def test_the_clients_of_one_loop_share_their_connections(arm: ArmServerProcess) -> None:
     """Every subscription has its ARM clients (resources, compute), all talking to the one ARM
     endpoint: they share one session, so one connection serves them in turn."""
-    service = AzureImageService(
-        AsyncStaticTokenCredential(),
-        arm_endpoint=arm.url,
-        blob_url=lambda ref: f"https://{ref.account}.blob.core.windows.net/{ref.container}/x",
-        client_kwargs={"connection_verify": str(arm.ca_file), "retry_total": 0},
-    )
+    service = _image_service(arm)
     subscriptions = [f"sub-{n}" for n in range(5)]
 
     async def main() -> None:
