@@ -4,11 +4,12 @@ together, with one listing of the group (issue 13: ARM reads are throttled per s
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from armserver.credentials import AsyncStaticTokenCredential
 from armserver.process import ArmServerProcess
 from imagedist._backends.azure.images import AzureImageService
-from imagedist._domain import BlobRef
+from imagedist._domain import BlobRef, OsType
 from imagedist._exceptions import ImagedistError, NotFound
 from imagedist.abc import Image, ProvisioningState
 
@@ -132,3 +133,37 @@ def test_a_failed_look_at_a_group_fails_every_caller_and_is_tried_again(
         assert all(isinstance(outcome, ImagedistError) for outcome in outcomes), outcomes
         assert "HTTP 400" in str(outcomes[0])  # a HEAD answer has no body to quote
     assert heads[1] > heads[0] > 0
+
+
+def test_a_get_a_shared_listing_and_list_images_read_an_image_alike(
+    arm: ArmServerProcess,
+) -> None:
+    """The three ways of reading an image parse ARM's JSON into the same Image, every field."""
+    _group_with_an_image(arm)
+    seed: dict[str, Any] = {
+        "region": "northeurope",
+        "tags": {"imagedist-job": "j-1", "owner": "team a"},
+        "os_type": "Windows",
+        "blob_uri": "https://acct.blob.core.windows.net/vhds/dir/golden%20a.vhd",
+    }
+    arm.set_image_state("sub-0", GROUP, "win.northeurope", "Succeeded", **seed)
+    (alone,) = _look(arm, "win.northeurope")
+    shared, _ = _look(arm, "win.northeurope", "golden.westeurope")
+    service = _service(arm)
+
+    async def listed() -> list[Image]:
+        try:
+            return await service.list_images("sub-0", GROUP)
+        finally:
+            await service.aclose()
+
+    in_list = [image for image in run(listed()) if image.name == "win.northeurope"]
+    assert in_list == [alone] and shared == alone
+    assert isinstance(alone, Image)
+    assert (alone.region, alone.tags, alone.os_type) == (
+        "northeurope",
+        seed["tags"],
+        OsType.WINDOWS,
+    )
+    assert alone.source_blob == BlobRef("acct", "vhds", "dir/golden a.vhd")
+    assert (alone.hyper_v_generation, alone.error_code) == ("V1", "")

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
 from azure.mgmt.compute import models
 from azure.mgmt.compute.aio import ComputeManagementClient
+
+# The SDK's own request builders: the URL and API version its operations would send.
+from azure.mgmt.compute.operations._operations import (
+    build_images_get_request,
+    build_images_list_by_resource_group_request,
+)
+from azure.mgmt.core.exceptions import ARMErrorFormat
 from azure.mgmt.resource.resources import models as resource_models
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
@@ -25,6 +33,8 @@ if TYPE_CHECKING:
     from azure.core.polling import AsyncLROPoller
 
 __all__ = ["AzureImageService"]
+
+Json = dict[str, Any]
 
 #: Looks at images of one resource group asked within this many seconds share one listing.
 LOOK_WINDOW_SECONDS = 0.05
@@ -144,7 +154,7 @@ class AzureImageService(ImageService):
                 )
                 _settle(asked[name], image)
                 return
-            found = await self._list_named(subscription, resource_group)
+            found = await self._list_named(subscription, resource_group, asked)
             for name, answers in asked.items():
                 image = found.get(name) or await self._missing(subscription, resource_group, name)
                 _settle(answers, image)
@@ -154,12 +164,23 @@ class AzureImageService(ImageService):
             if not isinstance(exc, Exception):
                 raise
 
-    async def _list_named(self, subscription: str, resource_group: str) -> dict[str, Image]:
+    async def _list_named(
+        self, subscription: str, resource_group: str, names: Iterable[str]
+    ) -> dict[str, Image]:
+        """The images named (lower-case) that the group holds; the others are not made."""
         try:
-            images = await self.list_images(subscription, resource_group)
+            listed = await self._list_raw(subscription, resource_group)
         except NotFound:
             return {}  # no resource group, no image
-        return {image.name.lower(): image for image in images}
+        found = {}
+        for name in names:
+            key = (resource_group.lower(), name)
+            if key in listed:
+                image = listed[key]
+                found[name] = await self._to_image(
+                    subscription, resource_group, image, (subscription, *key)
+                )
+        return found
 
     async def _missing(self, subscription: str, resource_group: str, name: str) -> Image | NotFound:
         """What a GET of an image the listing did not hold answers: its failed creation of this
@@ -179,10 +200,11 @@ class AzureImageService(ImageService):
 
     async def _get_image(self, subscription: str, resource_group: str, name: str) -> Image:
         key = (subscription, resource_group.lower(), name.lower())
-        client = self._compute_client(subscription)
+        request = build_images_get_request(
+            resource_group_name=resource_group, image_name=name, subscription_id=subscription
+        )
         try:
-            with translate_errors(f"get image {name!r}"):
-                image = await client.images.get(resource_group, name)
+            image = await self._read(subscription, request, f"get image {name!r}")
         except NotFound:
             failed = await self._failure_of(key)
             if failed is None:
@@ -191,11 +213,26 @@ class AzureImageService(ImageService):
             return self._missing_failed(subscription, resource_group, name, code, message)
         return await self._to_image(subscription, resource_group, image, key)
 
+    async def _read(self, subscription: str, request: HttpRequest, operation: str) -> Json:
+        """The JSON body ARM answers a GET with, through the SDK client's pipeline (its
+        credential, retries and API version), read as JSON: the SDK's models cost several times
+        the request's own CPU per image, and looks read a handful of fields."""
+        client = self._compute_client(subscription)
+        with translate_errors(operation):
+            response = await client.send_request(request)
+            if response.status_code != 200:
+                raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise OperationFailed(f"{operation} failed: ARM answered a body that is no object")
+        return body
+
     async def _to_image(
-        self, subscription: str, resource_group: str, image: Any, key: tuple[str, str, str]
+        self, subscription: str, resource_group: str, image: Json, key: tuple[str, str, str]
     ) -> Image:
-        properties = image.properties
-        state = ProvisioningState.parse(properties.provisioning_state)
+        properties = _object(image.get("properties"))
+        provisioning = properties.get("provisioningState")
+        state = ProvisioningState.parse(provisioning)
         code = message = ""
         if state is ProvisioningState.FAILED:
             code, message = await self._failure_of(key) or ("Failed", "image creation failed")
@@ -203,22 +240,22 @@ class AzureImageService(ImageService):
             code, message = await self._failure_of(key) or ("Canceled", "image creation canceled")
         elif state is ProvisioningState.UNKNOWN:
             # Say what Azure said: the engine's reason for giving up on it quotes this.
-            code, message = "UnknownState", str(properties.provisioning_state or "")
-        os_disk = properties.storage_profile.os_disk
+            code, message = "UnknownState", str(provisioning or "")
+        os_disk = _object(_object(properties.get("storageProfile")).get("osDisk"))
         return Image(
             subscription=subscription,
             resource_group=resource_group,
-            name=image.name,
-            region=image.location,
-            source_blob=_blob_ref(os_disk.blob_uri or ""),
+            name=str(image.get("name") or ""),
+            region=str(image.get("location") or ""),
+            source_blob=_blob_ref(str(os_disk.get("blobUri") or "")),
             os_type=OsType.WINDOWS
-            if str(os_disk.os_type).lower().endswith("windows")
+            if str(os_disk.get("osType") or "").lower() == "windows"
             else OsType.LINUX,
             provisioning_state=state,
             error_code=code,
             error_message=message,
-            tags=dict(image.tags or {}),
-            hyper_v_generation=_generation(properties.hyper_v_generation),
+            tags={str(k): str(v) for k, v in _object(image.get("tags")).items()},
+            hyper_v_generation=str(properties.get("hyperVGeneration") or "V1"),
         )
 
     async def _failure_of(self, key: tuple[str, str, str]) -> tuple[str, str] | None:
@@ -317,13 +354,31 @@ class AzureImageService(ImageService):
             return  # no disk, no access URL to revoke
 
     async def list_images(self, subscription: str, resource_group: str) -> list[Image]:
-        client = self._compute_client(subscription)
-        images = []
-        with translate_errors(f"list images in {resource_group!r}"):
-            async for image in client.images.list_by_resource_group(resource_group):
-                key = (subscription, resource_group.lower(), str(image.name).lower())
-                images.append(await self._to_image(subscription, resource_group, image, key))
+        images = [
+            await self._to_image(subscription, resource_group, image, (subscription, *key))
+            for key, image in (await self._list_raw(subscription, resource_group)).items()
+        ]
         return sorted(images, key=lambda image: image.name)
+
+    async def _list_raw(
+        self, subscription: str, resource_group: str
+    ) -> dict[tuple[str, str], Json]:
+        """Every image of the group as ARM describes it, by lower-case (group, name), page by
+        page (``nextLink``)."""
+        operation = f"list images in {resource_group!r}"
+        request = build_images_list_by_resource_group_request(
+            resource_group_name=resource_group, subscription_id=subscription
+        )
+        images: dict[tuple[str, str], Json] = {}
+        while True:
+            page = await self._read(subscription, request, operation)
+            for item in page.get("value") or []:
+                image = _object(item)
+                images[(resource_group.lower(), str(image.get("name") or "").lower())] = image
+            next_link = page.get("nextLink")
+            if not next_link:
+                return images
+            request = HttpRequest("GET", str(next_link), headers={"Accept": "application/json"})
 
 
 def _settle(answers: list[asyncio.Future[Image]], outcome: Image | BaseException) -> None:
@@ -347,6 +402,6 @@ def _blob_ref(uri: str) -> BlobRef:
     return BlobRef(account, parts[0] if parts else "", unquote("/".join(parts[1:])))
 
 
-def _generation(value: Any) -> str:
-    """The SDK gives an enum member or, for a value it does not know, a string."""
-    return str(getattr(value, "value", value) or "V1")
+def _object(value: object) -> Json:
+    """``value`` if it is a JSON object, else an empty one (a field ARM left out or null)."""
+    return value if isinstance(value, dict) else {}
