@@ -153,3 +153,30 @@ def test_a_query_of_a_missing_table_fails_with_its_status_and_code(
         run(query())
     assert refused.value.status_code == 404
     assert getattr(refused.value, "error_code", None) == "TableNotFound"
+
+
+def test_rows_read_before_are_kept_until_their_entity_is_written_again(
+    connection_string: str,
+) -> None:
+    """A listing given the rows it read before reuses those whose ETag is unchanged, reads the
+    rewritten ones anew, and reads what a listing without them reads."""
+
+    async def listings() -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        async with fresh_table(connection_string, "query") as table:
+            first = [Operation({"PartitionKey": "p", "RowKey": k, "n": 1}) for k in "abc"]
+            await submit_transaction(table, first)
+            known: dict[tuple[str, str], Any] = {}
+            before = await query_rows(table, "PartitionKey eq @pk", {"pk": "p"}, known)
+            await submit_transaction(
+                table, [Operation({"PartitionKey": "p", "RowKey": "b", "n": 2})]
+            )
+            after = await query_rows(table, "PartitionKey eq @pk", {"pk": "p"}, known)
+            fresh = await query_rows(table, "PartitionKey eq @pk", {"pk": "p"})
+            return before, after, fresh, list(known.values())
+
+    before, after, fresh, known = run(listings())
+    assert [r.fields["n"] for r in after] == [1, 2, 1]
+    assert after == fresh  # the same rows as a listing that kept none
+    assert after[0] is before[0] and after[2] is before[2]  # unchanged: not read again
+    assert after[1] is not before[1] and after[1].etag != before[1].etag
+    assert sorted(known, key=lambda r: r.fields["RowKey"]) == after

@@ -5,6 +5,7 @@ each request paid a TLS handshake. The ARM test server counts its handshakes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -20,7 +21,12 @@ from armserver.credentials import AsyncStaticTokenCredential
 from armserver.process import ArmServerProcess
 from imagedist._backends.azure.images import AzureImageService
 from imagedist._backends.azure.state import AzureTableStateStore
-from imagedist._backends.azure.transport import TIMEOUTS, Transport, with_transport
+from imagedist._backends.azure.transport import (
+    CONNECTIONS_PER_HOST,
+    TIMEOUTS,
+    Transport,
+    with_transport,
+)
 from imagedist._exceptions import ImagedistError
 
 from helpers import run
@@ -235,3 +241,26 @@ def test_the_shared_session_closes_with_its_last_transport() -> None:
         await third.close()
 
     run(main())
+
+
+def test_a_burst_of_requests_shares_a_bounded_number_of_connections(
+    arm: ArmServerProcess,
+) -> None:
+    """Three times as many requests at once as a host's connections: they wait for a
+    connection rather than each open one (and pay a TLS handshake), and a second burst uses
+    the same connections."""
+    service = _image_service(arm)
+    burst = 3 * CONNECTIONS_PER_HOST
+
+    async def main() -> None:
+        try:
+            await service.ensure_resource_group("sub-0", "rg-burst", "westeurope")
+            for _ in range(2):
+                looks = [service.list_images("sub-0", "rg-burst") for _ in range(burst)]
+                assert await asyncio.gather(*looks) == [[]] * burst
+        finally:
+            await service.aclose()
+
+    before = _handshakes(arm)
+    run(main())
+    assert _handshakes(arm) - before <= CONNECTIONS_PER_HOST + 1  # and the count's own

@@ -102,6 +102,8 @@ BATCH_SIZE = 100
 BATCH_CONCURRENCY = 4
 #: A string property holds at most 64 KiB of UTF-16, i.e. 32 Ki code units; stay well below.
 MAX_TEXT = 16_000
+#: Items kept as last read (a few KiB each), for listings to skip reading them again unchanged.
+MAX_ROWS_KEPT = 50_000
 MAX_EXTRA_VALUE = 2_000
 TRUNCATED = " [truncated]"
 #: Read-change-replace rounds of update_job before giving up on a job that keeps changing.
@@ -261,6 +263,8 @@ class AzureTableStateStore(StateStore):
         self._senders: set[asyncio.Task[None]] = set()
         # (job id, item kind) -> when a listing of its changes last read every item (monotonic)
         self._full_listings: dict[tuple[str, str], float] = {}
+        # The items last read, by partition and row key (see queries.query_rows).
+        self._rows_read: dict[tuple[str, str], Row] = {}
 
     # clients, one per event loop
 
@@ -541,7 +545,9 @@ class AzureTableStateStore(StateStore):
             parameters["since"] = since
         found: list[Row] = []
         with _empty_if_missing(), translate_errors(f"list the items of job {job_id!r}"):
-            found = await query_rows(items, query, parameters)
+            found = await query_rows(items, query, parameters, self._rows_read)
+        if len(self._rows_read) > MAX_ROWS_KEPT:
+            self._rows_read.clear()  # only a shortcut: a forgotten row is read again
         for row in found:
             if row.etag:
                 self._remember(pk, row.fields["RowKey"], _version(row.fields), row.etag)
