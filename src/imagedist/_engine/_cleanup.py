@@ -10,6 +10,7 @@ from typing import TypeVar
 from .._domain import (
     COPY_STATES,
     IN_FLIGHT_SOURCE_STATES,
+    BlobRef,
     FailedPhase,
     Job,
     SourceRow,
@@ -69,12 +70,10 @@ async def drop_target_blobs(ctx: EngineContext, job: Job, targets: list[TargetRo
     """Delete the blobs of the targets whose image exists (the image holds its own copy)."""
 
     async def drop(row: TargetRow) -> bool:
-        await ctx.backend.blobs.delete_blob(row.blob)
-        try:
-            await ctx.backend.state.put_target(dataclasses.replace(row, blob_deleted=True))
-        except PreconditionFailed:
-            return False  # another worker cleaned it at the same moment
-        return True
+        deleted = dataclasses.replace(row, blob_deleted=True)
+        return await _delete_then_record(
+            ctx, row.blob, lambda: ctx.backend.state.put_target(deleted)
+        )
 
     done = [row for row in targets if row.state is TargetState.DONE and not row.blob_deleted]
     dropped = await _together(drop, done)
@@ -87,17 +86,30 @@ async def drop_sources(ctx: EngineContext, job: Job, sources: list[SourceRow]) -
     """Delete the source blobs that still exist; returns how many were deleted."""
 
     async def drop(row: SourceRow) -> bool:
-        await ctx.backend.blobs.delete_blob(row.blob)
-        try:
-            await ctx.backend.state.put_source(dataclasses.replace(row, deleted=True))
-        except PreconditionFailed:
-            return False  # another worker cleaned it at the same moment
+        deleted = dataclasses.replace(row, deleted=True)
+        if not await _delete_then_record(
+            ctx, row.blob, lambda: ctx.backend.state.put_source(deleted)
+        ):
+            return False
         await ctx.log(
             job.id, LogLevel.INFO, Step.CLEANUP, f"deleted {row.source_id} blob {row.blob}"
         )
         return True
 
     return await _together(drop, [row for row in sources if not row.deleted])
+
+
+async def _delete_then_record(
+    ctx: EngineContext, blob: BlobRef, record: Callable[[], Awaitable[object]]
+) -> bool:
+    """Delete ``blob``, then ``record`` it gone on its row; False if another worker's write won
+    the row first (it cleaned the same blob at the same moment)."""
+    await ctx.backend.blobs.delete_blob(blob)
+    try:
+        await record()
+    except PreconditionFailed:
+        return False
+    return True
 
 
 #: Deletions sent at once. One after the other, each row's write went to the state store alone
