@@ -17,7 +17,7 @@ from imagedist import OsType
 from imagedist._backends.sim import SimModel, open_sim_backend, preload_tier0, run_virtual
 from imagedist._backends.sim.scenario import _sparse_fixed_vhd, scenario_config
 from imagedist._domain import BlobRef, TargetState
-from imagedist._engine import EngineContext, Worker, submit_job
+from imagedist._engine import EngineContext, Worker, cleanup_job, submit_job
 from imagedist._engine._cleanup import drop_target_blobs
 from imagedist._exceptions import TransientError
 
@@ -89,5 +89,20 @@ def test_a_failed_deletion_fails_the_cleanup_after_the_others_are_done() -> None
         recorded = [t for t in targets if after[t.target].version == t.version + 1]
         assert failing not in recorded and len(recorded) == len(targets) - 1
         assert deletions.most == len(targets)
+
+    _job_then(check)
+
+
+def test_a_manual_cleanup_deletes_every_target_blob_together_and_records_it() -> None:
+    async def check(ctx: EngineContext, job_id: str, deletions: Deletions) -> None:
+        state = ctx.backend.state
+        # As if the worker had not cleaned up yet: every target's row says its blob is there.
+        for target in await state.list_targets(job_id):
+            await state.put_target(dataclasses.replace(target, blob_deleted=False))
+        deletions.most = 0  # the worker's own cleanup counted before
+        await cleanup_job(ctx, job_id)
+        targets = await state.list_targets(job_id)
+        assert len(targets) == 12 and all(t.blob_deleted for t in targets)
+        assert deletions.most >= 12  # every target's blob at once, not one by one
 
     _job_then(check)

@@ -26,6 +26,7 @@ from ._gallery import needs_upload
 R = TypeVar("R", SourceRow, TargetRow)
 
 __all__ = [
+    "drop_every_target_blob",
     "drop_intermediates_if_unneeded",
     "drop_sources",
     "drop_target_blobs",
@@ -80,6 +81,22 @@ async def drop_target_blobs(ctx: EngineContext, job: Job, targets: list[TargetRo
     if dropped:
         await ctx.log(job.id, LogLevel.INFO, Step.CLEANUP, f"deleted {dropped} target blobs")
     return dropped
+
+
+async def drop_every_target_blob(ctx: EngineContext, targets: list[TargetRow]) -> int:
+    """Delete every target's blob not yet deleted (the caller made sure none is in flight) and
+    record it on its row; returns how many blobs existed.
+
+    :raises PreconditionFailed: another worker wrote a row meanwhile (after the others of its
+        batch are done and recorded).
+    """
+
+    async def drop(row: TargetRow) -> bool:
+        existed = await ctx.backend.blobs.delete_blob(row.blob)
+        await ctx.backend.state.put_target(dataclasses.replace(row, blob_deleted=True))
+        return existed
+
+    return await _together(drop, [row for row in targets if not row.blob_deleted])
 
 
 async def drop_sources(ctx: EngineContext, job: Job, sources: list[SourceRow]) -> int:

@@ -32,7 +32,7 @@ from .._domain.publications import PublicationRow, PublicationState
 from .._exceptions import InvalidInput, NotFound, PreconditionFailed
 from .._vhd import Firmware, disk_firmware
 from ..abc import CopyStatus
-from ._cleanup import drop_sources
+from ._cleanup import drop_every_target_blob, drop_sources
 from ._context import EngineContext
 from ._disk import VHD_FOOTER, check_disk_id
 from ._publish import (
@@ -503,7 +503,7 @@ async def cleanup_job(ctx: EngineContext, job_id: str, *, force: bool = False) -
     try:
         await _fail_for_cleanup(ctx, job, unfinished)
         dropped = await drop_sources(ctx, job, sources)
-        dropped += await _drop_every_target_blob(ctx, await state.list_targets(job.id))
+        dropped += await drop_every_target_blob(ctx, await state.list_targets(job.id))
     except PreconditionFailed:
         raise InvalidInput(
             f"A worker changed job {job.id!r} while it was being cleaned up; run the cleanup again."
@@ -546,17 +546,6 @@ async def _fail_for_cleanup(ctx: EngineContext, job: Job, unfinished: list[Targe
             )
         )
         await ctx.log(job.id, LogLevel.ERROR, Step.CLEANUP, reason, target=row.target)
-
-
-async def _drop_every_target_blob(ctx: EngineContext, targets: list[TargetRow]) -> int:
-    """Delete every target's blob (none is in flight) and record it on the row."""
-    dropped = 0
-    for row in targets:
-        if row.blob_deleted:
-            continue
-        dropped += await ctx.backend.blobs.delete_blob(row.blob)
-        await ctx.backend.state.put_target(dataclasses.replace(row, blob_deleted=True))
-    return dropped
 
 
 def select_targets(
